@@ -1,0 +1,124 @@
+//! Mints a JWT from a running dev broker (`cargo run -- serve --dev`) with the dev workload's
+//! X509-SVID over mTLS, or with a JWT-SVID as bearer token (`--jwt-svid`), then verifies it
+//! against the broker's JWKS the way a relying party would.
+//!
+//! ```text
+//! cargo run --example mint_jwt                      # mTLS with certs-dev/workload.pem
+//! cargo run --example mint_jwt -- --jwt-svid        # bearer JWT-SVID signed by certs-dev/jwt-svid-key.pem
+//! cargo run --example mint_jwt -- https://ledger.example.org ledger:read 120
+//! ```
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{DecodingKey, Validation, decode, decode_header};
+use tessera::dev::{JWT_SVID_KID, JwtSvidSigner, WORKLOAD_ID};
+use tessera::proto::MintJwtRequest;
+use tessera::proto::broker_client::BrokerClient;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+const GRPC: &str = "https://127.0.0.1:8443";
+const JWKS: &str = "https://127.0.0.1:8444/.well-known/jwks.json";
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let use_jwt_svid = args.iter().any(|a| a == "--jwt-svid");
+    let positional: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let destination = positional
+        .first()
+        .map_or("https://ledger.example.org", |s| s.as_str());
+    let purpose = positional.get(1).map_or("ledger:write", |s| s.as_str());
+    let ttl_seconds = positional.get(2).map_or(Ok(0), |s| s.parse())?;
+
+    let ca = std::fs::read("certs-dev/tls-ca.pem")?;
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&ca))
+        .domain_name("localhost");
+    if !use_jwt_svid {
+        let cert = std::fs::read("certs-dev/workload.pem")?;
+        let key = std::fs::read("certs-dev/workload-key.pem")?;
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    let channel = Endpoint::from_static(GRPC)
+        .tls_config(tls)?
+        .connect()
+        .await?;
+    let mut client = BrokerClient::new(channel);
+    let mut request = tonic::Request::new(MintJwtRequest {
+        destination: destination.to_owned(),
+        purpose: purpose.to_owned(),
+        ttl_seconds,
+    });
+    if use_jwt_svid {
+        let signer = JwtSvidSigner::from_pkcs8_pem(
+            &std::fs::read_to_string("certs-dev/jwt-svid-key.pem")?,
+            JWT_SVID_KID,
+        )?;
+        let now = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs())?;
+        let svid = signer.svid(WORKLOAD_ID, "tessera", now, 60)?;
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {svid}").parse()?);
+    }
+    let reply = client.mint_jwt(request).await?.into_inner();
+    println!("credential_id: {}", reply.credential_id);
+    println!("expires_at:    {}", reply.expires_at);
+    println!("token:         {}", reply.token);
+
+    // What a relying party does: fetch the JWKS, pick the key by kid, verify aud and exp.
+    let jwks: JwkSet = serde_json::from_str(&https_get(JWKS, &ca).await?)?;
+    let header = decode_header(&reply.token)?;
+    let kid = header.kid.ok_or("token has no kid")?;
+    let jwk = jwks.find(&kid).ok_or("kid not in JWKS")?;
+    let mut validation = Validation::new(header.alg);
+    validation.set_audience(&[destination]);
+    validation.set_issuer(&["https://127.0.0.1:8444"]);
+    let claims =
+        decode::<serde_json::Value>(&reply.token, &DecodingKey::from_jwk(jwk)?, &validation)?
+            .claims;
+    println!(
+        "verified claims: {}",
+        serde_json::to_string_pretty(&claims)?
+    );
+    Ok(())
+}
+
+/// A minimal HTTPS GET over rustls, trusting only `ca_pem`.
+async fn https_get(url: &str, ca_pem: &[u8]) -> Result<String, Error> {
+    use http_body_util::BodyExt;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let uri: hyper::Uri = url.parse()?;
+    let host = uri.host().ok_or("no host")?.to_owned();
+    let port = uri.port_u16().unwrap_or(443);
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from(host.clone())?, tcp)
+        .await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    let request = hyper::Request::get(uri.path())
+        .header("host", host)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+    let body = sender
+        .send_request(request)
+        .await?
+        .into_body()
+        .collect()
+        .await?
+        .to_bytes();
+    Ok(String::from_utf8(body.to_vec())?)
+}

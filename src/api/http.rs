@@ -1,0 +1,87 @@
+//! The HTTPS endpoints: JWKS, discovery, health. Responses that never change are built once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::broker::Broker;
+
+/// Shared state of the HTTP endpoints.
+#[derive(Debug)]
+pub struct HttpState {
+    jwks: Bytes,
+    discovery: Bytes,
+    ready: Arc<AtomicBool>,
+}
+
+impl HttpState {
+    /// Prepares the static documents for `broker` issuing as `issuer`. `ready` says whether the
+    /// broker accepts work (false while starting and once shutdown begins).
+    pub fn new(broker: &Broker, issuer: &str, ready: Arc<AtomicBool>) -> Self {
+        let minter = broker.jwt_minter();
+        let discovery = json!({
+            "issuer": issuer,
+            "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+            "response_types_supported": ["token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": [minter.alg()],
+            "token_endpoint_auth_signing_alg_values_supported": [minter.alg()],
+            "tls_client_certificate_bound_access_tokens": true,
+        });
+        HttpState {
+            jwks: Bytes::from(minter.jwks().to_string()),
+            discovery: Bytes::from(discovery.to_string()),
+            ready,
+        }
+    }
+}
+
+fn json_response(body: &Bytes, cache: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, cache),
+        ],
+        body.clone(),
+    )
+        .into_response()
+}
+
+/// Returns the router serving `/.well-known/*`, `/healthz` and `/readyz`.
+pub fn router(state: Arc<HttpState>) -> Router {
+    let jwks = Arc::clone(&state);
+    let discovery = Arc::clone(&state);
+    let discovery2 = Arc::clone(&state);
+    let ready = Arc::clone(&state);
+    Router::new()
+        .route(
+            "/.well-known/jwks.json",
+            get(move || async move { json_response(&jwks.jwks, "public, max-age=300") }),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || async move { json_response(&discovery.discovery, "public, max-age=300") }),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(move || async move { json_response(&discovery2.discovery, "public, max-age=300") }),
+        )
+        .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
+        .route(
+            "/readyz",
+            get(move || async move {
+                if ready.ready.load(Ordering::Acquire) {
+                    (StatusCode::OK, "ready\n")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                }
+            }),
+        )
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+}

@@ -1,0 +1,43 @@
+//! Errors → `tonic::Status`, once, with exhaustive matches. The caller is told what it can fix;
+//! internal causes are logged, not returned.
+
+use tonic::Status;
+
+use crate::broker::BrokerError;
+use crate::ledger::LedgerError;
+use crate::mint::MintError;
+use crate::request::RequestError;
+
+/// Maps a malformed request to `INVALID_ARGUMENT`.
+pub fn request_status(e: &RequestError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+/// Maps a refused or failed mint to its status: evidence problems are `UNAUTHENTICATED`, policy
+/// refusals `PERMISSION_DENIED`, storage trouble `UNAVAILABLE`, signer trouble `INTERNAL`.
+pub fn broker_status(e: &BrokerError) -> Status {
+    match e {
+        BrokerError::Attest(e) => Status::unauthenticated(e.to_string()),
+        BrokerError::Policy(e) => Status::permission_denied(e.to_string()),
+        BrokerError::Mint(e) => {
+            tracing::error!(error = %e, "minting failed");
+            match e {
+                MintError::Key(_) | MintError::Sign | MintError::Random => {
+                    Status::internal("signing failed")
+                }
+            }
+        }
+        BrokerError::Ledger(e) => {
+            tracing::error!(error = %e, "ledger refused a record");
+            match e {
+                LedgerError::Closed => {
+                    Status::unavailable("the broker is shutting down; retry on another replica")
+                }
+                LedgerError::Storage(_) | LedgerError::Corrupt(_) => {
+                    Status::unavailable("the credential could not be recorded; retry")
+                }
+                LedgerError::Duplicate(_) => Status::internal("credential id collision; retry"),
+            }
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! JWT-SVID verification (`standards.md` §3): JWS compact only, header `alg`/`kid`/`typ` only,
+//! RS/ES/PS 256–512 only, key by `kid` from the bundle of the `sub`'s trust domain, `aud` must hold
+//! our audience, `exp` required and in the future.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::Deserialize;
+
+use super::{Attestation, sha256_hex};
+use crate::config::TrustDomainConfig;
+use crate::ledger::EvidenceKind;
+use crate::spiffe_id::SpiffeId;
+
+/// Tolerated clock skew when checking `exp` and `nbf`, in seconds.
+pub const LEEWAY_SECS: i64 = 30;
+/// Longest bearer token accepted, in bytes.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// Why a JWT-SVID was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwtSvidError {
+    #[error("token is longer than {MAX_TOKEN_LEN} bytes")]
+    TooLong,
+    #[error("not a JWS compact serialization (expected three base64url parts)")]
+    NotCompact,
+    #[error("{part} is not base64url-encoded JSON")]
+    BadEncoding { part: &'static str },
+    #[error("alg `{0}` is not allowed: JWT-SVIDs must be signed with RS, ES or PS 256/384/512")]
+    AlgNotAllowed(String),
+    #[error("header member `{0}` is not allowed (only alg, kid and typ)")]
+    HeaderMember(String),
+    #[error("typ `{0}` is not allowed (only JWT or JOSE)")]
+    Typ(String),
+    #[error("sub is not a SPIFFE ID: {0}")]
+    Subject(String),
+    #[error("sub `{0}` is a trust domain, not a workload")]
+    SubjectWithoutPath(String),
+    #[error("trust domain `{0}` is not trusted for JWT-SVIDs")]
+    UntrustedDomain(String),
+    #[error("kid `{kid}` is not in the JWT bundle of trust domain `{domain}`")]
+    UnknownKid { kid: String, domain: String },
+    #[error("key `{kid}` cannot verify alg `{alg}`")]
+    AlgKeyMismatch { kid: String, alg: String },
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("exp is missing")]
+    MissingExp,
+    #[error("token expired at {exp} (now {now})")]
+    Expired { exp: i64, now: i64 },
+    #[error("token is not valid before {nbf} (now {now})")]
+    NotYetValid { nbf: i64, now: i64 },
+    #[error("aud does not contain `{0}`")]
+    Audience(String),
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn contains(&self, wanted: &str) -> bool {
+        match self {
+            Audience::One(a) => a == wanted,
+            Audience::Many(all) => all.iter().any(|a| a == wanted),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: Option<String>,
+    aud: Option<Audience>,
+    exp: Option<f64>,
+    nbf: Option<f64>,
+}
+
+/// One verification key of a bundle, with the algorithms it may verify.
+#[derive(Clone)]
+struct Key {
+    kid: String,
+    decoding: DecodingKey,
+    algs: Vec<Algorithm>,
+}
+
+/// Verifies JWT-SVIDs against the configured trust domains' JWT bundles.
+pub struct JwtSvidVerifier {
+    audience: String,
+    domains: HashMap<String, Vec<Key>>,
+}
+
+impl std::fmt::Debug for JwtSvidVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kids: Vec<(&String, Vec<&str>)> = self
+            .domains
+            .iter()
+            .map(|(d, keys)| (d, keys.iter().map(|k| k.kid.as_str()).collect()))
+            .collect();
+        f.debug_struct("JwtSvidVerifier")
+            .field("audience", &self.audience)
+            .field("keys", &kids)
+            .finish()
+    }
+}
+
+/// Returns the algorithms a JWK may verify: its `alg` if set, else every allowed alg of its type.
+fn algorithms_for(jwk: &Jwk) -> Vec<Algorithm> {
+    use jsonwebtoken::jwk::EllipticCurve;
+    let family: Vec<Algorithm> = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => vec![
+            Algorithm::RS256,
+            Algorithm::RS384,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::PS384,
+            Algorithm::PS512,
+        ],
+        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+            EllipticCurve::P256 => vec![Algorithm::ES256],
+            EllipticCurve::P384 => vec![Algorithm::ES384],
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    match jwk
+        .common
+        .key_algorithm
+        .and_then(|a| a.to_string().parse::<Algorithm>().ok())
+    {
+        Some(alg) => family.into_iter().filter(|a| *a == alg).collect(),
+        None => family,
+    }
+}
+
+/// Parses an `alg` header value if it is on the SPIFFE allow-list.
+fn allowed_alg(alg: &str) -> Option<Algorithm> {
+    match alg {
+        "RS256" => Some(Algorithm::RS256),
+        "RS384" => Some(Algorithm::RS384),
+        "RS512" => Some(Algorithm::RS512),
+        "ES256" => Some(Algorithm::ES256),
+        "ES384" => Some(Algorithm::ES384),
+        "PS256" => Some(Algorithm::PS256),
+        "PS384" => Some(Algorithm::PS384),
+        "PS512" => Some(Algorithm::PS512),
+        _ => None,
+    }
+}
+
+fn decode_part<T: for<'de> Deserialize<'de>>(
+    part: &str,
+    name: &'static str,
+) -> Result<T, JwtSvidError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| JwtSvidError::BadEncoding { part: name })?;
+    serde_json::from_slice(&bytes).map_err(|_| JwtSvidError::BadEncoding { part: name })
+}
+
+/// Checks the header: only `alg`, `kid`, `typ`; `typ` JWT or JOSE; `alg` allowed. Returns the
+/// alg and kid.
+fn check_header(part: &str) -> Result<(Algorithm, Option<String>), JwtSvidError> {
+    let map: serde_json::Map<String, serde_json::Value> = decode_part(part, "header")?;
+    let header: Header = serde_json::from_value(serde_json::Value::Object(map.clone()))
+        .map_err(|_| JwtSvidError::BadEncoding { part: "header" })?;
+    let alg =
+        allowed_alg(&header.alg).ok_or_else(|| JwtSvidError::AlgNotAllowed(header.alg.clone()))?;
+    if let Some(member) = map
+        .keys()
+        .find(|k| !matches!(k.as_str(), "alg" | "kid" | "typ"))
+    {
+        return Err(JwtSvidError::HeaderMember(member.clone()));
+    }
+    if let Some(typ) = map.get("typ") {
+        let typ = typ.as_str().unwrap_or_default();
+        if typ != "JWT" && typ != "JOSE" {
+            return Err(JwtSvidError::Typ(typ.to_owned()));
+        }
+    }
+    let kid = match map.get("kid") {
+        Some(serde_json::Value::String(kid)) => Some(kid.clone()),
+        Some(_) => return Err(JwtSvidError::BadEncoding { part: "header" }),
+        None => None,
+    };
+    Ok((alg, kid))
+}
+
+impl JwtSvidVerifier {
+    /// Builds the verifier; fails when a bundle key cannot be used for verification.
+    pub fn new(domains: &[TrustDomainConfig], audience: &str) -> Result<Self, String> {
+        let mut out = HashMap::new();
+        for domain in domains {
+            let mut keys = Vec::new();
+            for k in &domain.jwt_keys {
+                let decoding = DecodingKey::from_jwk(&k.jwk).map_err(|e| {
+                    format!("JWT bundle of `{}`: key `{}`: {e}", domain.name, k.kid)
+                })?;
+                keys.push(Key {
+                    kid: k.kid.clone(),
+                    decoding,
+                    algs: algorithms_for(&k.jwk),
+                });
+            }
+            if !domain.jwt_keys.is_empty() {
+                out.insert(domain.name.as_str().to_owned(), keys);
+            }
+        }
+        Ok(JwtSvidVerifier {
+            audience: audience.to_owned(),
+            domains: out,
+        })
+    }
+
+    /// Verifies `token` at unix time `now`; returns the attested workload. Fails with the first
+    /// rule the token breaks.
+    pub fn verify(&self, token: &str, now: i64) -> Result<Attestation, JwtSvidError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(JwtSvidError::TooLong);
+        }
+        let mut parts = token.split('.');
+        let (Some(h), Some(c), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(JwtSvidError::NotCompact);
+        };
+        let (alg, kid) = check_header(h)?;
+        let claims: Claims = decode_part(c, "claims")?;
+        let sub = claims
+            .sub
+            .as_deref()
+            .ok_or_else(|| JwtSvidError::Subject("missing".into()))?;
+        let identity: SpiffeId = sub
+            .parse()
+            .map_err(|e| JwtSvidError::Subject(format!("`{sub}`: {e}")))?;
+        if !identity.has_path() {
+            return Err(JwtSvidError::SubjectWithoutPath(sub.to_owned()));
+        }
+        let domain = identity.trust_domain_name();
+        let keys = self
+            .domains
+            .get(domain)
+            .ok_or_else(|| JwtSvidError::UntrustedDomain(domain.to_owned()))?;
+        let message = &token[..h.len() + 1 + c.len()];
+        self.check_signature(keys, domain, kid.as_deref(), alg, message, s)?;
+        self.check_claims(&claims, now)?;
+        Ok(Attestation {
+            identity,
+            evidence_kind: EvidenceKind::JwtSvid,
+            evidence_hash: sha256_hex(token.as_bytes()),
+            cnf_x5t_s256: None,
+        })
+    }
+
+    fn check_signature(
+        &self,
+        keys: &[Key],
+        domain: &str,
+        kid: Option<&str>,
+        alg: Algorithm,
+        message: &str,
+        signature: &str,
+    ) -> Result<(), JwtSvidError> {
+        let candidates: Vec<&Key> = match kid {
+            Some(kid) => {
+                let key =
+                    keys.iter()
+                        .find(|k| k.kid == kid)
+                        .ok_or_else(|| JwtSvidError::UnknownKid {
+                            kid: kid.to_owned(),
+                            domain: domain.to_owned(),
+                        })?;
+                if !key.algs.contains(&alg) {
+                    return Err(JwtSvidError::AlgKeyMismatch {
+                        kid: kid.to_owned(),
+                        alg: format!("{alg:?}"),
+                    });
+                }
+                vec![key]
+            }
+            None => keys.iter().filter(|k| k.algs.contains(&alg)).collect(),
+        };
+        for key in candidates {
+            if jsonwebtoken::crypto::verify(signature, message.as_bytes(), &key.decoding, alg)
+                .unwrap_or(false)
+            {
+                return Ok(());
+            }
+        }
+        Err(JwtSvidError::BadSignature)
+    }
+
+    fn check_claims(&self, claims: &Claims, now: i64) -> Result<(), JwtSvidError> {
+        // Times may be written as floats by some issuers; whole seconds are what count.
+        let exp = claims.exp.ok_or(JwtSvidError::MissingExp)? as i64;
+        if now >= exp.saturating_add(LEEWAY_SECS) {
+            return Err(JwtSvidError::Expired { exp, now });
+        }
+        if let Some(nbf) = claims.nbf.map(|n| n as i64) {
+            if now.saturating_add(LEEWAY_SECS) < nbf {
+                return Err(JwtSvidError::NotYetValid { nbf, now });
+            }
+        }
+        match &claims.aud {
+            Some(aud) if aud.contains(&self.audience) => Ok(()),
+            _ => Err(JwtSvidError::Audience(self.audience.clone())),
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Attestation: turns transport evidence into an [`Attestation`] (who the caller is, how it
+//! proved it). It never decides access.
+//!
+//! Evidence, in order of precedence: an `authorization: Bearer` JWT-SVID, else the X509-SVID the
+//! caller presented as TLS client certificate (verified once per connection, see [`x509_svid`]).
+
+pub mod jwt_svid;
+pub mod x509_svid;
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::config::TrustDomainConfig;
+use crate::ledger::EvidenceKind;
+use crate::spiffe_id::SpiffeId;
+
+pub use self::jwt_svid::{JwtSvidError, JwtSvidVerifier};
+pub use self::x509_svid::{X509Peer, X509SvidError, X509SvidVerifier};
+
+/// Who the caller is, as proven by its evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attestation {
+    pub identity: SpiffeId,
+    pub evidence_kind: EvidenceKind,
+    /// Lowercase hex SHA-256 of the evidence (token bytes or leaf certificate DER).
+    pub evidence_hash: String,
+    /// `x5t#S256` of the client certificate when attested over mTLS (RFC 8705).
+    pub cnf_x5t_s256: Option<String>,
+}
+
+/// Why attestation failed. Every variant means "unauthenticated"; the message says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttestError {
+    #[error(
+        "no credentials: present an X509-SVID as TLS client certificate or a JWT-SVID as \
+         `authorization: Bearer <token>`"
+    )]
+    NoCredentials,
+    #[error("malformed authorization header: expected `Bearer <token>`")]
+    MalformedAuthorization,
+    #[error("JWT-SVID refused: {0}")]
+    JwtSvid(#[from] JwtSvidError),
+    #[error("X509-SVID refused: {0}")]
+    X509Svid(#[from] X509SvidError),
+}
+
+/// The evidence one call carries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Evidence<'a> {
+    /// The raw `authorization` header value, if any.
+    pub authorization: Option<&'a str>,
+    /// The result of verifying the connection's client certificate, if one was presented.
+    pub peer: Option<&'a Result<X509Peer, X509SvidError>>,
+}
+
+/// Verifies evidence against the configured trust domains.
+pub struct Attestor {
+    jwt: JwtSvidVerifier,
+    x509: X509SvidVerifier,
+}
+
+impl fmt::Debug for Attestor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attestor").finish_non_exhaustive()
+    }
+}
+
+impl Attestor {
+    /// Builds an attestor for `domains`, accepting JWT-SVIDs whose `aud` holds `audience`.
+    /// `client_ca`, when set, is an extra set of roots every X509-SVID must also chain to.
+    /// Fails when a bundle certificate or key cannot be used.
+    pub fn new(
+        domains: &[TrustDomainConfig],
+        audience: &str,
+        client_ca: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+    ) -> Result<Self, String> {
+        Ok(Attestor {
+            jwt: JwtSvidVerifier::new(domains, audience)?,
+            x509: X509SvidVerifier::new(domains, client_ca)?,
+        })
+    }
+
+    /// Returns the X509-SVID verifier, used once per TLS connection.
+    pub fn x509(&self) -> &X509SvidVerifier {
+        &self.x509
+    }
+
+    /// Returns the JWT-SVID verifier.
+    pub fn jwt(&self) -> &JwtSvidVerifier {
+        &self.jwt
+    }
+
+    /// Attests one call at unix time `now`. A bearer token, when present, is the evidence;
+    /// otherwise the connection's client certificate. Fails when there is neither or the
+    /// evidence does not verify.
+    pub fn attest(&self, evidence: Evidence<'_>, now: i64) -> Result<Attestation, AttestError> {
+        if let Some(header) = evidence.authorization {
+            let token = bearer_token(header)?;
+            return Ok(self.jwt.verify(token, now)?);
+        }
+        match evidence.peer {
+            Some(Ok(peer)) => Ok(peer.attestation(now)?),
+            Some(Err(e)) => Err(AttestError::X509Svid(e.clone())),
+            None => Err(AttestError::NoCredentials),
+        }
+    }
+}
+
+/// Extracts the token of an `authorization: Bearer <token>` value (scheme case-insensitive).
+pub fn bearer_token(header: &str) -> Result<&str, AttestError> {
+    let (scheme, token) = header
+        .split_once(' ')
+        .ok_or(AttestError::MalformedAuthorization)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(AttestError::MalformedAuthorization);
+    }
+    Ok(token)
+}
+
+/// Returns lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest.as_ref() {
+        out.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+        out.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
+    }
+    out
+}
+
+/// Returns base64url (no padding) SHA-256 of `bytes`: the RFC 8705 `x5t#S256` of a DER cert.
+pub fn x5t_s256(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_token_needs_the_scheme_and_a_token() {
+        assert_eq!(bearer_token("Bearer abc"), Ok("abc"));
+        assert_eq!(bearer_token("bearer abc"), Ok("abc"));
+        assert_eq!(
+            bearer_token("Basic abc"),
+            Err(AttestError::MalformedAuthorization)
+        );
+        assert_eq!(
+            bearer_token("Bearer "),
+            Err(AttestError::MalformedAuthorization)
+        );
+        assert_eq!(
+            bearer_token("abc"),
+            Err(AttestError::MalformedAuthorization)
+        );
+    }
+
+    #[test]
+    fn hashes_are_hex_and_base64url() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            x5t_s256(b"abc"),
+            "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0"
+        );
+    }
+}

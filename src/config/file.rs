@@ -1,0 +1,114 @@
+//! The configuration file as written (TOML, `deny_unknown_fields`). Nothing here is validated;
+//! [`super::Config::from_file`] turns a [`FileConfig`] into a checked [`super::Config`] once.
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub server: ServerSection,
+    #[serde(default)]
+    pub ledger: LedgerSection,
+    pub signing: SigningSection,
+    #[serde(default)]
+    pub trust_domain: Vec<TrustDomainSection>,
+    #[serde(default)]
+    pub admin: AdminSection,
+    #[serde(default)]
+    pub grant: Vec<GrantSection>,
+}
+
+/// `[server]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub grpc_addr: Option<String>,
+    pub http_addr: Option<String>,
+    pub tls_cert: String,
+    pub tls_key: String,
+    pub tls_client_ca: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub shutdown_grace: Option<String>,
+}
+
+/// `[ledger]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSection {
+    pub path: Option<String>,
+    pub url: Option<String>,
+    pub retain_expired: Option<String>,
+    pub sweep_interval: Option<String>,
+}
+
+/// `[signing]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningSection {
+    pub jwt_key: String,
+    pub ca_cert: Option<String>,
+    pub ca_key: Option<String>,
+}
+
+/// One `[[trust_domain]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustDomainSection {
+    pub name: String,
+    pub x509_bundle: Option<String>,
+    pub jwt_bundle: Option<String>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    #[serde(default)]
+    pub spiffe_ids: Vec<String>,
+}
+
+/// One `[[grant]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantSection {
+    pub name: Option<String>,
+    pub workload: Option<String>,
+    pub owner: Option<String>,
+    pub expires: Option<DateValue>,
+    #[serde(default)]
+    pub destinations: Vec<String>,
+    #[serde(default)]
+    pub purposes: Vec<String>,
+    pub credentials: Option<Vec<String>>,
+    pub default_ttl: Option<String>,
+    pub max_ttl: Option<String>,
+    #[serde(rename = "match")]
+    pub matcher: Option<MatchSection>,
+}
+
+/// `[grant.match]`: who may act as the grant's workload.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSection {
+    pub spiffe_id: Option<String>,
+}
+
+/// A date written either as a TOML date (`2027-06-30`) or a string (`"2027-06-30"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum DateValue {
+    Text(String),
+    Toml(toml::value::Datetime),
+}
+
+impl DateValue {
+    /// Returns the date as `YYYY-MM-DD` text for parsing.
+    pub fn to_text(&self) -> String {
+        match self {
+            DateValue::Text(text) => text.clone(),
+            DateValue::Toml(datetime) => datetime.to_string(),
+        }
+    }
+}

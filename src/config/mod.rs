@@ -1,0 +1,525 @@
+//! Configuration: the TOML file ([`file::FileConfig`]) is read and checked once into a
+//! [`Config`]; every later stage trusts what it holds. Errors name the file and the key.
+
+mod file;
+pub mod material;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+
+use crate::clock::Clock;
+use crate::ledger::CredentialKind;
+use crate::policy::{Grant, SpiffePattern};
+use crate::spiffe_id::{SpiffeId, TrustDomain};
+
+pub use self::file::FileConfig;
+pub use self::material::{BundleJwk, SecretKey};
+
+/// The longest TTL any grant may allow.
+pub const MAX_GRANT_TTL: Duration = Duration::from_secs(3600);
+/// `default_ttl` is at most this when not set.
+pub const DEFAULT_TTL_CAP: Duration = Duration::from_secs(300);
+/// `max_ttl` when not set.
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(900);
+
+/// A configuration error. `Display` names the file and, where there is one, the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read configuration: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Syntax { file: PathBuf, message: String },
+    #[error("{file}: `{key}`: {message}")]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: PathBuf,
+    pub server: ServerConfig,
+    pub ledger: LedgerConfig,
+    pub signing: SigningConfig,
+    pub trust_domains: Vec<TrustDomainConfig>,
+    pub admin_ids: Vec<SpiffeId>,
+    pub grants: Vec<Grant>,
+}
+
+/// `[server]`, checked.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub tls_cert_chain: Vec<CertificateDer<'static>>,
+    pub tls_key: SecretKey,
+    pub tls_client_ca: Option<Vec<CertificateDer<'static>>>,
+    pub issuer: String,
+    pub audience: String,
+    pub shutdown_grace: Duration,
+}
+
+/// Where the ledger lives.
+#[derive(Debug, Clone)]
+pub enum LedgerBackend {
+    Redb(PathBuf),
+}
+
+/// `[ledger]`, checked.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    pub backend: LedgerBackend,
+    pub retain_expired: Duration,
+    pub sweep_interval: Duration,
+}
+
+/// `[signing]`, checked.
+#[derive(Debug, Clone)]
+pub struct SigningConfig {
+    pub jwt_key: SecretKey,
+    pub ca_cert: Option<Vec<CertificateDer<'static>>>,
+    pub ca_key: Option<SecretKey>,
+}
+
+/// One `[[trust_domain]]`, with its bundles loaded.
+#[derive(Debug, Clone)]
+pub struct TrustDomainConfig {
+    pub name: TrustDomain,
+    pub x509_roots: Vec<CertificateDer<'static>>,
+    pub jwt_keys: Vec<BundleJwk>,
+}
+
+/// Parses durations written as `90s`, `5m`, `1h` or `2d` (a whole number and one unit).
+///
+/// Fails with a message saying the accepted forms.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 90s, 5m, 1h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(format!("`{text}` is not a duration like 90s, 5m, 1h")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// Collects errors with the file name attached.
+struct Checker<'a> {
+    file: &'a Path,
+}
+
+impl Checker<'_> {
+    fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_path_buf(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn addr(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        default: &str,
+    ) -> Result<SocketAddr, ConfigError> {
+        let text = value.unwrap_or(default);
+        text.parse()
+            .map_err(|e| self.invalid(key, format!("`{text}` is not host:port: {e}")))
+    }
+
+    fn duration(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        value.map_or(Ok(default), |v| {
+            parse_duration(v).map_err(|m| self.invalid(key, m))
+        })
+    }
+
+    fn certs(&self, key: &str, path: &str) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+        material::certificates(&material::resolve(path)).map_err(|m| self.invalid(key, m))
+    }
+
+    fn key(&self, key: &str, path: &str) -> Result<SecretKey, ConfigError> {
+        material::private_key(&material::resolve(path)).map_err(|m| self.invalid(key, m))
+    }
+}
+
+impl Config {
+    /// Reads and validates the configuration file at `path`. `clock` decides which grants have
+    /// expired. Fails with the first problem found, naming the file and key.
+    pub fn load(path: &Path, clock: &dyn Clock) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        let file: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+            file: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Config::from_file(path, file, clock)
+    }
+
+    /// Validates an already parsed file; `path` is only used in error messages.
+    pub fn from_file(
+        path: &Path,
+        file: FileConfig,
+        clock: &dyn Clock,
+    ) -> Result<Config, ConfigError> {
+        let check = Checker { file: path };
+        let server = server(&check, &file.server)?;
+        let ledger = ledger(&check, &file.ledger)?;
+        let signing = signing(&check, &file.signing)?;
+        let trust_domains = trust_domains(&check, &file.trust_domain)?;
+        let known = |td: &str| trust_domains.iter().any(|t| t.name.as_str() == td);
+        let mut admin_ids = Vec::new();
+        for (i, id) in file.admin.spiffe_ids.iter().enumerate() {
+            let key = format!("admin.spiffe_ids[{i}]");
+            let id: SpiffeId = id
+                .parse()
+                .map_err(|e| check.invalid(&key, format!("`{id}`: {e}")))?;
+            if !known(id.trust_domain_name()) {
+                return Err(check.invalid(
+                    key,
+                    format!("unknown trust domain `{}`", id.trust_domain_name()),
+                ));
+            }
+            admin_ids.push(id);
+        }
+        let today = today(clock);
+        let mut grants: Vec<Grant> = Vec::with_capacity(file.grant.len());
+        for (i, section) in file.grant.iter().enumerate() {
+            let grant = grant::build(&check, i, section, today, &known)?;
+            if grants.iter().any(|g| g.name == grant.name) {
+                return Err(check.invalid(
+                    format!("grant[{i}].name"),
+                    format!("`{}` is used twice", grant.name),
+                ));
+            }
+            grants.push(grant);
+        }
+        Ok(Config {
+            source: path.to_path_buf(),
+            server,
+            ledger,
+            signing,
+            trust_domains,
+            admin_ids,
+            grants,
+        })
+    }
+}
+
+fn today(clock: &dyn Clock) -> time::Date {
+    time::OffsetDateTime::from_unix_timestamp(clock.unix_seconds())
+        .map(|t| t.date())
+        .unwrap_or(time::Date::MIN)
+}
+
+fn server(check: &Checker<'_>, s: &file::ServerSection) -> Result<ServerConfig, ConfigError> {
+    let grpc_addr = check.addr("server.grpc_addr", s.grpc_addr.as_deref(), "127.0.0.1:8443")?;
+    let http_addr = check.addr("server.http_addr", s.http_addr.as_deref(), "127.0.0.1:8444")?;
+    let issuer = s
+        .issuer
+        .clone()
+        .unwrap_or_else(|| format!("https://{http_addr}"));
+    if !issuer.starts_with("https://") || issuer.contains(['?', '#']) || issuer.ends_with('/') {
+        return Err(check.invalid(
+            "server.issuer",
+            format!("`{issuer}` must be an https URL with no query, fragment or trailing `/`"),
+        ));
+    }
+    let audience = s.audience.clone().unwrap_or_else(|| "tessera".to_owned());
+    if audience.is_empty() {
+        return Err(check.invalid("server.audience", "must not be empty"));
+    }
+    let tls_client_ca = match &s.tls_client_ca {
+        Some(path) => Some(check.certs("server.tls_client_ca", path)?),
+        None => None,
+    };
+    Ok(ServerConfig {
+        grpc_addr,
+        http_addr,
+        tls_cert_chain: check.certs("server.tls_cert", &s.tls_cert)?,
+        tls_key: check.key("server.tls_key", &s.tls_key)?,
+        tls_client_ca,
+        issuer,
+        audience,
+        shutdown_grace: check.duration(
+            "server.shutdown_grace",
+            s.shutdown_grace.as_deref(),
+            Duration::from_secs(10),
+        )?,
+    })
+}
+
+fn ledger(check: &Checker<'_>, s: &file::LedgerSection) -> Result<LedgerConfig, ConfigError> {
+    let backend = match (&s.path, &s.url) {
+        (Some(path), None) => LedgerBackend::Redb(material::resolve(path)),
+        (None, None) => LedgerBackend::Redb(PathBuf::from("tessera-data/ledger.redb")),
+        (Some(_), Some(_)) => {
+            return Err(check.invalid("ledger", "set exactly one of `path` and `url`"));
+        }
+        (None, Some(_)) => {
+            return Err(check.invalid(
+                "ledger.url",
+                "the PostgreSQL ledger is not available in this version; use `path` (embedded redb)",
+            ));
+        }
+    };
+    Ok(LedgerConfig {
+        backend,
+        retain_expired: check.duration(
+            "ledger.retain_expired",
+            s.retain_expired.as_deref(),
+            Duration::from_secs(3600),
+        )?,
+        sweep_interval: check.duration(
+            "ledger.sweep_interval",
+            s.sweep_interval.as_deref(),
+            Duration::from_secs(60),
+        )?,
+    })
+}
+
+fn signing(check: &Checker<'_>, s: &file::SigningSection) -> Result<SigningConfig, ConfigError> {
+    let ca_cert = s
+        .ca_cert
+        .as_deref()
+        .map(|p| check.certs("signing.ca_cert", p))
+        .transpose()?;
+    let ca_key = s
+        .ca_key
+        .as_deref()
+        .map(|p| check.key("signing.ca_key", p))
+        .transpose()?;
+    if ca_cert.is_some() != ca_key.is_some() {
+        return Err(check.invalid("signing", "set both `ca_cert` and `ca_key`, or neither"));
+    }
+    Ok(SigningConfig {
+        jwt_key: check.key("signing.jwt_key", &s.jwt_key)?,
+        ca_cert,
+        ca_key,
+    })
+}
+
+fn trust_domains(
+    check: &Checker<'_>,
+    sections: &[file::TrustDomainSection],
+) -> Result<Vec<TrustDomainConfig>, ConfigError> {
+    let mut out: Vec<TrustDomainConfig> = Vec::new();
+    for (i, s) in sections.iter().enumerate() {
+        let key = |k: &str| format!("trust_domain[{i}].{k}");
+        let name: TrustDomain = s
+            .name
+            .parse()
+            .map_err(|e| check.invalid(key("name"), format!("`{}`: {e}", s.name)))?;
+        if out.iter().any(|t| t.name == name) {
+            return Err(check.invalid(
+                key("name"),
+                format!("trust domain `{name}` is listed twice"),
+            ));
+        }
+        if s.x509_bundle.is_none() && s.jwt_bundle.is_none() {
+            return Err(check.invalid(key("name"), "set `x509_bundle`, `jwt_bundle` or both"));
+        }
+        let x509_roots = match &s.x509_bundle {
+            Some(path) => check.certs(&key("x509_bundle"), path)?,
+            None => Vec::new(),
+        };
+        let jwt_keys = match &s.jwt_bundle {
+            Some(path) => material::jwt_bundle(&material::resolve(path))
+                .map_err(|m| check.invalid(key("jwt_bundle"), m))?,
+            None => Vec::new(),
+        };
+        out.push(TrustDomainConfig {
+            name,
+            x509_roots,
+            jwt_keys,
+        });
+    }
+    Ok(out)
+}
+
+mod grant {
+    use super::*;
+
+    /// Builds grant number `i`; fails naming the key that is missing or wrong.
+    pub(super) fn build(
+        check: &Checker<'_>,
+        i: usize,
+        s: &file::GrantSection,
+        today: time::Date,
+        known: &dyn Fn(&str) -> bool,
+    ) -> Result<Grant, ConfigError> {
+        let key = |k: &str| format!("grant[{i}].{k}");
+        let name = s.name.clone().unwrap_or_else(|| format!("grant-{}", i + 1));
+        let workload_text = s
+            .workload
+            .as_deref()
+            .ok_or_else(|| check.invalid(key("workload"), "is required"))?;
+        let workload: SpiffeId = workload_text
+            .parse()
+            .map_err(|e| check.invalid(key("workload"), format!("`{workload_text}`: {e}")))?;
+        if !known(workload.trust_domain_name()) {
+            return Err(check.invalid(
+                key("workload"),
+                format!("unknown trust domain `{}`", workload.trust_domain_name()),
+            ));
+        }
+        let owner = s.owner.clone().filter(|o| !o.trim().is_empty());
+        let owner = owner
+            .ok_or_else(|| check.invalid(key("owner"), "is required: every grant has an owner"))?;
+        let expires_text = s.expires.as_ref().map(|d| d.to_text());
+        let expires_text = expires_text.ok_or_else(|| {
+            check.invalid(
+                key("expires"),
+                "is required: grants are reviewed, not eternal",
+            )
+        })?;
+        let expires = time::Date::parse(
+            &expires_text,
+            time::macros::format_description!("[year]-[month]-[day]"),
+        )
+        .map_err(|_| {
+            check.invalid(
+                key("expires"),
+                format!("`{expires_text}` is not a date like 2027-06-30"),
+            )
+        })?;
+        if expires < today {
+            return Err(check.invalid(
+                key("expires"),
+                format!("grant `{name}` expired on {expires}; review and renew it"),
+            ));
+        }
+        let destinations = non_empty_list(check, &key("destinations"), &s.destinations)?;
+        let purposes = non_empty_list(check, &key("purposes"), &s.purposes)?;
+        let credentials = credential_kinds(check, &key("credentials"), s.credentials.as_deref())?;
+        let max_ttl = check.duration(&key("max_ttl"), s.max_ttl.as_deref(), DEFAULT_MAX_TTL)?;
+        if max_ttl > MAX_GRANT_TTL || max_ttl.is_zero() {
+            return Err(check.invalid(key("max_ttl"), "must be more than 0 and at most 1h"));
+        }
+        let default_ttl = check.duration(
+            &key("default_ttl"),
+            s.default_ttl.as_deref(),
+            DEFAULT_TTL_CAP.min(max_ttl),
+        )?;
+        if default_ttl > max_ttl || default_ttl.is_zero() {
+            return Err(check.invalid(
+                key("default_ttl"),
+                "must be more than 0 and at most max_ttl",
+            ));
+        }
+        let matcher = matcher(check, &key("match.spiffe_id"), s.matcher.as_ref(), known)?;
+        Ok(Grant {
+            name,
+            workload,
+            owner,
+            expires,
+            destinations,
+            purposes,
+            credentials,
+            default_ttl,
+            max_ttl,
+            matcher,
+        })
+    }
+
+    fn non_empty_list(
+        check: &Checker<'_>,
+        key: &str,
+        items: &[String],
+    ) -> Result<Vec<String>, ConfigError> {
+        if items.is_empty() {
+            return Err(check.invalid(key, "must list at least one value"));
+        }
+        if let Some(bad) = items
+            .iter()
+            .find(|v| crate::request::check_name(v).is_err())
+        {
+            return Err(check.invalid(
+                key,
+                format!("`{bad}` is empty, too long or has spaces or control characters"),
+            ));
+        }
+        Ok(items.to_vec())
+    }
+
+    fn credential_kinds(
+        check: &Checker<'_>,
+        key: &str,
+        names: Option<&[String]>,
+    ) -> Result<Vec<CredentialKind>, ConfigError> {
+        let Some(names) = names else {
+            return Ok(vec![CredentialKind::Jwt]);
+        };
+        if names.is_empty() {
+            return Err(check.invalid(key, "must list at least one of `jwt`, `x509`"));
+        }
+        names
+            .iter()
+            .map(|n| {
+                n.parse()
+                    .map_err(|_| check.invalid(key, format!("`{n}` is not `jwt` or `x509`")))
+            })
+            .collect()
+    }
+
+    fn matcher(
+        check: &Checker<'_>,
+        key: &str,
+        section: Option<&file::MatchSection>,
+        known: &dyn Fn(&str) -> bool,
+    ) -> Result<SpiffePattern, ConfigError> {
+        let text = section
+            .and_then(|m| m.spiffe_id.as_deref())
+            .ok_or_else(|| check.invalid(key, "is required: say who may act as this workload"))?;
+        let pattern: SpiffePattern = text
+            .parse()
+            .map_err(|e| check.invalid(key, format!("`{text}`: {e}")))?;
+        if !known(pattern.trust_domain_name()) {
+            return Err(check.invalid(
+                key,
+                format!("unknown trust domain `{}`", pattern.trust_domain_name()),
+            ));
+        }
+        Ok(pattern)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations_in_each_unit() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("5 minutes").is_err());
+    }
+}

@@ -1,0 +1,190 @@
+//! The ledger: the durable record of every issued credential.
+//!
+//! Invariant 1 of DESIGN.md lives here: [`Ledger::record`] returns only once the record is
+//! committed and fsynced. Implementations batch concurrent records into one durable commit
+//! (group commit), so the cost of an fsync is shared by every mint waiting on it.
+//!
+//! Layout, shared by every implementation (redb tables / PostgreSQL tables):
+//! - `credentials`: credential id → [`CredentialRecord`];
+//! - `expiry`: (expires_at, credential id) → (), to sweep expired records in order;
+//! - reserved for revocation: `rules` (rule id → rule) and `events` (sequence → event), written
+//!   through the same group-commit path as credentials.
+
+mod redb;
+
+use std::fmt;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use self::redb::{RedbLedger, RedbOptions};
+
+/// What kind of credential a record describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialKind {
+    Jwt,
+    X509,
+}
+
+impl CredentialKind {
+    /// The wire and config name: `jwt` or `x509`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::Jwt => "jwt",
+            CredentialKind::X509 => "x509",
+        }
+    }
+}
+
+impl fmt::Display for CredentialKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for CredentialKind {
+    type Err = UnknownName;
+
+    /// Parses `jwt` or `x509`; fails with the offending name otherwise.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "jwt" => Ok(CredentialKind::Jwt),
+            "x509" => Ok(CredentialKind::X509),
+            other => Err(UnknownName(other.to_owned())),
+        }
+    }
+}
+
+/// A name that is not one of an enumeration's values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown name `{0}`")]
+pub struct UnknownName(pub String);
+
+/// How the caller proved its identity when the credential was issued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EvidenceKind {
+    /// An X509-SVID presented as TLS client certificate.
+    X509Svid,
+    /// A JWT-SVID presented as bearer token.
+    JwtSvid,
+    /// A CI or Kubernetes OIDC ID token.
+    Oidc,
+}
+
+impl EvidenceKind {
+    /// `x509-svid`, `jwt-svid` or `oidc`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvidenceKind::X509Svid => "x509-svid",
+            EvidenceKind::JwtSvid => "jwt-svid",
+            EvidenceKind::Oidc => "oidc",
+        }
+    }
+}
+
+/// The stored status of a credential. `Expired` is derived from `expires_at` when read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Live,
+    Revoked,
+    Expired,
+}
+
+impl Status {
+    /// `live`, `revoked` or `expired`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Live => "live",
+            Status::Revoked => "revoked",
+            Status::Expired => "expired",
+        }
+    }
+}
+
+/// One issued credential, as the ledger keeps it. Holds no secret: neither the token nor the
+/// evidence, only a SHA-256 of the evidence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialRecord {
+    /// JWT `jti`, or the certificate serial in lowercase hex.
+    pub credential_id: String,
+    pub kind: CredentialKind,
+    /// The workload SPIFFE ID the credential was minted for (its `sub`).
+    pub workload: String,
+    pub owner: String,
+    pub destination: String,
+    pub purpose: String,
+    /// Name of the grant that allowed the issuance.
+    pub grant: String,
+    pub evidence_kind: EvidenceKind,
+    /// Lowercase hex SHA-256 of the evidence (the presented token or certificate).
+    pub evidence_hash: String,
+    /// Unix seconds.
+    pub issued_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+    pub status: Status,
+}
+
+impl CredentialRecord {
+    /// The status as of `now` (unix seconds): a live record past `expires_at` reads as expired.
+    pub fn status_at(&self, now: i64) -> Status {
+        match self.status {
+            Status::Live if self.expires_at <= now => Status::Expired,
+            other => other,
+        }
+    }
+}
+
+/// Parameters of [`Ledger::sweep`].
+#[derive(Clone, Copy, Debug)]
+pub struct SweepParams {
+    /// Records whose `expires_at` is strictly before this unix time are deleted.
+    pub expired_before: i64,
+    /// At most this many records are deleted in one call (bounds the write transaction).
+    pub limit: usize,
+}
+
+/// Errors of the ledger. The message names the operation; callers map every variant to an
+/// internal/unavailable error without exposing storage details.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger storage error: {0}")]
+    Storage(String),
+    #[error("ledger record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("ledger is closed")]
+    Closed,
+    #[error("credential id {0} is already recorded")]
+    Duplicate(String),
+}
+
+/// The durable record of issued credentials.
+#[async_trait]
+pub trait Ledger: Send + Sync + fmt::Debug + 'static {
+    /// Durably records one credential. Returns once the record is committed and fsynced, sharing
+    /// the commit with any records submitted concurrently. Fails with `Duplicate` if the id is
+    /// already recorded (that record is left untouched), `Closed` after [`Ledger::close`].
+    async fn record(&self, record: CredentialRecord) -> Result<(), LedgerError>;
+
+    /// Returns the record with this id, or `None` if it was never recorded or has been swept.
+    async fn get(&self, credential_id: &str) -> Result<Option<CredentialRecord>, LedgerError>;
+
+    /// Deletes expired records; returns how many were deleted.
+    async fn sweep(&self, params: SweepParams) -> Result<u64, LedgerError>;
+
+    /// Returns how many records the ledger holds (live, revoked and not yet swept).
+    async fn len(&self) -> Result<u64, LedgerError>;
+
+    /// Returns true when the ledger holds no record.
+    async fn is_empty(&self) -> Result<bool, LedgerError> {
+        Ok(self.len().await? == 0)
+    }
+
+    /// Commits everything submitted so far, then refuses new records and sweeps (`Closed`);
+    /// reads keep working. Idempotent.
+    async fn close(&self) -> Result<(), LedgerError>;
+}

@@ -1,0 +1,23 @@
+//! Minting: signs credentials. It never decides access and never stores.
+
+mod jwt;
+
+pub use self::jwt::{JwtMinter, MintJwtParams, MintedJwt};
+
+/// Why minting failed: only key problems, found at start-up, or a failing signer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MintError {
+    #[error("signing key: {0}")]
+    Key(String),
+    #[error("signing failed")]
+    Sign,
+    #[error("the system random generator failed")]
+    Random,
+}
+
+/// Returns `n` random bytes from the operating system's generator.
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], MintError> {
+    let mut out = [0u8; N];
+    aws_lc_rs::rand::fill(&mut out).map_err(|_| MintError::Random)?;
+    Ok(out)
+}

@@ -1,0 +1,302 @@
+//! Wiring: builds the broker from a [`Config`], binds both TLS listeners, serves gRPC (broker,
+//! health, reflection) and HTTPS, sweeps the ledger, and shuts down gracefully: stop accepting,
+//! finish in-flight requests, flush the ledger.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::grpc::BrokerService;
+use crate::api::http::{HttpState, router};
+use crate::attest::Attestor;
+use crate::broker::{Broker, BrokerParts};
+use crate::clock::SharedClock;
+use crate::config::{Config, LedgerBackend};
+use crate::ledger::{Ledger, LedgerError, RedbLedger, RedbOptions, SweepParams};
+use crate::mint::JwtMinter;
+use crate::policy::Policy;
+use crate::proto;
+use crate::tls::{self, AcceptParams, ServerConfigParams, TlsConn};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("ledger: {0}")]
+    Ledger(#[from] LedgerError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl ServerHandle {
+    /// Returns the bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// Returns the bound HTTPS address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Returns a token that starts a graceful shutdown when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Starts a graceful shutdown and waits for it to finish.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the server has stopped (after a shutdown) and the ledger is flushed.
+    pub async fn wait(self) -> Result<(), ServerError> {
+        self.task
+            .await
+            .map_err(|e| ServerError::Setup(format!("server task failed: {e}")))?
+    }
+}
+
+async fn open_ledger(config: &Config) -> Result<Arc<dyn Ledger>, ServerError> {
+    match &config.ledger.backend {
+        LedgerBackend::Redb(path) => {
+            let path = path.clone();
+            let ledger = tokio::task::spawn_blocking(move || {
+                RedbLedger::open(&path, RedbOptions::default())
+            })
+            .await
+            .map_err(|e| ServerError::Setup(format!("opening the ledger: {e}")))??;
+            Ok(Arc::new(ledger))
+        }
+    }
+}
+
+/// Builds the broker from `config` with `ledger`. Fails when a key or bundle cannot be used.
+pub fn build_broker(
+    config: &Config,
+    ledger: Arc<dyn Ledger>,
+    clock: SharedClock,
+) -> Result<Broker, ServerError> {
+    let attestor = Attestor::new(
+        &config.trust_domains,
+        &config.server.audience,
+        config.server.tls_client_ca.as_deref(),
+    )
+    .map_err(ServerError::Setup)?;
+    let jwt = JwtMinter::new(&config.server.issuer, &config.signing.jwt_key)
+        .map_err(|e| ServerError::Setup(format!("signing.jwt_key: {e}")))?;
+    Ok(Broker::new(BrokerParts {
+        attestor,
+        policy: Policy::new(config.grants.clone()),
+        jwt,
+        ledger,
+        clock,
+    }))
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Starts the server described by `config`; returns once both listeners are bound and the
+/// ledger is open. Fails when a listener cannot bind, the ledger cannot open, or TLS material
+/// is unusable.
+pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, ServerError> {
+    let ledger = open_ledger(&config).await?;
+    let broker = Arc::new(build_broker(
+        &config,
+        Arc::clone(&ledger),
+        Arc::clone(&clock),
+    )?);
+    let tls_for = |alpn: &[&[u8]]| {
+        tls::server_config(ServerConfigParams {
+            cert_chain: &config.server.tls_cert_chain,
+            key: &config.server.tls_key,
+            verifier: broker.attestor().x509(),
+            alpn,
+        })
+    };
+    let grpc_tls = TlsAcceptor::from(tls_for(&[b"h2"])?);
+    let http_tls = TlsAcceptor::from(tls_for(&[b"h2", b"http/1.1"])?);
+    let grpc_listener = bind(config.server.grpc_addr).await?;
+    let http_listener = bind(config.server.http_addr).await?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: config.server.grpc_addr,
+            source,
+        })?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: config.server.http_addr,
+            source,
+        })?;
+    let shutdown = CancellationToken::new();
+    let accept = |acceptor| AcceptParams {
+        acceptor,
+        broker: Arc::clone(&broker),
+        clock: Arc::clone(&clock),
+        shutdown: shutdown.clone(),
+    };
+    let grpc_conns = tls::accept(grpc_listener, accept(grpc_tls));
+    let http_conns = tls::accept(http_listener, accept(http_tls));
+    let ready = Arc::new(AtomicBool::new(false));
+    let http_state = Arc::new(HttpState::new(
+        &broker,
+        &config.server.issuer,
+        Arc::clone(&ready),
+    ));
+    let grpc = tokio::spawn(serve_grpc(
+        Arc::clone(&broker),
+        grpc_conns,
+        shutdown.clone(),
+    ));
+    let http = tokio::spawn(serve_http(router(http_state), http_conns, shutdown.clone()));
+    let sweeper = tokio::spawn(sweep(
+        Arc::clone(&ledger),
+        clock,
+        config.ledger.retain_expired,
+        config.ledger.sweep_interval,
+        shutdown.clone(),
+    ));
+    ready.store(true, Ordering::Release);
+    tracing::info!(%grpc_addr, %http_addr, issuer = %config.server.issuer, config = %config.source.display(), "tessera serving");
+    let grace = config.server.shutdown_grace;
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        token.cancelled().await;
+        ready.store(false, Ordering::Release);
+        tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        let drained = tokio::time::timeout(grace, async { (grpc.await, http.await) }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                ?grace,
+                "in-flight requests did not finish within the grace period"
+            );
+        }
+        sweeper.abort();
+        ledger.close().await?;
+        tracing::info!("ledger flushed; stopped");
+        match drained {
+            Ok((Ok(Err(e)), _)) => Err(e),
+            _ => Ok(()),
+        }
+    });
+    Ok(ServerHandle {
+        grpc_addr,
+        http_addr,
+        shutdown,
+        task,
+    })
+}
+
+async fn serve_grpc(
+    broker: Arc<Broker>,
+    conns: tokio::sync::mpsc::Receiver<std::io::Result<TlsConn>>,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<proto::broker_server::BrokerServer<BrokerService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Setup(format!("gRPC reflection: {e}")))?;
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(proto::broker_server::BrokerServer::new(BrokerService::new(
+            broker,
+        )))
+        .serve_with_incoming_shutdown(ReceiverStream::new(conns), shutdown.cancelled_owned())
+        .await?;
+    Ok(())
+}
+
+async fn serve_http(
+    router: axum::Router,
+    mut conns: tokio::sync::mpsc::Receiver<std::io::Result<TlsConn>>,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    let graceful = GracefulShutdown::new();
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    loop {
+        let conn = tokio::select! {
+            () = shutdown.cancelled() => break,
+            conn = conns.recv() => match conn {
+                Some(Ok(conn)) => conn,
+                Some(Err(_)) => continue,
+                None => break,
+            },
+        };
+        let service = router.clone().layer(axum::Extension(conn.info().clone()));
+        let connection =
+            builder.serve_connection(TokioIo::new(conn), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    graceful.shutdown().await;
+    Ok(())
+}
+
+async fn sweep(
+    ledger: Arc<dyn Ledger>,
+    clock: SharedClock,
+    retain: Duration,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let retain = i64::try_from(retain.as_secs()).unwrap_or(i64::MAX);
+        let params = SweepParams {
+            expired_before: clock.unix_seconds().saturating_sub(retain),
+            limit: 10_000,
+        };
+        match ledger.sweep(params).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(swept = n, "expired credentials swept from the ledger"),
+            Err(e) => tracing::warn!(error = %e, "ledger sweep failed"),
+        }
+    }
+}
