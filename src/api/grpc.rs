@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 use super::{broker_status, request_status};
 use crate::attest::{AttestError, Evidence};
 use crate::broker::{Broker, BrokerError};
+use crate::ledger::CredentialKind;
 use crate::proto;
 use crate::request::CredentialRequest;
 use crate::tls::PeerInfo;
@@ -70,10 +71,17 @@ impl proto::broker_server::Broker for BrokerService {
 
     async fn mint_x509(
         &self,
-        _request: Request<proto::MintX509Request>,
+        request: Request<proto::MintX509Request>,
     ) -> Result<Response<proto::MintX509Response>, Status> {
+        let body = request.get_ref();
+        let parsed = CredentialRequest::parse(&body.destination, &body.purpose, body.ttl_seconds)
+            .map_err(|e| request_status(&e))?;
+        // Callers learn whether they are allowed before they learn that signing is missing.
+        self.broker
+            .authorize(evidence(&request)?, &parsed, CredentialKind::X509)
+            .map_err(|e| broker_status(&e))?;
         Err(Status::unimplemented(
-            "MintX509 is not available in this version of Tessera",
+            "X.509-SVID signing is not available in this version of Tessera",
         ))
     }
 

@@ -306,10 +306,10 @@ impl JwtSvidVerifier {
         if now >= exp.saturating_add(LEEWAY_SECS) {
             return Err(JwtSvidError::Expired { exp, now });
         }
-        if let Some(nbf) = claims.nbf.map(|n| n as i64) {
-            if now.saturating_add(LEEWAY_SECS) < nbf {
-                return Err(JwtSvidError::NotYetValid { nbf, now });
-            }
+        if let Some(nbf) = claims.nbf.map(|n| n as i64)
+            && now.saturating_add(LEEWAY_SECS) < nbf
+        {
+            return Err(JwtSvidError::NotYetValid { nbf, now });
         }
         match &claims.aud {
             Some(aud) if aud.contains(&self.audience) => Ok(()),

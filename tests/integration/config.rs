@@ -1,0 +1,131 @@
+//! Configuration errors name the file and the key, and stop start-up.
+
+use tessera::clock::SystemClock;
+use tessera::config::Config;
+
+use crate::common::Fixture;
+
+/// Loads the fixture's config with `edit` applied; returns the error message.
+fn error_after(edit: impl FnOnce(String, &Fixture) -> String) -> String {
+    let fx = Fixture::new();
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    std::fs::write(&fx.config_path, edit(text, &fx)).unwrap();
+    let err = Config::load(&fx.config_path, &SystemClock).expect_err("config should be refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("test.toml"),
+        "message names the file: {message}"
+    );
+    message
+}
+
+#[track_caller]
+fn assert_has(message: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(
+            message.contains(needle),
+            "{message:?} should contain {needle:?}"
+        );
+    }
+}
+
+#[test]
+fn the_generated_config_loads() {
+    let fx = Fixture::new();
+    let config = Config::load(&fx.config_path, &SystemClock).unwrap();
+    assert_eq!(config.grants.len(), 2);
+    assert_eq!(config.trust_domains[0].jwt_keys.len(), 1);
+}
+
+#[test]
+fn names_a_missing_file() {
+    let err = Config::load(
+        std::path::Path::new("/nonexistent/tessera.toml"),
+        &SystemClock,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/tessera.toml"));
+}
+
+#[test]
+fn refuses_unknown_keys() {
+    let m = error_after(|t, _| t.replace("[server]", "[server]\ncolour = \"blue\""));
+    assert_has(&m, &["unknown field `colour`"]);
+}
+
+#[test]
+fn names_the_key_of_a_bad_pem() {
+    let m = error_after(|t, fx| {
+        std::fs::write(fx.path("server.pem"), "not pem").unwrap();
+        t
+    });
+    assert_has(&m, &["server.tls_cert", "CERTIFICATE"]);
+    let m = error_after(|t, fx| {
+        std::fs::write(fx.path("jwt-signing-key.pem"), "garbage").unwrap();
+        t
+    });
+    assert_has(&m, &["signing.jwt_key", "PRIVATE KEY"]);
+}
+
+#[test]
+fn refuses_a_grant_without_owner_or_expiry() {
+    let m = error_after(|t, _| t.replace("owner = \"team-payments\"\n", ""));
+    assert_has(&m, &["grant[0].owner", "required"]);
+    let m = error_after(|t, _| t.replacen("expires = ", "# expires = ", 1));
+    assert_has(&m, &["grant[0].expires", "required"]);
+}
+
+#[test]
+fn refuses_an_expired_grant_naming_it() {
+    let m = error_after(|t, _| t.replace("expires = \"2099-01-01\"", "expires = \"2020-01-01\""));
+    assert_has(
+        &m,
+        &["grant[1].expires", "reports-cron", "expired on 2020-01-01"],
+    );
+}
+
+#[test]
+fn refuses_max_ttl_over_an_hour() {
+    let m = error_after(|t, _| t.replace("max_ttl = \"15m\"", "max_ttl = \"2h\""));
+    assert_has(&m, &["grant[0].max_ttl", "at most 1h"]);
+}
+
+#[test]
+fn refuses_an_unknown_trust_domain() {
+    let m = error_after(|t, _| {
+        t.replace(
+            "spiffe_id = \"spiffe://example.org/ns/reports/sa/cron\"",
+            "spiffe_id = \"spiffe://elsewhere.org/ns/reports/sa/cron\"",
+        )
+    });
+    assert_has(
+        &m,
+        &[
+            "grant[1].match.spiffe_id",
+            "unknown trust domain `elsewhere.org`",
+        ],
+    );
+}
+
+#[test]
+fn refuses_an_unsupported_ledger_url() {
+    let m =
+        error_after(|t, _| t.replace("[ledger]\npath", "[ledger]\nurl = \"postgres://x\"\n#path"));
+    assert_has(&m, &["ledger.url"]);
+}
+
+#[test]
+fn the_example_config_documents_a_loadable_configuration() {
+    // The example grant expires on 2027-06-30; judge it on a fixed day before that.
+    let clock = tessera::clock::ManualClock::at(1_767_225_600); // 2026-01-01
+    let config = Config::load(std::path::Path::new("tessera.example.toml"), &clock).unwrap();
+    assert_eq!(config.grants[0].name, "payments-api");
+    assert_eq!(config.server.audience, "tessera");
+}
+
+#[test]
+fn the_committed_dev_config_loads() {
+    let config = Config::load(std::path::Path::new("certs-dev/tessera.toml"), &SystemClock).unwrap();
+    assert_eq!(config.server.grpc_addr.port(), 8443);
+    assert_eq!(config.admin_ids[0].as_str(), tessera::dev::ADMIN_ID);
+}

@@ -1,0 +1,112 @@
+//! Durability: a credential a client received survives SIGKILL; shutdown finishes in-flight mints.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tessera::ledger::{Ledger, RedbLedger, RedbOptions};
+
+use crate::common::{DEST, Env, Fixture, PURPOSE, mint};
+
+/// Starts the real binary on `fx`'s config; returns the child and its gRPC address.
+fn spawn_broker(fx: &Fixture) -> (std::process::Child, std::net::SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["serve", "--config"])
+        .arg(&fx.config_path)
+        .env("TESSERA_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("broker exited before serving").unwrap();
+        if let Some(rest) = line.split("grpc_addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {}); // keep draining stderr
+    (child, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_credential_a_client_received_survives_sigkill() {
+    let fx = Fixture::new();
+    let (mut child, addr) = spawn_broker(&fx);
+    let env = Env {
+        grpc: addr,
+        http: addr,
+        server: None,
+        fx,
+    };
+    let received = Arc::new(Mutex::new(BTreeSet::new()));
+    let client = env.workload_client().await;
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (mut client, received) = (client.clone(), Arc::clone(&received));
+        tasks.push(tokio::spawn(async move {
+            while let Ok(reply) = mint(&mut client, DEST, PURPOSE, 60, None).await {
+                received.lock().unwrap().insert(reply.credential_id);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.kill().unwrap(); // SIGKILL, mid-flight
+    child.wait().unwrap();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let received = received.lock().unwrap().clone();
+    assert!(
+        received.len() > 10,
+        "the load ran: {} mints",
+        received.len()
+    );
+    let ledger = RedbLedger::open(&env.fx.ledger_path, RedbOptions::default()).unwrap();
+    for id in &received {
+        assert!(
+            ledger.get(id).await.unwrap().is_some(),
+            "credential {id} was handed out but not recorded"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_in_flight_mints_and_flushes_the_ledger() {
+    let mut env = Env::start().await;
+    let client = env.workload_client().await;
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (mut client, received) = (client.clone(), Arc::clone(&received));
+        tasks.push(tokio::spawn(async move {
+            while let Ok(reply) = mint(&mut client, DEST, PURPOSE, 60, None).await {
+                received.lock().unwrap().push(reply.credential_id);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.shutdown().await; // returns once in-flight mints are answered and the ledger is closed
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let received = received.lock().unwrap().clone();
+    assert!(
+        !received.is_empty(),
+        "mints were in flight when shutdown began"
+    );
+    let ledger = RedbLedger::open(&env.fx.ledger_path, RedbOptions::default()).unwrap();
+    assert_eq!(
+        ledger.len().await.unwrap(),
+        received.len() as u64,
+        "nothing recorded that was not returned, and vice versa"
+    );
+    for id in &received {
+        assert!(
+            ledger.get(id).await.unwrap().is_some(),
+            "{id} returned but not recorded"
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! Integration tests: the real server on 127.0.0.1:0 with real TLS and real tokens, with every
+//! key and certificate made by code (rcgen) for each test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_debug_implementations
+)]
+
+mod common;
+mod config;
+mod durability;
+mod http;
+mod mint;
+mod refusals;
