@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, UnparsedPublicKey,
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair,
+    UnparsedPublicKey,
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -23,7 +24,8 @@ use tessera::request::CredentialRequest;
 fn mint(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let now = SystemClock.unix_seconds();
-    let material = DevMaterial::generate(time::OffsetDateTime::from_unix_timestamp(now).unwrap()).unwrap();
+    let material =
+        DevMaterial::generate(time::OffsetDateTime::from_unix_timestamp(now).unwrap()).unwrap();
     material.write(dir.path()).unwrap();
     let ledger_path = dir.path().join("ledger.redb");
     let toml = material.config_toml(dir.path(), "127.0.0.1:0", "127.0.0.1:0", &ledger_path);
@@ -34,17 +36,28 @@ fn mint(c: &mut Criterion) {
     let clock: SharedClock = Arc::new(SystemClock);
     let broker = tessera::server::build_broker(&config, ledger, clock).unwrap();
 
-    let svid = material.jwt_svid_signer.svid(WORKLOAD_ID, "tessera", now, 3600).unwrap();
+    let svid = material
+        .jwt_svid_signer
+        .svid(WORKLOAD_ID, "tessera", now, 3600)
+        .unwrap();
     let authorization = format!("Bearer {svid}");
-    let request = CredentialRequest::parse("https://ledger.example.org", "ledger:write", 300).unwrap();
+    let request =
+        CredentialRequest::parse("https://ledger.example.org", "ledger:write", 300).unwrap();
 
     // Bare crypto: verify the same JWT-SVID signature, sign a message the size of a minted token.
     let (signing_input, signature_b64) = svid.rsplit_once('.').unwrap();
     let signature = URL_SAFE_NO_PAD.decode(signature_b64).unwrap();
     let jwk = material.jwt_svid_signer.bundle_jwk();
-    let point: Vec<u8> = [vec![4u8], URL_SAFE_NO_PAD.decode(jwk["x"].as_str().unwrap()).unwrap(), URL_SAFE_NO_PAD.decode(jwk["y"].as_str().unwrap()).unwrap()].concat();
+    let point: Vec<u8> = [
+        vec![4u8],
+        URL_SAFE_NO_PAD.decode(jwk["x"].as_str().unwrap()).unwrap(),
+        URL_SAFE_NO_PAD.decode(jwk["y"].as_str().unwrap()).unwrap(),
+    ]
+    .concat();
     let sign_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let sign_key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &sign_key.serialize_der()).unwrap();
+    let sign_key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &sign_key.serialize_der())
+            .unwrap();
     let _ = sign_key.public_key();
     let rng = SystemRandom::new();
     let message = vec![b'a'; 420];
@@ -60,8 +73,13 @@ fn mint(c: &mut Criterion) {
     });
     group.bench_function("mint_path_attest_policy_sign", |b| {
         b.iter(|| {
-            let evidence = Evidence { authorization: Some(black_box(&authorization)), peer: None };
-            let (attestation, decision) = broker.authorize(evidence, &request, CredentialKind::Jwt).unwrap();
+            let evidence = Evidence {
+                authorization: Some(black_box(&authorization)),
+                peer: None,
+            };
+            let (attestation, decision) = broker
+                .authorize(evidence, &request, CredentialKind::Jwt)
+                .unwrap();
             black_box(broker.sign_jwt(&attestation, &decision, &request).unwrap());
         });
     });

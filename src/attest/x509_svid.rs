@@ -116,7 +116,9 @@ fn check_leaf(der: &[u8]) -> Result<(SpiffeId, i64), X509SvidError> {
     if !id.has_path() {
         return Err(X509SvidError::NoPath(id.to_string()));
     }
-    let bc = cert.basic_constraints().map_err(|_| X509SvidError::Malformed)?;
+    let bc = cert
+        .basic_constraints()
+        .map_err(|_| X509SvidError::Malformed)?;
     if bc.is_some_and(|bc| bc.value.ca) {
         return Err(X509SvidError::LeafIsCa);
     }

@@ -125,7 +125,8 @@ fn the_example_config_documents_a_loadable_configuration() {
 
 #[test]
 fn the_committed_dev_config_loads() {
-    let config = Config::load(std::path::Path::new("certs-dev/tessera.toml"), &SystemClock).unwrap();
+    let config =
+        Config::load(std::path::Path::new("certs-dev/tessera.toml"), &SystemClock).unwrap();
     assert_eq!(config.server.grpc_addr.port(), 8443);
     assert_eq!(config.admin_ids[0].as_str(), tessera::dev::ADMIN_ID);
 }
