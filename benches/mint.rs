@@ -1,6 +1,7 @@
 //! The mint path (attest a JWT-SVID + policy + sign a JWT; ledger excluded) against the bare
 //! crypto it cannot avoid (one ES256 verify + one ES256 sign, aws-lc-rs, cached keys), measured
-//! in the same run. `BENCHMARKS.md` reports the ratio.
+//! in the same run; and CSR → signed X.509-SVID against CSR verify + one CA signature.
+//! `BENCHMARKS.md` reports the ratios.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
@@ -8,8 +9,8 @@ use std::sync::Arc;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair,
-    UnparsedPublicKey,
+    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P256_SHA256_FIXED,
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, UnparsedPublicKey,
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -17,9 +18,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use tessera::attest::Evidence;
 use tessera::clock::{Clock, SharedClock, SystemClock};
 use tessera::config::Config;
+use tessera::csr::VerifiedCsr;
 use tessera::dev::{DevMaterial, WORKLOAD_ID};
 use tessera::ledger::{CredentialKind, RedbLedger, RedbOptions};
 use tessera::request::CredentialRequest;
+use x509_parser::prelude::FromDer;
 
 fn mint(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
@@ -81,6 +84,58 @@ fn mint(c: &mut Criterion) {
                 .authorize(evidence, &request, CredentialKind::Jwt)
                 .unwrap();
             black_box(broker.sign_jwt(&attestation, &decision, &request).unwrap());
+        });
+    });
+    group.finish();
+
+    // X.509: CSR → signed leaf. Mint path: parse + verify the CSR, build and sign the leaf
+    // (authorization decided once, outside the loop). Bare crypto: verify the CSR's signature and
+    // make one CA signature over a TBS-sized message.
+    let csr_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let csr_der = rcgen::CertificateParams::default()
+        .serialize_request(&csr_key)
+        .unwrap()
+        .der()
+        .to_vec();
+    let (_, parsed) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&csr_der).unwrap();
+    let csr_info = parsed.certification_request_info.raw.to_vec();
+    let csr_sig = parsed.signature_value.data.to_vec();
+    let csr_point = parsed
+        .certification_request_info
+        .subject_pki
+        .subject_public_key
+        .data
+        .to_vec();
+    let ca_key = EcdsaKeyPair::from_pkcs8(
+        &ECDSA_P256_SHA256_ASN1_SIGNING,
+        material.mint_ca.key.serialized_der(),
+    )
+    .unwrap();
+    let tbs = vec![b'x'; 560];
+    let mut x509_request = request.clone();
+    x509_request.ttl = Some(std::time::Duration::from_secs(300));
+    let evidence = Evidence {
+        authorization: Some(&authorization),
+        peer: None,
+    };
+    let (_, decision) = broker
+        .authorize(evidence, &x509_request, CredentialKind::X509)
+        .unwrap();
+
+    let mut group = c.benchmark_group("mint_x509");
+    group.bench_function("bare_crypto_csr_verify_plus_ca_sign", |b| {
+        b.iter(|| {
+            UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &csr_point)
+                .verify(black_box(&csr_info), &csr_sig)
+                .unwrap();
+            black_box(ca_key.sign(&rng, black_box(&tbs)).unwrap());
+        });
+    });
+    group.bench_function("mint_path_csr_to_signed_leaf", |b| {
+        b.iter(|| {
+            let csr = VerifiedCsr::from_der(black_box(&csr_der)).unwrap();
+            black_box(broker.sign_x509(&decision, &x509_request, &csr).unwrap());
         });
     });
     group.finish();

@@ -1,15 +1,24 @@
 //! The request flow of one mint, in one direction: attest → policy → mint → ledger → reply.
 //! Transport-neutral: the gRPC and HTTP layers call it and translate its errors once.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
 
 use crate::attest::{AttestError, Attestation, Attestor, Evidence};
 use crate::clock::SharedClock;
+use crate::csr::VerifiedCsr;
 use crate::ledger::{CredentialKind, CredentialRecord, Ledger, LedgerError, Status};
-use crate::mint::{JwtMinter, MintError, MintJwtParams, MintedJwt};
+use crate::mint::{
+    CrlCache, CrlParams, JwtMinter, MintError, MintJwtParams, MintX509Params, MintedJwt,
+    MintedX509, X509Minter,
+};
 use crate::policy::{DecideParams, Decision, Policy, PolicyError};
 use crate::request::CredentialRequest;
+use crate::spiffe_id::SpiffeId;
 
 /// Why a mint did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -29,8 +38,19 @@ pub struct Broker {
     attestor: Attestor,
     policy: Policy,
     jwt: JwtMinter,
+    x509: Option<X509Minter>,
+    bundles: HashMap<String, Vec<Vec<u8>>>,
+    crl: CrlCache,
     ledger: Arc<dyn Ledger>,
     clock: SharedClock,
+}
+
+/// An X.509-SVID and the roots a verifier of it should trust.
+#[derive(Debug, Clone)]
+pub struct IssuedX509 {
+    pub minted: MintedX509,
+    /// DER roots of the workload's trust domain.
+    pub trust_bundle: Vec<Vec<u8>>,
 }
 
 impl fmt::Debug for Broker {
@@ -49,6 +69,10 @@ pub struct BrokerParts {
     pub attestor: Attestor,
     pub policy: Policy,
     pub jwt: JwtMinter,
+    /// The X.509-SVID minter; `None` when no mint CA is configured.
+    pub x509: Option<X509Minter>,
+    /// DER X.509 roots by trust domain name, returned as `trust_bundle`.
+    pub bundles: HashMap<String, Vec<Vec<u8>>>,
     pub ledger: Arc<dyn Ledger>,
     pub clock: SharedClock,
 }
@@ -60,6 +84,9 @@ impl Broker {
             attestor: parts.attestor,
             policy: parts.policy,
             jwt: parts.jwt,
+            x509: parts.x509,
+            bundles: parts.bundles,
+            crl: CrlCache::default(),
             ledger: parts.ledger,
             clock: parts.clock,
         }
@@ -104,6 +131,12 @@ impl Broker {
         Ok((attestation, decision))
     }
 
+    /// Returns the TTL to mint with: the decision's, but never past the grant's end.
+    fn ttl(&self, decision: &Decision, now: i64) -> Duration {
+        let left = u64::try_from(decision.grant.ends_at().saturating_sub(now)).unwrap_or_default();
+        decision.ttl.min(Duration::from_secs(left))
+    }
+
     /// Signs a JWT for an authorized request without recording it (the benchmark's "mint path").
     pub fn sign_jwt(
         &self,
@@ -112,16 +145,36 @@ impl Broker {
         request: &CredentialRequest,
     ) -> Result<MintedJwt, BrokerError> {
         let now = self.clock.unix_seconds();
-        let ttl_cap =
-            u64::try_from(decision.grant.ends_at().saturating_sub(now)).unwrap_or_default();
-        let ttl = decision.ttl.min(std::time::Duration::from_secs(ttl_cap));
         Ok(self.jwt.mint(MintJwtParams {
             workload: &decision.grant.workload,
             destination: &request.destination,
             purpose: &request.purpose,
-            ttl,
+            ttl: self.ttl(decision, now),
             now,
             cnf_x5t_s256: attestation.cnf_x5t_s256.as_deref(),
+        })?)
+    }
+
+    /// Signs an X.509-SVID for an authorized request without recording it. Fails when no mint CA
+    /// is configured or the signer fails.
+    pub fn sign_x509(
+        &self,
+        decision: &Decision,
+        request: &CredentialRequest,
+        csr: &VerifiedCsr,
+    ) -> Result<MintedX509, BrokerError> {
+        let minter = self
+            .x509
+            .as_ref()
+            .ok_or_else(|| MintError::Key("no mint CA is configured ([signing] ca_cert)".into()))?;
+        let now = self.clock.unix_seconds();
+        Ok(minter.mint(MintX509Params {
+            workload: &decision.grant.workload,
+            destination: &request.destination,
+            purpose: &request.purpose,
+            csr,
+            ttl: self.ttl(decision, now),
+            now,
         })?)
     }
 
@@ -134,11 +187,105 @@ impl Broker {
     ) -> Result<MintedJwt, BrokerError> {
         let (attestation, decision) = self.authorize(evidence, request, CredentialKind::Jwt)?;
         let minted = self.sign_jwt(&attestation, &decision, request)?;
+        let issued = Issued {
+            kind: CredentialKind::Jwt,
+            id: &minted.jti,
+            issued_at: minted.issued_at,
+            expires_at: minted.expires_at,
+        };
+        self.record(&attestation, &decision, request, issued)
+            .await?;
+        Ok(minted)
+    }
+
+    /// Mints an X.509-SVID for the key of `csr` once `authorized` (from [`Broker::authorize`]
+    /// with kind x509): sign, record durably, then return it with the trust bundle.
+    pub async fn mint_x509(
+        &self,
+        authorized: (Attestation, Decision),
+        request: &CredentialRequest,
+        csr: &VerifiedCsr,
+    ) -> Result<IssuedX509, BrokerError> {
+        let (attestation, decision) = authorized;
+        let minted = self.sign_x509(&decision, request, csr)?;
+        let issued = Issued {
+            kind: CredentialKind::X509,
+            id: &minted.serial_hex,
+            issued_at: minted.issued_at,
+            expires_at: minted.expires_at,
+        };
+        self.record(&attestation, &decision, request, issued)
+            .await?;
+        let trust_bundle = self
+            .bundles
+            .get(decision.grant.workload.trust_domain_name())
+            .cloned()
+            .unwrap_or_default();
+        Ok(IssuedX509 {
+            minted,
+            trust_bundle,
+        })
+    }
+
+    /// Mints a throwaway X.509-SVID for `spiffe://<domain>/tessera/self-test` and verifies it as a
+    /// relying party would (chain to the domain's bundle, SPIFFE leaf rules). Returns why it
+    /// does not verify; nothing is recorded.
+    pub fn self_test_x509(&self, domain: &str) -> Result<(), String> {
+        let id: SpiffeId = format!("spiffe://{domain}/tessera/self-test")
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+        let csr_der = rcgen::CertificateParams::default()
+            .serialize_request(&key)
+            .map_err(|e| e.to_string())?;
+        let csr = VerifiedCsr::from_der(csr_der.der()).map_err(|e| e.to_string())?;
+        let minter = self
+            .x509
+            .as_ref()
+            .ok_or("no mint CA is configured ([signing] ca_cert)")?;
+        let now = self.clock.unix_seconds();
+        let params = MintX509Params {
+            workload: &id,
+            destination: "self-test",
+            purpose: "self-test",
+            csr: &csr,
+            ttl: Duration::from_secs(60),
+            now,
+        };
+        let minted = minter.mint(params).map_err(|e| e.to_string())?;
+        let chain: Vec<rustls::pki_types::CertificateDer<'_>> =
+            minted.chain.iter().map(|c| c.as_slice().into()).collect();
+        self.attestor
+            .x509()
+            .verify(&chain, now)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Returns the DER CRL of the mint CA, or `None` when no mint CA is configured.
+    pub fn crl(&self) -> Option<Result<Bytes, MintError>> {
+        let minter = self.x509.as_ref()?;
+        Some(self.crl.current(CrlParams {
+            minter,
+            now: self.clock.unix_seconds(),
+            revision: 0,
+            revoked: &[],
+        }))
+    }
+
+    /// Records an issued credential durably and logs it (never the credential itself).
+    async fn record(
+        &self,
+        attestation: &Attestation,
+        decision: &Decision,
+        request: &CredentialRequest,
+        issued: Issued<'_>,
+    ) -> Result<(), BrokerError> {
         let grant = &decision.grant;
         self.ledger
             .record(CredentialRecord {
-                credential_id: minted.jti.clone(),
-                kind: CredentialKind::Jwt,
+                credential_id: issued.id.to_owned(),
+                kind: issued.kind,
                 workload: grant.workload.to_string(),
                 owner: grant.owner.clone(),
                 destination: request.destination.clone(),
@@ -146,23 +293,32 @@ impl Broker {
                 grant: grant.name.clone(),
                 evidence_kind: attestation.evidence_kind,
                 evidence_hash: attestation.evidence_hash.clone(),
-                issued_at: minted.issued_at,
-                expires_at: minted.expires_at,
+                issued_at: issued.issued_at,
+                expires_at: issued.expires_at,
                 status: Status::Live,
             })
             .await?;
         tracing::info!(
-            credential_id = %minted.jti,
-            kind = "jwt",
+            credential_id = %issued.id,
+            kind = issued.kind.as_str(),
             workload = %grant.workload,
             caller = %attestation.identity,
             evidence = attestation.evidence_kind.as_str(),
             destination = %request.destination,
             purpose = %request.purpose,
-            ttl = minted.expires_at - minted.issued_at,
+            ttl = issued.expires_at - issued.issued_at,
             grant = %grant.name,
             "credential issued"
         );
-        Ok(minted)
+        Ok(())
     }
+}
+
+/// What was issued, for the ledger record and the log line.
+#[derive(Debug, Clone, Copy)]
+struct Issued<'a> {
+    kind: CredentialKind,
+    id: &'a str,
+    issued_at: i64,
+    expires_at: i64,
 }

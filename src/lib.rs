@@ -10,6 +10,7 @@ pub mod attest;
 pub mod broker;
 pub mod clock;
 pub mod config;
+pub mod csr;
 pub mod dev;
 pub mod ledger;
 pub mod mint;
@@ -17,6 +18,7 @@ pub mod policy;
 pub mod request;
 pub mod server;
 pub mod spiffe_id;
+pub mod spiffe_tls;
 pub mod tls;
 
 /// Generated gRPC types and services of `proto/tessera/v1`.

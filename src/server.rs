@@ -2,6 +2,7 @@
 //! health, reflection) and HTTPS, sweeps the ledger, and shuts down gracefully: stop accepting,
 //! finish in-flight requests, flush the ledger.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,8 +23,9 @@ use crate::attest::Attestor;
 use crate::broker::{Broker, BrokerParts};
 use crate::clock::SharedClock;
 use crate::config::{Config, LedgerBackend};
+use crate::ledger::CredentialKind;
 use crate::ledger::{Ledger, LedgerError, RedbLedger, RedbOptions, SweepParams};
-use crate::mint::JwtMinter;
+use crate::mint::{JwtMinter, MintCa, X509Minter};
 use crate::policy::Policy;
 use crate::proto;
 use crate::tls::{self, AcceptParams, ServerConfigParams, TlsConn};
@@ -99,7 +101,8 @@ async fn open_ledger(config: &Config) -> Result<Arc<dyn Ledger>, ServerError> {
     }
 }
 
-/// Builds the broker from `config` with `ledger`. Fails when a key or bundle cannot be used.
+/// Builds the broker from `config` with `ledger`. Fails when a key or bundle cannot be used,
+/// or the mint CA does not chain to the bundle of a trust domain it mints for.
 pub fn build_broker(
     config: &Config,
     ledger: Arc<dyn Ledger>,
@@ -113,13 +116,46 @@ pub fn build_broker(
     .map_err(ServerError::Setup)?;
     let jwt = JwtMinter::new(&config.server.issuer, &config.signing.jwt_key)
         .map_err(|e| ServerError::Setup(format!("signing.jwt_key: {e}")))?;
-    Ok(Broker::new(BrokerParts {
+    let x509 = match (&config.signing.ca_cert, &config.signing.ca_key) {
+        (Some(chain), Some(key)) => {
+            let ca = MintCa::new(chain, key).map_err(|e| ServerError::Setup(e.to_string()))?;
+            Some(X509Minter::new(ca))
+        }
+        _ => None,
+    };
+    let bundles = config
+        .trust_domains
+        .iter()
+        .map(|td| {
+            (
+                td.name.as_str().to_owned(),
+                td.x509_roots.iter().map(|c| c.to_vec()).collect(),
+            )
+        })
+        .collect();
+    let broker = Broker::new(BrokerParts {
         attestor,
         policy: Policy::new(config.grants.clone()),
         jwt,
+        x509,
+        bundles,
         ledger,
         clock,
-    }))
+    });
+    let x509_domains: BTreeSet<&str> = config
+        .grants
+        .iter()
+        .filter(|g| g.credentials.contains(&CredentialKind::X509))
+        .map(|g| g.workload.trust_domain_name())
+        .collect();
+    for domain in x509_domains {
+        broker.self_test_x509(domain).map_err(|e| {
+            ServerError::Setup(format!(
+                "signing.ca_cert: an X.509-SVID it signs for trust domain `{domain}` does not verify: {e}"
+            ))
+        })?;
+    }
+    Ok(broker)
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
@@ -173,7 +209,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
     let http_conns = tls::accept(http_listener, accept(http_tls));
     let ready = Arc::new(AtomicBool::new(false));
     let http_state = Arc::new(HttpState::new(
-        &broker,
+        Arc::clone(&broker),
         &config.server.issuer,
         Arc::clone(&ready),
     ));

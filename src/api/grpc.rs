@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 use super::{broker_status, request_status};
 use crate::attest::{AttestError, Evidence};
 use crate::broker::{Broker, BrokerError};
+use crate::csr::VerifiedCsr;
 use crate::ledger::CredentialKind;
 use crate::proto;
 use crate::request::CredentialRequest;
@@ -46,6 +47,12 @@ fn evidence<'a, T>(request: &'a Request<T>) -> Result<Evidence<'a>, Status> {
     })
 }
 
+/// Logs a refused mint and returns its status.
+fn refused(e: &BrokerError, request: &CredentialRequest) -> Status {
+    tracing::info!(error = %e, destination = %request.destination, purpose = %request.purpose, "mint refused");
+    broker_status(e)
+}
+
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -58,10 +65,11 @@ impl proto::broker_server::Broker for BrokerService {
         let parsed = CredentialRequest::parse(&body.destination, &body.purpose, body.ttl_seconds)
             .map_err(|e| request_status(&e))?;
         let evidence = evidence(&request)?;
-        let minted = self.broker.mint_jwt(evidence, &parsed).await.map_err(|e| {
-            tracing::info!(error = %e, destination = %parsed.destination, purpose = %parsed.purpose, "mint refused");
-            broker_status(&e)
-        })?;
+        let minted = self
+            .broker
+            .mint_jwt(evidence, &parsed)
+            .await
+            .map_err(|e| refused(&e, &parsed))?;
         Ok(Response::new(proto::MintJwtResponse {
             token: minted.token,
             credential_id: minted.jti,
@@ -76,13 +84,24 @@ impl proto::broker_server::Broker for BrokerService {
         let body = request.get_ref();
         let parsed = CredentialRequest::parse(&body.destination, &body.purpose, body.ttl_seconds)
             .map_err(|e| request_status(&e))?;
-        // Callers learn whether they are allowed before they learn that signing is missing.
-        self.broker
+        // Authorize before spending a signature verification on the CSR.
+        let authorized = self
+            .broker
             .authorize(evidence(&request)?, &parsed, CredentialKind::X509)
-            .map_err(|e| broker_status(&e))?;
-        Err(Status::unimplemented(
-            "X.509-SVID signing is not available in this version of Tessera",
-        ))
+            .map_err(|e| refused(&e, &parsed))?;
+        let csr = VerifiedCsr::from_der(&body.csr)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let issued = self
+            .broker
+            .mint_x509(authorized, &parsed, &csr)
+            .await
+            .map_err(|e| refused(&e, &parsed))?;
+        Ok(Response::new(proto::MintX509Response {
+            cert_chain: issued.minted.chain,
+            credential_id: issued.minted.serial_hex,
+            expires_at: issued.minted.expires_at,
+            trust_bundle: issued.trust_bundle,
+        }))
     }
 
     type WatchRevocationsStream = EventStream<proto::RevocationEvent>;

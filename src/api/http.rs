@@ -15,6 +15,7 @@ use crate::broker::Broker;
 /// Shared state of the HTTP endpoints.
 #[derive(Debug)]
 pub struct HttpState {
+    broker: Arc<Broker>,
     jwks: Bytes,
     discovery: Bytes,
     ready: Arc<AtomicBool>,
@@ -23,8 +24,9 @@ pub struct HttpState {
 impl HttpState {
     /// Prepares the static documents for `broker` issuing as `issuer`. `ready` says whether the
     /// broker accepts work (false while starting and once shutdown begins).
-    pub fn new(broker: &Broker, issuer: &str, ready: Arc<AtomicBool>) -> Self {
+    pub fn new(broker: Arc<Broker>, issuer: &str, ready: Arc<AtomicBool>) -> Self {
         let minter = broker.jwt_minter();
+        let jwks = Bytes::from(minter.jwks().to_string());
         let discovery = json!({
             "issuer": issuer,
             "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
@@ -35,7 +37,8 @@ impl HttpState {
             "tls_client_certificate_bound_access_tokens": true,
         });
         HttpState {
-            jwks: Bytes::from(minter.jwks().to_string()),
+            broker,
+            jwks,
             discovery: Bytes::from(discovery.to_string()),
             ready,
         }
@@ -53,12 +56,32 @@ fn json_response(body: &Bytes, cache: &'static str) -> Response {
         .into_response()
 }
 
+/// `GET /crl`: the mint CA's DER CRL as `application/pkix-crl`; 404 without a mint CA.
+fn crl_response(broker: &Broker) -> Response {
+    match broker.crl() {
+        Some(Ok(der)) => (
+            [
+                (header::CONTENT_TYPE, "application/pkix-crl"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            der,
+        )
+            .into_response(),
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "building the CRL failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "CRL unavailable\n").into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "no mint CA is configured\n").into_response(),
+    }
+}
+
 /// Returns the router serving `/.well-known/*`, `/healthz` and `/readyz`.
 pub fn router(state: Arc<HttpState>) -> Router {
     let jwks = Arc::clone(&state);
     let discovery = Arc::clone(&state);
     let discovery2 = Arc::clone(&state);
     let ready = Arc::clone(&state);
+    let crl = Arc::clone(&state);
     Router::new()
         .route(
             "/.well-known/jwks.json",
@@ -71,6 +94,10 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route(
             "/.well-known/oauth-authorization-server",
             get(move || async move { json_response(&discovery2.discovery, "public, max-age=300") }),
+        )
+        .route(
+            "/crl",
+            get(move || async move { crl_response(&crl.broker) }),
         )
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
         .route(

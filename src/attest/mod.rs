@@ -17,7 +17,7 @@ use crate::ledger::EvidenceKind;
 use crate::spiffe_id::SpiffeId;
 
 pub use self::jwt_svid::{JwtSvidError, JwtSvidVerifier};
-pub use self::x509_svid::{X509Peer, X509SvidError, X509SvidVerifier};
+pub use self::x509_svid::{Usage, X509Peer, X509SvidError, X509SvidVerifier};
 
 /// Who the caller is, as proven by its evidence.
 #[derive(Debug, Clone, PartialEq, Eq)]

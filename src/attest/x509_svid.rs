@@ -135,11 +135,19 @@ fn check_leaf(der: &[u8]) -> Result<(SpiffeId, i64), X509SvidError> {
     Ok((id, cert.validity().not_after.timestamp()))
 }
 
+/// Which end of a TLS connection the SVID authenticates (checked against its EKU, if any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usage {
+    ClientAuth,
+    ServerAuth,
+}
+
 fn verify_chain(
     leaf: &CertificateDer<'_>,
     intermediates: &[CertificateDer<'_>],
     roots: &[TrustAnchor<'_>],
     now: i64,
+    usage: Usage,
 ) -> Result<(), String> {
     let ee = webpki::EndEntityCert::try_from(leaf).map_err(|e| format!("{e:?}"))?;
     let time =
@@ -149,7 +157,10 @@ fn verify_chain(
         roots,
         intermediates,
         time,
-        webpki::KeyUsage::client_auth(),
+        match usage {
+            Usage::ClientAuth => webpki::KeyUsage::client_auth(),
+            Usage::ServerAuth => webpki::KeyUsage::server_auth(),
+        },
         None,
         None,
     )
@@ -179,6 +190,17 @@ impl X509SvidVerifier {
         })
     }
 
+    /// Builds a verifier for one trust domain's X.509 bundle; fails when a root cannot serve as a
+    /// trust anchor.
+    pub fn for_bundle(domain: &str, roots: &[CertificateDer<'static>]) -> Result<Self, String> {
+        let mut domains = HashMap::new();
+        domains.insert(domain.to_owned(), anchors(roots)?);
+        Ok(X509SvidVerifier {
+            domains,
+            client_ca: None,
+        })
+    }
+
     /// Returns every root subject (DER contents of the Name, without its SEQUENCE header), for
     /// the certificate authorities hint of the TLS handshake.
     pub fn root_subjects(&self) -> Vec<Vec<u8>> {
@@ -197,6 +219,17 @@ impl X509SvidVerifier {
         chain: &[CertificateDer<'_>],
         now: i64,
     ) -> Result<X509Peer, X509SvidError> {
+        self.verify_for(chain, now, Usage::ClientAuth)
+    }
+
+    /// Like [`X509SvidVerifier::verify`], for the given usage (a server's SVID is checked with
+    /// `Usage::ServerAuth`).
+    pub fn verify_for(
+        &self,
+        chain: &[CertificateDer<'_>],
+        now: i64,
+        usage: Usage,
+    ) -> Result<X509Peer, X509SvidError> {
         let (leaf, intermediates) = chain.split_first().ok_or(X509SvidError::Malformed)?;
         let (identity, not_after) = check_leaf(leaf)?;
         let domain = identity.trust_domain_name();
@@ -204,12 +237,14 @@ impl X509SvidVerifier {
             .domains
             .get(domain)
             .ok_or_else(|| X509SvidError::UntrustedDomain(domain.to_owned()))?;
-        verify_chain(leaf, intermediates, roots, now).map_err(|reason| X509SvidError::Chain {
-            domain: domain.to_owned(),
-            reason,
+        verify_chain(leaf, intermediates, roots, now, usage).map_err(|reason| {
+            X509SvidError::Chain {
+                domain: domain.to_owned(),
+                reason,
+            }
         })?;
         if let Some(ca) = &self.client_ca {
-            verify_chain(leaf, intermediates, ca, now).map_err(X509SvidError::ClientCa)?;
+            verify_chain(leaf, intermediates, ca, now, usage).map_err(X509SvidError::ClientCa)?;
         }
         Ok(X509Peer {
             identity,

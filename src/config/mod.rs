@@ -216,6 +216,12 @@ impl Config {
                     format!("`{}` is used twice", grant.name),
                 ));
             }
+            if grant.credentials.contains(&CredentialKind::X509) && signing.ca_cert.is_none() {
+                return Err(check.invalid(
+                    format!("grant[{i}].credentials"),
+                    "allows x509 but [signing] ca_cert and ca_key are not set",
+                ));
+            }
             grants.push(grant);
         }
         Ok(Config {

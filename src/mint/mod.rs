@@ -1,8 +1,15 @@
 //! Minting: signs credentials. It never decides access and never stores.
 
+mod ca;
+pub mod crl;
+pub mod der;
 mod jwt;
+mod x509;
 
+pub use self::ca::{MintCa, key_identifier};
+pub use self::crl::{CrlCache, CrlParams, RevokedSerial};
 pub use self::jwt::{JwtMinter, MintJwtParams, MintedJwt};
+pub use self::x509::{BINDING_OID, BINDING_UUID, MintX509Params, MintedX509, X509Minter};
 
 /// Why minting failed: only key problems, found at start-up, or a failing signer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -13,3 +13,4 @@ mod durability;
 mod http;
 mod mint;
 mod refusals;
+mod x509;

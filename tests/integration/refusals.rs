@@ -2,10 +2,10 @@
 
 use serde_json::json;
 use tessera::dev::{JwtSvidSigner, WORKLOAD_ID};
-use tessera::proto::MintX509Request;
+
 use tonic::Code;
 
-use crate::common::{DEST, Env, Fixture, JWT_ONLY_ID, PURPOSE, mint, now};
+use crate::common::{DEST, Env, Fixture, PURPOSE, mint, now};
 
 #[track_caller]
 fn assert_refused<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, needle: &str) {
@@ -191,23 +191,6 @@ async fn refuses_what_no_grant_allows_with_permission_denied() {
         mint(&mut client, DEST, "ledger:delete", 0, None).await,
         Code::PermissionDenied,
         "purpose `ledger:delete` is not granted",
-    );
-
-    let svid = env.fx.jwt_svid(JWT_ONLY_ID);
-    let mut request = tonic::Request::new(MintX509Request {
-        csr: vec![1, 2, 3],
-        destination: "https://reports.example.org".into(),
-        purpose: "reports:read".into(),
-        ttl_seconds: 0,
-    });
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {svid}").parse().unwrap());
-    let mut anon = env.client(None).await;
-    assert_refused(
-        anon.mint_x509(request).await,
-        Code::PermissionDenied,
-        "credential kind `x509` is not granted",
     );
     mint(&mut client, DEST, PURPOSE, 0, None)
         .await
