@@ -25,19 +25,18 @@ use tessera::request::CredentialRequest;
 use x509_parser::prelude::FromDer;
 
 fn mint(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, material, config) = setup();
     let now = SystemClock.unix_seconds();
-    let material =
-        DevMaterial::generate(time::OffsetDateTime::from_unix_timestamp(now).unwrap()).unwrap();
-    material.write(dir.path()).unwrap();
     let ledger_path = dir.path().join("ledger.redb");
-    let toml = material.config_toml(dir.path(), "127.0.0.1:0", "127.0.0.1:0", &ledger_path);
-    let config_path = dir.path().join("bench.toml");
-    std::fs::write(&config_path, toml).unwrap();
-    let config = Config::load(&config_path, &SystemClock).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let ledger = Arc::new(RedbLedger::open(&ledger_path, RedbOptions::default()).unwrap());
     let clock: SharedClock = Arc::new(SystemClock);
-    let broker = tessera::server::build_broker(&config, ledger, clock).unwrap();
+    let broker = rt
+        .block_on(async { tessera::server::build_broker(&config, ledger, clock) })
+        .unwrap();
 
     let svid = material
         .jwt_svid_signer
@@ -75,15 +74,23 @@ fn mint(c: &mut Criterion) {
         });
     });
     group.bench_function("mint_path_attest_policy_sign", |b| {
-        b.iter(|| {
-            let evidence = Evidence {
-                authorization: Some(black_box(&authorization)),
-                peer: None,
-            };
-            let (attestation, decision) = broker
-                .authorize(evidence, &request, CredentialKind::Jwt)
-                .unwrap();
-            black_box(broker.sign_jwt(&attestation, &decision, &request).unwrap());
+        // Iterations run inside one async context, as requests do in the server.
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = std::time::Instant::now();
+                for _ in 0..iters {
+                    let evidence = Evidence {
+                        authorization: Some(black_box(&authorization)),
+                        peer: None,
+                    };
+                    let (attestation, decision) = broker
+                        .authorize(evidence, &request, CredentialKind::Jwt)
+                        .await
+                        .unwrap();
+                    black_box(broker.sign_jwt(&attestation, &decision, &request).unwrap());
+                }
+                start.elapsed()
+            })
         });
     });
     group.finish();
@@ -119,8 +126,8 @@ fn mint(c: &mut Criterion) {
         authorization: Some(&authorization),
         peer: None,
     };
-    let (_, decision) = broker
-        .authorize(evidence, &x509_request, CredentialKind::X509)
+    let (_, decision) = rt
+        .block_on(broker.authorize(evidence, &x509_request, CredentialKind::X509))
         .unwrap();
 
     let mut group = c.benchmark_group("mint_x509");
@@ -141,9 +148,136 @@ fn mint(c: &mut Criterion) {
     group.finish();
 }
 
+const CI_ISSUER: &str = "https://ci.bench.invalid";
+const CI_CONFIG: &str = r#"
+[[oidc_issuer]]
+issuer = "https://ci.bench.invalid"
+profile = "github"
+audience = "tessera"
+
+[[grant]]
+name = "ci-bench"
+workload = "spiffe://example.org/ci/github/acme/app"
+owner = "team-app"
+expires = "2099-01-01"
+destinations = ["https://registry.example.org"]
+purposes = ["image:push"]
+[grant.match]
+issuer = "https://ci.bench.invalid"
+subject = "repo:acme/app:ref:refs/heads/main"
+claims = { repository_owner_id = "1234" }
+"#;
+
+/// Token exchange with the issuer's JWKS cached: verify an RS256 GitHub-shaped token, match the
+/// CI grant, sign the ES256 JWT (ledger and replay record excluded), against one RS256 verify
+/// plus one ES256 sign.
+fn exchange(c: &mut Criterion) {
+    use aws_lc_rs::signature::{
+        RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256, RsaKeyPair, RsaPublicKeyComponents,
+    };
+    let (dir, material, config) = setup();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ledger =
+        Arc::new(RedbLedger::open(&dir.path().join("l.redb"), RedbOptions::default()).unwrap());
+    let broker = rt
+        .block_on(async { tessera::server::build_broker(&config, ledger, Arc::new(SystemClock)) })
+        .unwrap();
+    let rsa = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+        .unwrap();
+    let rsa = RsaKeyPair::from_pkcs8(&rsa.serialize_der()).unwrap();
+    let parts = RsaPublicKeyComponents::<Vec<u8>>::from(rsa.public_key());
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(serde_json::json!({"keys": [{
+        "kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig",
+        "n": URL_SAFE_NO_PAD.encode(&parts.n), "e": URL_SAFE_NO_PAD.encode(&parts.e)}]}))
+    .unwrap();
+    rt.block_on(broker.attestor().oidc().seed_keys(CI_ISSUER, &jwks))
+        .unwrap();
+    let now = SystemClock.unix_seconds();
+    let claims = serde_json::json!({"iss": CI_ISSUER, "aud": "tessera", "sub": "repo:acme/app:ref:refs/heads/main",
+        "iat": now, "exp": now + 3600, "repository": "acme/app", "repository_owner": "acme",
+        "repository_owner_id": "1234", "run_id": "1", "jti": "j"});
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"k1","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let mut sig = vec![0u8; rsa.public_modulus_len()];
+    rsa.sign(
+        &RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        input.as_bytes(),
+        &mut sig,
+    )
+    .unwrap();
+    let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(&sig));
+    let request =
+        CredentialRequest::parse("https://registry.example.org", "image:push", 300).unwrap();
+    let spki = rsa.public_key().as_ref().to_vec();
+    let es = EcdsaKeyPair::from_pkcs8(
+        &ECDSA_P256_SHA256_FIXED_SIGNING,
+        &rcgen::KeyPair::generate().unwrap().serialize_der(),
+    )
+    .unwrap();
+    let rng = SystemRandom::new();
+    let message = vec![b'a'; 480];
+    drop(material);
+
+    let mut group = c.benchmark_group("exchange");
+    group.bench_function("bare_crypto_rs256_verify_plus_es256_sign", |b| {
+        b.iter(|| {
+            UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &spki)
+                .verify(black_box(input.as_bytes()), &sig)
+                .unwrap();
+            black_box(es.sign(&rng, black_box(&message)).unwrap());
+        });
+    });
+    group.bench_function("exchange_path_cached_jwks", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = std::time::Instant::now();
+                for _ in 0..iters {
+                    let authorized = broker
+                        .authorize_token(black_box(&token), &request, CredentialKind::Jwt)
+                        .await
+                        .unwrap();
+                    black_box(
+                        broker
+                            .sign_jwt(&authorized.0, &authorized.1, &request)
+                            .unwrap(),
+                    );
+                }
+                start.elapsed()
+            })
+        });
+    });
+    group.finish();
+}
+
+/// Dev material and a config (with the CI issuer and grant) in a temporary directory.
+fn setup() -> (tempfile::TempDir, DevMaterial, Config) {
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemClock.unix_seconds();
+    let material =
+        DevMaterial::generate(time::OffsetDateTime::from_unix_timestamp(now).unwrap()).unwrap();
+    material.write(dir.path()).unwrap();
+    let toml = material.config_toml(
+        dir.path(),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &dir.path().join("ledger.redb"),
+    );
+    let config_path = dir.path().join("bench.toml");
+    std::fs::write(&config_path, format!("{toml}{CI_CONFIG}")).unwrap();
+    let config = Config::load(&config_path, &SystemClock).unwrap();
+    (dir, material, config)
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(60).measurement_time(std::time::Duration::from_secs(4));
-    targets = mint
+    targets = mint, exchange
 }
 criterion_main!(benches);

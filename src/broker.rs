@@ -8,10 +8,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::attest::{AttestError, Attestation, Attestor, Evidence};
+use rustls::pki_types::CertificateDer;
+
+use crate::attest::{
+    AttestError, Attestation, Attestor, Evidence, Principal, Usage, X509SvidVerifier,
+};
 use crate::clock::SharedClock;
 use crate::csr::VerifiedCsr;
-use crate::ledger::{CredentialKind, CredentialRecord, Ledger, LedgerError, Status};
+use crate::ledger::{
+    CredentialKind, CredentialRecord, Ledger, LedgerError, RecordParams, ReplayGuard, Status,
+};
 use crate::mint::{
     CrlCache, CrlParams, JwtMinter, MintError, MintJwtParams, MintX509Params, MintedJwt,
     MintedX509, X509Minter,
@@ -114,16 +120,39 @@ impl Broker {
 
     /// Attests the caller and decides; the pure, synchronous part of a mint. Returns the
     /// attestation and the decision, or why the caller may not have this credential.
-    pub fn authorize(
+    pub async fn authorize(
         &self,
         evidence: Evidence<'_>,
         request: &CredentialRequest,
         kind: CredentialKind,
     ) -> Result<(Attestation, Decision), BrokerError> {
         let now = self.clock.unix_seconds();
-        let attestation = self.attestor.attest(evidence, now)?;
+        let attestation = self.attestor.attest(evidence, now).await?;
+        self.decide(attestation, request, kind, now)
+    }
+
+    /// Like [`Broker::authorize`] for a token presented on its own (RFC 8693 `subject_token`).
+    pub async fn authorize_token(
+        &self,
+        token: &str,
+        request: &CredentialRequest,
+        kind: CredentialKind,
+    ) -> Result<(Attestation, Decision), BrokerError> {
+        let now = self.clock.unix_seconds();
+        let attestation = self.attestor.attest_token(token, now).await?;
+        self.decide(attestation, request, kind, now)
+    }
+
+    /// Decides for an already attested caller; the synchronous half of [`Broker::authorize`].
+    pub fn decide(
+        &self,
+        attestation: Attestation,
+        request: &CredentialRequest,
+        kind: CredentialKind,
+        now: i64,
+    ) -> Result<(Attestation, Decision), BrokerError> {
         let decision = self.policy.decide(DecideParams {
-            identity: &attestation.identity,
+            identity: &attestation.principal,
             request,
             kind,
             now,
@@ -185,7 +214,19 @@ impl Broker {
         evidence: Evidence<'_>,
         request: &CredentialRequest,
     ) -> Result<MintedJwt, BrokerError> {
-        let (attestation, decision) = self.authorize(evidence, request, CredentialKind::Jwt)?;
+        let authorized = self
+            .authorize(evidence, request, CredentialKind::Jwt)
+            .await?;
+        self.issue_jwt(authorized, request).await
+    }
+
+    /// Signs, records and returns a JWT for an already `authorized` request (kind jwt).
+    pub async fn issue_jwt(
+        &self,
+        authorized: (Attestation, Decision),
+        request: &CredentialRequest,
+    ) -> Result<MintedJwt, BrokerError> {
+        let (attestation, decision) = authorized;
         let minted = self.sign_jwt(&attestation, &decision, request)?;
         let issued = Issued {
             kind: CredentialKind::Jwt,
@@ -253,11 +294,19 @@ impl Broker {
             now,
         };
         let minted = minter.mint(params).map_err(|e| e.to_string())?;
-        let chain: Vec<rustls::pki_types::CertificateDer<'_>> =
+        let chain: Vec<CertificateDer<'_>> =
             minted.chain.iter().map(|c| c.as_slice().into()).collect();
-        self.attestor
-            .x509()
-            .verify(&chain, now)
+        let roots: Vec<CertificateDer<'static>> = self
+            .bundles
+            .get(domain)
+            .into_iter()
+            .flatten()
+            .map(|c| CertificateDer::from(c.clone()))
+            .collect();
+        // As a relying party verifies it (the attestor itself refuses minted certificates).
+        let verifier = X509SvidVerifier::for_bundle(domain, &roots)?;
+        verifier
+            .verify_for(&chain, now, Usage::ClientAuth)
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
@@ -282,27 +331,40 @@ impl Broker {
         issued: Issued<'_>,
     ) -> Result<(), BrokerError> {
         let grant = &decision.grant;
+        let ci = match &attestation.principal {
+            Principal::Ci(ci) => Some(ci.evidence()),
+            Principal::Spiffe(_) => None,
+        };
+        let replay_guard = attestation.one_time_until.map(|expires_at| ReplayGuard {
+            key: replay_key(&attestation.evidence_hash, request),
+            expires_at: expires_at.saturating_add(crate::attest::oidc::LEEWAY_SECS),
+        });
+        let credential = CredentialRecord {
+            credential_id: issued.id.to_owned(),
+            kind: issued.kind,
+            workload: grant.workload.to_string(),
+            owner: grant.owner.clone(),
+            destination: request.destination.clone(),
+            purpose: request.purpose.clone(),
+            grant: grant.name.clone(),
+            evidence_kind: attestation.evidence_kind,
+            evidence_hash: attestation.evidence_hash.clone(),
+            issued_at: issued.issued_at,
+            expires_at: issued.expires_at,
+            status: Status::Live,
+            ci,
+        };
         self.ledger
-            .record(CredentialRecord {
-                credential_id: issued.id.to_owned(),
-                kind: issued.kind,
-                workload: grant.workload.to_string(),
-                owner: grant.owner.clone(),
-                destination: request.destination.clone(),
-                purpose: request.purpose.clone(),
-                grant: grant.name.clone(),
-                evidence_kind: attestation.evidence_kind,
-                evidence_hash: attestation.evidence_hash.clone(),
-                issued_at: issued.issued_at,
-                expires_at: issued.expires_at,
-                status: Status::Live,
+            .record(RecordParams {
+                credential,
+                replay_guard,
             })
             .await?;
         tracing::info!(
             credential_id = %issued.id,
             kind = issued.kind.as_str(),
             workload = %grant.workload,
-            caller = %attestation.identity,
+            caller = %attestation.principal,
             evidence = attestation.evidence_kind.as_str(),
             destination = %request.destination,
             purpose = %request.purpose,
@@ -312,6 +374,16 @@ impl Broker {
         );
         Ok(())
     }
+}
+
+/// Returns the replay key of one-time evidence used for one destination and purpose:
+/// hex SHA-256 over the evidence hash, destination and purpose, NUL-separated.
+fn replay_key(evidence_hash: &str, request: &CredentialRequest) -> String {
+    let input = format!(
+        "{evidence_hash}\0{}\0{}",
+        request.destination, request.purpose
+    );
+    crate::attest::sha256_hex(input.as_bytes())
 }
 
 /// What was issued, for the ledger record and the log line.

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod csr;
 pub mod dev;
+pub mod http_client;
 pub mod ledger;
 pub mod mint;
 pub mod policy;

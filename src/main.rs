@@ -28,6 +28,31 @@ enum Command {
         #[arg(long)]
         dev: bool,
     },
+    /// Exchanges a CI OIDC token (or JWT-SVID) for a credential (RFC 8693) and prints it.
+    Exchange {
+        /// Broker HTTPS base URL, e.g. https://tessera.example.org:8444.
+        #[arg(long)]
+        server: String,
+        /// File holding the subject token.
+        #[arg(
+            long,
+            conflicts_with = "token_env",
+            required_unless_present = "token_env"
+        )]
+        token_file: Option<PathBuf>,
+        /// Environment variable holding the subject token.
+        #[arg(long)]
+        token_env: Option<String>,
+        /// Destination (the minted token's `aud`).
+        #[arg(long)]
+        destination: String,
+        /// Purpose (the minted token's `scope`).
+        #[arg(long)]
+        purpose: String,
+        /// Extra root CA (PEM) for reaching the broker.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+    },
     /// Development helpers.
     Dev {
         #[command(subcommand)]
@@ -64,6 +89,21 @@ fn main() -> ExitCode {
         Command::Dev {
             command: DevCommand::Certs { out },
         } => dev_certs(&out),
+        Command::Exchange {
+            server,
+            token_file,
+            token_env,
+            destination,
+            purpose,
+            ca,
+        } => exchange(ExchangeParams {
+            server,
+            token_file,
+            token_env,
+            destination,
+            purpose,
+            ca,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -133,5 +173,73 @@ async fn wait_for_signal() {
             tracing::warn!(error = %e, "cannot listen for SIGTERM; stopping on SIGINT only");
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// Arguments of `tessera exchange`.
+struct ExchangeParams {
+    server: String,
+    token_file: Option<PathBuf>,
+    token_env: Option<String>,
+    destination: String,
+    purpose: String,
+    ca: Option<PathBuf>,
+}
+
+/// Posts an RFC 8693 exchange to `<server>/token` and prints the access token; fails with the
+/// server's OAuth error description, or why the request could not be made.
+fn exchange(p: ExchangeParams) -> Result<(), String> {
+    let token = match (&p.token_file, &p.token_env) {
+        (Some(path), _) => {
+            std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?
+        }
+        (None, Some(var)) => {
+            std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?
+        }
+        (None, None) => return Err("give --token-file or --token-env".into()),
+    };
+    let roots = match &p.ca {
+        Some(path) => tessera::config::material::certificates(path)?,
+        None => Vec::new(),
+    };
+    let form = form_urlencoded::Serializer::new(String::new())
+        .append_pair("grant_type", tessera::api::token::GRANT_TYPE)
+        .append_pair("subject_token", token.trim())
+        .append_pair("subject_token_type", tessera::api::token::ID_TOKEN)
+        .append_pair("audience", &p.destination)
+        .append_pair("scope", &p.purpose)
+        .finish();
+    let url = format!("{}/token", p.server.trim_end_matches('/'));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let response = runtime.block_on(async {
+        let client = tessera::http_client::HttpsClient::new(&roots).map_err(|e| e.to_string())?;
+        client
+            .post_form(&url, form)
+            .await
+            .map_err(|e| e.to_string())
+    })?;
+    let body: serde_json::Value = serde_json::from_slice(&response.body).map_err(|_| {
+        format!(
+            "{url} answered HTTP {} without a JSON body",
+            response.status
+        )
+    })?;
+    match body.get("access_token").and_then(|t| t.as_str()) {
+        Some(token) if response.status == 200 => {
+            println!("{token}");
+            Ok(())
+        }
+        _ => Err(format!(
+            "exchange refused: {} ({})",
+            body.get("error")
+                .and_then(|e| e.as_str())
+                .unwrap_or("unknown error"),
+            body.get("error_description")
+                .and_then(|e| e.as_str())
+                .unwrap_or("no description"),
+        )),
     }
 }

@@ -1,9 +1,11 @@
 //! Policy: deny by default. Matches an attested identity to a grant and yields what may be
 //! minted: workload, owner, TTL. It never touches keys.
 //!
-//! A grant's `[grant.match] spiffe_id` is either an exact SPIFFE ID or a pattern whose last
-//! segment is `*` (exactly one more path segment) or `**` (one or more more segments), e.g.
-//! `spiffe://example.org/ns/payments/*`. The trust domain is always matched exactly.
+//! A grant's `[grant.match]` names either a SPIFFE ID — exact, or a pattern whose last segment
+//! is `*` (exactly one more path segment) or `**` (one or more), e.g.
+//! `spiffe://example.org/ns/payments/*`, always within one trust domain — or a CI identity: an
+//! exact `issuer`, plus a `subject` and `claims`, each an exact string or an anchored regular
+//! expression ([`MatchValue`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,6 +13,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::attest::{CiIdentity, Principal};
 use crate::ledger::CredentialKind;
 use crate::request::CredentialRequest;
 use crate::spiffe_id::{SpiffeId, SpiffeIdError};
@@ -71,6 +74,70 @@ impl FromStr for SpiffePattern {
     }
 }
 
+/// A string a claim or subject must equal, or an anchored regular expression it must match.
+#[derive(Debug, Clone)]
+pub enum MatchValue {
+    Exact(String),
+    /// Compiled as `^(?:pattern)$`.
+    Pattern(regex::Regex),
+}
+
+impl MatchValue {
+    /// Compiles a pattern anchored at both ends; fails with the regex error.
+    pub fn pattern(pattern: &str) -> Result<Self, String> {
+        regex::Regex::new(&format!("^(?:{pattern})$"))
+            .map(MatchValue::Pattern)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Returns true when `value` equals or matches.
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            MatchValue::Exact(exact) => exact == value,
+            MatchValue::Pattern(re) => re.is_match(value),
+        }
+    }
+}
+
+/// Which CI identities may act as a grant's workload.
+#[derive(Debug, Clone)]
+pub struct CiMatch {
+    pub issuer: String,
+    pub subject: Option<MatchValue>,
+    /// Claim path → required value; claims compare as strings.
+    pub claims: Vec<(String, MatchValue)>,
+}
+
+impl CiMatch {
+    /// Returns true when `ci` is from the issuer and matches the subject and every claim.
+    pub fn matches(&self, ci: &CiIdentity) -> bool {
+        ci.issuer == self.issuer
+            && self.subject.as_ref().is_none_or(|s| s.matches(&ci.subject))
+            && self
+                .claims
+                .iter()
+                .all(|(path, want)| ci.claim(path).is_some_and(|v| want.matches(&v)))
+    }
+}
+
+/// Who may act as a grant's workload.
+#[derive(Debug, Clone)]
+pub enum GrantMatch {
+    Spiffe(SpiffePattern),
+    Ci(CiMatch),
+}
+
+impl GrantMatch {
+    /// Returns true when `principal` may act under the grant.
+    pub fn matches(&self, principal: &Principal) -> bool {
+        match (self, principal) {
+            (GrantMatch::Spiffe(pattern), Principal::Spiffe(id)) => pattern.matches(id),
+            (GrantMatch::Ci(ci_match), Principal::Ci(ci)) => ci_match.matches(ci),
+            _ => false,
+        }
+    }
+}
+
 /// One checked `[[grant]]`.
 #[derive(Debug, Clone)]
 pub struct Grant {
@@ -85,7 +152,7 @@ pub struct Grant {
     pub credentials: Vec<CredentialKind>,
     pub default_ttl: Duration,
     pub max_ttl: Duration,
-    pub matcher: SpiffePattern,
+    pub matcher: GrantMatch,
 }
 
 impl Grant {
@@ -137,7 +204,7 @@ pub struct Decision {
 /// Parameters of [`Policy::decide`].
 #[derive(Debug, Clone, Copy)]
 pub struct DecideParams<'a> {
-    pub identity: &'a SpiffeId,
+    pub identity: &'a Principal,
     pub request: &'a CredentialRequest,
     pub kind: CredentialKind,
     /// Unix seconds now.
@@ -167,7 +234,9 @@ impl Policy {
         for grant in grants {
             let grant = Arc::new(grant);
             match &grant.matcher {
-                SpiffePattern::Exact(id) => policy.exact.entry(id.clone()).or_default().push(grant),
+                GrantMatch::Spiffe(SpiffePattern::Exact(id)) => {
+                    policy.exact.entry(id.clone()).or_default().push(grant)
+                }
                 _ => policy.patterns.push(grant),
             }
         }
@@ -177,11 +246,10 @@ impl Policy {
     /// Returns the grant allowing this request and the TTL to mint with. Fails with the most
     /// specific reason: no grant for the identity, then destination, purpose, kind, expiry.
     pub fn decide(&self, p: DecideParams<'_>) -> Result<Decision, PolicyError> {
-        let exact = self
-            .exact
-            .get(p.identity)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+        let exact = match p.identity {
+            Principal::Spiffe(id) => self.exact.get(id).map(Vec::as_slice).unwrap_or_default(),
+            Principal::Ci(_) => &[],
+        };
         let patterns = self
             .patterns
             .iter()
@@ -257,7 +325,7 @@ mod tests {
             credentials: vec![CredentialKind::Jwt],
             default_ttl: Duration::from_secs(300),
             max_ttl: Duration::from_secs(600),
-            matcher: matcher.parse().unwrap(),
+            matcher: GrantMatch::Spiffe(matcher.parse().unwrap()),
         }
     }
 
@@ -269,7 +337,7 @@ mod tests {
         kind: CredentialKind,
         ttl: u32,
     ) -> Result<Decision, PolicyError> {
-        let identity: SpiffeId = id.parse().unwrap();
+        let identity = Principal::Spiffe(id.parse().unwrap());
         let request = CredentialRequest::parse(dest, purpose, ttl).unwrap();
         policy.decide(DecideParams {
             identity: &identity,

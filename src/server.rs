@@ -19,10 +19,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::grpc::BrokerService;
 use crate::api::http::{HttpState, router};
-use crate::attest::Attestor;
+use crate::attest::oidc::KeySource;
+use crate::attest::{Attestor, AttestorParams, OidcVerifier};
 use crate::broker::{Broker, BrokerParts};
 use crate::clock::SharedClock;
 use crate::config::{Config, LedgerBackend};
+use crate::http_client::HttpsClient;
 use crate::ledger::CredentialKind;
 use crate::ledger::{Ledger, LedgerError, RedbLedger, RedbOptions, SweepParams};
 use crate::mint::{JwtMinter, MintCa, X509Minter};
@@ -108,11 +110,12 @@ pub fn build_broker(
     ledger: Arc<dyn Ledger>,
     clock: SharedClock,
 ) -> Result<Broker, ServerError> {
-    let attestor = Attestor::new(
-        &config.trust_domains,
-        &config.server.audience,
-        config.server.tls_client_ca.as_deref(),
-    )
+    let attestor = Attestor::new(AttestorParams {
+        domains: &config.trust_domains,
+        audience: &config.server.audience,
+        client_ca: config.server.tls_client_ca.as_deref(),
+        oidc: oidc_verifier(config, &clock)?,
+    })
     .map_err(ServerError::Setup)?;
     let jwt = JwtMinter::new(&config.server.issuer, &config.signing.jwt_key)
         .map_err(|e| ServerError::Setup(format!("signing.jwt_key: {e}")))?;
@@ -158,6 +161,28 @@ pub fn build_broker(
     Ok(broker)
 }
 
+/// Builds the CI token verifier: one HTTPS client per issuer (its `ca_file` added to the
+/// Mozilla roots). Fails when a `ca_file` root is unusable.
+fn oidc_verifier(config: &Config, clock: &SharedClock) -> Result<OidcVerifier, ServerError> {
+    let mut sources = Vec::new();
+    for issuer in &config.oidc_issuers {
+        let http = HttpsClient::new(&issuer.extra_roots).map_err(|e| {
+            ServerError::Setup(format!("oidc_issuer `{}`: {e}", issuer.verify.issuer))
+        })?;
+        sources.push(KeySource {
+            issuer: issuer.verify.issuer.clone(),
+            jwks_uri: issuer.jwks_uri.clone(),
+            http,
+        });
+    }
+    let issuers = config
+        .oidc_issuers
+        .iter()
+        .map(|i| i.verify.clone())
+        .collect();
+    Ok(OidcVerifier::new(issuers, sources, Arc::clone(clock)))
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr)
         .await
@@ -168,6 +193,9 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
 /// ledger is open. Fails when a listener cannot bind, the ledger cannot open, or TLS material
 /// is unusable.
 pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, ServerError> {
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let ledger = open_ledger(&config).await?;
     let broker = Arc::new(build_broker(
         &config,

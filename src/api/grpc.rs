@@ -88,6 +88,7 @@ impl proto::broker_server::Broker for BrokerService {
         let authorized = self
             .broker
             .authorize(evidence(&request)?, &parsed, CredentialKind::X509)
+            .await
             .map_err(|e| refused(&e, &parsed))?;
         let csr = VerifiedCsr::from_der(&body.csr)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;

@@ -35,6 +35,9 @@ impl HttpState {
             "id_token_signing_alg_values_supported": [minter.alg()],
             "token_endpoint_auth_signing_alg_values_supported": [minter.alg()],
             "tls_client_certificate_bound_access_tokens": true,
+            "token_endpoint": format!("{issuer}/token"),
+            "grant_types_supported": [super::token::GRANT_TYPE],
+            "token_endpoint_auth_methods_supported": ["none"],
         });
         HttpState {
             broker,
@@ -82,6 +85,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
     let discovery2 = Arc::clone(&state);
     let ready = Arc::clone(&state);
     let crl = Arc::clone(&state);
+    let token = Arc::clone(&state.broker);
     Router::new()
         .route(
             "/.well-known/jwks.json",
@@ -94,6 +98,13 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route(
             "/.well-known/oauth-authorization-server",
             get(move || async move { json_response(&discovery2.discovery, "public, max-age=300") }),
+        )
+        .route(
+            "/token",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: Bytes| {
+                super::token::exchange(Arc::clone(&token), headers, body)
+            })
+            .layer(axum::extract::DefaultBodyLimit::max(super::token::MAX_BODY)),
         )
         .route(
             "/crl",

@@ -4,5 +4,6 @@
 pub mod grpc;
 pub mod http;
 mod status;
+pub mod token;
 
 pub use self::status::{broker_status, request_status};

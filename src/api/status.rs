@@ -25,8 +25,14 @@ pub fn broker_status(e: &BrokerError) -> Status {
                 MintError::Key(_) | MintError::Sign | MintError::Random => {
                     Status::internal("signing failed")
                 }
+                MintError::CaExpired(_) => {
+                    Status::unavailable("the mint CA has expired; the operator must renew it")
+                }
             }
         }
+        BrokerError::Ledger(LedgerError::Replay) => Status::unauthenticated(
+            "OIDC token refused: it was already exchanged for this destination and purpose",
+        ),
         BrokerError::Ledger(e) => {
             tracing::error!(error = %e, "ledger refused a record");
             match e {
@@ -36,7 +42,9 @@ pub fn broker_status(e: &BrokerError) -> Status {
                 LedgerError::Storage(_) | LedgerError::Corrupt(_) => {
                     Status::unavailable("the credential could not be recorded; retry")
                 }
-                LedgerError::Duplicate(_) => Status::internal("credential id collision; retry"),
+                LedgerError::Duplicate(_) | LedgerError::Replay => {
+                    Status::internal("credential id collision; retry")
+                }
             }
         }
     }

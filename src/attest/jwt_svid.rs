@@ -4,13 +4,11 @@
 
 use std::collections::HashMap;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
-use super::{Attestation, sha256_hex};
+use super::jws::{self, SignatureError, VerifyingKey};
+use super::{Attestation, Principal, sha256_hex};
 use crate::config::TrustDomainConfig;
 use crate::ledger::EvidenceKind;
 use crate::spiffe_id::SpiffeId;
@@ -86,18 +84,10 @@ struct Claims {
     nbf: Option<f64>,
 }
 
-/// One verification key of a bundle, with the algorithms it may verify.
-#[derive(Clone)]
-struct Key {
-    kid: String,
-    decoding: DecodingKey,
-    algs: Vec<Algorithm>,
-}
-
 /// Verifies JWT-SVIDs against the configured trust domains' JWT bundles.
 pub struct JwtSvidVerifier {
     audience: String,
-    domains: HashMap<String, Vec<Key>>,
+    domains: HashMap<String, Vec<VerifyingKey>>,
 }
 
 impl std::fmt::Debug for JwtSvidVerifier {
@@ -105,7 +95,7 @@ impl std::fmt::Debug for JwtSvidVerifier {
         let kids: Vec<(&String, Vec<&str>)> = self
             .domains
             .iter()
-            .map(|(d, keys)| (d, keys.iter().map(|k| k.kid.as_str()).collect()))
+            .map(|(d, keys)| (d, keys.iter().filter_map(|k| k.kid.as_deref()).collect()))
             .collect();
         f.debug_struct("JwtSvidVerifier")
             .field("audience", &self.audience)
@@ -114,68 +104,16 @@ impl std::fmt::Debug for JwtSvidVerifier {
     }
 }
 
-/// Returns the algorithms a JWK may verify: its `alg` if set, else every allowed alg of its type.
-fn algorithms_for(jwk: &Jwk) -> Vec<Algorithm> {
-    use jsonwebtoken::jwk::EllipticCurve;
-    let family: Vec<Algorithm> = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => vec![
-            Algorithm::RS256,
-            Algorithm::RS384,
-            Algorithm::RS512,
-            Algorithm::PS256,
-            Algorithm::PS384,
-            Algorithm::PS512,
-        ],
-        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
-            EllipticCurve::P256 => vec![Algorithm::ES256],
-            EllipticCurve::P384 => vec![Algorithm::ES384],
-            _ => Vec::new(),
-        },
-        _ => Vec::new(),
-    };
-    match jwk
-        .common
-        .key_algorithm
-        .and_then(|a| a.to_string().parse::<Algorithm>().ok())
-    {
-        Some(alg) => family.into_iter().filter(|a| *a == alg).collect(),
-        None => family,
-    }
-}
-
-/// Parses an `alg` header value if it is on the SPIFFE allow-list.
-fn allowed_alg(alg: &str) -> Option<Algorithm> {
-    match alg {
-        "RS256" => Some(Algorithm::RS256),
-        "RS384" => Some(Algorithm::RS384),
-        "RS512" => Some(Algorithm::RS512),
-        "ES256" => Some(Algorithm::ES256),
-        "ES384" => Some(Algorithm::ES384),
-        "PS256" => Some(Algorithm::PS256),
-        "PS384" => Some(Algorithm::PS384),
-        "PS512" => Some(Algorithm::PS512),
-        _ => None,
-    }
-}
-
-fn decode_part<T: for<'de> Deserialize<'de>>(
-    part: &str,
-    name: &'static str,
-) -> Result<T, JwtSvidError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| JwtSvidError::BadEncoding { part: name })?;
-    serde_json::from_slice(&bytes).map_err(|_| JwtSvidError::BadEncoding { part: name })
-}
-
 /// Checks the header: only `alg`, `kid`, `typ`; `typ` JWT or JOSE; `alg` allowed. Returns the
 /// alg and kid.
 fn check_header(part: &str) -> Result<(Algorithm, Option<String>), JwtSvidError> {
-    let map: serde_json::Map<String, serde_json::Value> = decode_part(part, "header")?;
-    let header: Header = serde_json::from_value(serde_json::Value::Object(map.clone()))
-        .map_err(|_| JwtSvidError::BadEncoding { part: "header" })?;
-    let alg =
-        allowed_alg(&header.alg).ok_or_else(|| JwtSvidError::AlgNotAllowed(header.alg.clone()))?;
+    let bad = JwtSvidError::BadEncoding { part: "header" };
+    let map: serde_json::Map<String, serde_json::Value> =
+        jws::decode_json(part).ok_or(bad.clone())?;
+    let header: Header =
+        serde_json::from_value(serde_json::Value::Object(map.clone())).map_err(|_| bad.clone())?;
+    let alg = jws::parse_alg(&header.alg, false)
+        .ok_or_else(|| JwtSvidError::AlgNotAllowed(header.alg.clone()))?;
     if let Some(member) = map
         .keys()
         .find(|k| !matches!(k.as_str(), "alg" | "kid" | "typ"))
@@ -190,7 +128,7 @@ fn check_header(part: &str) -> Result<(Algorithm, Option<String>), JwtSvidError>
     }
     let kid = match map.get("kid") {
         Some(serde_json::Value::String(kid)) => Some(kid.clone()),
-        Some(_) => return Err(JwtSvidError::BadEncoding { part: "header" }),
+        Some(_) => return Err(bad),
         None => None,
     };
     Ok((alg, kid))
@@ -200,21 +138,17 @@ impl JwtSvidVerifier {
     /// Builds the verifier; fails when a bundle key cannot be used for verification.
     pub fn new(domains: &[TrustDomainConfig], audience: &str) -> Result<Self, String> {
         let mut out = HashMap::new();
-        for domain in domains {
-            let mut keys = Vec::new();
-            for k in &domain.jwt_keys {
-                let decoding = DecodingKey::from_jwk(&k.jwk).map_err(|e| {
-                    format!("JWT bundle of `{}`: key `{}`: {e}", domain.name, k.kid)
-                })?;
-                keys.push(Key {
-                    kid: k.kid.clone(),
-                    decoding,
-                    algs: algorithms_for(&k.jwk),
-                });
-            }
-            if !domain.jwt_keys.is_empty() {
-                out.insert(domain.name.as_str().to_owned(), keys);
-            }
+        for domain in domains.iter().filter(|d| !d.jwt_keys.is_empty()) {
+            let keys = domain
+                .jwt_keys
+                .iter()
+                .map(|k| {
+                    VerifyingKey::from_jwk(&k.jwk).map_err(|e| {
+                        format!("JWT bundle of `{}`: key `{}`: {e}", domain.name, k.kid)
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            out.insert(domain.name.as_str().to_owned(), keys);
         }
         Ok(JwtSvidVerifier {
             audience: audience.to_owned(),
@@ -228,14 +162,26 @@ impl JwtSvidVerifier {
         if token.len() > MAX_TOKEN_LEN {
             return Err(JwtSvidError::TooLong);
         }
-        let mut parts = token.split('.');
-        let (Some(h), Some(c), Some(s), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(JwtSvidError::NotCompact);
-        };
-        let (alg, kid) = check_header(h)?;
-        let claims: Claims = decode_part(c, "claims")?;
+        let parts = jws::split(token).ok_or(JwtSvidError::NotCompact)?;
+        let claims: serde_json::Value =
+            jws::decode_json(parts.claims).ok_or(JwtSvidError::BadEncoding { part: "claims" })?;
+        self.verify_parsed(token, &parts, &claims, now)
+    }
+
+    /// Like [`JwtSvidVerifier::verify`], with the token already split and its claims decoded.
+    pub fn verify_parsed(
+        &self,
+        token: &str,
+        parts: &jws::JwsParts<'_>,
+        claims: &serde_json::Value,
+        now: i64,
+    ) -> Result<Attestation, JwtSvidError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(JwtSvidError::TooLong);
+        }
+        let (alg, kid) = check_header(parts.header)?;
+        let claims = Claims::deserialize(claims)
+            .map_err(|_| JwtSvidError::BadEncoding { part: "claims" })?;
         let sub = claims
             .sub
             .as_deref()
@@ -251,53 +197,25 @@ impl JwtSvidVerifier {
             .domains
             .get(domain)
             .ok_or_else(|| JwtSvidError::UntrustedDomain(domain.to_owned()))?;
-        let message = &token[..h.len() + 1 + c.len()];
-        self.check_signature(keys, domain, kid.as_deref(), alg, message, s)?;
+        jws::verify(keys, kid.as_deref(), alg, parts).map_err(|e| match e {
+            SignatureError::UnknownKid(kid) => JwtSvidError::UnknownKid {
+                kid,
+                domain: domain.to_owned(),
+            },
+            SignatureError::AlgKeyMismatch { kid, alg } => JwtSvidError::AlgKeyMismatch {
+                kid,
+                alg: format!("{alg:?}"),
+            },
+            SignatureError::BadSignature => JwtSvidError::BadSignature,
+        })?;
         self.check_claims(&claims, now)?;
         Ok(Attestation {
-            identity,
+            principal: Principal::Spiffe(identity),
             evidence_kind: EvidenceKind::JwtSvid,
             evidence_hash: sha256_hex(token.as_bytes()),
             cnf_x5t_s256: None,
+            one_time_until: None,
         })
-    }
-
-    fn check_signature(
-        &self,
-        keys: &[Key],
-        domain: &str,
-        kid: Option<&str>,
-        alg: Algorithm,
-        message: &str,
-        signature: &str,
-    ) -> Result<(), JwtSvidError> {
-        let candidates: Vec<&Key> = match kid {
-            Some(kid) => {
-                let key =
-                    keys.iter()
-                        .find(|k| k.kid == kid)
-                        .ok_or_else(|| JwtSvidError::UnknownKid {
-                            kid: kid.to_owned(),
-                            domain: domain.to_owned(),
-                        })?;
-                if !key.algs.contains(&alg) {
-                    return Err(JwtSvidError::AlgKeyMismatch {
-                        kid: kid.to_owned(),
-                        alg: format!("{alg:?}"),
-                    });
-                }
-                vec![key]
-            }
-            None => keys.iter().filter(|k| k.algs.contains(&alg)).collect(),
-        };
-        for key in candidates {
-            if jsonwebtoken::crypto::verify(signature, message.as_bytes(), &key.decoding, alg)
-                .unwrap_or(false)
-            {
-                return Ok(());
-            }
-        }
-        Err(JwtSvidError::BadSignature)
     }
 
     fn check_claims(&self, claims: &Claims, now: i64) -> Result<(), JwtSvidError> {

@@ -4,7 +4,9 @@
 //! Evidence, in order of precedence: an `authorization: Bearer` JWT-SVID, else the X509-SVID the
 //! caller presented as TLS client certificate (verified once per connection, see [`x509_svid`]).
 
+pub mod jws;
 pub mod jwt_svid;
+pub mod oidc;
 pub mod x509_svid;
 
 use std::fmt;
@@ -17,17 +19,39 @@ use crate::ledger::EvidenceKind;
 use crate::spiffe_id::SpiffeId;
 
 pub use self::jwt_svid::{JwtSvidError, JwtSvidVerifier};
+pub use self::oidc::{CiIdentity, OidcError, OidcVerifier};
 pub use self::x509_svid::{Usage, X509Peer, X509SvidError, X509SvidVerifier};
+
+/// Who a caller proved to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A SPIFFE workload (X509-SVID or JWT-SVID).
+    Spiffe(SpiffeId),
+    /// A CI job or Kubernetes pod, by its OIDC token.
+    Ci(Box<CiIdentity>),
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Principal::Spiffe(id) => write!(f, "{id}"),
+            Principal::Ci(ci) => write!(f, "{} (issuer {})", ci.subject, ci.issuer),
+        }
+    }
+}
 
 /// Who the caller is, as proven by its evidence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attestation {
-    pub identity: SpiffeId,
+    pub principal: Principal,
     pub evidence_kind: EvidenceKind,
     /// Lowercase hex SHA-256 of the evidence (token bytes or leaf certificate DER).
     pub evidence_hash: String,
     /// `x5t#S256` of the client certificate when attested over mTLS (RFC 8705).
     pub cnf_x5t_s256: Option<String>,
+    /// For evidence that may be used only once per destination and purpose (CI tokens): the
+    /// unix time until which that must be remembered (the token's `exp`).
+    pub one_time_until: Option<i64>,
 }
 
 /// Why attestation failed. Every variant means "unauthenticated"; the message says what to fix.
@@ -44,6 +68,8 @@ pub enum AttestError {
     JwtSvid(#[from] JwtSvidError),
     #[error("X509-SVID refused: {0}")]
     X509Svid(#[from] X509SvidError),
+    #[error("OIDC token refused: {0}")]
+    Oidc(#[from] OidcError),
 }
 
 /// The evidence one call carries.
@@ -55,10 +81,11 @@ pub struct Evidence<'a> {
     pub peer: Option<&'a Result<X509Peer, X509SvidError>>,
 }
 
-/// Verifies evidence against the configured trust domains.
+/// Verifies evidence against the configured trust domains and OIDC issuers.
 pub struct Attestor {
     jwt: JwtSvidVerifier,
     x509: X509SvidVerifier,
+    oidc: OidcVerifier,
 }
 
 impl fmt::Debug for Attestor {
@@ -68,17 +95,13 @@ impl fmt::Debug for Attestor {
 }
 
 impl Attestor {
-    /// Builds an attestor for `domains`, accepting JWT-SVIDs whose `aud` holds `audience`.
-    /// `client_ca`, when set, is an extra set of roots every X509-SVID must also chain to.
-    /// Fails when a bundle certificate or key cannot be used.
-    pub fn new(
-        domains: &[TrustDomainConfig],
-        audience: &str,
-        client_ca: Option<&[rustls::pki_types::CertificateDer<'static>]>,
-    ) -> Result<Self, String> {
+    /// Builds an attestor for `p.domains`, accepting JWT-SVIDs whose `aud` holds `p.audience`
+    /// and CI tokens of `p.oidc`'s issuers. Fails when a bundle certificate or key cannot be used.
+    pub fn new(p: AttestorParams<'_>) -> Result<Self, String> {
         Ok(Attestor {
-            jwt: JwtSvidVerifier::new(domains, audience)?,
-            x509: X509SvidVerifier::new(domains, client_ca)?,
+            jwt: JwtSvidVerifier::new(p.domains, p.audience)?,
+            x509: X509SvidVerifier::new(p.domains, p.client_ca)?,
+            oidc: p.oidc,
         })
     }
 
@@ -92,13 +115,42 @@ impl Attestor {
         &self.jwt
     }
 
-    /// Attests one call at unix time `now`. A bearer token, when present, is the evidence;
-    /// otherwise the connection's client certificate. Fails when there is neither or the
-    /// evidence does not verify.
-    pub fn attest(&self, evidence: Evidence<'_>, now: i64) -> Result<Attestation, AttestError> {
+    /// Returns the CI token verifier.
+    pub fn oidc(&self) -> &OidcVerifier {
+        &self.oidc
+    }
+
+    /// Verifies a bearer token: a CI token when its `iss` is a configured OIDC issuer, else a
+    /// JWT-SVID. Fails with the reason the token is refused.
+    pub async fn attest_token(&self, token: &str, now: i64) -> Result<Attestation, AttestError> {
+        if token.len() > jwt_svid::MAX_TOKEN_LEN {
+            return Err(JwtSvidError::TooLong.into());
+        }
+        let parts = jws::split(token).ok_or(JwtSvidError::NotCompact)?;
+        let claims: serde_json::Value =
+            jws::decode_json(parts.claims).ok_or(JwtSvidError::BadEncoding { part: "claims" })?;
+        let field = |name: &str| claims.get(name).and_then(serde_json::Value::as_str);
+        match (field("iss"), field("sub")) {
+            (Some(iss), _) if self.oidc.knows(iss) || iss == oidc::LEGACY_KUBERNETES_ISSUER => {
+                Ok(self.oidc.verify_parsed(token, &parts, claims).await?)
+            }
+            (Some(iss), sub) if !sub.is_some_and(|s| s.starts_with("spiffe://")) => {
+                Err(OidcError::UnknownIssuer(iss.to_owned()).into())
+            }
+            _ => Ok(self.jwt.verify_parsed(token, &parts, &claims, now)?),
+        }
+    }
+
+    /// Attests one call at unix time `now`. A bearer token (JWT-SVID or CI token), when
+    /// present, is the evidence; otherwise the connection's client certificate. Fails when there
+    /// is neither or the evidence does not verify.
+    pub async fn attest(
+        &self,
+        evidence: Evidence<'_>,
+        now: i64,
+    ) -> Result<Attestation, AttestError> {
         if let Some(header) = evidence.authorization {
-            let token = bearer_token(header)?;
-            return Ok(self.jwt.verify(token, now)?);
+            return self.attest_token(bearer_token(header)?, now).await;
         }
         match evidence.peer {
             Some(Ok(peer)) => Ok(peer.attestation(now)?),
@@ -106,6 +158,16 @@ impl Attestor {
             None => Err(AttestError::NoCredentials),
         }
     }
+}
+
+/// Parameters of [`Attestor::new`].
+#[derive(Debug)]
+pub struct AttestorParams<'a> {
+    pub domains: &'a [TrustDomainConfig],
+    pub audience: &'a str,
+    /// Extra roots every X509-SVID must also chain to (`[server] tls_client_ca`).
+    pub client_ca: Option<&'a [rustls::pki_types::CertificateDer<'static>]>,
+    pub oidc: OidcVerifier,
 }
 
 /// Extracts the token of an `authorization: Bearer <token>` value (scheme case-insensitive).

@@ -13,7 +13,7 @@ use std::time::Duration;
 use rustls::pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use super::{Attestation, sha256_hex, x5t_s256};
+use super::{Attestation, Principal, sha256_hex, x5t_s256};
 use crate::config::TrustDomainConfig;
 use crate::ledger::EvidenceKind;
 use crate::spiffe_id::SpiffeId;
@@ -45,6 +45,10 @@ pub enum X509SvidError {
     ClientCa(String),
     #[error("certificate expired at {0}")]
     Expired(i64),
+    #[error(
+        "this certificate was minted by Tessera; present the workload's own SVID, not a minted credential"
+    )]
+    MintedCredential,
 }
 
 /// A client certificate that verified as an X509-SVID when the connection was set up.
@@ -65,10 +69,11 @@ impl X509Peer {
             return Err(X509SvidError::Expired(self.not_after));
         }
         Ok(Attestation {
-            identity: self.identity.clone(),
+            principal: Principal::Spiffe(self.identity.clone()),
             evidence_kind: EvidenceKind::X509Svid,
             evidence_hash: self.evidence_hash.clone(),
             cnf_x5t_s256: Some(self.x5t_s256.clone()),
+            one_time_until: None,
         })
     }
 }
@@ -78,6 +83,9 @@ impl X509Peer {
 pub struct X509SvidVerifier {
     domains: HashMap<String, Vec<TrustAnchor<'static>>>,
     client_ca: Option<Vec<TrustAnchor<'static>>>,
+    /// Refuse certificates Tessera minted (they carry its binding extension): a minted
+    /// credential is bound to one destination and purpose and must not attest for more.
+    refuse_minted: bool,
 }
 
 fn anchors(certs: &[CertificateDer<'static>]) -> Result<Vec<TrustAnchor<'static>>, String> {
@@ -92,8 +100,18 @@ fn anchors(certs: &[CertificateDer<'static>]) -> Result<Vec<TrustAnchor<'static>
 }
 
 /// Checks the SPIFFE leaf rules; returns the SPIFFE ID and `notAfter`.
-fn check_leaf(der: &[u8]) -> Result<(SpiffeId, i64), X509SvidError> {
+fn check_leaf(der: &[u8], refuse_minted: bool) -> Result<(SpiffeId, i64), X509SvidError> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|_| X509SvidError::Malformed)?;
+    if refuse_minted {
+        let binding = crate::mint::der::oid(&[2, 25, crate::mint::BINDING_UUID]);
+        if cert
+            .extensions()
+            .iter()
+            .any(|e| binding.get(2..) == Some(e.oid.as_bytes()))
+        {
+            return Err(X509SvidError::MintedCredential);
+        }
+    }
     let uris: Vec<&str> = match cert.subject_alternative_name() {
         Ok(Some(san)) => san
             .value
@@ -187,17 +205,19 @@ impl X509SvidVerifier {
         Ok(X509SvidVerifier {
             domains: out,
             client_ca,
+            refuse_minted: true,
         })
     }
 
-    /// Builds a verifier for one trust domain's X.509 bundle; fails when a root cannot serve as a
-    /// trust anchor.
+    /// Builds a verifier for one trust domain's X.509 bundle, as a relying party uses it: SVIDs
+    /// minted by Tessera are accepted. Fails when a root cannot serve as a trust anchor.
     pub fn for_bundle(domain: &str, roots: &[CertificateDer<'static>]) -> Result<Self, String> {
         let mut domains = HashMap::new();
         domains.insert(domain.to_owned(), anchors(roots)?);
         Ok(X509SvidVerifier {
             domains,
             client_ca: None,
+            refuse_minted: false,
         })
     }
 
@@ -231,7 +251,7 @@ impl X509SvidVerifier {
         usage: Usage,
     ) -> Result<X509Peer, X509SvidError> {
         let (leaf, intermediates) = chain.split_first().ok_or(X509SvidError::Malformed)?;
-        let (identity, not_after) = check_leaf(leaf)?;
+        let (identity, not_after) = check_leaf(leaf, self.refuse_minted)?;
         let domain = identity.trust_domain_name();
         let roots = self
             .domains

@@ -14,6 +14,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub trust_domain: Vec<TrustDomainSection>,
     #[serde(default)]
+    pub oidc_issuer: Vec<OidcIssuerSection>,
+    #[serde(default)]
     pub admin: AdminSection,
     #[serde(default)]
     pub grant: Vec<GrantSection>,
@@ -61,6 +63,18 @@ pub struct TrustDomainSection {
     pub jwt_bundle: Option<String>,
 }
 
+/// One `[[oidc_issuer]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcIssuerSection {
+    pub issuer: String,
+    pub profile: Option<String>,
+    pub audience: Option<String>,
+    pub jwks_uri: Option<String>,
+    pub ca_file: Option<String>,
+    pub max_token_lifetime: Option<String>,
+}
+
 /// `[admin]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,6 +107,18 @@ pub struct GrantSection {
 #[serde(deny_unknown_fields)]
 pub struct MatchSection {
     pub spiffe_id: Option<String>,
+    pub issuer: Option<String>,
+    pub subject: Option<MatchText>,
+    #[serde(default)]
+    pub claims: std::collections::BTreeMap<String, MatchText>,
+}
+
+/// A value to match: an exact string, or `{ pattern = "..." }` (an anchored regular expression).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum MatchText {
+    Exact(String),
+    Pattern { pattern: String },
 }
 
 /// A date written either as a TOML date (`2027-06-30`) or a string (`"2027-06-30"`).

@@ -17,6 +17,7 @@ use crate::spiffe_id::{SpiffeId, TrustDomain};
 
 pub use self::file::FileConfig;
 pub use self::material::{BundleJwk, SecretKey};
+pub use self::oidc::OidcIssuerConfig;
 
 /// The longest TTL any grant may allow.
 pub const MAX_GRANT_TTL: Duration = Duration::from_secs(3600);
@@ -51,8 +52,11 @@ pub struct Config {
     pub ledger: LedgerConfig,
     pub signing: SigningConfig,
     pub trust_domains: Vec<TrustDomainConfig>,
+    pub oidc_issuers: Vec<OidcIssuerConfig>,
     pub admin_ids: Vec<SpiffeId>,
     pub grants: Vec<Grant>,
+    /// Things that load but deserve an operator's attention (wildcard CI trust).
+    pub warnings: Vec<String>,
 }
 
 /// `[server]`, checked.
@@ -206,10 +210,17 @@ impl Config {
             }
             admin_ids.push(id);
         }
-        let today = today(clock);
+        let oidc_issuers = oidc::issuers(&check, &file.oidc_issuer)?;
+        let mut warnings = Vec::new();
+        let mut cx = grant::GrantContext {
+            today: today(clock),
+            known: &known,
+            issuers: &oidc_issuers,
+            warnings: &mut warnings,
+        };
         let mut grants: Vec<Grant> = Vec::with_capacity(file.grant.len());
         for (i, section) in file.grant.iter().enumerate() {
-            let grant = grant::build(&check, i, section, today, &known)?;
+            let grant = grant::build(&check, i, section, &mut cx)?;
             if grants.iter().any(|g| g.name == grant.name) {
                 return Err(check.invalid(
                     format!("grant[{i}].name"),
@@ -230,8 +241,10 @@ impl Config {
             ledger,
             signing,
             trust_domains,
+            oidc_issuers,
             admin_ids,
             grants,
+            warnings,
         })
     }
 }
@@ -367,152 +380,8 @@ fn trust_domains(
     Ok(out)
 }
 
-mod grant {
-    use super::*;
-
-    /// Builds grant number `i`; fails naming the key that is missing or wrong.
-    pub(super) fn build(
-        check: &Checker<'_>,
-        i: usize,
-        s: &file::GrantSection,
-        today: time::Date,
-        known: &dyn Fn(&str) -> bool,
-    ) -> Result<Grant, ConfigError> {
-        let key = |k: &str| format!("grant[{i}].{k}");
-        let name = s.name.clone().unwrap_or_else(|| format!("grant-{}", i + 1));
-        let workload_text = s
-            .workload
-            .as_deref()
-            .ok_or_else(|| check.invalid(key("workload"), "is required"))?;
-        let workload: SpiffeId = workload_text
-            .parse()
-            .map_err(|e| check.invalid(key("workload"), format!("`{workload_text}`: {e}")))?;
-        if !known(workload.trust_domain_name()) {
-            return Err(check.invalid(
-                key("workload"),
-                format!("unknown trust domain `{}`", workload.trust_domain_name()),
-            ));
-        }
-        let owner = s.owner.clone().filter(|o| !o.trim().is_empty());
-        let owner = owner
-            .ok_or_else(|| check.invalid(key("owner"), "is required: every grant has an owner"))?;
-        let expires_text = s.expires.as_ref().map(|d| d.to_text());
-        let expires_text = expires_text.ok_or_else(|| {
-            check.invalid(
-                key("expires"),
-                "is required: grants are reviewed, not eternal",
-            )
-        })?;
-        let expires = time::Date::parse(
-            &expires_text,
-            time::macros::format_description!("[year]-[month]-[day]"),
-        )
-        .map_err(|_| {
-            check.invalid(
-                key("expires"),
-                format!("`{expires_text}` is not a date like 2027-06-30"),
-            )
-        })?;
-        if expires < today {
-            return Err(check.invalid(
-                key("expires"),
-                format!("grant `{name}` expired on {expires}; review and renew it"),
-            ));
-        }
-        let destinations = non_empty_list(check, &key("destinations"), &s.destinations)?;
-        let purposes = non_empty_list(check, &key("purposes"), &s.purposes)?;
-        let credentials = credential_kinds(check, &key("credentials"), s.credentials.as_deref())?;
-        let max_ttl = check.duration(&key("max_ttl"), s.max_ttl.as_deref(), DEFAULT_MAX_TTL)?;
-        if max_ttl > MAX_GRANT_TTL || max_ttl.is_zero() {
-            return Err(check.invalid(key("max_ttl"), "must be more than 0 and at most 1h"));
-        }
-        let default_ttl = check.duration(
-            &key("default_ttl"),
-            s.default_ttl.as_deref(),
-            DEFAULT_TTL_CAP.min(max_ttl),
-        )?;
-        if default_ttl > max_ttl || default_ttl.is_zero() {
-            return Err(check.invalid(
-                key("default_ttl"),
-                "must be more than 0 and at most max_ttl",
-            ));
-        }
-        let matcher = matcher(check, &key("match.spiffe_id"), s.matcher.as_ref(), known)?;
-        Ok(Grant {
-            name,
-            workload,
-            owner,
-            expires,
-            destinations,
-            purposes,
-            credentials,
-            default_ttl,
-            max_ttl,
-            matcher,
-        })
-    }
-
-    fn non_empty_list(
-        check: &Checker<'_>,
-        key: &str,
-        items: &[String],
-    ) -> Result<Vec<String>, ConfigError> {
-        if items.is_empty() {
-            return Err(check.invalid(key, "must list at least one value"));
-        }
-        if let Some(bad) = items
-            .iter()
-            .find(|v| crate::request::check_name(v).is_err())
-        {
-            return Err(check.invalid(
-                key,
-                format!("`{bad}` is empty, too long or has spaces or control characters"),
-            ));
-        }
-        Ok(items.to_vec())
-    }
-
-    fn credential_kinds(
-        check: &Checker<'_>,
-        key: &str,
-        names: Option<&[String]>,
-    ) -> Result<Vec<CredentialKind>, ConfigError> {
-        let Some(names) = names else {
-            return Ok(vec![CredentialKind::Jwt]);
-        };
-        if names.is_empty() {
-            return Err(check.invalid(key, "must list at least one of `jwt`, `x509`"));
-        }
-        names
-            .iter()
-            .map(|n| {
-                n.parse()
-                    .map_err(|_| check.invalid(key, format!("`{n}` is not `jwt` or `x509`")))
-            })
-            .collect()
-    }
-
-    fn matcher(
-        check: &Checker<'_>,
-        key: &str,
-        section: Option<&file::MatchSection>,
-        known: &dyn Fn(&str) -> bool,
-    ) -> Result<SpiffePattern, ConfigError> {
-        let text = section
-            .and_then(|m| m.spiffe_id.as_deref())
-            .ok_or_else(|| check.invalid(key, "is required: say who may act as this workload"))?;
-        let pattern: SpiffePattern = text
-            .parse()
-            .map_err(|e| check.invalid(key, format!("`{text}`: {e}")))?;
-        if !known(pattern.trust_domain_name()) {
-            return Err(check.invalid(
-                key,
-                format!("unknown trust domain `{}`", pattern.trust_domain_name()),
-            ));
-        }
-        Ok(pattern)
-    }
-}
+mod grant;
+mod oidc;
 
 #[cfg(test)]
 mod tests {

@@ -127,6 +127,38 @@ pub struct CredentialRecord {
     /// Unix seconds.
     pub expires_at: i64,
     pub status: Status,
+    /// Who the CI token named, when the evidence was a CI / Kubernetes OIDC token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci: Option<CiEvidence>,
+}
+
+/// The CI identity behind a credential minted for an OIDC token.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CiEvidence {
+    pub issuer: String,
+    pub subject: String,
+    /// The run / pipeline / pod the token belongs to, when the platform says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+}
+
+/// A one-time-use marker stored with a record: a second record carrying the same key is
+/// refused with [`LedgerError::Replay`] until the marker is swept after `expires_at`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplayGuard {
+    /// Opaque key, e.g. a hash of (token, destination, purpose).
+    pub key: String,
+    /// Unix seconds after which the guarded token is dead anyway.
+    pub expires_at: i64,
+}
+
+/// Parameters of [`Ledger::record`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordParams {
+    pub credential: CredentialRecord,
+    pub replay_guard: Option<ReplayGuard>,
 }
 
 impl CredentialRecord {
@@ -160,20 +192,24 @@ pub enum LedgerError {
     Closed,
     #[error("credential id {0} is already recorded")]
     Duplicate(String),
+    #[error("this token was already exchanged for this destination and purpose")]
+    Replay,
 }
 
 /// The durable record of issued credentials.
 #[async_trait]
 pub trait Ledger: Send + Sync + fmt::Debug + 'static {
-    /// Durably records one credential. Returns once the record is committed and fsynced, sharing
-    /// the commit with any records submitted concurrently. Fails with `Duplicate` if the id is
-    /// already recorded (that record is left untouched), `Closed` after [`Ledger::close`].
-    async fn record(&self, record: CredentialRecord) -> Result<(), LedgerError>;
+    /// Durably records one credential, and its replay guard if any, atomically. Returns once
+    /// both are committed and fsynced, sharing the commit with any records submitted
+    /// concurrently. Fails with `Replay` if the guard's key is already stored, `Duplicate` if
+    /// the id is already recorded (nothing is written in either case), `Closed` after
+    /// [`Ledger::close`].
+    async fn record(&self, params: RecordParams) -> Result<(), LedgerError>;
 
     /// Returns the record with this id, or `None` if it was never recorded or has been swept.
     async fn get(&self, credential_id: &str) -> Result<Option<CredentialRecord>, LedgerError>;
 
-    /// Deletes expired records; returns how many were deleted.
+    /// Deletes expired records and replay guards; returns how many records were deleted.
     async fn sweep(&self, params: SweepParams) -> Result<u64, LedgerError>;
 
     /// Returns how many records the ledger holds (live, revoked and not yet swept).

@@ -19,12 +19,16 @@ use ::redb::{
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
-use super::{CredentialRecord, Ledger, LedgerError, SweepParams};
+use super::{CredentialRecord, Ledger, LedgerError, RecordParams, SweepParams};
 
 /// Credential id → serde_json of [`CredentialRecord`].
 const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credentials");
 /// (expires_at, credential id) → (), ordered for sweeping.
 const EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("expiry");
+/// Replay guard key → expires_at.
+const REPLAY: TableDefinition<&str, i64> = TableDefinition::new("replay");
+/// (expires_at, replay guard key) → (), ordered for sweeping.
+const REPLAY_EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("replay_expiry");
 /// Ledger metadata; holds [`SCHEMA_VERSION_KEY`].
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -68,6 +72,8 @@ struct PendingRecord {
     id: String,
     expires_at: i64,
     bytes: Vec<u8>,
+    /// Replay guard key and expiry.
+    replay: Option<(String, i64)>,
 }
 
 /// What the writer thread is asked to do. New write kinds (revocation rules, events) become new
@@ -204,6 +210,8 @@ fn init_schema(db: &Database) -> Result<(), LedgerError> {
         let mut meta = txn.open_table(META).ctx(OP)?;
         let credentials = txn.open_table(CREDENTIALS).ctx(OP)?;
         txn.open_table(EXPIRY).ctx(OP)?;
+        txn.open_table(REPLAY).ctx(OP)?;
+        txn.open_table(REPLAY_EXPIRY).ctx(OP)?;
         let found = meta.get(SCHEMA_VERSION_KEY).ctx(OP)?.map(|v| v.value());
         match found {
             Some(SCHEMA_VERSION) => {}
@@ -298,21 +306,31 @@ impl Writer {
 
 type CredentialsTable<'t> = Table<'t, &'static str, &'static [u8]>;
 type ExpiryTable<'t> = Table<'t, (i64, &'static str), ()>;
+type ReplayTable<'t> = Table<'t, &'static str, i64>;
+
+/// The tables one batch writes.
+struct Tables<'t> {
+    credentials: CredentialsTable<'t>,
+    expiry: ExpiryTable<'t>,
+    replay: ReplayTable<'t>,
+    replay_expiry: ExpiryTable<'t>,
+}
 
 /// Applies `jobs` in order inside `txn`, storing each job's result in it. Fails with `Storage`
 /// on a storage error.
 fn apply(txn: &WriteTransaction, jobs: &mut [Job]) -> Result<(), LedgerError> {
-    let mut credentials = txn.open_table(CREDENTIALS).ctx("opening credentials")?;
-    let mut expiry = txn.open_table(EXPIRY).ctx("opening expiry")?;
+    let mut t = Tables {
+        credentials: txn.open_table(CREDENTIALS).ctx("opening credentials")?,
+        expiry: txn.open_table(EXPIRY).ctx("opening expiry")?,
+        replay: txn.open_table(REPLAY).ctx("opening replay")?,
+        replay_expiry: txn.open_table(REPLAY_EXPIRY).ctx("opening replay_expiry")?,
+    };
     for job in jobs {
         match job {
-            Job::Record(record, _, result) => {
-                if !insert_record(&mut credentials, &mut expiry, record)? {
-                    *result = Err(LedgerError::Duplicate(record.id.clone()));
-                }
-            }
+            Job::Record(record, _, result) => *result = insert_record(&mut t, record)?,
             Job::Sweep(params, _, deleted) => {
-                *deleted = sweep_expired(&mut credentials, &mut expiry, *params)?;
+                *deleted = sweep_expired(&mut t.credentials, &mut t.expiry, *params)?;
+                sweep_replay(&mut t, *params)?;
             }
             Job::Close(_) => {}
         }
@@ -320,24 +338,54 @@ fn apply(txn: &WriteTransaction, jobs: &mut [Job]) -> Result<(), LedgerError> {
     Ok(())
 }
 
-/// Inserts `record` unless its id is already in the table (committed or earlier in this
-/// batch). Returns whether it was inserted; fails with `Storage` on a storage error.
+/// Inserts `record` (and its replay guard) unless the guard's key is already stored or the id
+/// is already recorded, committed or earlier in this batch. Returns the record's result;
+/// fails with `Storage` on a storage error.
 fn insert_record(
-    credentials: &mut CredentialsTable<'_>,
-    expiry: &mut ExpiryTable<'_>,
+    t: &mut Tables<'_>,
     record: &PendingRecord,
-) -> Result<bool, LedgerError> {
+) -> Result<Result<(), LedgerError>, LedgerError> {
     const OP: &str = "recording a credential";
-    if credentials.get(record.id.as_str()).ctx(OP)?.is_some() {
-        return Ok(false);
+    if let Some((key, _)) = &record.replay
+        && t.replay.get(key.as_str()).ctx(OP)?.is_some()
+    {
+        return Ok(Err(LedgerError::Replay));
     }
-    credentials
+    if t.credentials.get(record.id.as_str()).ctx(OP)?.is_some() {
+        return Ok(Err(LedgerError::Duplicate(record.id.clone())));
+    }
+    t.credentials
         .insert(record.id.as_str(), record.bytes.as_slice())
         .ctx(OP)?;
-    expiry
+    t.expiry
         .insert((record.expires_at, record.id.as_str()), ())
         .ctx(OP)?;
-    Ok(true)
+    if let Some((key, expires_at)) = &record.replay {
+        t.replay.insert(key.as_str(), *expires_at).ctx(OP)?;
+        t.replay_expiry
+            .insert((*expires_at, key.as_str()), ())
+            .ctx(OP)?;
+    }
+    Ok(Ok(()))
+}
+
+/// Deletes up to `params.limit` replay guards with `expires_at < params.expired_before`.
+fn sweep_replay(t: &mut Tables<'_>, params: SweepParams) -> Result<(), LedgerError> {
+    const OP: &str = "sweeping replay guards";
+    let upper = (params.expired_before, "");
+    let mut expired = Vec::new();
+    for entry in t.replay_expiry.range(..upper).ctx(OP)?.take(params.limit) {
+        let (key, _) = entry.ctx(OP)?;
+        let (expires_at, guard) = key.value();
+        expired.push((expires_at, guard.to_owned()));
+    }
+    for (expires_at, guard) in &expired {
+        t.replay_expiry
+            .remove((*expires_at, guard.as_str()))
+            .ctx(OP)?;
+        t.replay.remove(guard.as_str()).ctx(OP)?;
+    }
+    Ok(())
 }
 
 /// Deletes up to `params.limit` records with `expires_at < params.expired_before`, earliest
@@ -366,12 +414,14 @@ fn sweep_expired(
 
 #[async_trait]
 impl Ledger for RedbLedger {
-    async fn record(&self, record: CredentialRecord) -> Result<(), LedgerError> {
+    async fn record(&self, params: RecordParams) -> Result<(), LedgerError> {
+        let record = params.credential;
         let bytes = serde_json::to_vec(&record).ctx("encoding a credential record")?;
         let pending = PendingRecord {
             id: record.credential_id,
             expires_at: record.expires_at,
             bytes,
+            replay: params.replay_guard.map(|g| (g.key, g.expires_at)),
         };
         self.request(|reply| WriterMsg::Record(pending, reply))
             .await
@@ -447,6 +497,61 @@ mod tests {
     use super::*;
     use crate::ledger::{CredentialKind, EvidenceKind, Status};
 
+    /// Records without a replay guard.
+    trait RecordPlain {
+        async fn record_plain(&self, record: CredentialRecord) -> Result<(), LedgerError>;
+    }
+
+    impl RecordPlain for RedbLedger {
+        async fn record_plain(&self, record: CredentialRecord) -> Result<(), LedgerError> {
+            self.record(RecordParams {
+                credential: record,
+                replay_guard: None,
+            })
+            .await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replay_guard_refuses_its_second_use_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = RedbLedger::open(&dir.path().join("l.redb"), RedbOptions::default()).unwrap();
+        let guard = Some(crate::ledger::ReplayGuard {
+            key: "token-a|dest|purpose".into(),
+            expires_at: 500,
+        });
+        let first = RecordParams {
+            credential: sample("first", 1000),
+            replay_guard: guard.clone(),
+        };
+        ledger.record(first).await.unwrap();
+        let second = RecordParams {
+            credential: sample("second", 1000),
+            replay_guard: guard,
+        };
+        assert!(matches!(
+            ledger.record(second).await,
+            Err(LedgerError::Replay)
+        ));
+        assert!(ledger.get("second").await.unwrap().is_none());
+        // Once swept past its expiry, the guard no longer refuses.
+        ledger
+            .sweep(SweepParams {
+                expired_before: 501,
+                limit: 100,
+            })
+            .await
+            .unwrap();
+        let third = RecordParams {
+            credential: sample("third", 2000),
+            replay_guard: Some(crate::ledger::ReplayGuard {
+                key: "token-a|dest|purpose".into(),
+                expires_at: 500,
+            }),
+        };
+        ledger.record(third).await.unwrap();
+    }
+
     fn sample(id: &str, expires_at: i64) -> CredentialRecord {
         CredentialRecord {
             credential_id: id.to_owned(),
@@ -461,6 +566,7 @@ mod tests {
             issued_at: expires_at - 300,
             expires_at,
             status: Status::Live,
+            ci: None,
         }
     }
 
@@ -475,7 +581,7 @@ mod tests {
         let records: Vec<_> = (0..3).map(|i| sample(&format!("c{i}"), 1000 + i)).collect();
         let ledger = open_in(&dir);
         for record in &records {
-            ledger.record(record.clone()).await.unwrap();
+            ledger.record_plain(record.clone()).await.unwrap();
         }
         drop(ledger);
 
@@ -494,7 +600,14 @@ mod tests {
         let tasks: Vec<_> = (0..200)
             .map(|i| {
                 let ledger: Arc<dyn Ledger> = ledger.clone();
-                tokio::spawn(async move { ledger.record(sample(&format!("c{i}"), 1000)).await })
+                tokio::spawn(async move {
+                    ledger
+                        .record(RecordParams {
+                            credential: sample(&format!("c{i}"), 1000),
+                            replay_guard: None,
+                        })
+                        .await
+                })
             })
             .collect();
         for task in tasks {
@@ -510,10 +623,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ledger = open_in(&dir);
         let original = sample("dup", 1000);
-        ledger.record(original.clone()).await.unwrap();
+        ledger.record_plain(original.clone()).await.unwrap();
         let mut other = sample("dup", 2000);
         other.purpose = "pull".to_owned();
-        let err = ledger.record(other.clone()).await.unwrap_err();
+        let err = ledger.record_plain(other.clone()).await.unwrap_err();
         assert!(
             matches!(&err, LedgerError::Duplicate(id) if id == "dup"),
             "{err}"
@@ -522,8 +635,8 @@ mod tests {
 
         // Two records with one id submitted together: exactly one is written.
         let (a, b) = tokio::join!(
-            ledger.record(sample("twin", 1000)),
-            ledger.record(sample("twin", 1000))
+            ledger.record_plain(sample("twin", 1000)),
+            ledger.record_plain(sample("twin", 1000))
         );
         assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
         assert_eq!(ledger.len().await.unwrap(), 2);
@@ -534,7 +647,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ledger = open_in(&dir);
         for (id, expires_at) in [("a", 10), ("b", 20), ("c", 30), ("d", 40)] {
-            ledger.record(sample(id, expires_at)).await.unwrap();
+            ledger.record_plain(sample(id, expires_at)).await.unwrap();
         }
         let params = SweepParams {
             expired_before: 30,
@@ -561,9 +674,12 @@ mod tests {
     async fn record_after_close_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let ledger = open_in(&dir);
-        ledger.record(sample("before", 1000)).await.unwrap();
+        ledger.record_plain(sample("before", 1000)).await.unwrap();
         ledger.close().await.unwrap();
-        let err = ledger.record(sample("after", 1000)).await.unwrap_err();
+        let err = ledger
+            .record_plain(sample("after", 1000))
+            .await
+            .unwrap_err();
         assert!(matches!(err, LedgerError::Closed), "{err}");
         ledger.close().await.unwrap();
         assert!(ledger.get("before").await.unwrap().is_some());

@@ -124,11 +124,14 @@ impl MintCa {
                 "signing.ca_cert is not a CA certificate (cA=false)".into(),
             ));
         }
-        if let Ok(Some(ku)) = cert.key_usage()
-            && !ku.value.key_cert_sign()
+        let ku = cert
+            .key_usage()
+            .map_err(|e| MintError::Key(format!("signing.ca_cert keyUsage: {e}")))?;
+        if let Some(ku) = ku
+            && !(ku.value.key_cert_sign() && ku.value.crl_sign())
         {
             return Err(MintError::Key(
-                "signing.ca_cert keyUsage lacks keyCertSign".into(),
+                "signing.ca_cert keyUsage must include keyCertSign and cRLSign".into(),
             ));
         }
         let signer = Signer::parse(key.pkcs8_der())?;

@@ -20,6 +20,8 @@ pub enum MintError {
     Sign,
     #[error("the system random generator failed")]
     Random,
+    #[error("the mint CA certificate expired at {0}; renew [signing] ca_cert")]
+    CaExpired(i64),
 }
 
 /// Returns `n` random bytes from the operating system's generator.

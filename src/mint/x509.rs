@@ -1,7 +1,7 @@
 //! X.509-SVIDs (`standards.md` §2, DESIGN.md "What is minted"): only the CSR's public key is
 //! taken; the leaf has exactly one URI SAN (the workload SPIFFE ID), basicConstraints cA=false,
 //! critical keyUsage digitalSignature, EKU serverAuth + clientAuth, SKI and AKI, a random
-//! positive 127-bit serial, `notBefore` backdated 60 s for clock skew and `notAfter` = expiry,
+//! positive 16-byte serial (126 random bits), `notBefore` backdated 60 s for clock skew and `notAfter` = expiry,
 //! and the destination and purpose in a non-critical extension under [`BINDING_OID`].
 
 use std::fmt;
@@ -133,9 +133,12 @@ impl X509Minter {
     /// cannot be encoded.
     pub fn mint(&self, p: MintX509Params<'_>) -> Result<MintedX509, MintError> {
         let mut serial = random_bytes::<16>()?;
-        serial[0] = (serial[0] & 0x7f) | 0x01; // positive, always 16 bytes, 127 random bits
+        serial[0] = (serial[0] & 0x7f) | 0x01; // positive, always 16 bytes, 126 random bits
         let serial_hex: String = serial.iter().map(|b| format!("{b:02x}")).collect();
         let expires_at = self.expiry(p.now, p.ttl);
+        if expires_at <= p.now {
+            return Err(MintError::CaExpired(self.ca.not_after()));
+        }
         let not_before = p
             .now
             .saturating_sub(BACKDATE_SECS)

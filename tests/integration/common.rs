@@ -121,7 +121,10 @@ impl Env {
     }
 
     pub async fn start_fixture(fx: Fixture) -> Env {
-        let clock: SharedClock = Arc::new(SystemClock);
+        Self::start_with_clock(fx, Arc::new(SystemClock)).await
+    }
+
+    pub async fn start_with_clock(fx: Fixture, clock: SharedClock) -> Env {
         let server = tessera::server::start(fx.config(), clock).await.unwrap();
         let (grpc, http) = (server.grpc_addr(), server.http_addr());
         Env {
@@ -191,6 +194,41 @@ pub async fn mint(
 
 /// A minimal HTTPS GET, trusting the fixture's TLS CA; returns status, content type and body.
 pub async fn https_get(env: &Env, path: &str) -> (u16, String, Vec<u8>) {
+    let r = https_request(env, "GET", path, None).await;
+    let content_type = r.header("content-type");
+    (r.status, content_type, r.body)
+}
+
+/// A response of [`https_request`].
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// POSTs a form to the broker's HTTPS port.
+pub async fn post_form(env: &Env, path: &str, pairs: &[(&str, &str)]) -> HttpReply {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    https_request(env, "POST", path, Some(body)).await
+}
+
+/// A minimal HTTPS request to the broker, trusting the fixture's TLS CA.
+pub async fn https_request(env: &Env, method: &str, path: &str, form: Option<String>) -> HttpReply {
     use http_body_util::BodyExt;
     use rustls::pki_types::ServerName;
     let mut roots = rustls::RootCertStore::empty();
@@ -213,17 +251,21 @@ pub async fn https_get(env: &Env, path: &str) -> (u16, String, Vec<u8>) {
             .await
             .unwrap();
     tokio::spawn(conn);
-    let request = hyper::Request::get(path)
-        .header("host", "localhost")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
+    if form.is_some() {
+        request = request.header("content-type", "application/x-www-form-urlencoded");
+    }
+    let request = request
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            form.unwrap_or_default(),
+        )))
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
     let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
+    let headers = response.headers().clone();
     let body = response
         .into_body()
         .collect()
@@ -231,5 +273,9 @@ pub async fn https_get(env: &Env, path: &str) -> (u16, String, Vec<u8>) {
         .unwrap()
         .to_bytes()
         .to_vec();
-    (status, content_type, body)
+    HttpReply {
+        status,
+        headers,
+        body,
+    }
 }

@@ -7,10 +7,12 @@
     missing_debug_implementations
 )]
 
+mod ci;
 mod common;
 mod config;
 mod durability;
 mod http;
+mod issuer;
 mod mint;
 mod refusals;
 mod x509;

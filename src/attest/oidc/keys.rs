@@ -1,0 +1,210 @@
+//! JWKS of OIDC issuers: discovered (`/.well-known/openid-configuration` → `jwks_uri`) or
+//! configured, cached in a moka cache, and refreshed when a token names an unknown `kid` or the
+//! keys are older than [`MAX_AGE_SECS`] — one fetch at a time per issuer (single-flight), at most
+//! one per [`MIN_REFRESH_SECS`] (rate limit), and keeping the cached keys when the issuer is down.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use jsonwebtoken::jwk::JwkSet;
+use serde::Deserialize;
+
+use crate::attest::jws::VerifyingKey;
+use crate::clock::SharedClock;
+use crate::http_client::HttpsClient;
+
+/// Keys older than this are refreshed on the next use.
+pub const MAX_AGE_SECS: i64 = 3600;
+/// At most one refresh per issuer in this many seconds, however many unknown `kid`s arrive.
+pub const MIN_REFRESH_SECS: i64 = 10;
+
+/// One issuer's keys as last fetched.
+#[derive(Debug)]
+pub struct KeySet {
+    pub keys: Vec<VerifyingKey>,
+    pub fetched_at: i64,
+}
+
+/// Where an issuer's keys come from.
+#[derive(Debug, Clone)]
+pub struct KeySource {
+    pub issuer: String,
+    /// Configured `jwks_uri`; `None` means discovery.
+    pub jwks_uri: Option<String>,
+    pub http: HttpsClient,
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+}
+
+impl KeySource {
+    /// Fetches the issuer's JWKS, discovering `jwks_uri` first when not configured. Fails with a
+    /// message when the issuer cannot be reached or answers something unusable.
+    async fn fetch(&self, now: i64) -> Result<KeySet, String> {
+        let jwks_uri = match &self.jwks_uri {
+            Some(uri) => uri.clone(),
+            None => {
+                let url = format!("{}/.well-known/openid-configuration", self.issuer);
+                let body = self.http.get(&url).await.map_err(|e| e.to_string())?.body;
+                let doc: Discovery = serde_json::from_slice(&body)
+                    .map_err(|e| format!("{url} is not OIDC discovery metadata: {e}"))?;
+                if doc.issuer != self.issuer {
+                    return Err(format!(
+                        "{url} names issuer `{}`, not `{}`",
+                        doc.issuer, self.issuer
+                    ));
+                }
+                doc.jwks_uri
+            }
+        };
+        let body = self
+            .http
+            .get(&jwks_uri)
+            .await
+            .map_err(|e| e.to_string())?
+            .body;
+        let set: JwkSet =
+            serde_json::from_slice(&body).map_err(|e| format!("{jwks_uri} is not a JWKS: {e}"))?;
+        Ok(KeySet::from_jwks(&set, now))
+    }
+}
+
+impl KeySet {
+    /// Keeps the usable signature keys of `set`; unsupported types and encryption keys are
+    /// skipped, not fatal.
+    pub fn from_jwks(set: &JwkSet, fetched_at: i64) -> Self {
+        let keys = set
+            .keys
+            .iter()
+            .filter(|k| {
+                !matches!(
+                    &k.common.public_key_use,
+                    Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
+                )
+            })
+            .filter_map(|k| VerifyingKey::from_jwk(k).ok())
+            .collect();
+        KeySet { keys, fetched_at }
+    }
+}
+
+/// The key cache of every configured issuer.
+pub struct KeyCache {
+    sources: HashMap<String, KeySource>,
+    cache: moka::future::Cache<String, Arc<KeySet>>,
+    refresh_locks: HashMap<String, tokio::sync::Mutex<()>>,
+    clock: SharedClock,
+    fetches: AtomicU64,
+}
+
+impl std::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyCache")
+            .field("issuers", &self.sources.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl KeyCache {
+    /// A cache for `sources`; nothing is fetched until a token needs it.
+    pub fn new(sources: Vec<KeySource>, clock: SharedClock) -> Self {
+        let refresh_locks = sources
+            .iter()
+            .map(|s| (s.issuer.clone(), tokio::sync::Mutex::new(())))
+            .collect();
+        KeyCache {
+            sources: sources.into_iter().map(|s| (s.issuer.clone(), s)).collect(),
+            cache: moka::future::Cache::builder().max_capacity(1024).build(),
+            refresh_locks,
+            clock,
+            fetches: AtomicU64::new(0),
+        }
+    }
+
+    /// Returns how many JWKS fetches (discovery included) have been started.
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    async fn fetch(&self, source: &KeySource) -> Result<KeySet, String> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let result = source.fetch(self.clock.unix_seconds()).await;
+        match &result {
+            Ok(set) => {
+                tracing::info!(issuer = %source.issuer, keys = set.keys.len(), "fetched issuer JWKS")
+            }
+            Err(e) => {
+                tracing::warn!(issuer = %source.issuer, error = %e, "fetching issuer JWKS failed")
+            }
+        }
+        result
+    }
+
+    /// Returns the issuer's cached keys, loading them on first use (concurrent first uses share
+    /// one fetch) and refreshing them when older than [`MAX_AGE_SECS`]. Fails only when no keys
+    /// were ever fetched and the fetch fails.
+    pub async fn keys(&self, issuer: &str) -> Result<Arc<KeySet>, String> {
+        let source = self
+            .sources
+            .get(issuer)
+            .ok_or_else(|| format!("issuer `{issuer}` is not configured"))?;
+        let set = match self.cache.get(issuer).await {
+            Some(set) => set,
+            None => self
+                .cache
+                .try_get_with(issuer.to_owned(), async {
+                    self.fetch(source).await.map(Arc::new)
+                })
+                .await
+                .map_err(|e| e.to_string())?,
+        };
+        if self.clock.unix_seconds() - set.fetched_at > MAX_AGE_SECS {
+            return Ok(self.refresh(issuer, &set).await);
+        }
+        Ok(set)
+    }
+
+    /// Installs keys without fetching; fails when the issuer is not configured.
+    pub async fn seed(&self, issuer: &str, jwks: &JwkSet, now: i64) -> Result<(), String> {
+        if !self.sources.contains_key(issuer) {
+            return Err(format!("issuer `{issuer}` is not configured"));
+        }
+        self.cache
+            .insert(issuer.to_owned(), Arc::new(KeySet::from_jwks(jwks, now)))
+            .await;
+        Ok(())
+    }
+
+    /// Refreshes the issuer's keys after `seen` proved stale (an unknown `kid`), unless another
+    /// caller refreshed them meanwhile or the last fetch is under [`MIN_REFRESH_SECS`] old.
+    /// Returns the newest keys; on a failed fetch, the cached ones.
+    pub async fn refresh(&self, issuer: &str, seen: &Arc<KeySet>) -> Arc<KeySet> {
+        let (Some(source), Some(lock)) = (self.sources.get(issuer), self.refresh_locks.get(issuer))
+        else {
+            return Arc::clone(seen);
+        };
+        let _single_flight = lock.lock().await;
+        let current = self
+            .cache
+            .get(issuer)
+            .await
+            .unwrap_or_else(|| Arc::clone(seen));
+        let newer = current.fetched_at > seen.fetched_at;
+        let too_soon = self.clock.unix_seconds() - current.fetched_at < MIN_REFRESH_SECS;
+        if newer || too_soon {
+            return current;
+        }
+        match self.fetch(source).await {
+            Ok(set) => {
+                let set = Arc::new(set);
+                self.cache.insert(issuer.to_owned(), Arc::clone(&set)).await;
+                set
+            }
+            Err(_) => current,
+        }
+    }
+}

@@ -1,0 +1,614 @@
+//! CI runners exchange OIDC tokens (GitHub, GitLab, Kubernetes) over RFC 8693 and gRPC.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tessera::clock::{ManualClock, SharedClock};
+use tessera::ledger::{EvidenceKind, Ledger, RedbLedger, RedbOptions};
+use tonic::Code;
+
+use crate::common::{Env, Fixture, HttpReply, mint, now, post_form};
+use crate::issuer::{TestIssuer, rand_hex};
+
+const REGISTRY: &str = "https://registry.example.org";
+const PUSH: &str = "image:push";
+const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+const GITHUB_WORKLOAD: &str = "spiffe://example.org/ci/github/acme/app";
+
+fn ci_grants(issuer: &TestIssuer) -> String {
+    format!(
+        r#"
+[[grant]]
+name = "github-acme-app"
+workload = "{GITHUB_WORKLOAD}"
+owner = "team-app"
+expires = "2099-01-01"
+destinations = ["{REGISTRY}"]
+purposes = ["{PUSH}"]
+credentials = ["jwt", "x509"]
+[grant.match]
+issuer = "{github}"
+subject = "repo:acme/app:ref:refs/heads/main"
+claims = {{ repository_owner_id = "1234", runner_environment = "github-hosted" }}
+
+[[grant]]
+name = "gitlab-acme-app"
+workload = "spiffe://example.org/ci/gitlab/acme/app"
+owner = "team-app"
+expires = "2099-01-01"
+destinations = ["{REGISTRY}"]
+purposes = ["{PUSH}", "image:pull"]
+[grant.match]
+issuer = "{gitlab}"
+subject = {{ pattern = "project_path:acme/app:ref_type:branch:ref:(main|release-.+)" }}
+claims = {{ project_id = "42", ref_protected = "true" }}
+
+[[grant]]
+name = "k8s-batch-etl"
+workload = "spiffe://example.org/ns/batch/sa/etl"
+owner = "team-data"
+expires = "2099-01-01"
+destinations = ["https://warehouse.example.org"]
+purposes = ["load"]
+[grant.match]
+issuer = "{k8s}"
+subject = "system:serviceaccount:batch:etl"
+claims = {{ "kubernetes.io.namespace" = "batch" }}
+"#,
+        github = issuer.url("github"),
+        gitlab = issuer.url("gitlab"),
+        k8s = issuer.url("k8s"),
+    )
+}
+
+/// A broker trusting a fresh test issuer.
+async fn ci_env_with_clock(clock: Option<SharedClock>) -> (Env, TestIssuer) {
+    let issuer = TestIssuer::start().await;
+    let fx = Fixture::new();
+    let ca_file = fx.path("issuer-ca.pem");
+    std::fs::write(&ca_file, &issuer.ca.cert_pem).unwrap();
+    let mut text = std::fs::read_to_string(&fx.config_path).unwrap();
+    text.push_str(&issuer.config(&ca_file));
+    text.push_str(&ci_grants(&issuer));
+    std::fs::write(&fx.config_path, text).unwrap();
+    let env = match clock {
+        Some(clock) => Env::start_with_clock(fx, clock).await,
+        None => Env::start_fixture(fx).await,
+    };
+    (env, issuer)
+}
+
+async fn ci_env() -> (Env, TestIssuer) {
+    ci_env_with_clock(None).await
+}
+
+async fn exchange(env: &Env, token: &str, audience: &str, scope: &str) -> HttpReply {
+    let pairs = [
+        ("grant_type", EXCHANGE),
+        ("subject_token", token),
+        ("subject_token_type", ID_TOKEN),
+        ("audience", audience),
+        ("scope", scope),
+    ];
+    post_form(env, "/token", &pairs).await
+}
+
+/// Decodes a minted JWT's claims (the signature is checked in the JWT tests).
+fn claims_of(token: &str) -> Value {
+    use base64::Engine;
+    let part = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[track_caller]
+fn assert_oauth_error(reply: &HttpReply, error: &str, needle: &str) {
+    assert_eq!(
+        reply.status,
+        400,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(reply.header("cache-control"), "no-store");
+    let body = reply.json();
+    let keys: BTreeSet<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, BTreeSet::from(["error", "error_description"]));
+    assert_eq!(body["error"], error, "{body}");
+    assert!(
+        body["error_description"].as_str().unwrap().contains(needle),
+        "{body} should mention {needle:?}"
+    );
+}
+
+#[tokio::test]
+async fn exchanges_a_github_token_with_the_exact_rfc8693_response() {
+    let (mut env, issuer) = ci_env().await;
+    let token = issuer.github_token(json!({}));
+    let reply = exchange(&env, &token, REGISTRY, PUSH).await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(reply.header("cache-control"), "no-store");
+    assert_eq!(reply.header("content-type"), "application/json");
+    let body = reply.json();
+    let keys: BTreeSet<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from([
+            "access_token",
+            "issued_token_type",
+            "token_type",
+            "expires_in"
+        ])
+    );
+    assert_eq!(
+        body["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 300);
+    let minted = claims_of(body["access_token"].as_str().unwrap());
+    assert_eq!(
+        minted["sub"], GITHUB_WORKLOAD,
+        "the grant's workload becomes sub"
+    );
+    assert_eq!(
+        (minted["aud"].as_str(), minted["scope"].as_str()),
+        (Some(REGISTRY), Some(PUSH))
+    );
+
+    let jti = minted["jti"].as_str().unwrap().to_owned();
+    env.shutdown().await;
+    let ledger = RedbLedger::open(&env.fx.ledger_path, RedbOptions::default()).unwrap();
+    let record = ledger.get(&jti).await.unwrap().unwrap();
+    assert_eq!(record.evidence_kind, EvidenceKind::Oidc);
+    let ci = record.ci.expect("CI evidence recorded");
+    assert_eq!(ci.issuer, issuer.url("github"));
+    assert_eq!(ci.subject, "repo:acme/app:ref:refs/heads/main");
+    assert_eq!(ci.run_id.as_deref(), Some("9001"));
+    assert!(ci.jti.is_some_and(|j| j.starts_with("gh-")));
+}
+
+#[tokio::test]
+async fn asking_for_a_jwt_says_so_in_issued_token_type() {
+    let (mut env, issuer) = ci_env().await;
+    let token = issuer.github_token(json!({}));
+    let pairs = [
+        ("grant_type", EXCHANGE),
+        ("subject_token", token.as_str()),
+        ("subject_token_type", JWT),
+        ("requested_token_type", JWT),
+        ("resource", REGISTRY),
+        ("scope", PUSH),
+    ];
+    let reply = post_form(&env, "/token", &pairs).await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(reply.json()["issued_token_type"], JWT);
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn gitlab_and_kubernetes_tokens_work_over_grpc_and_token_exchange() {
+    let (mut env, issuer) = ci_env().await;
+    let mut client = env.client(None).await;
+    let gitlab = issuer.gitlab_token(json!({"sub": "project_path:acme/app:ref_type:branch:ref:release-1.2", "ref": "release-1.2"}));
+    let reply = mint(&mut client, REGISTRY, "image:pull", 0, Some(&gitlab))
+        .await
+        .unwrap();
+    assert_eq!(
+        claims_of(&reply.token)["sub"],
+        "spiffe://example.org/ci/gitlab/acme/app"
+    );
+
+    let k8s = issuer.kubernetes_token(json!({}));
+    let reply = exchange(&env, &k8s, "https://warehouse.example.org", "load").await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(
+        claims_of(reply.json()["access_token"].as_str().unwrap())["sub"],
+        "spiffe://example.org/ns/batch/sa/etl"
+    );
+
+    // MintX509 accepts a CI bearer too.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .der()
+        .to_vec();
+    let mut request = tonic::Request::new(tessera::proto::MintX509Request {
+        csr,
+        destination: REGISTRY.into(),
+        purpose: PUSH.into(),
+        ttl_seconds: 0,
+    });
+    let github = issuer.github_token(json!({}));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {github}").parse().unwrap());
+    let x509 = client.mint_x509(request).await.unwrap().into_inner();
+    assert_eq!(x509.cert_chain.len(), 2);
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn refuses_tokens_that_do_not_match_or_do_not_verify() {
+    let (mut env, issuer) = ci_env().await;
+    let t = now();
+    let hs256 = {
+        let good = issuer.github_token(json!({}));
+        let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+        use base64::Engine;
+        parts[0] = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(r#"{"alg":"HS256","typ":"JWT"}"#);
+        parts.join(".")
+    };
+    let none = {
+        let good = issuer.github_token(json!({}));
+        use base64::Engine;
+        let claims = good.split('.').nth(1).unwrap().to_owned();
+        format!(
+            "{}.{claims}.",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#)
+        )
+    };
+    let legacy = issuer.sign(
+        &json!({"iss": "kubernetes/serviceaccount", "sub": "system:serviceaccount:batch:etl",
+        "kubernetes.io/serviceaccount/namespace": "batch", "aud": "tessera"}),
+    );
+    let cases: Vec<(String, &str, &str)> = vec![
+        (issuer.github_token(json!({"repository_owner_id": "666", "repository_owner": "evil"})), "invalid_target", "no grant allows"),
+        (issuer.github_token(json!({"sub": "repo:evil/app:ref:refs/heads/main", "repository": "evil/app"})), "invalid_target", "no grant allows"),
+        (issuer.github_token(json!({"sub": "repo:acme/app:ref:refs/heads/feature"})), "invalid_target", "no grant allows"),
+        (issuer.github_token(json!({"aud": "someone-else"})), "invalid_request", "aud does not contain `tessera`"),
+        (issuer.github_token(json!({"iat": t - 900, "nbf": t - 900, "exp": t - 600})), "invalid_request", "expired"),
+        (issuer.sign(&json!({"iss": "https://unknown.example.org", "sub": "x", "aud": "tessera", "exp": t + 60})), "invalid_request", "not a configured OIDC issuer"),
+        (hs256, "invalid_request", "alg `HS256` is not allowed"),
+        (none, "invalid_request", "alg `none` is not allowed"),
+        (legacy, "invalid_request", "legacy Kubernetes"),
+        (issuer.kubernetes_token(json!({"exp": null})), "invalid_request", "legacy Kubernetes"),
+        (issuer.github_token(json!({"iat": t, "exp": t + 86_400})), "invalid_request", "lifetime"),
+        (issuer.github_token(json!({"repository": null})), "invalid_request", "does not look like a github token"),
+    ];
+    for (token, error, needle) in cases {
+        assert_oauth_error(&exchange(&env, &token, REGISTRY, PUSH).await, error, needle);
+    }
+    assert_eq!(
+        exchange(&env, &issuer.github_token(json!({})), REGISTRY, PUSH)
+            .await
+            .status,
+        200,
+        "still serving"
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_token_is_exchanged_once_per_destination_and_purpose_across_http_and_grpc() {
+    let (mut env, issuer) = ci_env().await;
+    let token = issuer.github_token(json!({}));
+    assert_eq!(exchange(&env, &token, REGISTRY, PUSH).await.status, 200);
+    assert_oauth_error(
+        &exchange(&env, &token, REGISTRY, PUSH).await,
+        "invalid_request",
+        "already exchanged",
+    );
+    let mut client = env.client(None).await;
+    let status = mint(&mut client, REGISTRY, PUSH, 0, Some(&token))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(status.message().contains("already exchanged"), "{status:?}");
+    // Another purpose of the same grant is a different exchange.
+    let gitlab = issuer.gitlab_token(json!({}));
+    assert_eq!(exchange(&env, &gitlab, REGISTRY, PUSH).await.status, 200);
+    assert_eq!(
+        exchange(&env, &gitlab, REGISTRY, "image:pull").await.status,
+        200
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_replay_record_survives_a_restart() {
+    let (mut env, issuer) = ci_env().await;
+    let token = issuer.github_token(json!({}));
+    assert_eq!(exchange(&env, &token, REGISTRY, PUSH).await.status, 200);
+    env.shutdown().await;
+    let fx = std::mem::replace(&mut env.fx, Fixture::new());
+    let mut env = Env::start_fixture(fx).await;
+    assert_oauth_error(
+        &exchange(&env, &token, REGISTRY, PUSH).await,
+        "invalid_request",
+        "already exchanged",
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn rfc8693_errors_name_the_bad_parameter() {
+    let (mut env, issuer) = ci_env().await;
+    let token = issuer.github_token(json!({}));
+    let t = token.as_str();
+    type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            vec![
+                ("subject_token", t),
+                ("subject_token_type", ID_TOKEN),
+                ("audience", REGISTRY),
+                ("scope", PUSH),
+            ],
+            "invalid_request",
+            "grant_type is required",
+        ),
+        (
+            vec![
+                ("grant_type", "client_credentials"),
+                ("subject_token", t),
+                ("subject_token_type", ID_TOKEN),
+            ],
+            "unsupported_grant_type",
+            "token-exchange",
+        ),
+        (
+            vec![
+                ("grant_type", EXCHANGE),
+                ("subject_token_type", ID_TOKEN),
+                ("audience", REGISTRY),
+                ("scope", PUSH),
+            ],
+            "invalid_request",
+            "subject_token is required",
+        ),
+        (
+            vec![
+                ("grant_type", EXCHANGE),
+                ("subject_token", t),
+                ("audience", REGISTRY),
+                ("scope", PUSH),
+            ],
+            "invalid_request",
+            "subject_token_type is required",
+        ),
+        (
+            vec![
+                ("grant_type", EXCHANGE),
+                ("subject_token", t),
+                (
+                    "subject_token_type",
+                    "urn:ietf:params:oauth:token-type:saml2",
+                ),
+                ("audience", REGISTRY),
+                ("scope", PUSH),
+            ],
+            "invalid_request",
+            "subject_token_type must be",
+        ),
+        (
+            vec![
+                ("grant_type", EXCHANGE),
+                ("subject_token", t),
+                ("subject_token_type", ID_TOKEN),
+                ("scope", PUSH),
+            ],
+            "invalid_request",
+            "audience is required",
+        ),
+        (
+            vec![
+                ("grant_type", EXCHANGE),
+                ("subject_token", t),
+                ("subject_token_type", ID_TOKEN),
+                ("audience", REGISTRY),
+                ("audience", "https://other"),
+            ],
+            "invalid_target",
+            "exactly one audience",
+        ),
+        (
+            vec![
+                ("grant_type", EXCHANGE),
+                ("subject_token", t),
+                ("subject_token_type", ID_TOKEN),
+                ("audience", "https://elsewhere.example.org"),
+                ("scope", PUSH),
+            ],
+            "invalid_target",
+            "destination `https://elsewhere.example.org` is not granted",
+        ),
+        (
+            vec![
+                ("grant_type", EXCHANGE),
+                ("subject_token", t),
+                ("subject_token_type", ID_TOKEN),
+                ("audience", REGISTRY),
+                ("scope", "image:delete"),
+            ],
+            "invalid_scope",
+            "purpose `image:delete` is not granted",
+        ),
+        (
+            vec![
+                ("grant_type", EXCHANGE),
+                ("subject_token", t),
+                ("subject_token_type", ID_TOKEN),
+                ("audience", REGISTRY),
+                ("scope", "image:push image:pull"),
+            ],
+            "invalid_scope",
+            "exactly one purpose",
+        ),
+        (
+            vec![
+                ("grant_type", EXCHANGE),
+                ("subject_token", t),
+                ("subject_token_type", ID_TOKEN),
+                ("audience", REGISTRY),
+                ("scope", PUSH),
+                ("actor_token", t),
+                ("actor_token_type", ID_TOKEN),
+            ],
+            "invalid_request",
+            "actor_token",
+        ),
+        (
+            vec![
+                ("grant_type", EXCHANGE),
+                ("subject_token", "garbage"),
+                ("subject_token_type", ID_TOKEN),
+                ("audience", REGISTRY),
+                ("scope", PUSH),
+            ],
+            "invalid_request",
+            "subject_token",
+        ),
+    ];
+    for (pairs, error, needle) in cases {
+        assert_oauth_error(&post_form(&env, "/token", &pairs).await, error, needle);
+    }
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn picks_up_a_rotated_issuer_key_without_a_restart() {
+    let clock = Arc::new(ManualClock::at(now()));
+    let (mut env, issuer) = ci_env_with_clock(Some(Arc::clone(&clock) as SharedClock)).await;
+    assert_eq!(
+        exchange(&env, &issuer.github_token(json!({})), REGISTRY, PUSH)
+            .await
+            .status,
+        200
+    );
+    issuer.rotate("key-2");
+    clock.advance(15); // past the refresh rate limit
+    let reply = exchange(&env, &issuer.github_token(json!({})), REGISTRY, PUSH).await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_thousand_unknown_kids_cause_at_most_a_handful_of_jwks_fetches() {
+    let (mut env, issuer) = ci_env().await;
+    assert_eq!(
+        exchange(&env, &issuer.github_token(json!({})), REGISTRY, PUSH)
+            .await
+            .status,
+        200
+    );
+    let before = issuer.jwks_fetches();
+    let client = env.client(None).await;
+    let template = issuer.github_token(json!({}));
+    let (_, rest) = template.split_once('.').unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..1000 {
+        use base64::Engine;
+        let header = json!({"alg": "RS256", "kid": format!("bogus-{}", rand_hex())}).to_string();
+        let token = format!(
+            "{}.{rest}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(header)
+        );
+        let mut client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            mint(&mut client, REGISTRY, PUSH, 0, Some(&token)).await
+        }));
+    }
+    for task in tasks {
+        let status = task.await.unwrap().unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert!(
+            status.message().contains("is not in the issuer's JWKS"),
+            "{status:?}"
+        );
+    }
+    let fetches = issuer.jwks_fetches() - before;
+    assert!(fetches <= 3, "{fetches} JWKS fetches for 1000 unknown kids");
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_issuer_that_is_down_does_not_stop_tokens_with_cached_keys() {
+    let (mut env, issuer) = ci_env().await;
+    assert_eq!(
+        exchange(&env, &issuer.github_token(json!({})), REGISTRY, PUSH)
+            .await
+            .status,
+        200
+    );
+    issuer.stop();
+    let reply = exchange(&env, &issuer.github_token(json!({})), REGISTRY, PUSH).await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn tessera_exchange_prints_the_minted_token() {
+    let (mut env, issuer) = ci_env().await;
+    let token = issuer.github_token(json!({}));
+    let http = env.http;
+    let ca = env.fx.path("tls-ca.pem");
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args([
+                "exchange",
+                "--server",
+                &format!("https://localhost:{}", http.port()),
+                "--token-env",
+                "CI_TOKEN",
+            ])
+            .args(["--destination", REGISTRY, "--purpose", PUSH, "--ca"])
+            .arg(ca)
+            .env("CI_TOKEN", token)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(claims_of(printed.trim())["sub"], GITHUB_WORKLOAD);
+    env.shutdown().await;
+}
