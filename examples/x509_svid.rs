@@ -61,19 +61,7 @@ async fn fetch_svid(client: &mut BrokerClient<tonic::transport::Channel>) -> Res
 /// Writes `svid.pem` (chain), `svid-key.pem` and `bundle.pem` into `dir`, for other TLS stacks
 /// (`openssl verify -CAfile bundle.pem -untrusted svid.pem svid.pem`).
 fn write_pem(dir: &std::path::Path, svid: &Svid) -> Result<(), Error> {
-    let pem = |label: &str, der: &[u8]| {
-        use base64::Engine;
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-        let lines: Vec<&str> = b64
-            .as_bytes()
-            .chunks(64)
-            .filter_map(|c| std::str::from_utf8(c).ok())
-            .collect();
-        format!(
-            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-            lines.join("\n")
-        )
-    };
+    use tessera::dev::pki::pem;
     std::fs::create_dir_all(dir)?;
     let chain: String = svid.chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
     let bundle: String = svid.bundle.iter().map(|c| pem("CERTIFICATE", c)).collect();

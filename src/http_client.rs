@@ -34,7 +34,7 @@ pub enum HttpError {
     Status(String, u16),
     #[error("{0} took longer than {REQUEST_TIMEOUT:?}")]
     Timeout(String),
-    #[error("the response of {0} is larger than {MAX_BODY} bytes")]
+    #[error("reading the response of {0} failed, or it is larger than {MAX_BODY} bytes")]
     TooLarge(String),
     #[error("TLS client configuration: {0}")]
     Config(String),

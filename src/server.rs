@@ -32,6 +32,11 @@ use crate::policy::Policy;
 use crate::proto;
 use crate::tls::{self, AcceptParams, ServerConfigParams, TlsConn};
 
+/// Largest gRPC request accepted, in bytes.
+pub const MAX_GRPC_MESSAGE: usize = 64 * 1024;
+/// Longest a gRPC request may take before it is cancelled.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -298,12 +303,17 @@ async fn serve_grpc(
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ServerError::Setup(format!("gRPC reflection: {e}")))?;
+    // Requests are small (a CSR is at most 16 KiB); nothing needs tonic's 4 MiB default.
+    let broker_service = proto::broker_server::BrokerServer::new(BrokerService::new(broker))
+        .max_decoding_message_size(MAX_GRPC_MESSAGE);
     tonic::transport::Server::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .concurrency_limit_per_connection(256)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(proto::broker_server::BrokerServer::new(BrokerService::new(
-            broker,
-        )))
+        .add_service(broker_service)
         .serve_with_incoming_shutdown(ReceiverStream::new(conns), shutdown.cancelled_owned())
         .await?;
     Ok(())
@@ -315,7 +325,13 @@ async fn serve_http(
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let graceful = GracefulShutdown::new();
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // A timer enables hyper's header-read timeout (slow clients cannot hold connections).
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    builder.http2().timer(hyper_util::rt::TokioTimer::new());
     loop {
         let conn = tokio::select! {
             () = shutdown.cancelled() => break,

@@ -265,3 +265,16 @@ impl JwtSvidSigner {
         self.sign(&serde_json::json!({"sub": sub, "aud": [aud], "iat": now, "exp": now + ttl_secs}))
     }
 }
+
+/// Returns `der` as a PEM block with `label` (e.g. `CERTIFICATE`).
+pub fn pem(label: &str, der: &[u8]) -> String {
+    use base64::engine::general_purpose::STANDARD;
+    let b64 = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}

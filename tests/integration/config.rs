@@ -130,3 +130,64 @@ fn the_committed_dev_config_loads() {
     assert_eq!(config.server.grpc_addr.port(), 8443);
     assert_eq!(config.admin_ids[0].as_str(), tessera::dev::ADMIN_ID);
 }
+
+const ISSUER: &str = "\n[[oidc_issuer]]\nissuer = \"https://ci.example.org\"\nprofile = \"github\"\naudience = \"tessera\"\n";
+
+fn ci_grant(matcher: &str) -> String {
+    format!(
+        "{ISSUER}\n[[grant]]\nworkload = \"spiffe://example.org/ci/x\"\nowner = \"o\"\nexpires = \"2099-01-01\"\n\
+         destinations = [\"d\"]\npurposes = [\"p\"]\n[grant.match]\nissuer = \"https://ci.example.org\"\n{matcher}\n"
+    )
+}
+
+#[test]
+fn refuses_a_ci_grant_that_matches_only_the_issuer() {
+    let m = error_after(|t, _| t + &ci_grant(""));
+    assert_has(
+        &m,
+        &[
+            "grant[2].match.issuer",
+            "must also match `subject` or `claims`",
+        ],
+    );
+}
+
+#[test]
+fn warns_loudly_about_wildcard_ci_trust_and_not_about_pinned_grants() {
+    let fx = Fixture::new();
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    std::fs::write(
+        &fx.config_path,
+        text.clone() + &ci_grant("subject = { pattern = \"repo:.*:ref:refs/heads/main\" }"),
+    )
+    .unwrap();
+    let config = Config::load(&fx.config_path, &SystemClock).unwrap();
+    assert_eq!(config.warnings.len(), 1);
+    assert_has(&config.warnings[0], &["grant[2]", "wildcard"]);
+    let pinned = ci_grant(
+        "subject = { pattern = \"repo:.*:ref:refs/heads/main\" }\nclaims = { repository_owner_id = \"1234\" }",
+    );
+    std::fs::write(&fx.config_path, text + &pinned).unwrap();
+    assert!(
+        Config::load(&fx.config_path, &SystemClock)
+            .unwrap()
+            .warnings
+            .is_empty()
+    );
+}
+
+#[test]
+fn refuses_a_ci_grant_for_an_unconfigured_issuer_and_a_root_workload() {
+    let m = error_after(|t, _| t + &ci_grant("subject = \"x\"").replace(ISSUER, ""));
+    assert_has(
+        &m,
+        &["grant[2].match.issuer", "not a configured [[oidc_issuer]]"],
+    );
+    let m = error_after(|t, _| {
+        t.replace(
+            "workload = \"spiffe://example.org/ns/reports/sa/cron\"",
+            "workload = \"spiffe://example.org\"",
+        )
+    });
+    assert_has(&m, &["grant[1].workload", "needs a path"]);
+}

@@ -527,3 +527,36 @@ async fn a_mint_ca_outside_the_trust_domain_stops_start_up() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_minted_svid_cannot_attest_for_more_credentials() {
+    let mut env = Env::start().await;
+    let csr = greedy_csr(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let reply = mint_x509(&env, &csr.der, 0).await.unwrap();
+    let chain_pem: String = reply
+        .cert_chain
+        .iter()
+        .map(|der| pki::pem("CERTIFICATE", der))
+        .collect();
+    let minted = tonic::transport::Identity::from_pem(chain_pem, csr.key.serialize_pem());
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(
+            &env.fx.material.tls_ca.cert_pem,
+        ))
+        .domain_name("localhost")
+        .identity(minted);
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{}", env.grpc))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = tessera::proto::broker_client::BrokerClient::new(channel);
+    let status = crate::common::mint(&mut client, DEST, PURPOSE, 0, None)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(status.message().contains("minted by Tessera"), "{status:?}");
+    env.shutdown().await;
+}
