@@ -16,8 +16,10 @@ use crate::attest::{
 use crate::clock::SharedClock;
 use crate::csr::VerifiedCsr;
 use crate::ledger::{
-    CredentialKind, CredentialRecord, Ledger, LedgerError, RecordParams, ReplayGuard, Status,
+    CredentialKind, CredentialRecord, Ledger, LedgerError, NewRule, RecordParams, ReplayGuard,
+    RevocationRule, Selector, Status,
 };
+use crate::revocation::RevocationIndex;
 use crate::mint::{
     CrlCache, CrlParams, JwtMinter, MintError, MintJwtParams, MintX509Params, MintedJwt,
     MintedX509, X509Minter,
@@ -37,6 +39,8 @@ pub enum BrokerError {
     Mint(#[from] MintError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error("no credential has id `{0}`")]
+    NotFound(String),
 }
 
 /// Everything a mint needs, shared by all connections.
@@ -47,8 +51,27 @@ pub struct Broker {
     x509: Option<X509Minter>,
     bundles: HashMap<String, Vec<Vec<u8>>>,
     crl: CrlCache,
+    revocations: RevocationIndex,
     ledger: Arc<dyn Ledger>,
     clock: SharedClock,
+}
+
+/// Parameters of [`Broker::revoke`].
+#[derive(Debug, Clone)]
+pub struct RevokeParams {
+    pub selector: Selector,
+    pub value: String,
+    pub reason: String,
+    /// Who asked (for the rule and the audit trail).
+    pub revoked_by: String,
+}
+
+/// What a revoke did.
+#[derive(Debug, Clone)]
+pub struct RevokeOutcome {
+    pub rule: RevocationRule,
+    /// Live credentials matching the selector when the rule took effect.
+    pub covered: u64,
 }
 
 /// An X.509-SVID and the roots a verifier of it should trust.
@@ -93,6 +116,7 @@ impl Broker {
             x509: parts.x509,
             bundles: parts.bundles,
             crl: CrlCache::default(),
+            revocations: RevocationIndex::new(),
             ledger: parts.ledger,
             clock: parts.clock,
         }
@@ -111,6 +135,76 @@ impl Broker {
     /// Returns the ledger.
     pub fn ledger(&self) -> &Arc<dyn Ledger> {
         &self.ledger
+    }
+
+    /// Returns the revocation index.
+    pub fn revocations(&self) -> &RevocationIndex {
+        &self.revocations
+    }
+
+    /// Rebuilds the revocation index from the ledger: every stored rule, and every live
+    /// credential's counts. Fails when the ledger cannot be read.
+    pub async fn restore(&self) -> Result<(), LedgerError> {
+        for rule in self.ledger.rules().await? {
+            self.revocations.apply(&rule);
+        }
+        let now = self.clock.unix_seconds();
+        let mut after = None;
+        loop {
+            let page = self.ledger.scan(after.take(), 10_000).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.credential_id.clone());
+            for record in page.iter().filter(|r| r.expires_at > now) {
+                self.revocations.note_issued(record);
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns the status of `record` now: revoked if a rule covers it, else expired or live.
+    pub fn status_of(&self, record: &CredentialRecord) -> Status {
+        if self.revocations.revoked_by(record).is_some() {
+            return Status::Revoked;
+        }
+        record.status_at(self.clock.unix_seconds())
+    }
+
+    /// Revokes every credential `p.selector` selects that was issued up to now: the rule is
+    /// durable and enforced before this returns, at the same cost however many it covers.
+    /// Fails with `NotFound` for an unknown credential id, or when the ledger cannot store it.
+    pub async fn revoke(&self, p: RevokeParams) -> Result<RevokeOutcome, BrokerError> {
+        let now = self.clock.unix_seconds();
+        let covered = match p.selector {
+            Selector::CredentialId => {
+                let record = self.ledger.get(&p.value).await?.ok_or_else(|| BrokerError::NotFound(p.value.clone()))?;
+                u64::from(self.status_of(&record) == Status::Live)
+            }
+            selector => self.revocations.live_count(selector, &p.value, now),
+        };
+        let id = crate::mint::random_hex::<16>()?;
+        let rule = self
+            .ledger
+            .add_rule(NewRule {
+                revocation_id: id,
+                selector: p.selector,
+                value: p.value,
+                effective_at: now,
+                reason: p.reason,
+                revoked_by: p.revoked_by,
+            })
+            .await?;
+        self.revocations.apply(&rule);
+        tracing::info!(
+            revocation_id = %rule.rule.revocation_id,
+            selector = rule.rule.selector.as_str(),
+            value = %rule.rule.value,
+            sequence = rule.sequence,
+            covered,
+            by = %rule.rule.revoked_by,
+            reason = %rule.rule.reason,
+            "revocation rule in force"
+        );
+        Ok(RevokeOutcome { rule, covered })
     }
 
     /// Returns the clock.
@@ -314,12 +408,10 @@ impl Broker {
     /// Returns the DER CRL of the mint CA, or `None` when no mint CA is configured.
     pub fn crl(&self) -> Option<Result<Bytes, MintError>> {
         let minter = self.x509.as_ref()?;
-        Some(self.crl.current(CrlParams {
-            minter,
-            now: self.clock.unix_seconds(),
-            revision: 0,
-            revoked: &[],
-        }))
+        let now = self.clock.unix_seconds();
+        let revoked = self.revocations.revoked_serials(now);
+        let revision = self.revocations.revision();
+        Some(self.crl.current(CrlParams { minter, now, revision, revoked: &revoked }))
     }
 
     /// Records an issued credential durably and logs it (never the credential itself).
@@ -356,10 +448,11 @@ impl Broker {
         };
         self.ledger
             .record(RecordParams {
-                credential,
+                credential: credential.clone(),
                 replay_guard,
             })
             .await?;
+        self.revocations.note_issued(&credential);
         tracing::info!(
             credential_id = %issued.id,
             kind = issued.kind.as_str(),

@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod mint;
 pub mod policy;
 pub mod request;
+pub mod revocation;
 pub mod server;
 pub mod spiffe_id;
 pub mod spiffe_tls;

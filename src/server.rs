@@ -23,7 +23,8 @@ use crate::attest::oidc::KeySource;
 use crate::attest::{Attestor, AttestorParams, OidcVerifier};
 use crate::broker::{Broker, BrokerParts};
 use crate::clock::SharedClock;
-use crate::config::{Config, LedgerBackend};
+use crate::config::{Config, LedgerBackend, MAX_GRANT_TTL};
+use crate::mint::crl::CRL_VALIDITY_SECS;
 use crate::http_client::HttpsClient;
 use crate::ledger::CredentialKind;
 use crate::ledger::{Ledger, LedgerError, RedbLedger, RedbOptions, SweepParams};
@@ -207,6 +208,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
         Arc::clone(&ledger),
         Arc::clone(&clock),
     )?);
+    broker.restore().await?;
     let tls_for = |alpn: &[&[u8]]| {
         tls::server_config(ServerConfigParams {
             cert_chain: &config.server.tls_cert_chain,
@@ -253,8 +255,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
     ));
     let http = tokio::spawn(serve_http(router(http_state), http_conns, shutdown.clone()));
     let sweeper = tokio::spawn(sweep(
-        Arc::clone(&ledger),
-        clock,
+        Arc::clone(&broker),
         config.ledger.retain_expired,
         config.ledger.sweep_interval,
         shutdown.clone(),
@@ -355,24 +356,38 @@ async fn serve_http(
     Ok(())
 }
 
+/// How often `expired` events are recorded.
+const EXPIRE_EVERY: Duration = Duration::from_secs(5);
+
+/// Records `expired` events every [`EXPIRE_EVERY`], and every `every` sweeps expired records,
+/// old events and dead rules from the ledger and the revocation index.
 async fn sweep(
-    ledger: Arc<dyn Ledger>,
-    clock: SharedClock,
+    broker: Arc<Broker>,
     retain: Duration,
     every: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+    let mut expire_tick = tokio::time::interval(EXPIRE_EVERY);
+    let mut sweep_tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+    let retain = i64::try_from(retain.as_secs()).unwrap_or(i64::MAX);
     loop {
-        tokio::select! {
+        let sweep_now = tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let retain = i64::try_from(retain.as_secs()).unwrap_or(i64::MAX);
-        let params = SweepParams {
-            expired_before: clock.unix_seconds().saturating_sub(retain),
-            limit: 10_000,
+            _ = expire_tick.tick() => false,
+            _ = sweep_tick.tick() => true,
         };
+        let ledger = broker.ledger();
+        let now = broker.clock().unix_seconds();
+        if let Err(e) = ledger.expire(now).await {
+            tracing::warn!(error = %e, "recording expiries failed");
+        }
+        if !sweep_now {
+            continue;
+        }
+        // A rule can be dropped once everything it could cover has expired and left the CRL.
+        let rules_before = now - i64::try_from(MAX_GRANT_TTL.as_secs()).unwrap_or(3600) - CRL_VALIDITY_SECS - 60;
+        broker.revocations().prune(rules_before, now);
+        let params = SweepParams { expired_before: now.saturating_sub(retain), rules_before, limit: 10_000 };
         match ledger.sweep(params).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(swept = n, "expired credentials swept from the ledger"),

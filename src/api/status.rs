@@ -19,6 +19,7 @@ pub fn broker_status(e: &BrokerError) -> Status {
     match e {
         BrokerError::Attest(e) => Status::unauthenticated(e.to_string()),
         BrokerError::Policy(e) => Status::permission_denied(e.to_string()),
+        BrokerError::NotFound(_) => Status::not_found(e.to_string()),
         BrokerError::Mint(e) => {
             tracing::error!(error = %e, "minting failed");
             match e {

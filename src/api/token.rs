@@ -86,6 +86,7 @@ pub fn oauth_error(e: &BrokerError) -> OAuthError {
                 description: "retry shortly".into(),
             }
         }
+        BrokerError::NotFound(_) => OAuthError::bad("invalid_request", e.to_string()),
         BrokerError::Mint(m) => {
             tracing::error!(error = %m, "token exchange signing failed");
             let status = StatusCode::INTERNAL_SERVER_ERROR;

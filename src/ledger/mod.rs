@@ -171,11 +171,143 @@ impl CredentialRecord {
     }
 }
 
+/// What a revocation rule selects by (DESIGN.md invariant 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selector {
+    CredentialId,
+    Workload,
+    Destination,
+    Purpose,
+    Owner,
+}
+
+impl Selector {
+    /// Every selector, in the order credentials are checked against rules.
+    pub const ALL: [Selector; 5] =
+        [Selector::CredentialId, Selector::Workload, Selector::Destination, Selector::Purpose, Selector::Owner];
+
+    /// `credential_id`, `workload`, `destination`, `purpose` or `owner`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Selector::CredentialId => "credential_id",
+            Selector::Workload => "workload",
+            Selector::Destination => "destination",
+            Selector::Purpose => "purpose",
+            Selector::Owner => "owner",
+        }
+    }
+
+    /// Returns the value of this selector for `record`.
+    pub fn value_of(self, record: &CredentialRecord) -> &str {
+        match self {
+            Selector::CredentialId => &record.credential_id,
+            Selector::Workload => &record.workload,
+            Selector::Destination => &record.destination,
+            Selector::Purpose => &record.purpose,
+            Selector::Owner => &record.owner,
+        }
+    }
+}
+
+/// A revocation rule to store: every credential whose `selector` value is `value` and that was
+/// issued at or before `effective_at` is revoked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewRule {
+    pub revocation_id: String,
+    pub selector: Selector,
+    pub value: String,
+    /// Unix seconds.
+    pub effective_at: i64,
+    pub reason: String,
+    /// Who revoked (an admin SPIFFE ID, or the workload revoking its own token).
+    pub revoked_by: String,
+}
+
+/// A stored revocation rule with its event sequence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationRule {
+    #[serde(flatten)]
+    pub rule: NewRule,
+    pub sequence: u64,
+}
+
+/// What happened, in the order of [`Event::sequence`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Issued,
+    Revoked,
+    Expired,
+}
+
+impl EventKind {
+    /// `issued`, `revoked` or `expired`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Issued => "issued",
+            EventKind::Revoked => "revoked",
+            EventKind::Expired => "expired",
+        }
+    }
+}
+
+/// One event of the ledger's sequence (DESIGN.md invariant 3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub sequence: u64,
+    pub kind: EventKind,
+    /// Unix seconds.
+    pub at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<RevocationRule>,
+}
+
+/// A page of credentials, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CredentialPage {
+    pub credentials: Vec<CredentialRecord>,
+    /// Pass back as [`ListParams::page_token`] for the next page; empty at the end.
+    pub next_page_token: String,
+}
+
+/// Parameters of [`Ledger::list`]. Empty filters match everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListParams {
+    pub workload: String,
+    pub owner: String,
+    pub destination: String,
+    pub purpose: String,
+    pub kind: Option<CredentialKind>,
+    pub page_size: usize,
+    pub page_token: String,
+    /// Records examined at most for one page (bounds the cost of a selective filter).
+    pub scan_limit: usize,
+}
+
+impl ListParams {
+    /// Returns true when `record` passes every filter.
+    pub fn matches(&self, record: &CredentialRecord) -> bool {
+        let field = |want: &str, have: &str| want.is_empty() || want == have;
+        field(&self.workload, &record.workload)
+            && field(&self.owner, &record.owner)
+            && field(&self.destination, &record.destination)
+            && field(&self.purpose, &record.purpose)
+            && self.kind.is_none_or(|k| k == record.kind)
+    }
+}
+
 /// Parameters of [`Ledger::sweep`].
 #[derive(Clone, Copy, Debug)]
 pub struct SweepParams {
-    /// Records whose `expires_at` is strictly before this unix time are deleted.
+    /// Records whose `expires_at` is strictly before this unix time are deleted, and events
+    /// that happened before it.
     pub expired_before: i64,
+    /// Rules whose `effective_at` is strictly before this unix time are deleted (everything
+    /// they could cover has expired).
+    pub rules_before: i64,
     /// At most this many records are deleted in one call (bounds the write transaction).
     pub limit: usize,
 }
@@ -196,20 +328,47 @@ pub enum LedgerError {
     Replay,
 }
 
-/// The durable record of issued credentials.
+/// The durable record of issued credentials, revocation rules and events.
 #[async_trait]
 pub trait Ledger: Send + Sync + fmt::Debug + 'static {
-    /// Durably records one credential, and its replay guard if any, atomically. Returns once
-    /// both are committed and fsynced, sharing the commit with any records submitted
-    /// concurrently. Fails with `Replay` if the guard's key is already stored, `Duplicate` if
-    /// the id is already recorded (nothing is written in either case), `Closed` after
-    /// [`Ledger::close`].
-    async fn record(&self, params: RecordParams) -> Result<(), LedgerError>;
+    /// Durably records one credential, its replay guard if any, and its `issued` event,
+    /// atomically. Returns the event's sequence once committed and fsynced, sharing the commit
+    /// with any writes submitted concurrently. Fails with `Replay` if the guard's key is already
+    /// stored, `Duplicate` if the id is already recorded (nothing is written in either case),
+    /// `Closed` after [`Ledger::close`].
+    async fn record(&self, params: RecordParams) -> Result<u64, LedgerError>;
+
+    /// Durably stores a revocation rule and its `revoked` event; returns it with its sequence.
+    async fn add_rule(&self, rule: NewRule) -> Result<RevocationRule, LedgerError>;
+
+    /// Returns every stored rule, oldest first.
+    async fn rules(&self) -> Result<Vec<RevocationRule>, LedgerError>;
+
+    /// Returns up to `limit` events with a sequence greater than `since`, in order.
+    async fn events_since(&self, since: u64, limit: usize) -> Result<Vec<Event>, LedgerError>;
+
+    /// Returns the last sequence assigned (0 for an empty ledger).
+    async fn last_sequence(&self) -> Result<u64, LedgerError>;
+
+    /// Appends an `expired` event for every credential whose `expires_at` passed since the
+    /// last call, up to `now`; returns how many.
+    async fn expire(&self, now: i64) -> Result<u64, LedgerError>;
+
+    /// Returns committed events as they are committed, in sequence order. A receiver that lags
+    /// too far sees `RecvError::Lagged` and resumes from [`Ledger::events_since`].
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event>;
 
     /// Returns the record with this id, or `None` if it was never recorded or has been swept.
     async fn get(&self, credential_id: &str) -> Result<Option<CredentialRecord>, LedgerError>;
 
-    /// Deletes expired records and replay guards; returns how many records were deleted.
+    /// Returns one page of records matching `params`, newest first.
+    async fn list(&self, params: ListParams) -> Result<CredentialPage, LedgerError>;
+
+    /// Returns up to `limit` records in id order after `after` (start-up rebuilds use this).
+    async fn scan(&self, after: Option<String>, limit: usize) -> Result<Vec<CredentialRecord>, LedgerError>;
+
+    /// Deletes expired records, old events, dead rules and replay guards; returns how many
+    /// records were deleted.
     async fn sweep(&self, params: SweepParams) -> Result<u64, LedgerError>;
 
     /// Returns how many records the ledger holds (live, revoked and not yet swept).
@@ -220,7 +379,7 @@ pub trait Ledger: Send + Sync + fmt::Debug + 'static {
         Ok(self.len().await? == 0)
     }
 
-    /// Commits everything submitted so far, then refuses new records and sweeps (`Closed`);
-    /// reads keep working. Idempotent.
+    /// Commits everything submitted so far, then refuses new writes (`Closed`); reads keep
+    /// working. Idempotent.
     async fn close(&self) -> Result<(), LedgerError>;
 }

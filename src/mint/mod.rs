@@ -30,3 +30,8 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], MintError> {
     aws_lc_rs::rand::fill(&mut out).map_err(|_| MintError::Random)?;
     Ok(out)
 }
+
+/// Returns `N` random bytes as lowercase hex.
+pub(crate) fn random_hex<const N: usize>() -> Result<String, MintError> {
+    Ok(random_bytes::<N>()?.iter().map(|b| format!("{b:02x}")).collect())
+}

@@ -1,0 +1,212 @@
+//! The in-memory revocation index (DESIGN.md invariant 2): rules by `(selector, value)`, so
+//! "is this credential revoked?" is at most five hash lookups however many credentials a rule
+//! covers. Also counts live credentials per selector value (for the Revoke reply) and keeps the
+//! live X.509 credentials the CRL may have to list. Rebuilt from the ledger at start.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+
+use crate::ledger::{CredentialKind, CredentialRecord, RevocationRule, Selector};
+use crate::mint::RevokedSerial;
+
+/// The strongest rule for one `(selector, value)`.
+#[derive(Debug, Clone)]
+struct RuleEntry {
+    effective_at: i64,
+    revocation_id: String,
+}
+
+/// Live credentials per selector value, bucketed by expiry second.
+#[derive(Debug, Default)]
+struct LiveCounts {
+    by_value: HashMap<(Selector, String), BTreeMap<i64, u64>>,
+}
+
+/// Rules, live counts and live X.509 credentials.
+#[derive(Debug, Default)]
+pub struct RevocationIndex {
+    rules: RwLock<HashMap<(Selector, String), RuleEntry>>,
+    revision: AtomicU64,
+    live: Mutex<LiveCounts>,
+    x509: Mutex<HashMap<String, CredentialRecord>>,
+}
+
+/// The selectors counted per value (a credential id is unique; it is looked up instead).
+const COUNTED: [Selector; 4] = [Selector::Workload, Selector::Destination, Selector::Purpose, Selector::Owner];
+
+impl RevocationIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Returns a number that changes whenever the rules change (the CRL cache keys on it).
+    pub fn revision(&self) -> u64 {
+        self.revision.load(Ordering::Acquire)
+    }
+
+    /// Returns how many `(selector, value)` rules are in force.
+    pub fn rule_count(&self) -> usize {
+        self.rules.read().map(|r| r.len()).unwrap_or_default()
+    }
+
+    /// Enforces `rule` from now on. A later rule for the same value widens the cut-off.
+    pub fn apply(&self, rule: &RevocationRule) {
+        if let Ok(mut rules) = self.rules.write() {
+            let key = (rule.rule.selector, rule.rule.value.clone());
+            let entry = RuleEntry { effective_at: rule.rule.effective_at, revocation_id: rule.rule.revocation_id.clone() };
+            match rules.get(&key) {
+                Some(existing) if existing.effective_at >= entry.effective_at => {}
+                _ => {
+                    rules.insert(key, entry);
+                }
+            }
+        }
+        self.revision.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Returns the revocation id of the rule that revokes `record`, if any.
+    pub fn revoked_by(&self, record: &CredentialRecord) -> Option<String> {
+        let rules = self.rules.read().ok()?;
+        Selector::ALL.iter().find_map(|selector| {
+            let entry = rules.get(&(*selector, selector.value_of(record).to_owned()))?;
+            (record.issued_at <= entry.effective_at).then(|| entry.revocation_id.clone())
+        })
+    }
+
+    /// Drops rules whose `effective_at` is before `rules_before`: everything they could cover
+    /// has expired.
+    pub fn prune(&self, rules_before: i64, now: i64) {
+        if let Ok(mut rules) = self.rules.write() {
+            rules.retain(|_, r| r.effective_at >= rules_before);
+        }
+        if let Ok(mut live) = self.live.lock() {
+            live.by_value.retain(|_, buckets| {
+                buckets.retain(|expires_at, _| *expires_at > now);
+                !buckets.is_empty()
+            });
+        }
+        if let Ok(mut x509) = self.x509.lock() {
+            x509.retain(|_, r| r.expires_at > now);
+        }
+    }
+
+    /// Counts a newly issued credential.
+    pub fn note_issued(&self, record: &CredentialRecord) {
+        if let Ok(mut live) = self.live.lock() {
+            for selector in COUNTED {
+                let key = (selector, selector.value_of(record).to_owned());
+                *live.by_value.entry(key).or_default().entry(record.expires_at).or_default() += 1;
+            }
+        }
+        if record.kind == CredentialKind::X509
+            && let Ok(mut x509) = self.x509.lock()
+        {
+            x509.insert(record.credential_id.clone(), record.clone());
+        }
+    }
+
+    /// Returns how many credentials with `value` for `selector` are live at `now` (for
+    /// `credential_id`, see the ledger). Cost grows with distinct expiry seconds, not with
+    /// the number of credentials.
+    pub fn live_count(&self, selector: Selector, value: &str, now: i64) -> u64 {
+        let Ok(live) = self.live.lock() else { return 0 };
+        live.by_value
+            .get(&(selector, value.to_owned()))
+            .map_or(0, |buckets| buckets.range(now.saturating_add(1)..).map(|(_, n)| n).sum())
+    }
+
+    /// Returns the revoked X.509 credentials that have not expired at `now`, for the CRL.
+    pub fn revoked_serials(&self, now: i64) -> Vec<RevokedSerial> {
+        let Ok(x509) = self.x509.lock() else { return Vec::new() };
+        let mut out: Vec<RevokedSerial> = x509
+            .values()
+            .filter(|r| r.expires_at > now)
+            .filter_map(|r| {
+                self.revoked_by(r).map(|_| RevokedSerial { serial_hex: r.credential_id.clone(), revoked_at: self.cut_off(r) })
+            })
+            .collect();
+        out.sort_by(|a, b| a.serial_hex.cmp(&b.serial_hex));
+        out
+    }
+
+    /// Returns when `record` was revoked: the earliest rule cut-off that covers it.
+    fn cut_off(&self, record: &CredentialRecord) -> i64 {
+        let Ok(rules) = self.rules.read() else { return record.issued_at };
+        Selector::ALL
+            .iter()
+            .filter_map(|s| rules.get(&(*s, s.value_of(record).to_owned())))
+            .filter(|e| record.issued_at <= e.effective_at)
+            .map(|e| e.effective_at)
+            .min()
+            .unwrap_or(record.issued_at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{EvidenceKind, NewRule, Status};
+
+    fn record(id: &str, workload: &str, issued_at: i64) -> CredentialRecord {
+        CredentialRecord {
+            credential_id: id.into(),
+            kind: CredentialKind::X509,
+            workload: workload.into(),
+            owner: "team".into(),
+            destination: "https://d".into(),
+            purpose: "p".into(),
+            grant: "g".into(),
+            evidence_kind: EvidenceKind::X509Svid,
+            evidence_hash: String::new(),
+            issued_at,
+            expires_at: issued_at + 300,
+            status: Status::Live,
+            ci: None,
+        }
+    }
+
+    fn rule(selector: Selector, value: &str, at: i64) -> RevocationRule {
+        RevocationRule {
+            rule: NewRule {
+                revocation_id: format!("r-{value}-{at}"),
+                selector,
+                value: value.into(),
+                effective_at: at,
+                reason: "test".into(),
+                revoked_by: "admin".into(),
+            },
+            sequence: 1,
+        }
+    }
+
+    #[test]
+    fn a_rule_covers_what_was_issued_at_or_before_it_and_nothing_after() {
+        let index = RevocationIndex::new();
+        index.apply(&rule(Selector::Workload, "w", 100));
+        assert!(index.revoked_by(&record("a", "w", 99)).is_some());
+        assert!(index.revoked_by(&record("b", "w", 100)).is_some());
+        assert!(index.revoked_by(&record("c", "w", 101)).is_none());
+        assert!(index.revoked_by(&record("d", "other", 50)).is_none());
+    }
+
+    #[test]
+    fn counts_live_credentials_per_value_and_lists_revoked_serials() {
+        let index = RevocationIndex::new();
+        for (i, w) in ["w", "w", "x"].iter().enumerate() {
+            index.note_issued(&record(&format!("s{i}"), w, 100));
+        }
+        assert_eq!(index.live_count(Selector::Workload, "w", 200), 2);
+        assert_eq!(index.live_count(Selector::Workload, "w", 400), 0, "expired at 400");
+        assert_eq!(index.live_count(Selector::Owner, "team", 200), 3);
+        let before = index.revision();
+        index.apply(&rule(Selector::Workload, "w", 150));
+        assert!(index.revision() > before);
+        let serials: Vec<String> = index.revoked_serials(200).into_iter().map(|r| r.serial_hex).collect();
+        assert_eq!(serials, vec!["s0", "s1"]);
+        index.prune(1000, 1000);
+        assert_eq!(index.rule_count(), 0);
+        assert!(index.revoked_serials(200).is_empty());
+    }
+}
