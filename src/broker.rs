@@ -19,13 +19,13 @@ use crate::ledger::{
     CredentialKind, CredentialRecord, Ledger, LedgerError, NewRule, RecordParams, ReplayGuard,
     RevocationRule, Selector, Status,
 };
-use crate::revocation::RevocationIndex;
 use crate::mint::{
     CrlCache, CrlParams, JwtMinter, MintError, MintJwtParams, MintX509Params, MintedJwt,
     MintedX509, X509Minter,
 };
 use crate::policy::{DecideParams, Decision, Policy, PolicyError};
 use crate::request::CredentialRequest;
+use crate::revocation::RevocationIndex;
 use crate::spiffe_id::SpiffeId;
 
 /// Why a mint did not happen.
@@ -52,6 +52,8 @@ pub struct Broker {
     bundles: HashMap<String, Vec<Vec<u8>>>,
     crl: CrlCache,
     revocations: RevocationIndex,
+    admins: Vec<SpiffeId>,
+    stopping: tokio_util::sync::CancellationToken,
     ledger: Arc<dyn Ledger>,
     clock: SharedClock,
 }
@@ -102,6 +104,8 @@ pub struct BrokerParts {
     pub x509: Option<X509Minter>,
     /// DER X.509 roots by trust domain name, returned as `trust_bundle`.
     pub bundles: HashMap<String, Vec<Vec<u8>>>,
+    /// Who may use the Admin service (and revoke any token).
+    pub admins: Vec<SpiffeId>,
     pub ledger: Arc<dyn Ledger>,
     pub clock: SharedClock,
 }
@@ -117,6 +121,8 @@ impl Broker {
             bundles: parts.bundles,
             crl: CrlCache::default(),
             revocations: RevocationIndex::new(),
+            admins: parts.admins,
+            stopping: tokio_util::sync::CancellationToken::new(),
             ledger: parts.ledger,
             clock: parts.clock,
         }
@@ -135,6 +141,17 @@ impl Broker {
     /// Returns the ledger.
     pub fn ledger(&self) -> &Arc<dyn Ledger> {
         &self.ledger
+    }
+
+    /// Returns the token cancelled when the server starts shutting down (long-lived streams
+    /// end on it).
+    pub fn stopping(&self) -> &tokio_util::sync::CancellationToken {
+        &self.stopping
+    }
+
+    /// Returns true when `id` is listed in `[admin]`.
+    pub fn is_admin(&self, id: &SpiffeId) -> bool {
+        self.admins.contains(id)
     }
 
     /// Returns the revocation index.
@@ -176,7 +193,11 @@ impl Broker {
         let now = self.clock.unix_seconds();
         let covered = match p.selector {
             Selector::CredentialId => {
-                let record = self.ledger.get(&p.value).await?.ok_or_else(|| BrokerError::NotFound(p.value.clone()))?;
+                let record = self
+                    .ledger
+                    .get(&p.value)
+                    .await?
+                    .ok_or_else(|| BrokerError::NotFound(p.value.clone()))?;
                 u64::from(self.status_of(&record) == Status::Live)
             }
             selector => self.revocations.live_count(selector, &p.value, now),
@@ -411,7 +432,12 @@ impl Broker {
         let now = self.clock.unix_seconds();
         let revoked = self.revocations.revoked_serials(now);
         let revision = self.revocations.revision();
-        Some(self.crl.current(CrlParams { minter, now, revision, revoked: &revoked }))
+        Some(self.crl.current(CrlParams {
+            minter,
+            now,
+            revision,
+            revoked: &revoked,
+        }))
     }
 
     /// Records an issued credential durably and logs it (never the credential itself).

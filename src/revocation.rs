@@ -33,7 +33,12 @@ pub struct RevocationIndex {
 }
 
 /// The selectors counted per value (a credential id is unique; it is looked up instead).
-const COUNTED: [Selector; 4] = [Selector::Workload, Selector::Destination, Selector::Purpose, Selector::Owner];
+const COUNTED: [Selector; 4] = [
+    Selector::Workload,
+    Selector::Destination,
+    Selector::Purpose,
+    Selector::Owner,
+];
 
 impl RevocationIndex {
     /// An empty index.
@@ -55,7 +60,10 @@ impl RevocationIndex {
     pub fn apply(&self, rule: &RevocationRule) {
         if let Ok(mut rules) = self.rules.write() {
             let key = (rule.rule.selector, rule.rule.value.clone());
-            let entry = RuleEntry { effective_at: rule.rule.effective_at, revocation_id: rule.rule.revocation_id.clone() };
+            let entry = RuleEntry {
+                effective_at: rule.rule.effective_at,
+                revocation_id: rule.rule.revocation_id.clone(),
+            };
             match rules.get(&key) {
                 Some(existing) if existing.effective_at >= entry.effective_at => {}
                 _ => {
@@ -97,7 +105,12 @@ impl RevocationIndex {
         if let Ok(mut live) = self.live.lock() {
             for selector in COUNTED {
                 let key = (selector, selector.value_of(record).to_owned());
-                *live.by_value.entry(key).or_default().entry(record.expires_at).or_default() += 1;
+                *live
+                    .by_value
+                    .entry(key)
+                    .or_default()
+                    .entry(record.expires_at)
+                    .or_default() += 1;
             }
         }
         if record.kind == CredentialKind::X509
@@ -114,17 +127,24 @@ impl RevocationIndex {
         let Ok(live) = self.live.lock() else { return 0 };
         live.by_value
             .get(&(selector, value.to_owned()))
-            .map_or(0, |buckets| buckets.range(now.saturating_add(1)..).map(|(_, n)| n).sum())
+            .map_or(0, |buckets| {
+                buckets.range(now.saturating_add(1)..).map(|(_, n)| n).sum()
+            })
     }
 
     /// Returns the revoked X.509 credentials that have not expired at `now`, for the CRL.
     pub fn revoked_serials(&self, now: i64) -> Vec<RevokedSerial> {
-        let Ok(x509) = self.x509.lock() else { return Vec::new() };
+        let Ok(x509) = self.x509.lock() else {
+            return Vec::new();
+        };
         let mut out: Vec<RevokedSerial> = x509
             .values()
             .filter(|r| r.expires_at > now)
             .filter_map(|r| {
-                self.revoked_by(r).map(|_| RevokedSerial { serial_hex: r.credential_id.clone(), revoked_at: self.cut_off(r) })
+                self.revoked_by(r).map(|_| RevokedSerial {
+                    serial_hex: r.credential_id.clone(),
+                    revoked_at: self.cut_off(r),
+                })
             })
             .collect();
         out.sort_by(|a, b| a.serial_hex.cmp(&b.serial_hex));
@@ -133,7 +153,9 @@ impl RevocationIndex {
 
     /// Returns when `record` was revoked: the earliest rule cut-off that covers it.
     fn cut_off(&self, record: &CredentialRecord) -> i64 {
-        let Ok(rules) = self.rules.read() else { return record.issued_at };
+        let Ok(rules) = self.rules.read() else {
+            return record.issued_at;
+        };
         Selector::ALL
             .iter()
             .filter_map(|s| rules.get(&(*s, s.value_of(record).to_owned())))
@@ -198,12 +220,20 @@ mod tests {
             index.note_issued(&record(&format!("s{i}"), w, 100));
         }
         assert_eq!(index.live_count(Selector::Workload, "w", 200), 2);
-        assert_eq!(index.live_count(Selector::Workload, "w", 400), 0, "expired at 400");
+        assert_eq!(
+            index.live_count(Selector::Workload, "w", 400),
+            0,
+            "expired at 400"
+        );
         assert_eq!(index.live_count(Selector::Owner, "team", 200), 3);
         let before = index.revision();
         index.apply(&rule(Selector::Workload, "w", 150));
         assert!(index.revision() > before);
-        let serials: Vec<String> = index.revoked_serials(200).into_iter().map(|r| r.serial_hex).collect();
+        let serials: Vec<String> = index
+            .revoked_serials(200)
+            .into_iter()
+            .map(|r| r.serial_hex)
+            .collect();
         assert_eq!(serials, vec!["s0", "s1"]);
         index.prune(1000, 1000);
         assert_eq!(index.rule_count(), 0);

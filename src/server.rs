@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::admin::AdminService;
 use crate::api::grpc::BrokerService;
 use crate::api::http::{HttpState, router};
 use crate::attest::oidc::KeySource;
@@ -24,10 +25,10 @@ use crate::attest::{Attestor, AttestorParams, OidcVerifier};
 use crate::broker::{Broker, BrokerParts};
 use crate::clock::SharedClock;
 use crate::config::{Config, LedgerBackend, MAX_GRANT_TTL};
-use crate::mint::crl::CRL_VALIDITY_SECS;
 use crate::http_client::HttpsClient;
 use crate::ledger::CredentialKind;
 use crate::ledger::{Ledger, LedgerError, RedbLedger, RedbOptions, SweepParams};
+use crate::mint::crl::CRL_VALIDITY_SECS;
 use crate::mint::{JwtMinter, MintCa, X509Minter};
 use crate::policy::Policy;
 use crate::proto;
@@ -148,6 +149,7 @@ pub fn build_broker(
         jwt,
         x509,
         bundles,
+        admins: config.admin_ids.clone(),
         ledger,
         clock,
     });
@@ -233,7 +235,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
             addr: config.server.http_addr,
             source,
         })?;
-    let shutdown = CancellationToken::new();
+    let shutdown = broker.stopping().clone();
     let accept = |acceptor| AcceptParams {
         acceptor,
         broker: Arc::clone(&broker),
@@ -304,6 +306,12 @@ async fn serve_grpc(
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ServerError::Setup(format!("gRPC reflection: {e}")))?;
+    health
+        .set_serving::<proto::admin_server::AdminServer<AdminService>>()
+        .await;
+    let admin_service =
+        proto::admin_server::AdminServer::new(AdminService::new(Arc::clone(&broker)))
+            .max_decoding_message_size(MAX_GRPC_MESSAGE);
     // Requests are small (a CSR is at most 16 KiB); nothing needs tonic's 4 MiB default.
     let broker_service = proto::broker_server::BrokerServer::new(BrokerService::new(broker))
         .max_decoding_message_size(MAX_GRPC_MESSAGE);
@@ -315,6 +323,7 @@ async fn serve_grpc(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(broker_service)
+        .add_service(admin_service)
         .serve_with_incoming_shutdown(ReceiverStream::new(conns), shutdown.cancelled_owned())
         .await?;
     Ok(())
@@ -385,9 +394,14 @@ async fn sweep(
             continue;
         }
         // A rule can be dropped once everything it could cover has expired and left the CRL.
-        let rules_before = now - i64::try_from(MAX_GRANT_TTL.as_secs()).unwrap_or(3600) - CRL_VALIDITY_SECS - 60;
+        let rules_before =
+            now - i64::try_from(MAX_GRANT_TTL.as_secs()).unwrap_or(3600) - CRL_VALIDITY_SECS - 60;
         broker.revocations().prune(rules_before, now);
-        let params = SweepParams { expired_before: now.saturating_sub(retain), rules_before, limit: 10_000 };
+        let params = SweepParams {
+            expired_before: now.saturating_sub(retain),
+            rules_before,
+            limit: 10_000,
+        };
         match ledger.sweep(params).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(swept = n, "expired credentials swept from the ledger"),

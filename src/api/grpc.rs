@@ -1,12 +1,11 @@
 //! `tessera.v1.Broker` over gRPC.
 
-use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{broker_status, request_status};
+use super::watch::{WatchParams, WatchStream, watch};
+use super::{broker_status, convert, request_status};
 use crate::attest::{AttestError, Evidence};
 use crate::broker::{Broker, BrokerError};
 use crate::csr::VerifiedCsr;
@@ -30,7 +29,7 @@ impl BrokerService {
 
 /// Reads the evidence a gRPC request carries: `authorization` metadata and the connection's
 /// client certificate. Fails when `authorization` is not visible ASCII.
-fn evidence<'a, T>(request: &'a Request<T>) -> Result<Evidence<'a>, Status> {
+pub(crate) fn evidence<'a, T>(request: &'a Request<T>) -> Result<Evidence<'a>, Status> {
     let authorization = match request.metadata().get("authorization") {
         Some(value) => Some(value.to_str().map_err(|_| {
             broker_status(&BrokerError::Attest(AttestError::MalformedAuthorization))
@@ -52,8 +51,6 @@ fn refused(e: &BrokerError, request: &CredentialRequest) -> Status {
     tracing::info!(error = %e, destination = %request.destination, purpose = %request.purpose, "mint refused");
     broker_status(e)
 }
-
-type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl proto::broker_server::Broker for BrokerService {
@@ -105,14 +102,27 @@ impl proto::broker_server::Broker for BrokerService {
         }))
     }
 
-    type WatchRevocationsStream = EventStream<proto::RevocationEvent>;
+    type WatchRevocationsStream = WatchStream<proto::RevocationEvent>;
 
     async fn watch_revocations(
         &self,
-        _request: Request<proto::WatchRevocationsRequest>,
+        request: Request<proto::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        Err(Status::unimplemented(
-            "WatchRevocations is not available in this version of Tessera",
-        ))
+        // Any authenticated workload may follow revocations (relying parties do).
+        let now = self.broker.clock().unix_seconds();
+        self.broker
+            .attestor()
+            .attest(evidence(&request)?, now)
+            .await
+            .map_err(|e| broker_status(&BrokerError::Attest(e)))?;
+        let convert =
+            Box::new(|e: &crate::ledger::Event| e.revocation.as_ref().map(convert::revocation));
+        let params = WatchParams {
+            ledger: Arc::clone(self.broker.ledger()),
+            stopping: self.broker.stopping().clone(),
+            since: request.get_ref().since_sequence,
+            convert,
+        };
+        Ok(Response::new(watch(params)))
     }
 }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use serde_json::json;
 
 use crate::broker::Broker;
+use crate::tls::PeerInfo;
 
 /// Shared state of the HTTP endpoints.
 #[derive(Debug)]
@@ -36,6 +37,10 @@ impl HttpState {
             "token_endpoint_auth_signing_alg_values_supported": [minter.alg()],
             "tls_client_certificate_bound_access_tokens": true,
             "token_endpoint": format!("{issuer}/token"),
+            "introspection_endpoint": format!("{issuer}/introspect"),
+            "revocation_endpoint": format!("{issuer}/revoke"),
+            "introspection_endpoint_auth_methods_supported": ["tls_client_auth"],
+            "revocation_endpoint_auth_methods_supported": ["tls_client_auth"],
             "grant_types_supported": [super::token::GRANT_TYPE],
             "token_endpoint_auth_methods_supported": ["none"],
         });
@@ -78,6 +83,25 @@ fn crl_response(broker: &Broker) -> Response {
     }
 }
 
+/// A POST route for an authenticated form endpoint, given the broker and the connection's peer.
+fn form_route<F, Fut>(state: &Arc<HttpState>, handler: F) -> axum::routing::MethodRouter
+where
+    F: Fn(Arc<Broker>, PeerInfo, axum::http::HeaderMap, Bytes) -> Fut
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    Fut: std::future::Future<Output = Response> + Send + 'static,
+{
+    let broker = Arc::clone(&state.broker);
+    axum::routing::post(
+        move |axum::Extension(peer): axum::Extension<PeerInfo>,
+              headers: axum::http::HeaderMap,
+              body: Bytes| { handler(Arc::clone(&broker), peer, headers, body) },
+    )
+    .layer(axum::extract::DefaultBodyLimit::max(super::token::MAX_BODY))
+}
+
 /// Returns the router serving `/.well-known/*`, `/healthz` and `/readyz`.
 pub fn router(state: Arc<HttpState>) -> Router {
     let jwks = Arc::clone(&state);
@@ -106,6 +130,11 @@ pub fn router(state: Arc<HttpState>) -> Router {
             })
             .layer(axum::extract::DefaultBodyLimit::max(super::token::MAX_BODY)),
         )
+        .route(
+            "/introspect",
+            form_route(&state, super::introspect::introspect),
+        )
+        .route("/revoke", form_route(&state, super::introspect::revoke))
         .route(
             "/crl",
             get(move || async move { crl_response(&crl.broker) }),

@@ -184,8 +184,13 @@ pub enum Selector {
 
 impl Selector {
     /// Every selector, in the order credentials are checked against rules.
-    pub const ALL: [Selector; 5] =
-        [Selector::CredentialId, Selector::Workload, Selector::Destination, Selector::Purpose, Selector::Owner];
+    pub const ALL: [Selector; 5] = [
+        Selector::CredentialId,
+        Selector::Workload,
+        Selector::Destination,
+        Selector::Purpose,
+        Selector::Owner,
+    ];
 
     /// `credential_id`, `workload`, `destination`, `purpose` or `owner`.
     pub fn as_str(self) -> &'static str {
@@ -365,7 +370,11 @@ pub trait Ledger: Send + Sync + fmt::Debug + 'static {
     async fn list(&self, params: ListParams) -> Result<CredentialPage, LedgerError>;
 
     /// Returns up to `limit` records in id order after `after` (start-up rebuilds use this).
-    async fn scan(&self, after: Option<String>, limit: usize) -> Result<Vec<CredentialRecord>, LedgerError>;
+    async fn scan(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<CredentialRecord>, LedgerError>;
 
     /// Deletes expired records, old events, dead rules and replay guards; returns how many
     /// records were deleted.

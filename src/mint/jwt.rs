@@ -131,6 +131,8 @@ impl fmt::Debug for MintedJwt {
 pub struct JwtMinter {
     issuer: String,
     key: Key,
+    /// The public half, for verifying our own tokens (introspection, RFC 7009).
+    public: aws_lc_rs::signature::UnparsedPublicKey<Vec<u8>>,
     kid: String,
     header_b64: String,
     jwks: serde_json::Value,
@@ -165,7 +167,18 @@ impl JwtMinter {
             obj.insert("use".into(), json!("sig"));
         }
         let header = json!({"alg": key.alg(), "kid": kid, "typ": "at+jwt"});
+        let public = match &key {
+            Key::Es256(k) => aws_lc_rs::signature::UnparsedPublicKey::new(
+                &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+                k.public_key().as_ref().to_vec(),
+            ),
+            Key::EdDsa(k) => aws_lc_rs::signature::UnparsedPublicKey::new(
+                &aws_lc_rs::signature::ED25519,
+                k.public_key().as_ref().to_vec(),
+            ),
+        };
         Ok(JwtMinter {
+            public,
             issuer: issuer.to_owned(),
             header_b64: URL_SAFE_NO_PAD.encode(header.to_string()),
             jwks: json!({ "keys": [jwk] }),
@@ -173,6 +186,28 @@ impl JwtMinter {
             key,
             rng: SystemRandom::new(),
         })
+    }
+
+    /// Verifies a token this minter signed: same header (alg, kid, `at+jwt`), valid signature,
+    /// `exp` after `now`. Returns its claims, or `None` for anything else.
+    pub fn verify(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let (signing_input, signature) = token.rsplit_once('.')?;
+        let (header, claims) = signing_input.split_once('.')?;
+        if header != self.header_b64 {
+            return None;
+        }
+        let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
+        self.public
+            .verify(signing_input.as_bytes(), &signature)
+            .ok()?;
+        let claims: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).ok()?).ok()?;
+        let exp = claims.get("exp")?.as_i64()?;
+        (exp > now).then_some(claims)
     }
 
     /// Returns the JWS `alg` of minted tokens (`ES256` or `EdDSA`).

@@ -33,5 +33,8 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], MintError> {
 
 /// Returns `N` random bytes as lowercase hex.
 pub(crate) fn random_hex<const N: usize>() -> Result<String, MintError> {
-    Ok(random_bytes::<N>()?.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(random_bytes::<N>()?
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }

@@ -221,14 +221,35 @@ impl HttpReply {
 
 /// POSTs a form to the broker's HTTPS port.
 pub async fn post_form(env: &Env, path: &str, pairs: &[(&str, &str)]) -> HttpReply {
+    post_form_as(env, path, pairs, None).await
+}
+
+/// POSTs a form with `authorization: Bearer <bearer>` when given.
+pub async fn post_form_as(
+    env: &Env,
+    path: &str,
+    pairs: &[(&str, &str)],
+    bearer: Option<&str>,
+) -> HttpReply {
     let body = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
         .finish();
-    https_request(env, "POST", path, Some(body)).await
+    https_request_as(env, "POST", path, Some(body), bearer).await
 }
 
 /// A minimal HTTPS request to the broker, trusting the fixture's TLS CA.
 pub async fn https_request(env: &Env, method: &str, path: &str, form: Option<String>) -> HttpReply {
+    https_request_as(env, method, path, form, None).await
+}
+
+/// Like [`https_request`], with an optional bearer token.
+pub async fn https_request_as(
+    env: &Env,
+    method: &str,
+    path: &str,
+    form: Option<String>,
+    bearer: Option<&str>,
+) -> HttpReply {
     use http_body_util::BodyExt;
     use rustls::pki_types::ServerName;
     let mut roots = rustls::RootCertStore::empty();
@@ -257,6 +278,9 @@ pub async fn https_request(env: &Env, method: &str, path: &str, form: Option<Str
         .header("host", "localhost");
     if form.is_some() {
         request = request.header("content-type", "application/x-www-form-urlencoded");
+    }
+    if let Some(token) = bearer {
+        request = request.header("authorization", format!("Bearer {token}"));
     }
     let request = request
         .body(http_body_util::Full::new(bytes::Bytes::from(

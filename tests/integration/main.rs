@@ -15,4 +15,5 @@ mod http;
 mod issuer;
 mod mint;
 mod refusals;
+mod revocation;
 mod x509;

@@ -58,7 +58,10 @@ pub struct RedbOptions {
 
 impl Default for RedbOptions {
     fn default() -> Self {
-        RedbOptions { max_batch: 4096, durable: true }
+        RedbOptions {
+            max_batch: 4096,
+            durable: true,
+        }
     }
 }
 
@@ -151,7 +154,9 @@ impl RedbLedger {
         F: FnOnce(&Database) -> Result<T, LedgerError> + Send + 'static,
     {
         let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || read(&db)).await.ctx("running a ledger read")?
+        tokio::task::spawn_blocking(move || read(&db))
+            .await
+            .ctx("running a ledger read")?
     }
 }
 
@@ -191,10 +196,15 @@ fn init_schema(db: &Database) -> Result<u64, LedgerError> {
                 meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION).ctx(OP)?;
             }
             None => {
-                return Err(LedgerError::Corrupt("schema version missing from a ledger that holds records".to_owned()));
+                return Err(LedgerError::Corrupt(
+                    "schema version missing from a ledger that holds records".to_owned(),
+                ));
             }
         }
-        last_sequence = meta.get(LAST_SEQUENCE_KEY).ctx(OP)?.map_or(0, |v| v.value());
+        last_sequence = meta
+            .get(LAST_SEQUENCE_KEY)
+            .ctx(OP)?
+            .map_or(0, |v| v.value());
     }
     txn.commit().ctx(OP)?;
     Ok(last_sequence)
@@ -207,7 +217,11 @@ fn list_page(db: &Database, p: &ListParams) -> Result<CredentialPage, LedgerErro
     let issued = txn.open_table(ISSUED).ctx(OP)?;
     let credentials = txn.open_table(CREDENTIALS).ctx(OP)?;
     let upper = match p.page_token.split_once(':') {
-        Some((at, id)) => Some((at.parse::<i64>().map_err(|_| LedgerError::Corrupt("bad page token".into()))?, id.to_owned())),
+        Some((at, id)) => Some((
+            at.parse::<i64>()
+                .map_err(|_| LedgerError::Corrupt("bad page token".into()))?,
+            id.to_owned(),
+        )),
         None => None,
     };
     let range = match &upper {
@@ -247,7 +261,8 @@ impl Ledger for RedbLedger {
             bytes,
             replay: params.replay_guard.map(|g| (g.key, g.expires_at)),
         };
-        self.request(|reply| WriterMsg::Record(Box::new(pending), reply)).await
+        self.request(|reply| WriterMsg::Record(Box::new(pending), reply))
+            .await
     }
 
     async fn add_rule(&self, rule: NewRule) -> Result<RevocationRule, LedgerError> {
@@ -292,7 +307,10 @@ impl Ledger for RedbLedger {
         self.read(|db| {
             let txn = db.begin_read().ctx(OP)?;
             let meta = txn.open_table(META).ctx(OP)?;
-            Ok(meta.get(LAST_SEQUENCE_KEY).ctx(OP)?.map_or(0, |v| v.value()))
+            Ok(meta
+                .get(LAST_SEQUENCE_KEY)
+                .ctx(OP)?
+                .map_or(0, |v| v.value()))
         })
         .await
     }
@@ -323,13 +341,22 @@ impl Ledger for RedbLedger {
         self.read(move |db| list_page(db, &params)).await
     }
 
-    async fn scan(&self, after: Option<String>, limit: usize) -> Result<Vec<CredentialRecord>, LedgerError> {
+    async fn scan(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<CredentialRecord>, LedgerError> {
         const OP: &str = "scanning credentials";
         self.read(move |db| {
             let txn = db.begin_read().ctx(OP)?;
             let table = txn.open_table(CREDENTIALS).ctx(OP)?;
             let range = match &after {
-                Some(after) => table.range::<&str>((std::ops::Bound::Excluded(after.as_str()), std::ops::Bound::Unbounded)).ctx(OP)?,
+                Some(after) => table
+                    .range::<&str>((
+                        std::ops::Bound::Excluded(after.as_str()),
+                        std::ops::Bound::Unbounded,
+                    ))
+                    .ctx(OP)?,
                 None => table.range::<&str>(..).ctx(OP)?,
             };
             let mut out = Vec::new();
@@ -357,7 +384,9 @@ impl Ledger for RedbLedger {
 
     async fn close(&self) -> Result<(), LedgerError> {
         self.closed.store(true, Ordering::Release);
-        let Some(tx) = self.tx.as_ref() else { return Ok(()) };
+        let Some(tx) = self.tx.as_ref() else {
+            return Ok(());
+        };
         let (reply, answer) = oneshot::channel();
         if tx.send(WriterMsg::Close(reply)).is_err() {
             return Ok(()); // The writer already stopped: closed before.
@@ -382,7 +411,9 @@ impl Drop for RedbLedger {
 
 impl fmt::Debug for RedbLedger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedbLedger").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("RedbLedger")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 

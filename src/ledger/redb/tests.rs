@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::ledger::{CredentialKind, EvidenceKind, EventKind, ReplayGuard, Selector, Status};
+use crate::ledger::{CredentialKind, EventKind, EvidenceKind, ReplayGuard, Selector, Status};
 
 fn sample(id: &str, expires_at: i64) -> CredentialRecord {
     CredentialRecord {
@@ -22,7 +22,10 @@ fn sample(id: &str, expires_at: i64) -> CredentialRecord {
 }
 
 fn plain(record: CredentialRecord) -> RecordParams {
-    RecordParams { credential: record, replay_guard: None }
+    RecordParams {
+        credential: record,
+        replay_guard: None,
+    }
 }
 
 fn open(dir: &tempfile::TempDir) -> RedbLedger {
@@ -71,7 +74,10 @@ async fn concurrent_records_share_commits_and_get_distinct_sequences() {
         sequences.insert(task.await.unwrap().unwrap());
     }
     assert_eq!(sequences.len(), 200);
-    assert_eq!(sequences.iter().copied().collect::<Vec<_>>(), (1..=200).collect::<Vec<_>>());
+    assert_eq!(
+        sequences.iter().copied().collect::<Vec<_>>(),
+        (1..=200).collect::<Vec<_>>()
+    );
     drop(ledger);
     let reopened = open(&dir);
     assert!(reopened.commits() == 0);
@@ -85,21 +91,54 @@ async fn duplicate_id_is_refused_and_original_kept() {
     ledger.record(plain(sample("same", 1000))).await.unwrap();
     let mut other = sample("same", 2000);
     other.owner = "someone-else".into();
-    assert!(matches!(ledger.record(plain(other)).await, Err(LedgerError::Duplicate(_))));
-    assert_eq!(ledger.get("same").await.unwrap(), Some(sample("same", 1000)));
+    assert!(matches!(
+        ledger.record(plain(other)).await,
+        Err(LedgerError::Duplicate(_))
+    ));
+    assert_eq!(
+        ledger.get("same").await.unwrap(),
+        Some(sample("same", 1000))
+    );
 }
 
 #[tokio::test]
 async fn a_replay_guard_refuses_its_second_use_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = open(&dir);
-    let guard = || Some(ReplayGuard { key: "token|dest|purpose".into(), expires_at: 500 });
-    ledger.record(RecordParams { credential: sample("first", 1000), replay_guard: guard() }).await.unwrap();
-    let second = RecordParams { credential: sample("second", 1000), replay_guard: guard() };
-    assert!(matches!(ledger.record(second).await, Err(LedgerError::Replay)));
+    let guard = || {
+        Some(ReplayGuard {
+            key: "token|dest|purpose".into(),
+            expires_at: 500,
+        })
+    };
+    ledger
+        .record(RecordParams {
+            credential: sample("first", 1000),
+            replay_guard: guard(),
+        })
+        .await
+        .unwrap();
+    let second = RecordParams {
+        credential: sample("second", 1000),
+        replay_guard: guard(),
+    };
+    assert!(matches!(
+        ledger.record(second).await,
+        Err(LedgerError::Replay)
+    ));
     assert!(ledger.get("second").await.unwrap().is_none());
-    ledger.sweep(SweepParams { expired_before: 501, rules_before: 0, limit: 100 }).await.unwrap();
-    let third = RecordParams { credential: sample("third", 2000), replay_guard: guard() };
+    ledger
+        .sweep(SweepParams {
+            expired_before: 501,
+            rules_before: 0,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    let third = RecordParams {
+        credential: sample("third", 2000),
+        replay_guard: guard(),
+    };
     ledger.record(third).await.unwrap();
 }
 
@@ -110,18 +149,44 @@ async fn sweep_deletes_only_expired_records_old_events_and_dead_rules() {
     for (id, exp) in [("old", 100), ("edge", 200), ("new", 300)] {
         ledger.record(plain(sample(id, exp))).await.unwrap();
     }
-    ledger.add_rule(rule("r-old", Selector::Owner, "team", 50)).await.unwrap();
-    ledger.add_rule(rule("r-new", Selector::Owner, "team", 250)).await.unwrap();
-    let params = SweepParams { expired_before: 200, rules_before: 100, limit: 100 };
+    ledger
+        .add_rule(rule("r-old", Selector::Owner, "team", 50))
+        .await
+        .unwrap();
+    ledger
+        .add_rule(rule("r-new", Selector::Owner, "team", 250))
+        .await
+        .unwrap();
+    let params = SweepParams {
+        expired_before: 200,
+        rules_before: 100,
+        limit: 100,
+    };
     assert_eq!(ledger.sweep(params).await.unwrap(), 1);
     assert!(ledger.get("old").await.unwrap().is_none());
     assert!(ledger.get("edge").await.unwrap().is_some());
     let rules = ledger.rules().await.unwrap();
-    assert_eq!(rules.iter().map(|r| r.rule.revocation_id.as_str()).collect::<Vec<_>>(), vec!["r-new"]);
+    assert_eq!(
+        rules
+            .iter()
+            .map(|r| r.rule.revocation_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["r-new"]
+    );
     // Events that happened before 200 are gone: "old" issued at 0, "edge" at 100, r-old at 50.
     let events = ledger.events_since(0, 100).await.unwrap();
-    assert!(events.iter().all(|e| e.at >= 200 || e.sequence > 3), "{events:?}");
-    let page = ledger.list(ListParams { page_size: 10, scan_limit: 100, ..Default::default() }).await.unwrap();
+    assert!(
+        events.iter().all(|e| e.at >= 200 || e.sequence > 3),
+        "{events:?}"
+    );
+    let page = ledger
+        .list(ListParams {
+            page_size: 10,
+            scan_limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(page.credentials.len(), 2);
 }
 
@@ -132,7 +197,15 @@ async fn rules_and_events_survive_a_reopen_in_sequence_order() {
         let ledger = open(&dir);
         let mut live = ledger.subscribe();
         ledger.record(plain(sample("a", 1000))).await.unwrap();
-        let stored = ledger.add_rule(rule("r1", Selector::Workload, "spiffe://example.org/w", 950)).await.unwrap();
+        let stored = ledger
+            .add_rule(rule(
+                "r1",
+                Selector::Workload,
+                "spiffe://example.org/w",
+                950,
+            ))
+            .await
+            .unwrap();
         assert_eq!(stored.sequence, 2);
         assert_eq!(live.recv().await.unwrap().kind, EventKind::Issued);
         let revoked = live.recv().await.unwrap();
@@ -140,7 +213,13 @@ async fn rules_and_events_survive_a_reopen_in_sequence_order() {
     }
     let ledger = open(&dir);
     let events = ledger.events_since(0, 10).await.unwrap();
-    assert_eq!(events.iter().map(|e| (e.sequence, e.kind)).collect::<Vec<_>>(), vec![(1, EventKind::Issued), (2, EventKind::Revoked)]);
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.sequence, e.kind))
+            .collect::<Vec<_>>(),
+        vec![(1, EventKind::Issued), (2, EventKind::Revoked)]
+    );
     assert_eq!(ledger.events_since(1, 10).await.unwrap().len(), 1);
     assert_eq!(ledger.rules().await.unwrap()[0].rule.revocation_id, "r1");
     let next = ledger.record(plain(sample("b", 1000))).await.unwrap();
@@ -156,8 +235,20 @@ async fn expire_emits_one_expired_event_per_credential() {
     assert_eq!(ledger.expire(200).await.unwrap(), 1);
     assert_eq!(ledger.expire(200).await.unwrap(), 0);
     assert_eq!(ledger.expire(600).await.unwrap(), 1);
-    let kinds: Vec<_> = ledger.events_since(2, 10).await.unwrap().into_iter().map(|e| (e.kind, e.credential.unwrap().credential_id)).collect();
-    assert_eq!(kinds, vec![(EventKind::Expired, "soon".to_owned()), (EventKind::Expired, "later".to_owned())]);
+    let kinds: Vec<_> = ledger
+        .events_since(2, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.credential.unwrap().credential_id))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (EventKind::Expired, "soon".to_owned()),
+            (EventKind::Expired, "later".to_owned())
+        ]
+    );
 }
 
 #[tokio::test]
@@ -166,10 +257,19 @@ async fn lists_newest_first_with_filters_and_pages() {
     let ledger = open(&dir);
     for i in 0..25 {
         let mut r = sample(&format!("id{i:02}"), 1000 + i);
-        r.owner = if i % 2 == 0 { "even".into() } else { "odd".into() };
+        r.owner = if i % 2 == 0 {
+            "even".into()
+        } else {
+            "odd".into()
+        };
         ledger.record(plain(r)).await.unwrap();
     }
-    let mut params = ListParams { owner: "even".into(), page_size: 5, scan_limit: 1000, ..Default::default() };
+    let mut params = ListParams {
+        owner: "even".into(),
+        page_size: 5,
+        scan_limit: 1000,
+        ..Default::default()
+    };
     let mut seen = Vec::new();
     loop {
         let page = ledger.list(params.clone()).await.unwrap();
@@ -179,7 +279,11 @@ async fn lists_newest_first_with_filters_and_pages() {
         }
         params.page_token = page.next_page_token;
     }
-    let expected: Vec<String> = (0..25).rev().filter(|i| i % 2 == 0).map(|i| format!("id{i:02}")).collect();
+    let expected: Vec<String> = (0..25)
+        .rev()
+        .filter(|i| i % 2 == 0)
+        .map(|i| format!("id{i:02}"))
+        .collect();
     assert_eq!(seen, expected);
 }
 
@@ -191,9 +295,20 @@ async fn scan_pages_through_every_record_in_id_order() {
         ledger.record(plain(sample(id, 1000))).await.unwrap();
     }
     let first = ledger.scan(None, 2).await.unwrap();
-    assert_eq!(first.iter().map(|r| r.credential_id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(
+        first
+            .iter()
+            .map(|r| r.credential_id.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
     let rest = ledger.scan(Some("b".into()), 2).await.unwrap();
-    assert_eq!(rest.iter().map(|r| r.credential_id.as_str()).collect::<Vec<_>>(), ["c"]);
+    assert_eq!(
+        rest.iter()
+            .map(|r| r.credential_id.as_str())
+            .collect::<Vec<_>>(),
+        ["c"]
+    );
 }
 
 #[tokio::test]
@@ -202,7 +317,10 @@ async fn writes_after_close_are_refused_and_reads_work() {
     let ledger = open(&dir);
     ledger.record(plain(sample("before", 1000))).await.unwrap();
     ledger.close().await.unwrap();
-    assert!(matches!(ledger.record(plain(sample("after", 1000))).await, Err(LedgerError::Closed)));
+    assert!(matches!(
+        ledger.record(plain(sample("after", 1000))).await,
+        Err(LedgerError::Closed)
+    ));
     assert!(ledger.get("before").await.unwrap().is_some());
     ledger.close().await.unwrap();
 }

@@ -72,7 +72,9 @@ impl Job {
     fn fail(self, message: &str) {
         let err = || LedgerError::Storage(message.to_owned());
         match self {
-            Job::Record(_, reply, _) | Job::Expire(_, reply, _) | Job::Sweep(_, reply, _) => send(reply, Err(err())),
+            Job::Record(_, reply, _) | Job::Expire(_, reply, _) | Job::Sweep(_, reply, _) => {
+                send(reply, Err(err()))
+            }
             Job::AddRule(_, reply, _) => send(reply, Err(err())),
             Job::Close(reply) => send(reply, Err(err())),
         }
@@ -157,8 +159,13 @@ impl Writer {
 
     fn apply_and_commit(&self, jobs: &mut [Job]) -> Result<(u64, Vec<Event>), LedgerError> {
         let mut txn = self.db.begin_write().ctx("starting a ledger write")?;
-        let durability = if self.options.durable { Durability::Immediate } else { Durability::None };
-        txn.set_durability(durability).ctx("setting the ledger durability")?;
+        let durability = if self.options.durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        txn.set_durability(durability)
+            .ctx("setting the ledger durability")?;
         let result = apply(&txn, jobs, self.last_sequence)?;
         txn.commit().ctx("committing the ledger batch")?;
         Ok(result)
@@ -166,7 +173,11 @@ impl Writer {
 }
 
 /// Applies `jobs` in order inside `txn`; returns the last sequence and the events produced.
-fn apply(txn: &WriteTransaction, jobs: &mut [Job], last_sequence: u64) -> Result<(u64, Vec<Event>), LedgerError> {
+fn apply(
+    txn: &WriteTransaction,
+    jobs: &mut [Job],
+    last_sequence: u64,
+) -> Result<(u64, Vec<Event>), LedgerError> {
     const OP: &str = "opening the ledger tables";
     let mut b = Batch {
         credentials: txn.open_table(CREDENTIALS).ctx(OP)?,
@@ -189,24 +200,43 @@ fn apply(txn: &WriteTransaction, jobs: &mut [Job], last_sequence: u64) -> Result
             Job::Close(_) => {}
         }
     }
-    b.meta.insert(LAST_SEQUENCE_KEY, b.last_sequence).ctx("storing the event sequence")?;
+    b.meta
+        .insert(LAST_SEQUENCE_KEY, b.last_sequence)
+        .ctx("storing the event sequence")?;
     Ok((b.last_sequence, b.emitted))
 }
 
 impl Batch<'_> {
     /// Stores an event with the next sequence; returns the sequence.
-    fn append(&mut self, kind: EventKind, at: i64, credential: Option<CredentialRecord>, revocation: Option<RevocationRule>) -> Result<u64, LedgerError> {
+    fn append(
+        &mut self,
+        kind: EventKind,
+        at: i64,
+        credential: Option<CredentialRecord>,
+        revocation: Option<RevocationRule>,
+    ) -> Result<u64, LedgerError> {
         self.last_sequence += 1;
-        let event = Event { sequence: self.last_sequence, kind, at, credential, revocation };
+        let event = Event {
+            sequence: self.last_sequence,
+            kind,
+            at,
+            credential,
+            revocation,
+        };
         let bytes = serde_json::to_vec(&event).ctx("encoding an event")?;
-        self.events.insert(event.sequence, bytes.as_slice()).ctx("storing an event")?;
+        self.events
+            .insert(event.sequence, bytes.as_slice())
+            .ctx("storing an event")?;
         self.emitted.push(event);
         Ok(self.last_sequence)
     }
 
     /// Inserts a record, its indexes, replay guard and `issued` event, unless the guard's key
     /// is stored or the id is recorded. Returns the record's result.
-    fn insert_record(&mut self, p: &PendingRecord) -> Result<Result<u64, LedgerError>, LedgerError> {
+    fn insert_record(
+        &mut self,
+        p: &PendingRecord,
+    ) -> Result<Result<u64, LedgerError>, LedgerError> {
         const OP: &str = "recording a credential";
         let id = p.record.credential_id.as_str();
         if let Some((key, _)) = &p.replay
@@ -222,24 +252,45 @@ impl Batch<'_> {
         self.issued.insert((p.record.issued_at, id), ()).ctx(OP)?;
         if let Some((key, expires_at)) = &p.replay {
             self.replay.insert(key.as_str(), *expires_at).ctx(OP)?;
-            self.replay_expiry.insert((*expires_at, key.as_str()), ()).ctx(OP)?;
+            self.replay_expiry
+                .insert((*expires_at, key.as_str()), ())
+                .ctx(OP)?;
         }
-        let sequence = self.append(EventKind::Issued, p.record.issued_at, Some(p.record.clone()), None)?;
+        let sequence = self.append(
+            EventKind::Issued,
+            p.record.issued_at,
+            Some(p.record.clone()),
+            None,
+        )?;
         Ok(Ok(sequence))
     }
 
     fn add_rule(&mut self, rule: &NewRule) -> Result<RevocationRule, LedgerError> {
-        let stored = RevocationRule { rule: rule.clone(), sequence: self.last_sequence + 1 };
+        let stored = RevocationRule {
+            rule: rule.clone(),
+            sequence: self.last_sequence + 1,
+        };
         let bytes = serde_json::to_vec(&stored).ctx("encoding a rule")?;
-        self.rules.insert(rule.revocation_id.as_str(), bytes.as_slice()).ctx("storing a rule")?;
-        self.append(EventKind::Revoked, rule.effective_at, None, Some(stored.clone()))?;
+        self.rules
+            .insert(rule.revocation_id.as_str(), bytes.as_slice())
+            .ctx("storing a rule")?;
+        self.append(
+            EventKind::Revoked,
+            rule.effective_at,
+            None,
+            Some(stored.clone()),
+        )?;
         Ok(stored)
     }
 
     /// Appends `expired` events for records whose expiry is in `[cursor, now)`.
     fn expire(&mut self, now: i64) -> Result<u64, LedgerError> {
         const OP: &str = "recording expiries";
-        let cursor = self.meta.get(EXPIRED_CURSOR_KEY).ctx(OP)?.map_or(0, |v| v.value());
+        let cursor = self
+            .meta
+            .get(EXPIRED_CURSOR_KEY)
+            .ctx(OP)?
+            .map_or(0, |v| v.value());
         let cursor = i64::try_from(cursor).unwrap_or(i64::MAX);
         if now <= cursor {
             return Ok(0);
@@ -250,11 +301,21 @@ impl Batch<'_> {
             expired.push(key.value().1.to_owned());
         }
         for id in &expired {
-            let Some(bytes) = self.credentials.get(id.as_str()).ctx(OP)?.map(|b| b.value().to_vec()) else { continue };
-            let record: CredentialRecord = serde_json::from_slice(&bytes).map_err(|e| LedgerError::Corrupt(format!("credential {id}: {e}")))?;
+            let Some(bytes) = self
+                .credentials
+                .get(id.as_str())
+                .ctx(OP)?
+                .map(|b| b.value().to_vec())
+            else {
+                continue;
+            };
+            let record: CredentialRecord = serde_json::from_slice(&bytes)
+                .map_err(|e| LedgerError::Corrupt(format!("credential {id}: {e}")))?;
             self.append(EventKind::Expired, record.expires_at, Some(record), None)?;
         }
-        self.meta.insert(EXPIRED_CURSOR_KEY, u64::try_from(now).unwrap_or_default()).ctx(OP)?;
+        self.meta
+            .insert(EXPIRED_CURSOR_KEY, u64::try_from(now).unwrap_or_default())
+            .ctx(OP)?;
         Ok(expired.len() as u64)
     }
 
@@ -270,20 +331,33 @@ impl Batch<'_> {
         }
         for (expires_at, id) in &expired {
             self.expiry.remove((*expires_at, id.as_str())).ctx(OP)?;
-            if let Some(bytes) = self.credentials.remove(id.as_str()).ctx(OP)?.map(|b| b.value().to_vec())
+            if let Some(bytes) = self
+                .credentials
+                .remove(id.as_str())
+                .ctx(OP)?
+                .map(|b| b.value().to_vec())
                 && let Ok(record) = serde_json::from_slice::<CredentialRecord>(&bytes)
             {
-                self.issued.remove((record.issued_at, id.as_str())).ctx(OP)?;
+                self.issued
+                    .remove((record.issued_at, id.as_str()))
+                    .ctx(OP)?;
             }
         }
         let mut guards = Vec::new();
-        for entry in self.replay_expiry.range(..upper).ctx(OP)?.take(params.limit) {
+        for entry in self
+            .replay_expiry
+            .range(..upper)
+            .ctx(OP)?
+            .take(params.limit)
+        {
             let (key, _) = entry.ctx(OP)?;
             let (expires_at, guard) = key.value();
             guards.push((expires_at, guard.to_owned()));
         }
         for (expires_at, guard) in &guards {
-            self.replay_expiry.remove((*expires_at, guard.as_str())).ctx(OP)?;
+            self.replay_expiry
+                .remove((*expires_at, guard.as_str()))
+                .ctx(OP)?;
             self.replay.remove(guard.as_str()).ctx(OP)?;
         }
         self.sweep_events_and_rules(params)?;

@@ -1,0 +1,374 @@
+//! Revocation: rules by every selector, enforced at once, seen by introspection, the CRL and
+//! watchers; only admins (or a token's own workload, RFC 7009) may revoke.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::json;
+use tessera::dev::WORKLOAD_ID;
+use tessera::proto::admin_client::AdminClient;
+use tessera::proto::revoke_request::Selector;
+use tessera::proto::{
+    ListCredentialsRequest, MintX509Request, RevokeRequest, WatchEventsRequest,
+    WatchRevocationsRequest,
+};
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::common::{DEST, Env, Fixture, PURPOSE, https_get, mint, post_form_as};
+
+async fn admin(env: &Env) -> AdminClient<Channel> {
+    AdminClient::new(env.channel(Some(&env.fx.material.admin)).await)
+}
+
+fn revoke_request(selector: Selector) -> RevokeRequest {
+    RevokeRequest {
+        selector: Some(selector),
+        reason: "incident 42".into(),
+    }
+}
+
+/// Introspects `token` as a relying party authenticated with a JWT-SVID.
+async fn active(env: &Env, token: &str) -> bool {
+    let bearer = env.fx.jwt_svid("spiffe://example.org/ns/ledger/sa/rp");
+    let reply = post_form_as(env, "/introspect", &[("token", token)], Some(&bearer)).await;
+    assert_eq!(reply.status, 200);
+    let body = reply.json();
+    if body["active"] == false {
+        assert_eq!(
+            body,
+            json!({"active": false}),
+            "inactive answers carry nothing else"
+        );
+    }
+    body["active"] == true
+}
+
+#[tokio::test]
+async fn each_selector_revokes_what_was_minted_before_and_not_after() {
+    let mut env = Env::start().await;
+    let mut client = env.workload_client().await;
+    let mut admin = admin(&env).await;
+    for make in [
+        (|id: &str| Selector::CredentialId(id.to_owned())) as fn(&str) -> Selector,
+        |_| Selector::Workload(WORKLOAD_ID.into()),
+        |_| Selector::Destination(DEST.into()),
+        |_| Selector::Purpose(PURPOSE.into()),
+        |_| Selector::Owner("team-payments".into()),
+    ] {
+        let before = mint(&mut client, DEST, PURPOSE, 60, None).await.unwrap();
+        assert!(active(&env, &before.token).await);
+        let reply = admin
+            .revoke(revoke_request(make(&before.credential_id)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(reply.credentials_revoked >= 1, "{reply:?}");
+        assert!(!reply.revocation_id.is_empty() && reply.sequence > 0);
+        assert!(!active(&env, &before.token).await, "revoked at once");
+        tokio::time::sleep(Duration::from_millis(1100)).await; // next second: after the rule
+        let after = mint(&mut client, DEST, PURPOSE, 60, None).await.unwrap();
+        assert!(active(&env, &after.token).await, "minted after the rule");
+    }
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn only_admins_may_revoke() {
+    let mut env = Env::start().await;
+    let mut not_admin = AdminClient::new(env.channel(Some(&env.fx.material.workload)).await);
+    let status = not_admin
+        .revoke(revoke_request(Selector::Workload(WORKLOAD_ID.into())))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(
+        status.message().contains("is not listed in [admin]"),
+        "{status:?}"
+    );
+    let status = AdminClient::new(env.channel(None).await)
+        .list_credentials(ListCredentialsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let mut admin = admin(&env).await;
+    let status = admin
+        .revoke(RevokeRequest {
+            selector: Some(Selector::Owner("x".into())),
+            reason: " ".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let status = admin
+        .revoke(RevokeRequest {
+            selector: None,
+            reason: "r".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let status = admin
+        .revoke(revoke_request(Selector::CredentialId("nope".into())))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn watchers_see_revocations_live_and_resume_from_a_sequence() {
+    let mut env = Env::start().await;
+    let mut client = env.workload_client().await;
+    let minted = mint(&mut client, DEST, PURPOSE, 60, None).await.unwrap();
+    let mut broker = tessera::proto::broker_client::BrokerClient::new(
+        env.channel(Some(&env.fx.material.workload)).await,
+    );
+    let mut live = broker
+        .watch_revocations(WatchRevocationsRequest { since_sequence: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut admin = admin(&env).await;
+    let mut events = admin
+        .watch_events(WatchEventsRequest { since_sequence: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = events.next().await.unwrap().unwrap();
+    assert_eq!(
+        (first.kind.as_str(), first.credential.unwrap().credential_id),
+        ("issued", minted.credential_id.clone())
+    );
+
+    let reply = admin
+        .revoke(revoke_request(Selector::Workload(WORKLOAD_ID.into())))
+        .await
+        .unwrap()
+        .into_inner();
+    let seen = tokio::time::timeout(Duration::from_secs(5), live.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (seen.sequence, seen.selector.as_str(), seen.value.as_str()),
+        (reply.sequence, "workload", WORKLOAD_ID)
+    );
+    let revoked = events.next().await.unwrap().unwrap();
+    assert_eq!(
+        (revoked.kind.as_str(), revoked.sequence),
+        ("revoked", reply.sequence)
+    );
+
+    // A watcher that was away resumes from the last sequence it saw and gets what it missed.
+    admin
+        .revoke(revoke_request(Selector::Purpose("other:purpose".into())))
+        .await
+        .unwrap();
+    let mut resumed = broker
+        .watch_revocations(WatchRevocationsRequest {
+            since_sequence: reply.sequence,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let missed = resumed.next().await.unwrap().unwrap();
+    assert_eq!(missed.value, "other:purpose");
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_never_reads_does_not_block_minting() {
+    let mut env = Env::start().await;
+    let mut admin = admin(&env).await;
+    let _stalled = admin
+        .watch_events(WatchEventsRequest { since_sequence: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let client = env.workload_client().await;
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                for _ in 0..150 {
+                    mint(&mut client, DEST, PURPOSE, 60, None).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    tokio::time::timeout(Duration::from_secs(120), futures::future::join_all(tasks))
+        .await
+        .expect("minting was not blocked");
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn rules_and_events_survive_a_restart() {
+    let mut env = Env::start().await;
+    let mut client = env.workload_client().await;
+    let minted = mint(&mut client, DEST, PURPOSE, 60, None).await.unwrap();
+    let reply = admin(&env)
+        .await
+        .revoke(revoke_request(Selector::Owner("team-payments".into())))
+        .await
+        .unwrap()
+        .into_inner();
+    env.shutdown().await;
+    let fx = std::mem::replace(&mut env.fx, Fixture::new());
+    let mut env = Env::start_fixture(fx).await;
+    assert!(
+        !active(&env, &minted.token).await,
+        "the rule is enforced after a restart"
+    );
+    let mut events = admin(&env)
+        .await
+        .watch_events(WatchEventsRequest { since_sequence: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let kinds: Vec<(String, u64)> = vec![
+        events.next().await.unwrap().unwrap(),
+        events.next().await.unwrap().unwrap(),
+    ]
+    .into_iter()
+    .map(|e| (e.kind, e.sequence))
+    .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("issued".to_owned(), 1),
+            ("revoked".to_owned(), reply.sequence)
+        ]
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_crl_lists_a_revoked_certificate_at_once() {
+    let mut env = Env::start().await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .der()
+        .to_vec();
+    let mut client = env.workload_client().await;
+    let request = MintX509Request {
+        csr,
+        destination: DEST.into(),
+        purpose: PURPOSE.into(),
+        ttl_seconds: 0,
+    };
+    let cert = client.mint_x509(request).await.unwrap().into_inner();
+    let (_, _, empty) = https_get(&env, "/crl").await;
+    admin(&env)
+        .await
+        .revoke(revoke_request(Selector::Workload(WORKLOAD_ID.into())))
+        .await
+        .unwrap();
+    let (_, _, body) = https_get(&env, "/crl").await;
+    assert_ne!(body, empty);
+    use x509_parser::prelude::FromDer;
+    let (_, crl) =
+        x509_parser::revocation_list::CertificateRevocationList::from_der(&body).unwrap();
+    let serials: Vec<String> = crl
+        .iter_revoked_certificates()
+        .map(|r| r.raw_serial_as_string().replace(':', ""))
+        .collect();
+    assert_eq!(serials, vec![cert.credential_id]);
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_holder_revokes_its_own_token_with_rfc7009() {
+    let mut env = Env::start().await;
+    let mut client = env.workload_client().await;
+    let minted = mint(&mut client, DEST, PURPOSE, 60, None).await.unwrap();
+    let stranger = env.fx.jwt_svid("spiffe://example.org/ns/other/sa/x");
+    let refused = post_form_as(
+        &env,
+        "/revoke",
+        &[("token", &minted.token)],
+        Some(&stranger),
+    )
+    .await;
+    assert_eq!(
+        (refused.status, refused.json()["error"].as_str()),
+        (400, Some("unauthorized_client"))
+    );
+    assert!(active(&env, &minted.token).await);
+    let holder = env.fx.jwt_svid(WORKLOAD_ID);
+    assert_eq!(
+        post_form_as(&env, "/revoke", &[("token", &minted.token)], Some(&holder))
+            .await
+            .status,
+        200
+    );
+    assert!(!active(&env, &minted.token).await);
+    assert_eq!(
+        post_form_as(
+            &env,
+            "/revoke",
+            &[("token", "unknown.token.value")],
+            Some(&holder)
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        post_form_as(&env, "/introspect", &[("token", "x")], None)
+            .await
+            .status,
+        401,
+        "introspection needs a caller"
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn lists_credentials_newest_first_with_filters_and_status() {
+    let mut env = Env::start().await;
+    let mut client = env.workload_client().await;
+    let older = mint(&mut client, DEST, PURPOSE, 60, None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let newer = mint(&mut client, DEST, "ledger:read", 60, None)
+        .await
+        .unwrap();
+    let mut admin = admin(&env).await;
+    admin
+        .revoke(revoke_request(Selector::CredentialId(
+            older.credential_id.clone(),
+        )))
+        .await
+        .unwrap();
+    let all = admin
+        .list_credentials(ListCredentialsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = all
+        .credentials
+        .iter()
+        .map(|c| c.credential_id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![newer.credential_id.as_str(), older.credential_id.as_str()]
+    );
+    assert_eq!(all.credentials[1].status, "revoked");
+    let live = admin
+        .list_credentials(ListCredentialsRequest {
+            status: "live".into(),
+            owner: "team-payments".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(live.credentials.len(), 1);
+    assert_eq!(live.credentials[0].purpose, "ledger:read");
+    env.shutdown().await;
+}
