@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::token::OAuthError;
 use crate::attest::{Evidence, Principal};
 use crate::broker::{Broker, RevokeParams};
 use crate::ledger::{CredentialRecord, Selector, Status};
@@ -21,11 +22,12 @@ fn json(status: StatusCode, body: Value) -> Response {
     (status, headers, body.to_string()).into_response()
 }
 
-fn error(status: StatusCode, code: &str, description: &str) -> Response {
-    json(
+fn error(status: StatusCode, code: &'static str, description: &str) -> OAuthError {
+    OAuthError {
         status,
-        json!({"error": code, "error_description": description}),
-    )
+        code,
+        description: description.to_owned(),
+    }
 }
 
 /// Attests the caller of an HTTP request; returns its SPIFFE ID, or the 401 to send.
@@ -33,7 +35,7 @@ async fn caller(
     broker: &Broker,
     peer: &PeerInfo,
     headers: &HeaderMap,
-) -> Result<SpiffeId, Response> {
+) -> Result<SpiffeId, OAuthError> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -63,7 +65,7 @@ async fn caller(
 }
 
 /// Returns the `token` form parameter, or the 400 to send.
-fn token_param(body: &[u8]) -> Result<String, Response> {
+fn token_param(body: &[u8]) -> Result<String, OAuthError> {
     form_urlencoded::parse(body)
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.into_owned())
@@ -98,12 +100,12 @@ pub async fn introspect(
     headers: HeaderMap,
     body: bytes::Bytes,
 ) -> Response {
-    if let Err(response) = caller(&broker, &peer, &headers).await {
-        return response;
+    if let Err(e) = caller(&broker, &peer, &headers).await {
+        return e.into_response();
     }
     let token = match token_param(&body) {
         Ok(token) => token,
-        Err(response) => return response,
+        Err(e) => return e.into_response(),
     };
     match minted_record(&broker, &token).await {
         Some((mut claims, record)) if broker.status_of(&record) == Status::Live => {
@@ -125,11 +127,11 @@ pub async fn revoke(
 ) -> Response {
     let who = match caller(&broker, &peer, &headers).await {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(e) => return e.into_response(),
     };
     let token = match token_param(&body) {
         Ok(token) => token,
-        Err(response) => return response,
+        Err(e) => return e.into_response(),
     };
     let Some((_, record)) = minted_record(&broker, &token).await else {
         return StatusCode::OK.into_response();
@@ -139,7 +141,8 @@ pub async fn revoke(
             StatusCode::BAD_REQUEST,
             "unauthorized_client",
             "only the token's workload or an admin may revoke it",
-        );
+        )
+        .into_response();
     }
     let params = RevokeParams {
         selector: Selector::CredentialId,
@@ -151,15 +154,13 @@ pub async fn revoke(
         Ok(_) => StatusCode::OK.into_response(),
         Err(e) => {
             tracing::error!(error = %e, "RFC 7009 revoke failed");
-            let mut response = error(
+            // OAuthError adds Retry-After to a 503.
+            error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily_unavailable",
                 "retry shortly",
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-            response
+            )
+            .into_response()
         }
     }
 }

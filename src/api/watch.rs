@@ -19,14 +19,16 @@ const REPLAY_PAGE: usize = 1000;
 /// A stream of wire messages.
 pub type WatchStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// Turns an event into the message to send, or `None` to skip it.
+pub type Convert<T> = Box<dyn Fn(&Event) -> Option<T> + Send + Sync>;
+
 /// Parameters of [`watch`].
 pub struct WatchParams<T> {
     pub ledger: Arc<dyn Ledger>,
     /// Ends the stream (with `UNAVAILABLE`) when the server shuts down.
     pub stopping: tokio_util::sync::CancellationToken,
     pub since: u64,
-    /// Turns an event into the message to send, or `None` to skip it.
-    pub convert: Box<dyn Fn(&Event) -> Option<T> + Send + Sync>,
+    pub convert: Convert<T>,
 }
 
 impl<T> std::fmt::Debug for WatchParams<T> {
