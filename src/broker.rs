@@ -13,6 +13,7 @@ use rustls::pki_types::CertificateDer;
 use crate::attest::{
     AttestError, Attestation, Attestor, Evidence, Principal, Usage, X509SvidVerifier,
 };
+use crate::audit::AuditLog;
 use crate::clock::SharedClock;
 use crate::csr::VerifiedCsr;
 use crate::ledger::{
@@ -54,6 +55,7 @@ pub struct Broker {
     revocations: RevocationIndex,
     admins: Vec<SpiffeId>,
     stopping: tokio_util::sync::CancellationToken,
+    audit: Option<AuditLog>,
     ledger: Arc<dyn Ledger>,
     clock: SharedClock,
 }
@@ -106,6 +108,8 @@ pub struct BrokerParts {
     pub bundles: HashMap<String, Vec<Vec<u8>>>,
     /// Who may use the Admin service (and revoke any token).
     pub admins: Vec<SpiffeId>,
+    /// Where issuances, refusals, revokes and admin actions are recorded, if anywhere.
+    pub audit: Option<AuditLog>,
     pub ledger: Arc<dyn Ledger>,
     pub clock: SharedClock,
 }
@@ -123,6 +127,7 @@ impl Broker {
             revocations: RevocationIndex::new(),
             admins: parts.admins,
             stopping: tokio_util::sync::CancellationToken::new(),
+            audit: parts.audit,
             ledger: parts.ledger,
             clock: parts.clock,
         }
@@ -147,6 +152,13 @@ impl Broker {
     /// end on it).
     pub fn stopping(&self) -> &tokio_util::sync::CancellationToken {
         &self.stopping
+    }
+
+    /// Appends an entry to the audit log (a no-op without one).
+    pub fn audit(&self, event: &str, fields: serde_json::Value) {
+        if let Some(audit) = &self.audit {
+            audit.record(event, self.clock.unix_seconds(), fields);
+        }
     }
 
     /// Returns true when `id` is listed in `[admin]`.
@@ -215,6 +227,22 @@ impl Broker {
             })
             .await?;
         self.revocations.apply(&rule);
+        self.audit(
+            "revoked",
+            serde_json::json!({
+                "revocation_id": rule.rule.revocation_id, "selector": rule.rule.selector.as_str(),
+                "value": rule.rule.value, "reason": rule.rule.reason, "by": rule.rule.revoked_by,
+                "sequence": rule.sequence, "covered": covered,
+            }),
+        );
+        self.audit(
+            "revoked",
+            serde_json::json!({
+                "revocation_id": rule.rule.revocation_id, "selector": rule.rule.selector.as_str(),
+                "value": rule.rule.value, "reason": rule.rule.reason, "by": rule.rule.revoked_by,
+                "sequence": rule.sequence, "covered": covered,
+            }),
+        );
         tracing::info!(
             revocation_id = %rule.rule.revocation_id,
             selector = rule.rule.selector.as_str(),
@@ -453,9 +481,9 @@ impl Broker {
             Principal::Ci(ci) => Some(ci.evidence()),
             Principal::Spiffe(_) => None,
         };
-        let replay_guard = attestation.one_time_until.map(|expires_at| ReplayGuard {
-            key: replay_key(&attestation.evidence_hash, request),
-            expires_at: expires_at.saturating_add(crate::attest::oidc::LEEWAY_SECS),
+        let replay_guard = attestation.one_time.as_ref().map(|once| ReplayGuard {
+            key: replay_key(&once.key, request),
+            expires_at: once.until.saturating_add(crate::attest::oidc::LEEWAY_SECS),
         });
         let credential = CredentialRecord {
             credential_id: issued.id.to_owned(),
@@ -479,6 +507,15 @@ impl Broker {
             })
             .await?;
         self.revocations.note_issued(&credential);
+        self.audit(
+            "issued",
+            serde_json::json!({
+                "credential_id": credential.credential_id, "kind": credential.kind.as_str(),
+                "workload": credential.workload, "caller": attestation.principal.to_string(),
+                "evidence": credential.evidence_kind.as_str(), "destination": credential.destination,
+                "purpose": credential.purpose, "grant": credential.grant, "expires_at": credential.expires_at,
+            }),
+        );
         tracing::info!(
             credential_id = %issued.id,
             kind = issued.kind.as_str(),
@@ -496,10 +533,10 @@ impl Broker {
 }
 
 /// Returns the replay key of one-time evidence used for one destination and purpose:
-/// hex SHA-256 over the evidence hash, destination and purpose, NUL-separated.
-fn replay_key(evidence_hash: &str, request: &CredentialRequest) -> String {
+/// hex SHA-256 over the evidence's one-time key, destination and purpose, NUL-separated.
+fn replay_key(one_time_key: &str, request: &CredentialRequest) -> String {
     let input = format!(
-        "{evidence_hash}\0{}\0{}",
+        "{one_time_key}\0{}\0{}",
         request.destination, request.purpose
     );
     crate::attest::sha256_hex(input.as_bytes())

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod attest;
+pub mod audit;
 pub mod broker;
 pub mod clock;
 pub mod config;

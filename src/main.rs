@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod ops;
+
 use clap::{Parser, Subcommand};
 use tessera::clock::{Clock, SharedClock, SystemClock};
 use tessera::config::Config;
@@ -53,6 +55,34 @@ enum Command {
         #[arg(long)]
         ca: Option<PathBuf>,
     },
+    /// Revokes credentials by one selector (admin).
+    Revoke {
+        #[command(flatten)]
+        selector: ops::SelectorArgs,
+        /// Why (recorded with the rule).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        connection: ops::Connection,
+    },
+    /// Lists credentials, newest first (admin).
+    Ls {
+        #[command(flatten)]
+        filters: ops::ListArgs,
+        #[command(flatten)]
+        connection: ops::Connection,
+    },
+    /// Prints events (issued, revoked, expired) as they happen (admin).
+    Watch {
+        /// Replay events after this sequence first (0: all retained).
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connection: ops::Connection,
+    },
     /// Development helpers.
     Dev {
         #[command(subcommand)]
@@ -89,6 +119,20 @@ fn main() -> ExitCode {
         Command::Dev {
             command: DevCommand::Certs { out },
         } => dev_certs(&out),
+        Command::Revoke {
+            selector,
+            reason,
+            connection,
+        } => ops::revoke(connection, selector, reason),
+        Command::Ls {
+            filters,
+            connection,
+        } => ops::ls(connection, filters),
+        Command::Watch {
+            since,
+            json,
+            connection,
+        } => ops::watch(connection, since, json),
         Command::Exchange {
             server,
             token_file,

@@ -85,6 +85,8 @@ pub enum MatchValue {
 impl MatchValue {
     /// Compiles a pattern anchored at both ends; fails with the regex error.
     pub fn pattern(pattern: &str) -> Result<Self, String> {
+        // Compiled alone first, so `a)|(.*` cannot escape the anchors.
+        regex::Regex::new(pattern).map_err(|e| e.to_string())?;
         regex::Regex::new(&format!("^(?:{pattern})$"))
             .map(MatchValue::Pattern)
             .map_err(|e| e.to_string())
@@ -408,6 +410,14 @@ mod tests {
         .unwrap();
         assert_eq!(d.ttl, Duration::from_secs(600));
         assert_eq!(d.grant.workload.as_str(), "spiffe://example.org/w");
+    }
+
+    #[test]
+    fn patterns_stay_anchored_and_cannot_escape_the_anchors() {
+        let p = MatchValue::pattern("repo:acme/.+").unwrap();
+        assert!(p.matches("repo:acme/app"));
+        assert!(!p.matches("xrepo:acme/app"));
+        assert!(MatchValue::pattern("acme)|(.*").is_err());
     }
 
     #[test]

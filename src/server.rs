@@ -22,6 +22,7 @@ use crate::api::grpc::BrokerService;
 use crate::api::http::{HttpState, router};
 use crate::attest::oidc::KeySource;
 use crate::attest::{Attestor, AttestorParams, OidcVerifier};
+use crate::audit::AuditLog;
 use crate::broker::{Broker, BrokerParts};
 use crate::clock::SharedClock;
 use crate::config::{Config, LedgerBackend, MAX_GRANT_TTL};
@@ -150,6 +151,10 @@ pub fn build_broker(
         x509,
         bundles,
         admins: config.admin_ids.clone(),
+        audit: Some(
+            AuditLog::open(&config.audit_path)
+                .map_err(|e| ServerError::Setup(format!("audit log: {e}")))?,
+        ),
         ledger,
         clock,
     });

@@ -43,12 +43,23 @@ impl AdminService {
             .await
             .map_err(|e| {
                 tracing::warn!(action, error = %e, "admin call refused: unauthenticated");
+                self.broker.audit(
+                    "admin_refused",
+                    serde_json::json!({"action": action, "reason": e.to_string()}),
+                );
                 Status::unauthenticated(e.to_string())
             })?;
         match attestation.principal {
-            Principal::Spiffe(id) if self.broker.is_admin(&id) => Ok(id),
+            Principal::Spiffe(id) if self.broker.is_admin(&id) => {
+                self.broker.audit(
+                    "admin",
+                    serde_json::json!({"action": action, "caller": id.to_string()}),
+                );
+                Ok(id)
+            }
             other => {
                 tracing::warn!(action, caller = %other, "admin call refused: not an admin");
+                self.broker.audit("admin_refused", serde_json::json!({"action": action, "caller": other.to_string(), "reason": "not an admin"}));
                 Err(Status::permission_denied(format!(
                     "{other} is not listed in [admin] spiffe_ids"
                 )))

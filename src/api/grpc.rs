@@ -46,8 +46,12 @@ pub(crate) fn evidence<'a, T>(request: &'a Request<T>) -> Result<Evidence<'a>, S
     })
 }
 
-/// Logs a refused mint and returns its status.
-fn refused(e: &BrokerError, request: &CredentialRequest) -> Status {
+/// Logs and audits a refused mint and returns its status.
+fn refused(broker: &Broker, e: &BrokerError, request: &CredentialRequest) -> Status {
+    broker.audit(
+        "refused",
+        serde_json::json!({"reason": e.to_string(), "destination": request.destination, "purpose": request.purpose}),
+    );
     tracing::info!(error = %e, destination = %request.destination, purpose = %request.purpose, "mint refused");
     broker_status(e)
 }
@@ -66,7 +70,7 @@ impl proto::broker_server::Broker for BrokerService {
             .broker
             .mint_jwt(evidence, &parsed)
             .await
-            .map_err(|e| refused(&e, &parsed))?;
+            .map_err(|e| refused(&self.broker, &e, &parsed))?;
         Ok(Response::new(proto::MintJwtResponse {
             token: minted.token,
             credential_id: minted.jti,
@@ -86,14 +90,14 @@ impl proto::broker_server::Broker for BrokerService {
             .broker
             .authorize(evidence(&request)?, &parsed, CredentialKind::X509)
             .await
-            .map_err(|e| refused(&e, &parsed))?;
+            .map_err(|e| refused(&self.broker, &e, &parsed))?;
         let csr = VerifiedCsr::from_der(&body.csr)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let issued = self
             .broker
             .mint_x509(authorized, &parsed, &csr)
             .await
-            .map_err(|e| refused(&e, &parsed))?;
+            .map_err(|e| refused(&self.broker, &e, &parsed))?;
         Ok(Response::new(proto::MintX509Response {
             cert_chain: issued.minted.chain,
             credential_id: issued.minted.serial_hex,

@@ -3,6 +3,7 @@
 
 use tonic::Status;
 
+use crate::attest::{AttestError, OidcError};
 use crate::broker::BrokerError;
 use crate::ledger::LedgerError;
 use crate::mint::MintError;
@@ -17,6 +18,12 @@ pub fn request_status(e: &RequestError) -> Status {
 /// refusals `PERMISSION_DENIED`, storage trouble `UNAVAILABLE`, signer trouble `INTERNAL`.
 pub fn broker_status(e: &BrokerError) -> Status {
     match e {
+        BrokerError::Attest(AttestError::Oidc(OidcError::KeysUnavailable { issuer, reason })) => {
+            tracing::warn!(%issuer, %reason, "issuer keys unavailable");
+            Status::unavailable(format!(
+                "the keys of issuer `{issuer}` cannot be fetched now; retry shortly"
+            ))
+        }
         BrokerError::Attest(e) => Status::unauthenticated(e.to_string()),
         BrokerError::Policy(e) => Status::permission_denied(e.to_string()),
         BrokerError::NotFound(_) => Status::not_found(e.to_string()),

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::json;
 
+use crate::attest::{AttestError, OidcError};
 use crate::broker::{Broker, BrokerError};
 use crate::ledger::{CredentialKind, LedgerError};
 use crate::policy::PolicyError;
@@ -65,6 +66,17 @@ fn no_store_json() -> [(header::HeaderName, &'static str); 3] {
 /// Maps a refused or failed exchange to its OAuth error.
 pub fn oauth_error(e: &BrokerError) -> OAuthError {
     match e {
+        BrokerError::Attest(AttestError::Oidc(OidcError::KeysUnavailable { issuer, reason })) => {
+            tracing::warn!(%issuer, %reason, "issuer keys unavailable");
+            let status = StatusCode::SERVICE_UNAVAILABLE;
+            OAuthError {
+                status,
+                code: "temporarily_unavailable",
+                description: format!(
+                    "the keys of issuer `{issuer}` cannot be fetched now; retry shortly"
+                ),
+            }
+        }
         BrokerError::Attest(e) => OAuthError::bad("invalid_request", format!("subject_token: {e}")),
         BrokerError::Policy(p) => match p {
             PolicyError::Purpose { .. } => OAuthError::bad("invalid_scope", p.to_string()),
@@ -259,7 +271,10 @@ async fn exchange_inner(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if !form_type.starts_with("application/x-www-form-urlencoded") {
+    if !form_type
+        .to_ascii_lowercase()
+        .starts_with("application/x-www-form-urlencoded")
+    {
         return Err(OAuthError::bad(
             "invalid_request",
             "the body must be application/x-www-form-urlencoded",
@@ -269,6 +284,10 @@ async fn exchange_inner(
     let x = parse(&form)?;
     let authorized = broker.authorize_token(x.subject_token, &x.request, CredentialKind::Jwt).await.map_err(|e| {
         tracing::info!(error = %e, destination = %x.request.destination, purpose = %x.request.purpose, "token exchange refused");
+        broker.audit(
+            "refused",
+            json!({"reason": e.to_string(), "destination": x.request.destination, "purpose": x.request.purpose, "via": "token-exchange"}),
+        );
         oauth_error(&e)
     })?;
     let minted = broker

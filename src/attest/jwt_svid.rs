@@ -214,7 +214,7 @@ impl JwtSvidVerifier {
             evidence_kind: EvidenceKind::JwtSvid,
             evidence_hash: sha256_hex(token.as_bytes()),
             cnf_x5t_s256: None,
-            one_time_until: None,
+            one_time: None,
         })
     }
 

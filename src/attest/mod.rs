@@ -49,9 +49,8 @@ pub struct Attestation {
     pub evidence_hash: String,
     /// `x5t#S256` of the client certificate when attested over mTLS (RFC 8705).
     pub cnf_x5t_s256: Option<String>,
-    /// For evidence that may be used only once per destination and purpose (CI tokens): the
-    /// unix time until which that must be remembered (the token's `exp`).
-    pub one_time_until: Option<i64>,
+    /// For evidence that may be used only once per destination and purpose (CI tokens).
+    pub one_time: Option<OneTime>,
 }
 
 /// Why attestation failed. Every variant means "unauthenticated"; the message says what to fix.
@@ -158,6 +157,16 @@ impl Attestor {
             None => Err(AttestError::NoCredentials),
         }
     }
+}
+
+/// How one-time evidence is remembered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneTime {
+    /// Hex SHA-256 of the signed part of the token (`header.payload`): a re-encoded signature
+    /// (e.g. ECDSA's `(r, n−s)`) does not make it a different token.
+    pub key: String,
+    /// Unix time until which it must be remembered (the token's `exp`).
+    pub until: i64,
 }
 
 /// Parameters of [`Attestor::new`].

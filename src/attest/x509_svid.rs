@@ -73,7 +73,7 @@ impl X509Peer {
             evidence_kind: EvidenceKind::X509Svid,
             evidence_hash: self.evidence_hash.clone(),
             cnf_x5t_s256: Some(self.x5t_s256.clone()),
-            one_time_until: None,
+            one_time: None,
         })
     }
 }

@@ -18,6 +18,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub admin: AdminSection,
     #[serde(default)]
+    pub audit: AuditSection,
+    #[serde(default)]
     pub grant: Vec<GrantSection>,
 }
 
@@ -73,6 +75,13 @@ pub struct OidcIssuerSection {
     pub jwks_uri: Option<String>,
     pub ca_file: Option<String>,
     pub max_token_lifetime: Option<String>,
+}
+
+/// `[audit]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    pub path: Option<String>,
 }
 
 /// `[admin]`.

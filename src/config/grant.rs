@@ -230,19 +230,20 @@ fn ci_match(
             ))
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
-    let stranger = config.verify.profile.stranger_subject();
-    let loose = |v: &MatchValue| match v {
-        MatchValue::Exact(_) => false,
-        MatchValue::Pattern(_) => ["zz-stranger", "zz-stranger/zz-repo", "999999"]
+    let profile = config.verify.profile;
+    let exact = |v: &MatchValue| matches!(v, MatchValue::Exact(_));
+    let pinned = subject.as_ref().is_some_and(exact)
+        || claims
             .iter()
-            .any(|p| v.matches(p)),
-    };
-    if subject.as_ref().is_none_or(|s| s.matches(stranger)) && claims.iter().all(|(_, v)| loose(v))
-    {
+            .any(|(name, v)| profile.tenant_claims().contains(&name.as_str()) && exact(v));
+    if !pinned {
         cx.warnings.push(format!(
-            "{}: grant[{i}] trusts wildcard CI identities: a token with subject `{stranger}` from `{issuer}` \
-             (any repository of any owner) would match; pin the owner or repository, preferably by its *_id claim",
-            check.file.display()
+            "{}: grant[{i}] trusts wildcard CI identities: neither `subject` nor a tenant claim ({}) is matched \
+             exactly, so a token from `{issuer}` with subject `{}` (any repository of any owner) could match; \
+             pin the owner or repository, preferably by its *_id claim",
+            check.file.display(),
+            profile.tenant_claims().join(", "),
+            profile.stranger_subject(),
         ));
     }
     Ok(CiMatch {

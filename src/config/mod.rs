@@ -54,6 +54,8 @@ pub struct Config {
     pub trust_domains: Vec<TrustDomainConfig>,
     pub oidc_issuers: Vec<OidcIssuerConfig>,
     pub admin_ids: Vec<SpiffeId>,
+    /// The audit log file (`[audit] path`, default `audit.log` beside the ledger).
+    pub audit_path: PathBuf,
     pub grants: Vec<Grant>,
     /// Things that load but deserve an operator's attention (wildcard CI trust).
     pub warnings: Vec<String>,
@@ -211,6 +213,10 @@ impl Config {
             admin_ids.push(id);
         }
         let oidc_issuers = oidc::issuers(&check, &file.oidc_issuer)?;
+        let audit_path = match (&file.audit.path, &ledger.backend) {
+            (Some(path), _) => material::resolve(path),
+            (None, LedgerBackend::Redb(ledger)) => ledger.with_file_name("audit.log"),
+        };
         let mut warnings = Vec::new();
         let mut cx = grant::GrantContext {
             today: today(clock),
@@ -243,6 +249,7 @@ impl Config {
             trust_domains,
             oidc_issuers,
             admin_ids,
+            audit_path,
             grants,
             warnings,
         })

@@ -298,6 +298,7 @@ async fn refuses_tokens_that_do_not_match_or_do_not_verify() {
         (issuer.kubernetes_token(json!({"exp": null})), "invalid_request", "legacy Kubernetes"),
         (issuer.github_token(json!({"iat": t, "exp": t + 86_400})), "invalid_request", "lifetime"),
         (issuer.github_token(json!({"repository": null})), "invalid_request", "does not look like a github token"),
+        (issuer.github_token(json!({"iat": null, "nbf": null})), "invalid_request", "claim `iat`"),
     ];
     for (token, error, needle) in cases {
         assert_oauth_error(&exchange(&env, &token, REGISTRY, PUSH).await, error, needle);

@@ -97,6 +97,8 @@ pub struct KeyCache {
     sources: HashMap<String, KeySource>,
     cache: moka::future::Cache<String, Arc<KeySet>>,
     refresh_locks: HashMap<String, tokio::sync::Mutex<()>>,
+    /// When each issuer was last asked for keys, successful or not: the rate limit.
+    attempts: std::sync::Mutex<HashMap<String, i64>>,
     clock: SharedClock,
     fetches: AtomicU64,
 }
@@ -120,6 +122,7 @@ impl KeyCache {
             sources: sources.into_iter().map(|s| (s.issuer.clone(), s)).collect(),
             cache: moka::future::Cache::builder().max_capacity(1024).build(),
             refresh_locks,
+            attempts: std::sync::Mutex::new(HashMap::new()),
             clock,
             fetches: AtomicU64::new(0),
         }
@@ -128,6 +131,22 @@ impl KeyCache {
     /// Returns how many JWKS fetches (discovery included) have been started.
     pub fn fetches(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// Returns true, and notes the attempt, when the issuer was not asked for keys in the last
+    /// [`MIN_REFRESH_SECS`] — whether that attempt succeeded or failed.
+    fn may_attempt(&self, issuer: &str) -> bool {
+        let now = self.clock.unix_seconds();
+        let Ok(mut attempts) = self.attempts.lock() else {
+            return false;
+        };
+        match attempts.get(issuer) {
+            Some(at) if now - at < MIN_REFRESH_SECS => false,
+            _ => {
+                attempts.insert(issuer.to_owned(), now);
+                true
+            }
+        }
     }
 
     async fn fetch(&self, source: &KeySource) -> Result<KeySet, String> {
@@ -145,27 +164,50 @@ impl KeyCache {
     }
 
     /// Returns the issuer's cached keys, loading them on first use (concurrent first uses share
-    /// one fetch) and refreshing them when older than [`MAX_AGE_SECS`]. Fails only when no keys
-    /// were ever fetched and the fetch fails.
+    /// one fetch; a failed load is not retried for [`MIN_REFRESH_SECS`]). Keys older than
+    /// [`MAX_AGE_SECS`] are refreshed by one caller while the others keep using them. Fails only
+    /// when no keys were ever fetched.
     pub async fn keys(&self, issuer: &str) -> Result<Arc<KeySet>, String> {
         let source = self
             .sources
             .get(issuer)
             .ok_or_else(|| format!("issuer `{issuer}` is not configured"))?;
-        let set = match self.cache.get(issuer).await {
-            Some(set) => set,
-            None => self
+        let Some(set) = self.cache.get(issuer).await else {
+            if !self.may_attempt(issuer) {
+                return Err("the issuer could not be reached recently; retry shortly".into());
+            }
+            return self
                 .cache
                 .try_get_with(issuer.to_owned(), async {
                     self.fetch(source).await.map(Arc::new)
                 })
                 .await
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| e.to_string());
         };
-        if self.clock.unix_seconds() - set.fetched_at > MAX_AGE_SECS {
-            return Ok(self.refresh(issuer, &set).await);
+        let stale = self.clock.unix_seconds() - set.fetched_at > MAX_AGE_SECS;
+        let Some(lock) = self.refresh_locks.get(issuer).filter(|_| stale) else {
+            return Ok(set);
+        };
+        // Only one caller refreshes stale keys; the rest go on with the cached ones.
+        let Ok(_single_flight) = lock.try_lock() else {
+            return Ok(set);
+        };
+        if !self.may_attempt(issuer) {
+            return Ok(set);
         }
-        Ok(set)
+        Ok(self.replace(issuer, source, set).await)
+    }
+
+    /// Fetches new keys and caches them; on failure (or an empty key set) keeps `current`.
+    async fn replace(&self, issuer: &str, source: &KeySource, current: Arc<KeySet>) -> Arc<KeySet> {
+        match self.fetch(source).await {
+            Ok(set) if !set.keys.is_empty() => {
+                let set = Arc::new(set);
+                self.cache.insert(issuer.to_owned(), Arc::clone(&set)).await;
+                set
+            }
+            _ => current,
+        }
     }
 
     /// Installs keys without fetching; fails when the issuer is not configured.
@@ -180,7 +222,7 @@ impl KeyCache {
     }
 
     /// Refreshes the issuer's keys after `seen` proved stale (an unknown `kid`), unless another
-    /// caller refreshed them meanwhile or the last fetch is under [`MIN_REFRESH_SECS`] old.
+    /// caller refreshed them meanwhile or the issuer was asked under [`MIN_REFRESH_SECS`] ago.
     /// Returns the newest keys; on a failed fetch, the cached ones.
     pub async fn refresh(&self, issuer: &str, seen: &Arc<KeySet>) -> Arc<KeySet> {
         let (Some(source), Some(lock)) = (self.sources.get(issuer), self.refresh_locks.get(issuer))
@@ -193,18 +235,9 @@ impl KeyCache {
             .get(issuer)
             .await
             .unwrap_or_else(|| Arc::clone(seen));
-        let newer = current.fetched_at > seen.fetched_at;
-        let too_soon = self.clock.unix_seconds() - current.fetched_at < MIN_REFRESH_SECS;
-        if newer || too_soon {
+        if current.fetched_at > seen.fetched_at || !self.may_attempt(issuer) {
             return current;
         }
-        match self.fetch(source).await {
-            Ok(set) => {
-                let set = Arc::new(set);
-                self.cache.insert(issuer.to_owned(), Arc::clone(&set)).await;
-                set
-            }
-            Err(_) => current,
-        }
+        self.replace(issuer, source, current).await
     }
 }

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 pub use self::keys::{KeyCache, KeySource};
 pub use self::profile::Profile;
 use super::jws::{self, SignatureError};
-use super::{Attestation, Principal, sha256_hex};
+use super::{Attestation, OneTime, Principal, sha256_hex};
 use crate::clock::SharedClock;
 use crate::ledger::{CiEvidence, EvidenceKind};
 
@@ -220,6 +220,9 @@ impl OidcVerifier {
         let alg = jws::parse_alg(alg_name, true)
             .ok_or_else(|| OidcError::AlgNotAllowed(alg_name.to_owned()))?;
         let kid = header.get("kid").and_then(Value::as_str);
+        if claims.get("iss").and_then(Value::as_str) == Some(LEGACY_KUBERNETES_ISSUER) {
+            return Err(OidcError::LegacyKubernetes);
+        }
         let registered = Registered::deserialize(&claims)
             .map_err(|_| OidcError::MissingClaim("iss, sub and aud"))?;
         let Value::Object(claims) = claims else {
@@ -249,7 +252,10 @@ impl OidcVerifier {
             evidence_kind: EvidenceKind::Oidc,
             evidence_hash: sha256_hex(token.as_bytes()),
             cnf_x5t_s256: None,
-            one_time_until: registered.exp.map(|e| e as i64),
+            one_time: Some(OneTime {
+                key: sha256_hex(parts.signing_input.as_bytes()),
+                until: registered.exp.map_or(now, |e| e as i64),
+            }),
         })
     }
 
@@ -301,13 +307,12 @@ fn check_claims(issuer: &IssuerConfig, c: &Registered, now: i64) -> Result<(), O
     {
         return Err(OidcError::NotYetValid { nbf, now });
     }
-    let iat = c.iat.map(|i| i as i64);
-    if let Some(iat) = iat
-        && now.saturating_add(LEEWAY_SECS) < iat
-    {
+    // Without iat the lifetime cannot be bounded: nbf stands in, else the token is refused.
+    let iat = c.iat.or(c.nbf).ok_or(OidcError::MissingClaim("iat"))? as i64;
+    if now.saturating_add(LEEWAY_SECS) < iat {
         return Err(OidcError::IssuedInFuture { iat, now });
     }
-    let lifetime = exp.saturating_sub(iat.unwrap_or(now));
+    let lifetime = exp.saturating_sub(iat);
     let max = i64::try_from(issuer.max_token_lifetime.as_secs()).unwrap_or(i64::MAX);
     if lifetime > max {
         return Err(OidcError::TooLongLived { lifetime, max });

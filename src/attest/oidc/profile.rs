@@ -109,6 +109,30 @@ impl Profile {
         }
     }
 
+    /// The claims that name a tenant (owner, project, namespace) on this platform: a grant that
+    /// does not match one of them, or `sub`, exactly may trust strangers.
+    pub fn tenant_claims(self) -> &'static [&'static str] {
+        match self {
+            Profile::Github => &[
+                "repository_owner_id",
+                "repository_id",
+                "repository_owner",
+                "repository",
+            ],
+            Profile::Gitlab => &[
+                "namespace_id",
+                "project_id",
+                "namespace_path",
+                "project_path",
+            ],
+            Profile::Kubernetes => &[
+                "kubernetes.io.namespace",
+                "kubernetes.io.serviceaccount.name",
+            ],
+            Profile::Generic => &[],
+        }
+    }
+
     /// A subject an attacker could obtain on this platform (their own repository, project or
     /// namespace), used at config load to warn about grants that would accept it.
     pub fn stranger_subject(self) -> &'static str {

@@ -1,0 +1,257 @@
+//! Operator commands: `tessera revoke`, `tessera ls`, `tessera watch` — gRPC over mTLS with an
+//! admin X509-SVID (dev defaults from `certs-dev/`).
+
+use std::path::PathBuf;
+
+use clap::Args;
+use futures::StreamExt;
+use tessera::proto::admin_client::AdminClient;
+use tessera::proto::revoke_request::Selector;
+use tessera::proto::{ListCredentialsRequest, RevokeRequest, WatchEventsRequest};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// How to reach the broker as an admin.
+#[derive(Debug, Args)]
+pub struct Connection {
+    /// Broker gRPC URL.
+    #[arg(long, default_value = "https://127.0.0.1:8443")]
+    server: String,
+    /// Admin X509-SVID certificate (PEM).
+    #[arg(long, default_value = "certs-dev/admin.pem")]
+    cert: PathBuf,
+    /// Its private key (PEM).
+    #[arg(long, default_value = "certs-dev/admin-key.pem")]
+    key: PathBuf,
+    /// CA of the broker's TLS certificate (PEM).
+    #[arg(long, default_value = "certs-dev/tls-ca.pem")]
+    ca: PathBuf,
+    /// Name the broker's certificate is checked against.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+}
+
+/// What to revoke: exactly one selector.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct SelectorArgs {
+    #[arg(long)]
+    credential_id: Option<String>,
+    #[arg(long)]
+    workload: Option<String>,
+    #[arg(long)]
+    destination: Option<String>,
+    #[arg(long)]
+    purpose: Option<String>,
+    #[arg(long)]
+    owner: Option<String>,
+}
+
+/// Filters of `tessera ls`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[arg(long, default_value = "")]
+    workload: String,
+    #[arg(long, default_value = "")]
+    owner: String,
+    #[arg(long, default_value = "")]
+    destination: String,
+    #[arg(long, default_value = "")]
+    purpose: String,
+    /// jwt or x509.
+    #[arg(long, default_value = "")]
+    kind: String,
+    /// live, revoked or expired.
+    #[arg(long, default_value = "")]
+    status: String,
+    /// Most rows to show.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+type Result<T> = std::result::Result<T, String>;
+
+fn read(path: &PathBuf) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))
+}
+
+async fn connect(c: &Connection) -> Result<AdminClient<Channel>> {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&c.ca)?))
+        .identity(Identity::from_pem(read(&c.cert)?, read(&c.key)?))
+        .domain_name(c.server_name.clone());
+    let endpoint = Endpoint::from_shared(c.server.clone()).map_err(|e| format!("--server: {e}"))?;
+    let channel = endpoint
+        .tls_config(tls)
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| format!("connecting to {}: {e}", c.server))?;
+    Ok(AdminClient::new(channel))
+}
+
+fn status(e: tonic::Status) -> String {
+    format!("{:?}: {}", e.code(), e.message())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// `tessera revoke`: prints the revocation id, its sequence and how many credentials it covers.
+pub fn revoke(c: Connection, s: SelectorArgs, reason: String) -> Result<()> {
+    let selector = match s {
+        SelectorArgs {
+            credential_id: Some(v),
+            ..
+        } => Selector::CredentialId(v),
+        SelectorArgs {
+            workload: Some(v), ..
+        } => Selector::Workload(v),
+        SelectorArgs {
+            destination: Some(v),
+            ..
+        } => Selector::Destination(v),
+        SelectorArgs {
+            purpose: Some(v), ..
+        } => Selector::Purpose(v),
+        SelectorArgs { owner: Some(v), .. } => Selector::Owner(v),
+        _ => {
+            return Err(
+                "give one of --credential-id, --workload, --destination, --purpose, --owner".into(),
+            );
+        }
+    };
+    runtime()?.block_on(async {
+        let mut admin = connect(&c).await?;
+        let reply = admin
+            .revoke(RevokeRequest {
+                selector: Some(selector),
+                reason,
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        println!(
+            "revoked: revocation_id={} sequence={} credentials_revoked={}",
+            reply.revocation_id, reply.sequence, reply.credentials_revoked
+        );
+        Ok(())
+    })
+}
+
+/// `tessera ls`: a table (or JSON lines) of credentials, newest first.
+pub fn ls(c: Connection, a: ListArgs) -> Result<()> {
+    runtime()?.block_on(async {
+        let mut admin = connect(&c).await?;
+        let mut request = ListCredentialsRequest {
+            workload: a.workload,
+            owner: a.owner,
+            destination: a.destination,
+            purpose: a.purpose,
+            kind: a.kind,
+            status: a.status,
+            page_size: a.limit.min(1000),
+            page_token: String::new(),
+        };
+        if !a.json {
+            println!(
+                "{:<34} {:<4} {:<8} {:<20} {:<44} {:<28} {}",
+                "CREDENTIAL", "KIND", "STATUS", "EXPIRES", "WORKLOAD", "DESTINATION", "PURPOSE"
+            );
+        }
+        let mut shown = 0;
+        loop {
+            let page = admin
+                .list_credentials(request.clone())
+                .await
+                .map_err(status)?
+                .into_inner();
+            for cred in &page.credentials {
+                if shown == a.limit {
+                    return Ok(());
+                }
+                shown += 1;
+                if a.json {
+                    println!("{}", credential_json(cred));
+                } else {
+                    let expires = time::OffsetDateTime::from_unix_timestamp(cred.expires_at)
+                        .map(|t| t.to_string())
+                        .unwrap_or_default();
+                    let expires: String = expires.chars().take(19).collect();
+                    println!(
+                        "{:<34} {:<4} {:<8} {:<20} {:<44} {:<28} {}",
+                        cred.credential_id,
+                        cred.kind,
+                        cred.status,
+                        expires,
+                        cred.workload,
+                        cred.destination,
+                        cred.purpose
+                    );
+                }
+            }
+            if page.next_page_token.is_empty() {
+                return Ok(());
+            }
+            request.page_token = page.next_page_token;
+        }
+    })
+}
+
+fn credential_json(c: &tessera::proto::Credential) -> serde_json::Value {
+    serde_json::json!({
+        "credential_id": c.credential_id, "kind": c.kind, "workload": c.workload, "owner": c.owner,
+        "destination": c.destination, "purpose": c.purpose, "issued_at": c.issued_at,
+        "expires_at": c.expires_at, "status": c.status,
+    })
+}
+
+/// `tessera watch`: prints events as they happen (after replaying those after `since`).
+pub fn watch(c: Connection, since: u64, json: bool) -> Result<()> {
+    runtime()?.block_on(async {
+        let mut admin = connect(&c).await?;
+        let mut stream = admin
+            .watch_events(WatchEventsRequest {
+                since_sequence: since,
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        while let Some(event) = stream.next().await {
+            let e = event.map_err(status)?;
+            if json {
+                let value = serde_json::json!({
+                    "sequence": e.sequence, "kind": e.kind, "at": e.at,
+                    "credential": e.credential.as_ref().map(credential_json),
+                    "revocation": e.revocation.as_ref().map(|r| serde_json::json!({
+                        "revocation_id": r.revocation_id, "selector": r.selector, "value": r.value,
+                        "effective_at": r.effective_at, "reason": r.reason})),
+                });
+                println!("{value}");
+            } else if let Some(r) = &e.revocation {
+                println!(
+                    "#{} revoked  {}={} ({}) id={}",
+                    e.sequence, r.selector, r.value, r.reason, r.revocation_id
+                );
+            } else if let Some(cred) = &e.credential {
+                println!(
+                    "#{} {:<8} {} {} {} -> {} [{}]",
+                    e.sequence,
+                    e.kind,
+                    cred.kind,
+                    cred.credential_id,
+                    cred.workload,
+                    cred.destination,
+                    cred.purpose
+                );
+            }
+        }
+        Ok(())
+    })
+}
