@@ -160,9 +160,18 @@ pub fn ls(c: Connection, a: ListArgs) -> Result<()> {
             page_token: String::new(),
         };
         if !a.json {
+            let header = [
+                "CREDENTIAL",
+                "KIND",
+                "STATUS",
+                "EXPIRES",
+                "WORKLOAD",
+                "DESTINATION",
+                "PURPOSE",
+            ];
             println!(
                 "{:<34} {:<4} {:<8} {:<20} {:<44} {:<28} {}",
-                "CREDENTIAL", "KIND", "STATUS", "EXPIRES", "WORKLOAD", "DESTINATION", "PURPOSE"
+                header[0], header[1], header[2], header[3], header[4], header[5], header[6]
             );
         }
         let mut shown = 0;
