@@ -31,7 +31,15 @@ pub enum AuditError {
 /// A handle to the audit writer; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
-    tx: mpsc::Sender<Map<String, Value>>,
+    tx: mpsc::Sender<Message>,
+}
+
+/// What the writer is asked to do.
+#[derive(Debug)]
+enum Message {
+    Entry(Map<String, Value>),
+    /// Answer once everything before it is written and flushed.
+    Flush(mpsc::Sender<()>),
 }
 
 /// Returns the hash of a line's fields (without `hash`), and the compact JSON it covers.
@@ -89,14 +97,22 @@ impl AuditLog {
             .append(true)
             .open(path)
             .map_err(io)?;
-        let (tx, rx) = mpsc::channel::<Map<String, Value>>();
+        let (tx, rx) = mpsc::channel::<Message>();
         let shown = path.display().to_string();
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {
                 let mut out = BufWriter::new(file);
                 while let Ok(first) = rx.recv() {
-                    for mut fields in std::iter::once(first).chain(rx.try_iter()) {
+                    let mut flushed = Vec::new();
+                    for message in std::iter::once(first).chain(rx.try_iter()) {
+                        let mut fields = match message {
+                            Message::Entry(fields) => fields,
+                            Message::Flush(done) => {
+                                flushed.push(done);
+                                continue;
+                            }
+                        };
                         seq += 1;
                         fields.insert("seq".into(), seq.into());
                         fields.insert("prev".into(), Value::String(prev.clone()));
@@ -108,6 +124,9 @@ impl AuditLog {
                     }
                     if let Err(e) = out.flush() {
                         tracing::error!(file = %shown, error = %e, "flushing the audit log failed");
+                    }
+                    for done in flushed {
+                        let _ = done.send(());
                     }
                 }
             })
@@ -123,7 +142,15 @@ impl AuditLog {
         };
         map.insert("event".into(), Value::String(event.to_owned()));
         map.insert("at".into(), at.into());
-        let _ = self.tx.send(map); // the writer only stops with the process
+        let _ = self.tx.send(Message::Entry(map)); // the writer only stops with the process
+    }
+
+    /// Returns once every entry recorded before the call is written and flushed.
+    pub fn flush(&self) {
+        let (done, wait) = mpsc::channel();
+        if self.tx.send(Message::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
     }
 }
 

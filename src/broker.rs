@@ -161,6 +161,13 @@ impl Broker {
         }
     }
 
+    /// Waits until the audit log has written everything recorded so far (at shutdown).
+    pub fn flush_audit(&self) {
+        if let Some(audit) = &self.audit {
+            audit.flush();
+        }
+    }
+
     /// Returns true when `id` is listed in `[admin]`.
     pub fn is_admin(&self, id: &SpiffeId) -> bool {
         self.admins.contains(id)
@@ -185,6 +192,7 @@ impl Broker {
             after = Some(last.credential_id.clone());
             for record in page.iter().filter(|r| r.expires_at > now) {
                 self.revocations.note_issued(record);
+                crate::metrics::METRICS.live_credentials.inc();
             }
         }
         Ok(())
@@ -227,6 +235,9 @@ impl Broker {
             })
             .await?;
         self.revocations.apply(&rule);
+        crate::metrics::METRICS
+            .revocation_rules
+            .set(i64::try_from(self.revocations.rule_count()).unwrap_or(i64::MAX));
         self.audit(
             "revoked",
             serde_json::json!({
@@ -507,6 +518,13 @@ impl Broker {
             })
             .await?;
         self.revocations.note_issued(&credential);
+        let metrics = &crate::metrics::METRICS;
+        let labels = crate::metrics::IssuedLabels {
+            kind: credential.kind.as_str().to_owned(),
+            destination: credential.destination.clone(),
+        };
+        metrics.issued.get_or_create(&labels).inc();
+        metrics.live_credentials.inc();
         self.audit(
             "issued",
             serde_json::json!({

@@ -83,10 +83,24 @@ enum Command {
         #[command(flatten)]
         connection: ops::Connection,
     },
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Development helpers.
     Dev {
         #[command(subcommand)]
         command: DevCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Checks the hash chain of an audit log; names the first broken line.
+    Verify {
+        /// The audit log (JSON lines).
+        file: PathBuf,
     },
 }
 
@@ -119,6 +133,15 @@ fn main() -> ExitCode {
         Command::Dev {
             command: DevCommand::Certs { out },
         } => dev_certs(&out),
+        Command::Audit {
+            command: AuditCommand::Verify { file },
+        } => match tessera::audit::verify(&file) {
+            Ok(lines) => {
+                println!("{}: chain intact, {lines} lines", file.display());
+                Ok(())
+            }
+            Err(e) => Err(format!("{}: {e}", file.display())),
+        },
         Command::Revoke {
             selector,
             reason,

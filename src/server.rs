@@ -284,6 +284,8 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
         }
         sweeper.abort();
         ledger.close().await?;
+        let audited = Arc::clone(&broker);
+        let _ = tokio::task::spawn_blocking(move || audited.flush_audit()).await;
         tracing::info!("ledger flushed; stopped");
         match drained {
             Ok((Ok(Err(e)), _)) => Err(e),
@@ -392,8 +394,13 @@ async fn sweep(
         };
         let ledger = broker.ledger();
         let now = broker.clock().unix_seconds();
-        if let Err(e) = ledger.expire(now).await {
-            tracing::warn!(error = %e, "recording expiries failed");
+        match ledger.expire(now).await {
+            Ok(n) => {
+                crate::metrics::METRICS
+                    .live_credentials
+                    .dec_by(i64::try_from(n).unwrap_or(0));
+            }
+            Err(e) => tracing::warn!(error = %e, "recording expiries failed"),
         }
         if !sweep_now {
             continue;
@@ -402,6 +409,9 @@ async fn sweep(
         let rules_before =
             now - i64::try_from(MAX_GRANT_TTL.as_secs()).unwrap_or(3600) - CRL_VALIDITY_SECS - 60;
         broker.revocations().prune(rules_before, now);
+        crate::metrics::METRICS
+            .revocation_rules
+            .set(i64::try_from(broker.revocations().rule_count()).unwrap_or(0));
         let params = SweepParams {
             expired_before: now.saturating_sub(retain),
             rules_before,

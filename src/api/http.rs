@@ -139,6 +139,19 @@ pub fn router(state: Arc<HttpState>) -> Router {
             "/crl",
             get(move || async move { crl_response(&crl.broker) }),
         )
+        .route(
+            "/metrics",
+            get(|| async {
+                let body = crate::metrics::METRICS.encode();
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    body,
+                )
+            }),
+        )
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
         .route(
             "/readyz",

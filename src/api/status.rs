@@ -11,12 +11,19 @@ use crate::request::RequestError;
 
 /// Maps a malformed request to `INVALID_ARGUMENT`.
 pub fn request_status(e: &RequestError) -> Status {
+    crate::metrics::METRICS.refused("invalidargument");
     Status::invalid_argument(e.to_string())
 }
 
 /// Maps a refused or failed mint to its status: evidence problems are `UNAUTHENTICATED`, policy
 /// refusals `PERMISSION_DENIED`, storage trouble `UNAVAILABLE`, signer trouble `INTERNAL`.
 pub fn broker_status(e: &BrokerError) -> Status {
+    let status = broker_status_inner(e);
+    crate::metrics::METRICS.refused(&format!("{:?}", status.code()).to_lowercase());
+    status
+}
+
+fn broker_status_inner(e: &BrokerError) -> Status {
     match e {
         BrokerError::Attest(AttestError::Oidc(OidcError::KeysUnavailable { issuer, reason })) => {
             tracing::warn!(%issuer, %reason, "issuer keys unavailable");

@@ -44,6 +44,7 @@ impl OAuthError {
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
+        crate::metrics::METRICS.refused(self.code);
         let body = json!({"error": self.code, "error_description": self.description}).to_string();
         let mut response = (self.status, no_store_json(), body).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {

@@ -47,9 +47,12 @@ pub fn watch<T: Send + 'static>(p: WatchParams<T>) -> WatchStream<T> {
     // Subscribe before replaying, so nothing committed meanwhile is missed.
     let live = p.ledger.subscribe();
     tokio::spawn(async move {
+        let watchers = &crate::metrics::METRICS.watchers;
+        watchers.inc();
         if let Err(status) = forward(&p, live, &tx).await {
             let _ = tx.send(Err(status)).await;
         }
+        watchers.dec();
     });
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
@@ -95,6 +98,11 @@ async fn forward<T>(
             Ok(event) if event.sequence <= last => {}
             Ok(event) => {
                 last = event.sequence;
+                if let (Some(committed), Some(_)) = (event.committed, &event.revocation) {
+                    crate::metrics::METRICS
+                        .revoke_delivery_seconds
+                        .observe(committed.elapsed().as_secs_f64());
+                }
                 if let Some(message) = (p.convert)(&event)
                     && tx.send(Ok(message)).await.is_err()
                 {

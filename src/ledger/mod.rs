@@ -268,6 +268,9 @@ pub struct Event {
     pub credential: Option<CredentialRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation: Option<RevocationRule>,
+    /// When the event's batch was committed, for live delivery latency; not stored.
+    #[serde(skip)]
+    pub committed: Option<std::time::Instant>,
 }
 
 /// A page of credentials, newest first.

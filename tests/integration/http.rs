@@ -55,3 +55,34 @@ async fn answers_the_grpc_health_protocol() {
     }
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn serves_prometheus_metrics_named_tessera() {
+    let mut env = Env::start().await;
+    let mut client = env.workload_client().await;
+    crate::common::mint(
+        &mut client,
+        crate::common::DEST,
+        crate::common::PURPOSE,
+        60,
+        None,
+    )
+    .await
+    .unwrap();
+    let (status, _, body) = https_get(&env, "/metrics").await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body).unwrap();
+    for name in [
+        "tessera_credentials_issued_total{",
+        "tessera_live_credentials",
+        "tessera_revocation_rules",
+        "tessera_events_sequence",
+        "tessera_watchers",
+        "tessera_revoke_delivery_seconds",
+        "tessera_ledger_commit_seconds",
+        "tessera_ledger_batch_size",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    env.shutdown().await;
+}

@@ -372,3 +372,65 @@ async fn lists_credentials_newest_first_with_filters_and_status() {
     assert_eq!(live.credentials[0].purpose, "ledger:read");
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_audit_chain_verifies_and_an_edited_line_is_named() {
+    let mut env = Env::start().await;
+    let mut client = env.workload_client().await;
+    mint(&mut client, DEST, PURPOSE, 60, None).await.unwrap();
+    mint(
+        &mut client,
+        "https://nowhere.example.org",
+        PURPOSE,
+        60,
+        None,
+    )
+    .await
+    .unwrap_err();
+    admin(&env)
+        .await
+        .revoke(revoke_request(Selector::Workload(WORKLOAD_ID.into())))
+        .await
+        .unwrap();
+    env.shutdown().await;
+    let log = env.fx.dir.path().join("data/audit.log");
+    let verify = |path: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["audit", "verify"])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let ok = verify(&log);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let events: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    for wanted in ["issued", "refused", "admin", "revoked"] {
+        assert!(
+            events.iter().any(|e| e == wanted),
+            "{wanted} is audited: {events:?}"
+        );
+    }
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines[1] = lines[1].replace("ledger", "l3dger");
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let broken = verify(&log);
+    assert!(!broken.status.success());
+    assert!(
+        String::from_utf8_lossy(&broken.stderr).contains("line 2:"),
+        "{}",
+        String::from_utf8_lossy(&broken.stderr)
+    );
+}

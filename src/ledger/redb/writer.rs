@@ -137,12 +137,24 @@ impl Writer {
     /// Applies and commits `jobs` in one transaction, then answers each and publishes the
     /// events; on failure answers `Storage` and forgets the batch's sequence numbers.
     fn commit_batch(&mut self, mut jobs: Vec<Job>) {
+        let started = std::time::Instant::now();
+        let size = jobs.len();
         match self.apply_and_commit(&mut jobs) {
             Ok((last_sequence, emitted)) => {
+                let committed = std::time::Instant::now();
+                let metrics = &crate::metrics::METRICS;
+                metrics
+                    .ledger_commit_seconds
+                    .observe(committed.duration_since(started).as_secs_f64());
+                metrics.ledger_batch_size.observe(size as f64);
+                metrics
+                    .event_sequence
+                    .set(i64::try_from(last_sequence).unwrap_or(i64::MAX));
                 self.last_sequence = last_sequence;
                 self.commits.fetch_add(1, Ordering::Relaxed);
                 jobs.into_iter().for_each(Job::answer);
-                for event in emitted {
+                for mut event in emitted {
+                    event.committed = Some(committed);
                     let _ = self.events.send(event); // no subscriber is not an error
                 }
             }
@@ -222,6 +234,7 @@ impl Batch<'_> {
             at,
             credential,
             revocation,
+            committed: None,
         };
         let bytes = serde_json::to_vec(&event).ctx("encoding an event")?;
         self.events
