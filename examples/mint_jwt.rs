@@ -69,7 +69,14 @@ async fn main() -> Result<(), Error> {
     println!("token:         {}", reply.token);
 
     // What a relying party does: fetch the JWKS, pick the key by kid, verify aud and exp.
-    let jwks: JwkSet = serde_json::from_str(&https_get(JWKS, &ca).await?)?;
+    let roots =
+        tessera::config::material::certificates(std::path::Path::new("certs-dev/tls-ca.pem"))?;
+    let jwks: JwkSet = serde_json::from_slice(
+        &tessera::http_client::HttpsClient::new(&roots)?
+            .get(JWKS)
+            .await?
+            .body,
+    )?;
     let header = decode_header(&reply.token)?;
     let kid = header.kid.ok_or("token has no kid")?;
     let jwk = jwks.find(&kid).ok_or("kid not in JWKS")?;
@@ -84,41 +91,4 @@ async fn main() -> Result<(), Error> {
         serde_json::to_string_pretty(&claims)?
     );
     Ok(())
-}
-
-/// A minimal HTTPS GET over rustls, trusting only `ca_pem`.
-async fn https_get(url: &str, ca_pem: &[u8]) -> Result<String, Error> {
-    use http_body_util::BodyExt;
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
-    let uri: hyper::Uri = url.parse()?;
-    let host = uri.host().ok_or("no host")?.to_owned();
-    let port = uri.port_u16().unwrap_or(443);
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        roots.add(cert?)?;
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(ServerName::try_from(host.clone())?, tcp)
-        .await?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
-    tokio::spawn(conn);
-    let request = hyper::Request::get(uri.path())
-        .header("host", host)
-        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
-    let body = sender
-        .send_request(request)
-        .await?
-        .into_body()
-        .collect()
-        .await?
-        .to_bytes();
-    Ok(String::from_utf8(body.to_vec())?)
 }

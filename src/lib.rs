@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod mint;
 pub mod policy;
+pub mod relying_party;
 pub mod request;
 pub mod revocation;
 pub mod server;

@@ -434,3 +434,51 @@ async fn the_audit_chain_verifies_and_an_edited_line_is_named() {
         String::from_utf8_lossy(&broken.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_relying_party_following_revocations_refuses_a_revoked_token_at_once() {
+    use tessera::relying_party::{RelyingParty, Verdict};
+    let mut env = Env::start().await;
+    let (_, _, jwks) = https_get(&env, "/.well-known/jwks.json").await;
+    let rp = std::sync::Arc::new(
+        RelyingParty::new(
+            "https://127.0.0.1:0",
+            DEST,
+            &serde_json::from_slice(&jwks).unwrap(),
+        )
+        .unwrap(),
+    );
+    let follower = std::sync::Arc::clone(&rp);
+    let mut watch = tessera::proto::broker_client::BrokerClient::new(
+        env.channel(Some(&env.fx.material.workload)).await,
+    );
+    tokio::spawn(async move { follower.follow(&mut watch).await });
+    let mut client = env.workload_client().await;
+    let before = mint(&mut client, DEST, PURPOSE, 60, None).await.unwrap();
+    assert!(matches!(rp.check(&before.token), Verdict::Accept(_)));
+    admin(&env)
+        .await
+        .revoke(revoke_request(Selector::Destination(DEST.into())))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while matches!(rp.check(&before.token), Verdict::Accept(_)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revocation reached the relying party"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(
+        rp.check(&before.token),
+        Verdict::Refuse("revoked by destination".into())
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let after = mint(&mut client, DEST, PURPOSE, 60, None).await.unwrap();
+    assert!(
+        matches!(rp.check(&after.token), Verdict::Accept(_)),
+        "minted after the rule"
+    );
+    assert!(matches!(rp.check("garbage"), Verdict::Refuse(_)));
+    env.shutdown().await;
+}
