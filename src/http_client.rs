@@ -84,14 +84,19 @@ impl HttpsClient {
     /// GETs `url`; returns a 2xx response. Fails on any other status, a redirect, a body over
     /// [`MAX_BODY`], or after [`REQUEST_TIMEOUT`].
     pub async fn get(&self, url: &str) -> Result<HttpResponse, HttpError> {
-        self.send(url, "GET", None).await
+        self.send(url, "GET", None, None).await
     }
 
     /// POSTs an `application/x-www-form-urlencoded` body; returns the response whatever its
     /// status (OAuth endpoints answer errors with JSON bodies). Fails like [`HttpsClient::get`]
     /// otherwise.
     pub async fn post_form(&self, url: &str, form: String) -> Result<HttpResponse, HttpError> {
-        self.send(url, "POST", Some(form)).await
+        self.send(url, "POST", Some(form), None).await
+    }
+
+    /// Like [`HttpsClient::post_form`], authenticated with `authorization: Bearer <bearer>`.
+    pub async fn post_form_bearer(&self, url: &str, form: String, bearer: &str) -> Result<HttpResponse, HttpError> {
+        self.send(url, "POST", Some(form), Some(bearer)).await
     }
 
     async fn send(
@@ -99,8 +104,9 @@ impl HttpsClient {
         url: &str,
         method: &str,
         form: Option<String>,
+        bearer: Option<&str>,
     ) -> Result<HttpResponse, HttpError> {
-        tokio::time::timeout(REQUEST_TIMEOUT, self.send_inner(url, method, form))
+        tokio::time::timeout(REQUEST_TIMEOUT, self.send_inner(url, method, form, bearer))
             .await
             .map_err(|_| HttpError::Timeout(url.to_owned()))?
     }
@@ -110,6 +116,7 @@ impl HttpsClient {
         url: &str,
         method: &str,
         form: Option<String>,
+        bearer: Option<&str>,
     ) -> Result<HttpResponse, HttpError> {
         let uri: hyper::Uri = url.parse().map_err(|_| HttpError::Url(url.to_owned()))?;
         let host = uri
@@ -145,6 +152,9 @@ impl HttpsClient {
             .header(USER_AGENT, "tessera");
         if form.is_some() {
             builder = builder.header(CONTENT_TYPE, "application/x-www-form-urlencoded");
+        }
+        if let Some(token) = bearer {
+            builder = builder.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let request = builder
             .body(Full::new(Bytes::from(form.unwrap_or_default())))
