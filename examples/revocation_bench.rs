@@ -16,7 +16,10 @@ use futures::StreamExt;
 use tessera::clock::{Clock, SharedClock, SystemClock};
 use tessera::config::Config;
 use tessera::dev::{DevMaterial, WORKLOAD_ID};
-use tessera::ledger::{CredentialKind, CredentialRecord, EvidenceKind, Ledger, RecordParams, RedbLedger, RedbOptions, Status};
+use tessera::ledger::{
+    CredentialKind, CredentialRecord, EvidenceKind, Ledger, RecordParams, RedbLedger, RedbOptions,
+    Status,
+};
 use tessera::proto::admin_client::AdminClient;
 use tessera::proto::broker_client::BrokerClient;
 use tessera::proto::revoke_request::Selector;
@@ -27,7 +30,13 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 async fn seed(path: &std::path::Path, count: usize, now: i64) -> Result<Duration, Error> {
     let started = Instant::now();
-    let ledger = Arc::new(RedbLedger::open(path, RedbOptions { max_batch: 8192, durable: false })?);
+    let ledger = Arc::new(RedbLedger::open(
+        path,
+        RedbOptions {
+            max_batch: 8192,
+            durable: false,
+        },
+    )?);
     let chunk = 20_000;
     for base in (0..count).step_by(chunk) {
         let tasks: Vec<_> = (base..(base + chunk).min(count))
@@ -49,7 +58,12 @@ async fn seed(path: &std::path::Path, count: usize, now: i64) -> Result<Duration
                         status: Status::Live,
                         ci: None,
                     };
-                    ledger.record(RecordParams { credential: record, replay_guard: None }).await
+                    ledger
+                        .record(RecordParams {
+                            credential: record,
+                            replay_guard: None,
+                        })
+                        .await
                 })
             })
             .collect();
@@ -61,13 +75,20 @@ async fn seed(path: &std::path::Path, count: usize, now: i64) -> Result<Duration
     Ok(started.elapsed())
 }
 
-async fn channel(addr: std::net::SocketAddr, m: &DevMaterial, admin: bool) -> Result<Channel, Error> {
+async fn channel(
+    addr: std::net::SocketAddr,
+    m: &DevMaterial,
+    admin: bool,
+) -> Result<Channel, Error> {
     let id = if admin { &m.admin } else { &m.workload };
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&m.tls_ca.cert_pem))
         .identity(Identity::from_pem(&id.cert_pem, id.key_pem()))
         .domain_name("localhost");
-    Ok(Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls)?.connect().await?)
+    Ok(Endpoint::from_shared(format!("https://{addr}"))?
+        .tls_config(tls)?
+        .connect()
+        .await?)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -77,7 +98,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// Opens `n` watchers (over a few connections) following revocations after `since`, revokes
 /// `rounds` times, and returns every
 /// watcher's delivery latency in milliseconds, measured from sending the Revoke call.
-async fn delivery(addr: std::net::SocketAddr, m: &DevMaterial, since: u64, n: usize, rounds: usize) -> Result<Vec<f64>, Error> {
+async fn delivery(
+    addr: std::net::SocketAddr,
+    m: &DevMaterial,
+    since: u64,
+    n: usize,
+    rounds: usize,
+) -> Result<Vec<f64>, Error> {
     let mut channels = Vec::new();
     for _ in 0..n.div_ceil(100) {
         channels.push(channel(addr, m, false).await?);
@@ -86,7 +113,12 @@ async fn delivery(addr: std::net::SocketAddr, m: &DevMaterial, since: u64, n: us
     let mut streams = Vec::new();
     for i in 0..n {
         let mut client = BrokerClient::new(channels[i / 100].clone());
-        let mut stream = client.watch_revocations(WatchRevocationsRequest { since_sequence: since }).await?.into_inner();
+        let mut stream = client
+            .watch_revocations(WatchRevocationsRequest {
+                since_sequence: since,
+            })
+            .await?
+            .into_inner();
         let tx = tx.clone();
         streams.push(tokio::spawn(async move {
             while let Some(Ok(_)) = stream.next().await {
@@ -98,10 +130,15 @@ async fn delivery(addr: std::net::SocketAddr, m: &DevMaterial, since: u64, n: us
     let mut latencies = Vec::new();
     for round in 0..rounds {
         let sent = Instant::now();
-        let revoke = RevokeRequest { selector: Some(Selector::Purpose(format!("bench-{n}-{round}"))), reason: "bench".into() };
+        let revoke = RevokeRequest {
+            selector: Some(Selector::Purpose(format!("bench-{n}-{round}"))),
+            reason: "bench".into(),
+        };
         admin.revoke(revoke).await?;
         for _ in 0..n {
-            let (_, at) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await?.ok_or("watchers closed")?;
+            let (_, at) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await?
+                .ok_or("watchers closed")?;
             latencies.push(at.duration_since(sent).as_secs_f64() * 1000.0);
         }
     }
@@ -112,28 +149,47 @@ async fn delivery(addr: std::net::SocketAddr, m: &DevMaterial, since: u64, n: us
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let count: usize = std::env::args().nth(1).map_or(Ok(1_000_000), |s| s.parse())?;
+    let count: usize = std::env::args()
+        .nth(1)
+        .map_or(Ok(1_000_000), |s| s.parse())?;
     let dir = tempfile::tempdir()?;
     let now = SystemClock.unix_seconds();
     let material = DevMaterial::generate(time::OffsetDateTime::from_unix_timestamp(now)?)?;
     material.write(dir.path())?;
     let ledger_path = dir.path().join("ledger.redb");
     let seeded = seed(&ledger_path, count, now).await?;
-    println!("seeded {count} live credentials of {WORKLOAD_ID} in {:.1} s", seeded.as_secs_f64());
+    println!(
+        "seeded {count} live credentials of {WORKLOAD_ID} in {:.1} s",
+        seeded.as_secs_f64()
+    );
     let size = std::fs::metadata(&ledger_path)?.len();
-    println!("ledger on disk: {:.0} MiB ({} bytes per credential, events included)", size as f64 / 1048576.0, size / count.max(1) as u64);
+    println!(
+        "ledger on disk: {:.0} MiB ({} bytes per credential, events included)",
+        size as f64 / 1048576.0,
+        size / count.max(1) as u64
+    );
 
     let config_path = dir.path().join("bench.toml");
-    std::fs::write(&config_path, material.config_toml(dir.path(), "127.0.0.1:0", "127.0.0.1:0", &ledger_path))?;
+    std::fs::write(
+        &config_path,
+        material.config_toml(dir.path(), "127.0.0.1:0", "127.0.0.1:0", &ledger_path),
+    )?;
     let config = Config::load(&config_path, &SystemClock)?;
     let started = Instant::now();
     let clock: SharedClock = Arc::new(SystemClock);
     let server = tessera::server::start(config, clock).await?;
-    println!("restart with {count} credentials: serving after {:.2} s", started.elapsed().as_secs_f64());
+    println!(
+        "restart with {count} credentials: serving after {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
 
     // A real token of the workload, for introspection.
     let mut broker = BrokerClient::new(channel(server.grpc_addr(), &material, false).await?);
-    let request = MintJwtRequest { destination: "https://ledger.example.org".into(), purpose: "ledger:write".into(), ttl_seconds: 300 };
+    let request = MintJwtRequest {
+        destination: "https://ledger.example.org".into(),
+        purpose: "ledger:write".into(),
+        ttl_seconds: 300,
+    };
     let token = broker.mint_jwt(request).await?.into_inner().token;
     let roots = vec![material.tls_ca.cert_der.clone().into()];
     let http = tessera::http_client::HttpsClient::new(&roots)?;
@@ -142,7 +198,10 @@ async fn main() -> Result<(), Error> {
     let mut admin = AdminClient::new(channel(server.grpc_addr(), &material, true).await?);
     let sent = Instant::now();
     let reply = admin
-        .revoke(RevokeRequest { selector: Some(Selector::Workload(WORKLOAD_ID.into())), reason: "bench".into() })
+        .revoke(RevokeRequest {
+            selector: Some(Selector::Workload(WORKLOAD_ID.into())),
+            reason: "bench".into(),
+        })
         .await?
         .into_inner();
     let durable = sent.elapsed();
@@ -172,9 +231,19 @@ async fn main() -> Result<(), Error> {
 }
 
 /// Introspects `token` (authenticated with the dev workload's JWT-SVID) and returns the answer.
-async fn server_status(m: &DevMaterial, token: &str, url: &str, http: &tessera::http_client::HttpsClient) -> String {
-    let svid = m.jwt_svid_signer.svid(WORKLOAD_ID, "tessera", SystemClock.unix_seconds(), 60).unwrap_or_default();
-    let body = form_urlencoded::Serializer::new(String::new()).append_pair("token", token).finish();
+async fn server_status(
+    m: &DevMaterial,
+    token: &str,
+    url: &str,
+    http: &tessera::http_client::HttpsClient,
+) -> String {
+    let svid = m
+        .jwt_svid_signer
+        .svid(WORKLOAD_ID, "tessera", SystemClock.unix_seconds(), 60)
+        .unwrap_or_default();
+    let body = form_urlencoded::Serializer::new(String::new())
+        .append_pair("token", token)
+        .finish();
     match http.post_form_bearer(url, body, &svid).await {
         Ok(r) => String::from_utf8_lossy(&r.body).into_owned(),
         Err(e) => format!("error: {e}"),

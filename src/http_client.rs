@@ -95,7 +95,12 @@ impl HttpsClient {
     }
 
     /// Like [`HttpsClient::post_form`], authenticated with `authorization: Bearer <bearer>`.
-    pub async fn post_form_bearer(&self, url: &str, form: String, bearer: &str) -> Result<HttpResponse, HttpError> {
+    pub async fn post_form_bearer(
+        &self,
+        url: &str,
+        form: String,
+        bearer: &str,
+    ) -> Result<HttpResponse, HttpError> {
         self.send(url, "POST", Some(form), Some(bearer)).await
     }
 
