@@ -9,6 +9,7 @@ use std::sync::{Mutex, RwLock};
 
 use crate::ledger::{CredentialKind, CredentialRecord, RevocationRule, Selector};
 use crate::mint::RevokedSerial;
+use crate::mint::crl::CRL_VALIDITY_SECS;
 
 /// The strongest rule for one `(selector, value)`.
 #[derive(Debug, Clone)]
@@ -96,7 +97,7 @@ impl RevocationIndex {
             });
         }
         if let Ok(mut x509) = self.x509.lock() {
-            x509.retain(|_, r| r.expires_at > now);
+            x509.retain(|_, r| r.expires_at + CRL_VALIDITY_SECS > now);
         }
     }
 
@@ -132,14 +133,15 @@ impl RevocationIndex {
             })
     }
 
-    /// Returns the revoked X.509 credentials that have not expired at `now`, for the CRL.
+    /// Returns the revoked X.509 credentials for the CRL: each stays listed until one CRL
+    /// period after it expires (RFC 5280 §3.3).
     pub fn revoked_serials(&self, now: i64) -> Vec<RevokedSerial> {
         let Ok(x509) = self.x509.lock() else {
             return Vec::new();
         };
         let mut out: Vec<RevokedSerial> = x509
             .values()
-            .filter(|r| r.expires_at > now)
+            .filter(|r| r.expires_at + CRL_VALIDITY_SECS > now)
             .filter_map(|r| {
                 self.revoked_by(r).map(|_| RevokedSerial {
                     serial_hex: r.credential_id.clone(),
@@ -235,7 +237,12 @@ mod tests {
             .map(|r| r.serial_hex)
             .collect();
         assert_eq!(serials, vec!["s0", "s1"]);
-        index.prune(1000, 1000);
+        assert_eq!(
+            index.revoked_serials(400 + CRL_VALIDITY_SECS - 1).len(),
+            2,
+            "listed one CRL period past expiry"
+        );
+        index.prune(1000, 1000 + CRL_VALIDITY_SECS);
         assert_eq!(index.rule_count(), 0);
         assert!(index.revoked_serials(200).is_empty());
     }

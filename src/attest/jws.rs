@@ -17,6 +17,24 @@ pub struct JwsParts<'a> {
     pub signing_input: &'a str,
 }
 
+/// An `aud` claim: one string or an array of strings.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    /// Returns true when `wanted` is the audience or one of them.
+    pub fn contains(&self, wanted: &str) -> bool {
+        match self {
+            Audience::One(a) => a == wanted,
+            Audience::Many(all) => all.iter().any(|a| a == wanted),
+        }
+    }
+}
+
 /// Splits a compact JWS; `None` unless it has exactly three dot-separated parts.
 pub fn split(token: &str) -> Option<JwsParts<'_>> {
     let mut parts = token.split('.');

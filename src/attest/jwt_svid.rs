@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
-use super::jws::{self, SignatureError, VerifyingKey};
+use super::jws::{self, Audience, SignatureError, VerifyingKey};
 use super::{Attestation, Principal, sha256_hex};
 use crate::config::TrustDomainConfig;
 use crate::ledger::EvidenceKind;
@@ -58,22 +58,6 @@ pub enum JwtSvidError {
 #[derive(Deserialize)]
 struct Header {
     alg: String,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Audience {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl Audience {
-    fn contains(&self, wanted: &str) -> bool {
-        match self {
-            Audience::One(a) => a == wanted,
-            Audience::Many(all) => all.iter().any(|a| a == wanted),
-        }
-    }
 }
 
 #[derive(Deserialize)]

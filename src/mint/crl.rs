@@ -1,5 +1,6 @@
 //! The CRL of the mint CA (`GET /crl`, RFC 5280 §5): v2, signed by the mint CA, with
-//! AuthorityKeyIdentifier and CRL Number, listing revoked serials that have not yet expired.
+//! AuthorityKeyIdentifier and CRL Number, listing revoked serials until one CRL period after they
+//! expire (RFC 5280 §3.3).
 //! Built only when the revoked set changes or the cached one is half-way to its `nextUpdate`.
 
 use std::sync::Mutex;

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 pub use self::keys::{KeyCache, KeySource};
 pub use self::profile::Profile;
-use super::jws::{self, SignatureError};
+use super::jws::{self, Audience, SignatureError};
 use super::{Attestation, OneTime, Principal, sha256_hex};
 use crate::clock::SharedClock;
 use crate::ledger::{CiEvidence, EvidenceKind};
@@ -118,22 +118,6 @@ pub enum OidcError {
     TooLongLived { lifetime: i64, max: i64 },
     #[error("token does not look like a {profile} token: {reason}")]
     Profile { profile: Profile, reason: String },
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Audience {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl Audience {
-    fn contains(&self, wanted: &str) -> bool {
-        match self {
-            Audience::One(a) => a == wanted,
-            Audience::Many(all) => all.iter().any(|a| a == wanted),
-        }
-    }
 }
 
 /// The registered claims every CI token must have, read before the profile looks at the rest.
