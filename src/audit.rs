@@ -113,13 +113,14 @@ impl AuditLog {
                                 continue;
                             }
                         };
-                        seq += 1;
-                        fields.insert("seq".into(), seq.into());
+                        fields.insert("seq".into(), (seq + 1).into());
                         fields.insert("prev".into(), Value::String(prev.clone()));
-                        prev = seal(&fields);
-                        fields.insert("hash".into(), Value::String(prev.clone()));
-                        if let Err(e) = writeln!(out, "{}", Value::Object(fields)) {
-                            tracing::error!(file = %shown, error = %e, "writing the audit log failed");
+                        let hash = seal(&fields);
+                        fields.insert("hash".into(), Value::String(hash.clone()));
+                        match writeln!(out, "{}", Value::Object(fields)) {
+                            // The chain advances only past lines that were written.
+                            Ok(()) => (seq, prev) = (seq + 1, hash),
+                            Err(e) => tracing::error!(file = %shown, error = %e, "writing the audit log failed"),
                         }
                     }
                     if let Err(e) = out.flush() {

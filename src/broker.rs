@@ -198,6 +198,33 @@ impl Broker {
         Ok(())
     }
 
+    /// Applies every rule the ledger commits to the index, for as long as the ledger publishes
+    /// events. A Revoke whose caller went away after the commit is still enforced this way; a
+    /// lagging subscription reloads every rule. Returns when the server stops.
+    pub async fn follow_rules(self: Arc<Self>) {
+        let mut events = self.ledger.subscribe();
+        loop {
+            let received = tokio::select! {
+                () = self.stopping.cancelled() => return,
+                received = events.recv() => received,
+            };
+            match received {
+                Ok(event) => {
+                    if let Some(rule) = &event.revocation {
+                        self.revocations.apply(rule);
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    match self.ledger.rules().await {
+                        Ok(rules) => rules.iter().for_each(|r| self.revocations.apply(r)),
+                        Err(e) => tracing::error!(error = %e, "reloading revocation rules failed"),
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
     /// Returns the status of `record` now: revoked if a rule covers it, else expired or live.
     pub fn status_of(&self, record: &CredentialRecord) -> Status {
         if self.revocations.revoked_by(record).is_some() {
@@ -238,14 +265,6 @@ impl Broker {
         crate::metrics::METRICS
             .revocation_rules
             .set(i64::try_from(self.revocations.rule_count()).unwrap_or(i64::MAX));
-        self.audit(
-            "revoked",
-            serde_json::json!({
-                "revocation_id": rule.rule.revocation_id, "selector": rule.rule.selector.as_str(),
-                "value": rule.rule.value, "reason": rule.rule.reason, "by": rule.rule.revoked_by,
-                "sequence": rule.sequence, "covered": covered,
-            }),
-        );
         self.audit(
             "revoked",
             serde_json::json!({
@@ -469,8 +488,8 @@ impl Broker {
     pub fn crl(&self) -> Option<Result<Bytes, MintError>> {
         let minter = self.x509.as_ref()?;
         let now = self.clock.unix_seconds();
-        let revoked = self.revocations.revoked_serials(now);
         let revision = self.revocations.revision();
+        let revoked = || self.revocations.revoked_serials(now);
         Some(self.crl.current(CrlParams {
             minter,
             now,

@@ -2,7 +2,8 @@
 //! verify minted JWTs against the broker's JWKS, follow `Broker/WatchRevocations`, and refuse a
 //! token as soon as a rule covering it arrives. Owner rules cannot be matched from a token's
 //! claims (the owner is not in the token), so tokens an owner rule might cover are sent to
-//! introspection instead.
+//! introspection instead, and so are all tokens while no revocation stream is open (the
+//! replay of missed rules follows the opening of the stream within milliseconds).
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -34,6 +35,8 @@ pub struct RelyingParty {
     validation: Validation,
     rules: RwLock<HashMap<(String, String), i64>>,
     last_sequence: AtomicU64,
+    /// True while a revocation stream is open: until then, a rule may be missing.
+    following: std::sync::atomic::AtomicBool,
 }
 
 impl RelyingParty {
@@ -66,6 +69,7 @@ impl RelyingParty {
             validation,
             rules: RwLock::new(HashMap::new()),
             last_sequence: AtomicU64::new(0),
+            following: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -79,6 +83,11 @@ impl RelyingParty {
         }
         self.last_sequence
             .fetch_max(event.sequence, Ordering::AcqRel);
+    }
+
+    /// Returns true while a revocation stream is open.
+    pub fn is_following(&self) -> bool {
+        self.following.load(Ordering::Acquire)
     }
 
     /// Returns the last revocation sequence applied (resume a watch from it).
@@ -122,10 +131,11 @@ impl RelyingParty {
                 return Verdict::Refuse(format!("revoked by {selector}"));
             }
         }
-        if rules
+        let owner_rule = rules
             .iter()
-            .any(|((selector, _), cut)| selector == "owner" && iat <= *cut)
-        {
+            .any(|((selector, _), cut)| selector == "owner" && iat <= *cut);
+        // Not following revocations (yet, or any more): a rule may be missing, so ask.
+        if owner_rule || !self.following.load(Ordering::Acquire) {
             return Verdict::Introspect(claims);
         }
         Verdict::Accept(claims)
@@ -141,12 +151,15 @@ impl RelyingParty {
             Ok(response) => response.into_inner(),
             Err(status) => return status.message().to_owned(),
         };
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(event) => self.apply(&event),
-                Err(status) => return status.message().to_owned(),
+        self.following.store(true, Ordering::Release);
+        let why = loop {
+            match stream.next().await {
+                Some(Ok(event)) => self.apply(&event),
+                Some(Err(status)) => break status.message().to_owned(),
+                None => break "stream ended".into(),
             }
-        }
-        "stream ended".into()
+        };
+        self.following.store(false, Ordering::Release);
+        why
     }
 }

@@ -59,7 +59,11 @@ impl RevocationIndex {
 
     /// Enforces `rule` from now on. A later rule for the same value widens the cut-off.
     pub fn apply(&self, rule: &RevocationRule) {
-        if let Ok(mut rules) = self.rules.write() {
+        {
+            let mut rules = self
+                .rules
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let key = (rule.rule.selector, rule.rule.value.clone());
             let entry = RuleEntry {
                 effective_at: rule.rule.effective_at,
@@ -77,7 +81,10 @@ impl RevocationIndex {
 
     /// Returns the revocation id of the rule that revokes `record`, if any.
     pub fn revoked_by(&self, record: &CredentialRecord) -> Option<String> {
-        let rules = self.rules.read().ok()?;
+        let rules = self
+            .rules
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Selector::ALL.iter().find_map(|selector| {
             let entry = rules.get(&(*selector, selector.value_of(record).to_owned()))?;
             (record.issued_at <= entry.effective_at).then(|| entry.revocation_id.clone())
@@ -101,8 +108,12 @@ impl RevocationIndex {
         }
     }
 
-    /// Counts a newly issued credential.
+    /// Counts a newly issued credential. One issued in the same second as a rule that covers
+    /// it changes the revision, so a cached CRL is rebuilt.
     pub fn note_issued(&self, record: &CredentialRecord) {
+        if record.kind == CredentialKind::X509 && self.revoked_by(record).is_some() {
+            self.revision.fetch_add(1, Ordering::AcqRel);
+        }
         if let Ok(mut live) = self.live.lock() {
             for selector in COUNTED {
                 let key = (selector, selector.value_of(record).to_owned());

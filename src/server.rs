@@ -216,6 +216,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
         Arc::clone(&clock),
     )?);
     broker.restore().await?;
+    tokio::spawn(Arc::clone(&broker).follow_rules());
     let tls_for = |alpn: &[&[u8]]| {
         tls::server_config(ServerConfigParams {
             cert_chain: &config.server.tls_cert_chain,
@@ -372,6 +373,8 @@ async fn serve_http(
     Ok(())
 }
 
+/// Records swept per write transaction.
+const SWEEP_BATCH: usize = 10_000;
 /// How often `expired` events are recorded.
 const EXPIRE_EVERY: Duration = Duration::from_secs(5);
 
@@ -412,15 +415,23 @@ async fn sweep(
         crate::metrics::METRICS
             .revocation_rules
             .set(i64::try_from(broker.revocations().rule_count()).unwrap_or(0));
+        // Events (revocations included) are kept at least as long as the rules they announce,
+        // so a relying party that resumes late still learns every rule in force.
         let params = SweepParams {
-            expired_before: now.saturating_sub(retain),
+            expired_before: now.saturating_sub(retain).min(rules_before),
             rules_before,
-            limit: 10_000,
+            limit: SWEEP_BATCH,
         };
-        match ledger.sweep(params).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(swept = n, "expired credentials swept from the ledger"),
-            Err(e) => tracing::warn!(error = %e, "ledger sweep failed"),
+        // Batches until the backlog is gone, bounded so one sweep cannot run forever.
+        for _ in 0..100 {
+            match ledger.sweep(params).await {
+                Ok(n) if (n as usize) < SWEEP_BATCH => break,
+                Ok(n) => tracing::info!(swept = n, "expired credentials swept from the ledger"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ledger sweep failed");
+                    break;
+                }
+            }
         }
     }
 }

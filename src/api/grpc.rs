@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::watch::{WatchParams, WatchStream, watch};
 use super::{broker_status, convert, request_status};
-use crate::attest::{AttestError, Evidence};
+use crate::attest::{AttestError, Evidence, Principal};
 use crate::broker::{Broker, BrokerError};
 use crate::csr::VerifiedCsr;
 use crate::ledger::CredentialKind;
@@ -112,13 +112,20 @@ impl proto::broker_server::Broker for BrokerService {
         &self,
         request: Request<proto::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        // Any authenticated workload may follow revocations (relying parties do).
+        // Any authenticated workload may follow revocations (relying parties do); CI tokens
+        // authenticate exchanges only.
         let now = self.broker.clock().unix_seconds();
-        self.broker
+        let attestation = self
+            .broker
             .attestor()
             .attest(evidence(&request)?, now)
             .await
             .map_err(|e| broker_status(&BrokerError::Attest(e)))?;
+        if let Principal::Ci(_) = attestation.principal {
+            return Err(Status::unauthenticated(
+                "WatchRevocations needs an X509-SVID or a JWT-SVID, not a CI token",
+            ));
+        }
         let convert =
             Box::new(|e: &crate::ledger::Event| e.revocation.as_ref().map(convert::revocation));
         let params = WatchParams {

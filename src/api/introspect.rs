@@ -136,6 +136,9 @@ pub async fn revoke(
     let Some((_, record)) = minted_record(&broker, &token).await else {
         return StatusCode::OK.into_response();
     };
+    if broker.status_of(&record) != Status::Live {
+        return StatusCode::OK.into_response(); // already revoked or expired: nothing to do
+    }
     if record.workload != who.as_str() && !broker.is_admin(&who) {
         return error(
             StatusCode::BAD_REQUEST,

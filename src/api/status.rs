@@ -45,6 +45,7 @@ fn broker_status_inner(e: &BrokerError) -> Status {
                 }
             }
         }
+        BrokerError::Ledger(LedgerError::BadRequest(m)) => Status::invalid_argument(m.clone()),
         BrokerError::Ledger(LedgerError::Replay) => Status::unauthenticated(
             "OIDC token refused: it was already exchanged for this destination and purpose",
         ),
@@ -57,7 +58,7 @@ fn broker_status_inner(e: &BrokerError) -> Status {
                 LedgerError::Storage(_) | LedgerError::Corrupt(_) => {
                     Status::unavailable("the credential could not be recorded; retry")
                 }
-                LedgerError::Duplicate(_) | LedgerError::Replay => {
+                LedgerError::Duplicate(_) | LedgerError::Replay | LedgerError::BadRequest(_) => {
                     Status::internal("credential id collision; retry")
                 }
             }

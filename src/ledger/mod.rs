@@ -334,6 +334,8 @@ pub enum LedgerError {
     Duplicate(String),
     #[error("this token was already exchanged for this destination and purpose")]
     Replay,
+    #[error("{0}")]
+    BadRequest(String),
 }
 
 /// The durable record of issued credentials, revocation rules and events.

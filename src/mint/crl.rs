@@ -40,15 +40,24 @@ pub struct CrlCache {
 }
 
 /// Parameters of [`CrlCache::current`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct CrlParams<'a> {
     pub minter: &'a X509Minter,
     /// Unix seconds now.
     pub now: i64,
     /// Changes whenever the revoked set changes.
     pub revision: u64,
-    /// The revoked, unexpired serials; only read when the CRL is rebuilt.
-    pub revoked: &'a [RevokedSerial],
+    /// Lists the serials to include; called only when the CRL is rebuilt.
+    pub revoked: &'a dyn Fn() -> Vec<RevokedSerial>,
+}
+
+impl std::fmt::Debug for CrlParams<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrlParams")
+            .field("now", &self.now)
+            .field("revision", &self.revision)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CrlCache {
@@ -67,7 +76,7 @@ impl CrlCache {
             .as_ref()
             .map_or(0, |c| c.number + 1)
             .max(u64::try_from(p.now).unwrap_or_default());
-        let der = Bytes::from(build(p.minter, p.now, number, p.revoked)?);
+        let der = Bytes::from(build(p.minter, p.now, number, &(p.revoked)())?);
         *cached = Some(Cached {
             revision: p.revision,
             this_update: p.now,

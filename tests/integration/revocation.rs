@@ -454,6 +454,19 @@ async fn a_relying_party_following_revocations_refuses_a_revoked_token_at_once()
     );
     tokio::spawn(async move { follower.follow(&mut watch).await });
     let mut client = env.workload_client().await;
+    let unsynced = mint(&mut client, DEST, PURPOSE, 60, None).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !rp.is_following() {
+        assert!(
+            matches!(rp.check(&unsynced.token), Verdict::Introspect(_)),
+            "not following: ask"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revocation stream opened"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let before = mint(&mut client, DEST, PURPOSE, 60, None).await.unwrap();
     assert!(matches!(rp.check(&before.token), Verdict::Accept(_)));
     admin(&env)

@@ -216,13 +216,13 @@ fn list_page(db: &Database, p: &ListParams) -> Result<CredentialPage, LedgerErro
     let txn = db.begin_read().ctx(OP)?;
     let issued = txn.open_table(ISSUED).ctx(OP)?;
     let credentials = txn.open_table(CREDENTIALS).ctx(OP)?;
-    let upper = match p.page_token.split_once(':') {
-        Some((at, id)) => Some((
-            at.parse::<i64>()
-                .map_err(|_| LedgerError::Corrupt("bad page token".into()))?,
-            id.to_owned(),
-        )),
-        None => None,
+    let bad = || LedgerError::BadRequest("page_token is not one this server returned".into());
+    let upper = match p.page_token.as_str() {
+        "" => None,
+        token => {
+            let (at, id) = token.split_once(':').ok_or_else(bad)?;
+            Some((at.parse::<i64>().map_err(|_| bad())?, id.to_owned()))
+        }
     };
     let range = match &upper {
         Some((at, id)) => issued.range(..(*at, id.as_str())).ctx(OP)?,
