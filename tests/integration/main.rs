@@ -16,4 +16,5 @@ mod issuer;
 mod mint;
 mod refusals;
 mod revocation;
+mod token_exchange;
 mod x509;
