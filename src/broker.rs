@@ -20,6 +20,7 @@ use crate::ledger::{
     CredentialKind, CredentialRecord, Ledger, LedgerError, NewRule, RecordParams, ReplayGuard,
     RevocationRule, Selector, Status,
 };
+use crate::limits::Limits;
 use crate::mint::{
     CrlCache, CrlParams, JwtMinter, MintError, MintJwtParams, MintX509Params, MintedJwt,
     MintedX509, X509Minter,
@@ -56,6 +57,7 @@ pub struct Broker {
     admins: Vec<SpiffeId>,
     stopping: tokio_util::sync::CancellationToken,
     audit: Option<AuditLog>,
+    limits: Limits,
     ledger: Arc<dyn Ledger>,
     clock: SharedClock,
 }
@@ -110,6 +112,8 @@ pub struct BrokerParts {
     pub admins: Vec<SpiffeId>,
     /// Where issuances, refusals, revokes and admin actions are recorded, if anywhere.
     pub audit: Option<AuditLog>,
+    /// Load-shedding limits.
+    pub limits: Limits,
     pub ledger: Arc<dyn Ledger>,
     pub clock: SharedClock,
 }
@@ -128,6 +132,7 @@ impl Broker {
             admins: parts.admins,
             stopping: tokio_util::sync::CancellationToken::new(),
             audit: parts.audit,
+            limits: parts.limits,
             ledger: parts.ledger,
             clock: parts.clock,
         }
@@ -159,6 +164,11 @@ impl Broker {
         if let Some(audit) = &self.audit {
             audit.record(event, self.clock.unix_seconds(), fields);
         }
+    }
+
+    /// Returns the load-shedding limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Waits until the audit log has written everything recorded so far (at shutdown).

@@ -15,6 +15,7 @@ pub mod csr;
 pub mod dev;
 pub mod http_client;
 pub mod ledger;
+pub mod limits;
 pub mod metrics;
 pub mod mint;
 pub mod policy;

@@ -151,6 +151,7 @@ pub fn build_broker(
         x509,
         bundles,
         admins: config.admin_ids.clone(),
+        limits: crate::limits::Limits::new(config.server.max_in_flight, config.server.max_watchers),
         audit: Some(
             AuditLog::open(&config.audit_path)
                 .map_err(|e| ServerError::Setup(format!("audit log: {e}")))?,

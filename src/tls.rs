@@ -27,6 +27,8 @@ use crate::attest::{X509Peer, X509SvidError, X509SvidVerifier};
 use crate::clock::SharedClock;
 use crate::config::SecretKey;
 
+/// TLS handshakes in progress at once, per listener.
+pub const MAX_HANDSHAKES: usize = 1024;
 /// How long a TLS handshake may take before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -213,6 +215,7 @@ pub fn accept(
     p: AcceptParams,
 ) -> mpsc::Receiver<Result<TlsConn, io::Error>> {
     let (tx, rx) = mpsc::channel(256);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         loop {
             let (tcp, remote) = tokio::select! {
@@ -226,9 +229,14 @@ pub fn accept(
                     }
                 },
             };
+            // At most MAX_HANDSHAKES at once; past that, accepting waits (TCP backpressure).
+            let Ok(permit) = Arc::clone(&handshakes).acquire_owned().await else {
+                break;
+            };
             let tx = tx.clone();
             let p = p.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let _ = tcp.set_nodelay(true);
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, p.acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {

@@ -197,7 +197,13 @@ impl proto::admin_server::Admin for AdminService {
         let convert = Box::new(move |e: &crate::ledger::Event| {
             Some(convert::event(e, |c| broker.status_of(c)))
         });
+        let permit = self
+            .broker
+            .limits()
+            .watcher()
+            .map_err(super::overloaded_status)?;
         let params = WatchParams {
+            permit,
             ledger: Arc::clone(self.broker.ledger()),
             stopping: self.broker.stopping().clone(),
             since: request.get_ref().since_sequence,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::watch::{WatchParams, WatchStream, watch};
-use super::{broker_status, convert, request_status};
+use super::{broker_status, convert, overloaded_status, request_status};
 use crate::attest::{AttestError, Evidence, Principal};
 use crate::broker::{Broker, BrokerError};
 use crate::csr::VerifiedCsr;
@@ -62,6 +62,7 @@ impl proto::broker_server::Broker for BrokerService {
         &self,
         request: Request<proto::MintJwtRequest>,
     ) -> Result<Response<proto::MintJwtResponse>, Status> {
+        let _permit = self.broker.limits().request().map_err(overloaded_status)?;
         let body = request.get_ref();
         let parsed = CredentialRequest::parse(&body.destination, &body.purpose, body.ttl_seconds)
             .map_err(|e| request_status(&e))?;
@@ -82,6 +83,7 @@ impl proto::broker_server::Broker for BrokerService {
         &self,
         request: Request<proto::MintX509Request>,
     ) -> Result<Response<proto::MintX509Response>, Status> {
+        let _permit = self.broker.limits().request().map_err(overloaded_status)?;
         let body = request.get_ref();
         let parsed = CredentialRequest::parse(&body.destination, &body.purpose, body.ttl_seconds)
             .map_err(|e| request_status(&e))?;
@@ -128,7 +130,9 @@ impl proto::broker_server::Broker for BrokerService {
         }
         let convert =
             Box::new(|e: &crate::ledger::Event| e.revocation.as_ref().map(convert::revocation));
+        let permit = self.broker.limits().watcher().map_err(overloaded_status)?;
         let params = WatchParams {
+            permit,
             ledger: Arc::clone(self.broker.ledger()),
             stopping: self.broker.stopping().clone(),
             since: request.get_ref().since_sequence,

@@ -10,4 +10,4 @@ mod status;
 pub mod token;
 pub mod watch;
 
-pub use self::status::{broker_status, request_status};
+pub use self::status::{broker_status, overloaded_status, request_status};

@@ -65,3 +65,9 @@ fn broker_status_inner(e: &BrokerError) -> Status {
         }
     }
 }
+
+/// Maps an overloaded broker to `RESOURCE_EXHAUSTED`.
+pub fn overloaded_status(e: crate::limits::Overloaded) -> Status {
+    crate::metrics::METRICS.refused("resourceexhausted");
+    Status::resource_exhausted(e.to_string())
+}

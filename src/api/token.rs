@@ -268,6 +268,11 @@ async fn exchange_inner(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, OAuthError> {
+    let _permit = broker.limits().request().map_err(|e| OAuthError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "temporarily_unavailable",
+        description: e.to_string(),
+    })?;
     let form_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

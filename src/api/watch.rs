@@ -24,6 +24,8 @@ pub type Convert<T> = Box<dyn Fn(&Event) -> Option<T> + Send + Sync>;
 
 /// Parameters of [`watch`].
 pub struct WatchParams<T> {
+    /// Held for the stream's lifetime (the watcher limit).
+    pub permit: tokio::sync::OwnedSemaphorePermit,
     pub ledger: Arc<dyn Ledger>,
     /// Ends the stream (with `UNAVAILABLE`) when the server shuts down.
     pub stopping: tokio_util::sync::CancellationToken,
@@ -87,6 +89,8 @@ async fn forward<T>(
     }
     loop {
         let received = tokio::select! {
+            // The client went away: free its slot now, not at the next event.
+            () = tx.closed() => return Ok(()),
             () = p.stopping.cancelled() => {
                 return Err(Status::unavailable(format!(
                     "the broker is shutting down; resume with since_sequence = {last}"

@@ -35,6 +35,8 @@ pub struct ServerSection {
     pub issuer: Option<String>,
     pub audience: Option<String>,
     pub shutdown_grace: Option<String>,
+    pub max_in_flight: Option<usize>,
+    pub max_watchers: Option<usize>,
 }
 
 /// `[ledger]`.

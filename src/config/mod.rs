@@ -72,6 +72,10 @@ pub struct ServerConfig {
     pub issuer: String,
     pub audience: String,
     pub shutdown_grace: Duration,
+    /// Credential requests handled at once; more are refused with RESOURCE_EXHAUSTED.
+    pub max_in_flight: usize,
+    /// Event streams open at once; more are refused with RESOURCE_EXHAUSTED.
+    pub max_watchers: usize,
 }
 
 /// Where the ledger lives.
@@ -291,6 +295,13 @@ fn server(check: &Checker<'_>, s: &file::ServerSection) -> Result<ServerConfig, 
         tls_client_ca,
         issuer,
         audience,
+        max_in_flight: s
+            .max_in_flight
+            .unwrap_or(crate::limits::DEFAULT_MAX_IN_FLIGHT)
+            .max(1),
+        max_watchers: s
+            .max_watchers
+            .unwrap_or(crate::limits::DEFAULT_MAX_WATCHERS),
         shutdown_grace: check.duration(
             "server.shutdown_grace",
             s.shutdown_grace.as_deref(),

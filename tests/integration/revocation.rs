@@ -495,3 +495,44 @@ async fn a_relying_party_following_revocations_refuses_a_revoked_token_at_once()
     assert!(matches!(rp.check("garbage"), Verdict::Refuse(_)));
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn watchers_past_the_limit_are_refused_with_resource_exhausted() {
+    let fx = Fixture::new();
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    std::fs::write(
+        &fx.config_path,
+        text.replacen("[server]\n", "[server]\nmax_watchers = 1\n", 1),
+    )
+    .unwrap();
+    let mut env = Env::start_fixture(fx).await;
+    let mut broker = tessera::proto::broker_client::BrokerClient::new(
+        env.channel(Some(&env.fx.material.workload)).await,
+    );
+    let first = broker
+        .watch_revocations(WatchRevocationsRequest { since_sequence: 0 })
+        .await
+        .unwrap();
+    let status = broker
+        .watch_revocations(WatchRevocationsRequest { since_sequence: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match broker
+            .watch_revocations(WatchRevocationsRequest { since_sequence: 0 })
+            .await
+        {
+            Ok(_) => break,
+            Err(s)
+                if s.code() == Code::ResourceExhausted && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(s) => panic!("the slot was not released: {s:?}"),
+        }
+    }
+    env.shutdown().await;
+}
