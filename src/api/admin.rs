@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use super::broker_status;
 use super::convert;
 use super::grpc::evidence;
-use super::watch::{WatchParams, WatchStream, watch};
+use super::watch::{WatchStream, watch_broker};
 use crate::attest::Principal;
 use crate::broker::{Broker, RevokeParams};
 use crate::ledger::{CredentialKind, ListParams, Selector, Status as CredentialStatus};
@@ -197,18 +197,7 @@ impl proto::admin_server::Admin for AdminService {
         let convert = Box::new(move |e: &crate::ledger::Event| {
             Some(convert::event(e, |c| broker.status_of(c)))
         });
-        let permit = self
-            .broker
-            .limits()
-            .watcher()
-            .map_err(super::overloaded_status)?;
-        let params = WatchParams {
-            permit,
-            ledger: Arc::clone(self.broker.ledger()),
-            stopping: self.broker.stopping().clone(),
-            since: request.get_ref().since_sequence,
-            convert,
-        };
-        Ok(Response::new(watch(params)))
+        let stream = watch_broker(&self.broker, request.get_ref().since_sequence, convert)?;
+        Ok(Response::new(stream))
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::watch::{WatchParams, WatchStream, watch};
+use super::watch::{WatchStream, watch_broker};
 use super::{broker_status, convert, overloaded_status, request_status};
 use crate::attest::{AttestError, Evidence, Principal};
 use crate::broker::{Broker, BrokerError};
@@ -130,14 +130,7 @@ impl proto::broker_server::Broker for BrokerService {
         }
         let convert =
             Box::new(|e: &crate::ledger::Event| e.revocation.as_ref().map(convert::revocation));
-        let permit = self.broker.limits().watcher().map_err(overloaded_status)?;
-        let params = WatchParams {
-            permit,
-            ledger: Arc::clone(self.broker.ledger()),
-            stopping: self.broker.stopping().clone(),
-            since: request.get_ref().since_sequence,
-            convert,
-        };
-        Ok(Response::new(watch(params)))
+        let stream = watch_broker(&self.broker, request.get_ref().since_sequence, convert)?;
+        Ok(Response::new(stream))
     }
 }

@@ -23,14 +23,14 @@ pub type WatchStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 
 pub type Convert<T> = Box<dyn Fn(&Event) -> Option<T> + Send + Sync>;
 
 /// Parameters of [`watch`].
-pub struct WatchParams<T> {
+struct WatchParams<T> {
     /// Held for the stream's lifetime (the watcher limit).
-    pub permit: tokio::sync::OwnedSemaphorePermit,
-    pub ledger: Arc<dyn Ledger>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    ledger: Arc<dyn Ledger>,
     /// Ends the stream (with `UNAVAILABLE`) when the server shuts down.
-    pub stopping: tokio_util::sync::CancellationToken,
-    pub since: u64,
-    pub convert: Convert<T>,
+    stopping: tokio_util::sync::CancellationToken,
+    since: u64,
+    convert: Convert<T>,
 }
 
 impl<T> std::fmt::Debug for WatchParams<T> {
@@ -44,7 +44,7 @@ impl<T> std::fmt::Debug for WatchParams<T> {
 /// Returns a stream of every retained event after `since`, then live events, in sequence
 /// order without gaps or repeats. Ends with `ABORTED` (naming the sequence to resume from) if
 /// the watcher falls too far behind, or `UNAVAILABLE` if the ledger cannot be read.
-pub fn watch<T: Send + 'static>(p: WatchParams<T>) -> WatchStream<T> {
+fn watch<T: Send + 'static>(p: WatchParams<T>) -> WatchStream<T> {
     let (tx, rx) = mpsc::channel(PER_WATCHER_BUFFER);
     // Subscribe before replaying, so nothing committed meanwhile is missed.
     let live = p.ledger.subscribe();
@@ -57,6 +57,26 @@ pub fn watch<T: Send + 'static>(p: WatchParams<T>) -> WatchStream<T> {
         watchers.dec();
     });
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// Opens a [`watch`] on `broker`'s ledger from `since`, taking one of its watcher slots.
+/// Fails with `RESOURCE_EXHAUSTED` when every slot is taken.
+pub fn watch_broker<T: Send + 'static>(
+    broker: &crate::broker::Broker,
+    since: u64,
+    convert: Convert<T>,
+) -> Result<WatchStream<T>, Status> {
+    let permit = broker
+        .limits()
+        .watcher()
+        .map_err(super::overloaded_status)?;
+    Ok(watch(WatchParams {
+        _permit: permit,
+        ledger: Arc::clone(broker.ledger()),
+        stopping: broker.stopping().clone(),
+        since,
+        convert,
+    }))
 }
 
 /// Sends replayed then live events until the watcher goes away (`Ok`) or cannot continue.
