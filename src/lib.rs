@@ -16,6 +16,7 @@ pub mod dev;
 pub mod http_client;
 pub mod ledger;
 pub mod limits;
+pub mod loadgen;
 pub mod metrics;
 pub mod mint;
 pub mod policy;

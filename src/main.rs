@@ -1,4 +1,4 @@
-//! The `tessera` binary: `serve`, `dev certs`.
+//! The `tessera` binary: `serve`, the operator commands, `bench`, `dev certs`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -83,6 +83,9 @@ enum Command {
         #[command(flatten)]
         connection: ops::Connection,
     },
+    /// Open-loop load generator against a running broker (or the peer in `bench/peer/`),
+    /// with the crypto ceiling measured in the same run.
+    Bench(Box<tessera::loadgen::BenchArgs>),
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -130,6 +133,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config, dev } => serve(config, dev),
+        Command::Bench(args) => tessera::loadgen::run(&args),
         Command::Dev {
             command: DevCommand::Certs { out },
         } => dev_certs(&out),

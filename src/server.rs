@@ -101,11 +101,19 @@ async fn open_ledger(config: &Config) -> Result<Arc<dyn Ledger>, ServerError> {
     match &config.ledger.backend {
         LedgerBackend::Redb(path) => {
             let path = path.clone();
-            let ledger = tokio::task::spawn_blocking(move || {
-                RedbLedger::open(&path, RedbOptions::default())
-            })
-            .await
-            .map_err(|e| ServerError::Setup(format!("opening the ledger: {e}")))??;
+            let options = RedbOptions {
+                durable: config.ledger.fsync,
+                ..RedbOptions::default()
+            };
+            if !options.durable {
+                tracing::warn!(
+                    "[ledger] fsync = false: credentials are handed out before they are durable \
+                     (for benchmarks only)"
+                );
+            }
+            let ledger = tokio::task::spawn_blocking(move || RedbLedger::open(&path, options))
+                .await
+                .map_err(|e| ServerError::Setup(format!("opening the ledger: {e}")))??;
             Ok(Arc::new(ledger))
         }
     }

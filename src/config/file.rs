@@ -47,6 +47,7 @@ pub struct LedgerSection {
     pub url: Option<String>,
     pub retain_expired: Option<String>,
     pub sweep_interval: Option<String>,
+    pub fsync: Option<bool>,
 }
 
 /// `[signing]`.

@@ -90,6 +90,9 @@ pub struct LedgerConfig {
     pub backend: LedgerBackend,
     pub retain_expired: Duration,
     pub sweep_interval: Duration,
+    /// Fsync every commit (`[ledger] fsync`, default true). `false` is for measuring what
+    /// durability costs: a crash may lose credentials that were already handed out.
+    pub fsync: bool,
 }
 
 /// `[signing]`, checked.
@@ -336,6 +339,7 @@ fn ledger(check: &Checker<'_>, s: &file::LedgerSection) -> Result<LedgerConfig, 
             s.sweep_interval.as_deref(),
             Duration::from_secs(60),
         )?,
+        fsync: s.fsync.unwrap_or(true),
     })
 }
 

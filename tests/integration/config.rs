@@ -38,6 +38,23 @@ fn the_generated_config_loads() {
 }
 
 #[test]
+fn ledger_fsync_is_on_unless_switched_off() {
+    let fx = Fixture::new();
+    let config = Config::load(&fx.config_path, &SystemClock).unwrap();
+    assert!(config.ledger.fsync);
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    std::fs::write(
+        &fx.config_path,
+        text.replace("[ledger]", "[ledger]\nfsync = false"),
+    )
+    .unwrap();
+    let config = Config::load(&fx.config_path, &SystemClock).unwrap();
+    assert!(!config.ledger.fsync);
+    let m = error_after(|t, _| t.replace("[ledger]", "[ledger]\nfsync = \"no\""));
+    assert_has(&m, &["fsync"]);
+}
+
+#[test]
 fn names_a_missing_file() {
     let err = Config::load(
         std::path::Path::new("/nonexistent/tessera.toml"),
