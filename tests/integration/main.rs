@@ -15,6 +15,7 @@ mod http;
 mod issuer;
 mod mint;
 mod refusals;
+mod restart;
 mod revocation;
 mod token_exchange;
 mod x509;

@@ -4,6 +4,8 @@
 //! thread, which commits whole batches (one fsync each) and only then answers and publishes the
 //! batch's events. Reads run on tokio's blocking pool.
 
+mod reads;
+mod schema;
 mod writer;
 
 use std::fmt;
@@ -19,7 +21,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use self::writer::{PendingRecord, Reply, Writer, WriterMsg};
 use super::{
-    CredentialPage, CredentialRecord, Event, Ledger, LedgerError, ListParams, NewRule,
+    CredentialPage, CredentialRecord, Event, Ledger, LedgerError, ListParams, LiveCounts, NewRule,
     RecordParams, RevocationRule, SweepParams,
 };
 
@@ -37,12 +39,16 @@ const REPLAY_EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("re
 const RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("rules");
 /// Sequence → serde_json of [`Event`].
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// (expires_at, selector code, value) → how many credentials with that value expire then.
+const LIVE_COUNTS: TableDefinition<(i64, u8, &str), u64> = TableDefinition::new("live_counts");
+/// (expires_at, credential id) → () of X.509 credentials only (restored for the CRL).
+const X509_EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("x509_expiry");
 /// Ledger metadata.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 const LAST_SEQUENCE_KEY: &str = "last_sequence";
 const EXPIRED_CURSOR_KEY: &str = "expired_cursor";
-const SCHEMA_VERSION: u64 = 2;
+const SCHEMA_VERSION: u64 = 3;
 /// Events a live subscriber may fall behind by before it is told it lagged.
 const EVENT_BUFFER: usize = 16 * 1024;
 
@@ -95,7 +101,7 @@ pub struct RedbLedger {
 
 impl RedbLedger {
     /// Opens the ledger at `path`, creating parent directories, the file and the tables if
-    /// missing (and upgrading a version 1 file), and starts the writer thread. Fails with
+    /// missing (and upgrading a version 1 or 2 file), and starts the writer thread. Fails with
     /// `Storage` if the file cannot be opened (including when another process holds it),
     /// `Corrupt` if its schema version is unknown.
     pub fn open(path: &Path, options: RedbOptions) -> Result<RedbLedger, LedgerError> {
@@ -103,7 +109,7 @@ impl RedbLedger {
             std::fs::create_dir_all(parent).ctx("creating the ledger directory")?;
         }
         let db = Arc::new(Database::create(path).ctx("opening the ledger database")?);
-        let last_sequence = init_schema(&db)?;
+        let last_sequence = schema::init_schema(&db)?;
         let commits = Arc::new(AtomicU64::new(0));
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (tx, rx) = mpsc::channel();
@@ -158,56 +164,6 @@ impl RedbLedger {
             .await
             .ctx("running a ledger read")?
     }
-}
-
-/// Creates the tables, checks the schema version (upgrading version 1: it lacked the `issued`
-/// index) and returns the last event sequence. Fails with `Corrupt` on an unknown version.
-fn init_schema(db: &Database) -> Result<u64, LedgerError> {
-    const OP: &str = "initialising the ledger schema";
-    let txn = db.begin_write().ctx(OP)?;
-    let last_sequence;
-    {
-        let mut meta = txn.open_table(META).ctx(OP)?;
-        let credentials = txn.open_table(CREDENTIALS).ctx(OP)?;
-        let mut issued = txn.open_table(ISSUED).ctx(OP)?;
-        for table in [EXPIRY, REPLAY_EXPIRY] {
-            txn.open_table(table).ctx(OP)?;
-        }
-        txn.open_table(REPLAY).ctx(OP)?;
-        txn.open_table(RULES).ctx(OP)?;
-        txn.open_table(EVENTS).ctx(OP)?;
-        let found = meta.get(SCHEMA_VERSION_KEY).ctx(OP)?.map(|v| v.value());
-        match found {
-            Some(SCHEMA_VERSION) => {}
-            Some(1) => {
-                for entry in credentials.iter().ctx(OP)? {
-                    let (id, bytes) = entry.ctx(OP)?;
-                    let record: CredentialRecord = decode("credential", bytes.value())?;
-                    issued.insert((record.issued_at, id.value()), ()).ctx(OP)?;
-                }
-                meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION).ctx(OP)?;
-            }
-            Some(other) => {
-                return Err(LedgerError::Corrupt(format!(
-                    "schema version {other} found, this build reads version {SCHEMA_VERSION}"
-                )));
-            }
-            None if credentials.is_empty().ctx(OP)? => {
-                meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION).ctx(OP)?;
-            }
-            None => {
-                return Err(LedgerError::Corrupt(
-                    "schema version missing from a ledger that holds records".to_owned(),
-                ));
-            }
-        }
-        last_sequence = meta
-            .get(LAST_SEQUENCE_KEY)
-            .ctx(OP)?
-            .map_or(0, |v| v.value());
-    }
-    txn.commit().ctx(OP)?;
-    Ok(last_sequence)
 }
 
 /// Reads one page of [`Ledger::list`].
@@ -369,6 +325,14 @@ impl Ledger for RedbLedger {
         .await
     }
 
+    async fn live_counts(&self, now: i64) -> Result<LiveCounts, LedgerError> {
+        self.read(move |db| reads::live_counts(db, now)).await
+    }
+
+    async fn x509_records(&self, after: i64) -> Result<Vec<CredentialRecord>, LedgerError> {
+        self.read(move |db| reads::x509_records(db, after)).await
+    }
+
     async fn sweep(&self, params: SweepParams) -> Result<u64, LedgerError> {
         self.request(|reply| WriterMsg::Sweep(params, reply)).await
     }
@@ -419,3 +383,5 @@ impl fmt::Debug for RedbLedger {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_restore;
