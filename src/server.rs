@@ -101,11 +101,13 @@ async fn open_ledger(config: &Config) -> Result<Arc<dyn Ledger>, ServerError> {
     match &config.ledger.backend {
         LedgerBackend::Redb(path) => {
             let path = path.clone();
-            let ledger = tokio::task::spawn_blocking(move || {
-                RedbLedger::open(&path, RedbOptions::default())
-            })
-            .await
-            .map_err(|e| ServerError::Setup(format!("opening the ledger: {e}")))??;
+            let options = RedbOptions {
+                cache_size: config.ledger.cache_size,
+                ..RedbOptions::default()
+            };
+            let ledger = tokio::task::spawn_blocking(move || RedbLedger::open(&path, options))
+                .await
+                .map_err(|e| ServerError::Setup(format!("opening the ledger: {e}")))??;
             Ok(Arc::new(ledger))
         }
     }

@@ -47,6 +47,15 @@ pub struct LedgerSection {
     pub url: Option<String>,
     pub retain_expired: Option<String>,
     pub sweep_interval: Option<String>,
+    pub cache_size: Option<ByteSize>,
+}
+
+/// A size in bytes: an integer, or a string like `"64MiB"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ByteSize {
+    Bytes(u64),
+    Text(String),
 }
 
 /// `[signing]`.

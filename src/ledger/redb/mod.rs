@@ -60,6 +60,8 @@ pub struct RedbOptions {
     /// Fsync every commit (`true`, the default). `false` uses redb `Durability::None`, which
     /// breaks the ledger's durability guarantee: for benchmarks only.
     pub durable: bool,
+    /// Bytes of redb page cache (`[ledger] cache_size`). Default 64 MiB.
+    pub cache_size: usize,
 }
 
 impl Default for RedbOptions {
@@ -67,6 +69,7 @@ impl Default for RedbOptions {
         RedbOptions {
             max_batch: 4096,
             durable: true,
+            cache_size: 64 << 20,
         }
     }
 }
@@ -108,7 +111,11 @@ impl RedbLedger {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).ctx("creating the ledger directory")?;
         }
-        let db = Arc::new(Database::create(path).ctx("opening the ledger database")?);
+        let db = Database::builder()
+            .set_cache_size(options.cache_size)
+            .create(path)
+            .ctx("opening the ledger database")?;
+        let db = Arc::new(db);
         let last_sequence = schema::init_schema(&db)?;
         let commits = Arc::new(AtomicU64::new(0));
         let (events, _) = broadcast::channel(EVENT_BUFFER);
