@@ -287,8 +287,13 @@ pub struct Event {
     pub kind: EventKind,
     /// Unix seconds.
     pub at: i64,
+    /// The credential of an `issued` or `expired` event. Stored events only name it: read
+    /// back ([`Ledger::events_since`]) it is the record as the ledger holds it then, or `None`
+    /// once the record has been swept (its event is about to be swept too). Live events
+    /// ([`Ledger::subscribe`]) always carry it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<CredentialRecord>,
+    /// The rule of a `revoked` event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation: Option<RevocationRule>,
     /// When the event's batch was committed, for live delivery latency; not stored.
@@ -377,7 +382,9 @@ pub trait Ledger: Send + Sync + fmt::Debug + 'static {
     /// Returns every stored rule, oldest first.
     async fn rules(&self) -> Result<Vec<RevocationRule>, LedgerError>;
 
-    /// Returns up to `limit` events with a sequence greater than `since`, in order.
+    /// Returns up to `limit` events with a sequence greater than `since`, in order, each
+    /// `issued`/`expired` one with its credential as stored now (`None` if swept since). Fails
+    /// when the ledger cannot be read or holds an undecodable event or record (`Corrupt`).
     async fn events_since(&self, since: u64, limit: usize) -> Result<Vec<Event>, LedgerError>;
 
     /// Returns the last sequence assigned (0 for an empty ledger).

@@ -4,6 +4,7 @@
 //! thread, which commits whole batches (one fsync each) and only then answers and publishes the
 //! batch's events. Reads run on tokio's blocking pool.
 
+mod codec;
 mod reads;
 mod schema;
 mod writer;
@@ -25,7 +26,7 @@ use super::{
     RecordParams, RevocationRule, SweepParams,
 };
 
-/// Credential id → serde_json of [`CredentialRecord`].
+/// Credential id → [`codec::encode_record`] of its [`CredentialRecord`].
 const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credentials");
 /// (expires_at, credential id) → (), ordered for sweeping and expiry events.
 const EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("expiry");
@@ -37,7 +38,7 @@ const REPLAY: TableDefinition<&str, i64> = TableDefinition::new("replay");
 const REPLAY_EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("replay_expiry");
 /// Revocation id → serde_json of [`RevocationRule`].
 const RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("rules");
-/// Sequence → serde_json of [`Event`].
+/// Sequence → [`codec`] encoding of the event (`issued`/`expired` name their credential).
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// (expires_at, selector code, value) → how many credentials with that value expire then.
 const LIVE_COUNTS: TableDefinition<(i64, u8, &str), u64> = TableDefinition::new("live_counts");
@@ -200,7 +201,7 @@ fn list_page(db: &Database, p: &ListParams) -> Result<CredentialPage, LedgerErro
             break;
         }
         if let Some(bytes) = credentials.get(id).ctx(OP)? {
-            let record: CredentialRecord = decode("credential", bytes.value())?;
+            let record = codec::decode_record(id, bytes.value())?;
             if p.matches(&record) {
                 page.credentials.push(record);
             }
@@ -218,7 +219,7 @@ fn resume_token(at: i64, id: &str) -> String {
 #[async_trait]
 impl Ledger for RedbLedger {
     async fn record(&self, params: RecordParams) -> Result<u64, LedgerError> {
-        let bytes = serde_json::to_vec(&params.credential).ctx("encoding a credential record")?;
+        let bytes = codec::encode_record(&params.credential);
         let pending = PendingRecord {
             record: params.credential,
             bytes,
@@ -255,10 +256,16 @@ impl Ledger for RedbLedger {
         self.read(move |db| {
             let txn = db.begin_read().ctx(OP)?;
             let table = txn.open_table(EVENTS).ctx(OP)?;
+            let credentials = txn.open_table(CREDENTIALS).ctx(OP)?;
             let mut out = Vec::new();
             for entry in table.range(since.saturating_add(1)..).ctx(OP)?.take(limit) {
-                let (_, bytes) = entry.ctx(OP)?;
-                out.push(decode("event", bytes.value())?);
+                let (sequence, bytes) = entry.ctx(OP)?;
+                let stored = codec::decode_event(sequence.value(), bytes.value())?;
+                out.push(reads::resolve_event(
+                    &credentials,
+                    sequence.value(),
+                    stored,
+                )?);
             }
             Ok(out)
         })
@@ -293,7 +300,7 @@ impl Ledger for RedbLedger {
             let txn = db.begin_read().ctx(OP)?;
             let table = txn.open_table(CREDENTIALS).ctx(OP)?;
             match table.get(id.as_str()).ctx(OP)? {
-                Some(bytes) => decode(&format!("credential {id}"), bytes.value()).map(Some),
+                Some(bytes) => codec::decode_record(&id, bytes.value()).map(Some),
                 None => Ok(None),
             }
         })
@@ -324,8 +331,8 @@ impl Ledger for RedbLedger {
             };
             let mut out = Vec::new();
             for entry in range.take(limit) {
-                let (_, bytes) = entry.ctx(OP)?;
-                out.push(decode("credential", bytes.value())?);
+                let (id, bytes) = entry.ctx(OP)?;
+                out.push(codec::decode_record(id.value(), bytes.value())?);
             }
             Ok(out)
         })

@@ -1,9 +1,11 @@
-//! Start-up reads of the redb ledger: the persisted live counts and the live X.509 records.
+//! Reads of the redb ledger beyond single lookups: the persisted live counts and live X.509
+//! records (at start-up), and events with their credential resolved.
 
-use ::redb::{Database, ReadableDatabase};
+use ::redb::{Database, ReadableDatabase, ReadableTable};
 
-use super::{CREDENTIALS, LIVE_COUNTS, StorageContext, X509_EXPIRY, decode};
-use crate::ledger::{CredentialRecord, LedgerError, LiveCounts, Selector};
+use super::codec::{self, StoredEvent};
+use super::{CREDENTIALS, LIVE_COUNTS, StorageContext, X509_EXPIRY};
+use crate::ledger::{CredentialRecord, Event, EventKind, LedgerError, LiveCounts, Selector};
 
 /// Returns the counts of credentials expiring after `now`. Fails with `Corrupt` on a selector
 /// code no selector has, `Storage` when the table cannot be read.
@@ -38,8 +40,37 @@ pub(super) fn x509_records(
         let (key, _) = entry.ctx(OP)?;
         let (_, id) = key.value();
         if let Some(bytes) = credentials.get(id).ctx(OP)? {
-            out.push(decode(&format!("credential {id}"), bytes.value())?);
+            out.push(codec::decode_record(id, bytes.value())?);
         }
     }
     Ok(out)
+}
+
+/// Returns the event `stored` under `sequence` with its credential read from `credentials`: an
+/// `issued` or `expired` event whose credential has been swept since carries `None` (such an
+/// event is itself about to be swept). Fails with `Corrupt` on an undecodable record.
+pub(super) fn resolve_event(
+    credentials: &impl ReadableTable<&'static str, &'static [u8]>,
+    sequence: u64,
+    stored: StoredEvent,
+) -> Result<Event, LedgerError> {
+    const OP: &str = "reading an event's credential";
+    let (kind, at, credential, revocation) = match stored {
+        StoredEvent::Credential(kind, at, id) => {
+            let credential = match credentials.get(id.as_str()).ctx(OP)? {
+                Some(bytes) => Some(codec::decode_record(&id, bytes.value())?),
+                None => None,
+            };
+            (kind, at, credential, None)
+        }
+        StoredEvent::Revoked(at, rule) => (EventKind::Revoked, at, None, Some(*rule)),
+    };
+    Ok(Event {
+        sequence,
+        kind,
+        at,
+        credential,
+        revocation,
+        committed: None,
+    })
 }

@@ -211,3 +211,53 @@ async fn refuses_a_schema_version_from_the_future() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn an_event_reads_its_credential_from_the_table_and_none_once_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(&dir);
+    let mut late = sample("late", 1000);
+    late.issued_at = 900;
+    ledger.record(plain(late.clone())).await.unwrap();
+    ledger.record(plain(sample("early", 100))).await.unwrap();
+    let events = ledger.events_since(0, 10).await.unwrap();
+    assert_eq!(events[1].credential, Some(sample("early", 100)));
+    ledger
+        .sweep(SweepParams {
+            expired_before: 200,
+            rules_before: 0,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    let events = ledger.events_since(0, 10).await.unwrap();
+    let resolved: Vec<_> = events
+        .iter()
+        .map(|e| (e.sequence, e.kind, e.credential.clone()))
+        .collect();
+    assert_eq!(
+        resolved,
+        vec![
+            (1, crate::ledger::EventKind::Issued, Some(late)),
+            (2, crate::ledger::EventKind::Issued, None),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_upgraded_ledger_keeps_records_and_events_compact() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.redb");
+    write_old_ledger(&path, 2, &[sample("a", 1000)]);
+    let ledger = RedbLedger::open(&path, RedbOptions::default()).unwrap();
+    let txn = ledger.db.begin_read().unwrap();
+    let record = txn
+        .open_table(CREDENTIALS)
+        .unwrap()
+        .get("a")
+        .unwrap()
+        .unwrap();
+    assert_ne!(record.value().first(), Some(&b'{'), "no longer JSON");
+    let event = txn.open_table(EVENTS).unwrap().get(1).unwrap().unwrap();
+    assert_eq!(event.value().len(), 1 + 8 + 1, "kind, time and the id `a`");
+}

@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use ::redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{broadcast, oneshot};
 
+use super::codec;
 use super::{
     CREDENTIALS, EVENTS, EXPIRED_CURSOR_KEY, EXPIRY, ISSUED, LAST_SEQUENCE_KEY, LIVE_COUNTS, META,
     REPLAY, REPLAY_EXPIRY, RULES, RedbOptions, StorageContext, X509_EXPIRY,
@@ -235,7 +236,8 @@ fn apply(
 }
 
 impl Batch<'_> {
-    /// Stores an event with the next sequence; returns the sequence.
+    /// Stores an event with the next sequence (an `issued` or `expired` one by its credential's
+    /// id only) and keeps it, whole, for publishing; returns the sequence.
     fn append(
         &mut self,
         kind: EventKind,
@@ -252,7 +254,16 @@ impl Batch<'_> {
             revocation,
             committed: None,
         };
-        let bytes = serde_json::to_vec(&event).ctx("encoding an event")?;
+        let bytes = match (&event.credential, &event.revocation) {
+            (Some(record), _) => codec::encode_credential_event(kind, at, &record.credential_id),
+            (None, Some(rule)) => codec::encode_rule_event(at, rule)?,
+            (None, None) => {
+                return Err(LedgerError::Storage(format!(
+                    "a {} event must name a credential or a rule",
+                    kind.as_str()
+                )));
+            }
+        };
         self.events
             .insert(event.sequence, bytes.as_slice())
             .ctx("storing an event")?;
@@ -359,8 +370,7 @@ impl Batch<'_> {
             else {
                 continue;
             };
-            let record: CredentialRecord = serde_json::from_slice(&bytes)
-                .map_err(|e| LedgerError::Corrupt(format!("credential {id}: {e}")))?;
+            let record = codec::decode_record(id, &bytes)?;
             self.append(EventKind::Expired, record.expires_at, Some(record), None)?;
         }
         self.meta
@@ -391,7 +401,7 @@ impl Batch<'_> {
                 .remove(id.as_str())
                 .ctx(OP)?
                 .map(|b| b.value().to_vec())
-                && let Ok(record) = serde_json::from_slice::<CredentialRecord>(&bytes)
+                && let Ok(record) = codec::decode_record(id, &bytes)
             {
                 self.issued
                     .remove((record.issued_at, id.as_str()))
@@ -421,15 +431,11 @@ impl Batch<'_> {
 
     fn sweep_events_and_rules(&mut self, params: SweepParams) -> Result<(), LedgerError> {
         const OP: &str = "sweeping events and rules";
-        #[derive(serde::Deserialize)]
-        struct At {
-            at: i64,
-        }
         let mut old_events = Vec::new();
         for entry in self.events.iter().ctx(OP)?.take(params.limit) {
             let (seq, bytes) = entry.ctx(OP)?;
-            match serde_json::from_slice::<At>(bytes.value()) {
-                Ok(e) if e.at < params.expired_before => old_events.push(seq.value()),
+            match codec::event_at(seq.value(), bytes.value()) {
+                Ok(at) if at < params.expired_before => old_events.push(seq.value()),
                 _ => break,
             }
         }
