@@ -77,7 +77,11 @@ impl LiveCounts {
     pub fn prune(&mut self, now: i64) {
         for map in &mut self.by_selector {
             map.retain(|_, buckets| {
-                *buckets = buckets.split_off(&now.saturating_add(1));
+                // In place, front first: a sweep removes only what expired since the last one
+                // (split_off would copy what is kept).
+                while buckets.first_key_value().is_some_and(|(at, _)| *at <= now) {
+                    buckets.pop_first();
+                }
                 !buckets.is_empty()
             });
         }
