@@ -35,6 +35,7 @@ async fn seed(path: &std::path::Path, count: usize, now: i64) -> Result<Duration
         RedbOptions {
             max_batch: 8192,
             durable: false,
+            ..RedbOptions::default()
         },
     )?);
     let chunk = 20_000;

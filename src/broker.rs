@@ -188,23 +188,34 @@ impl Broker {
         &self.revocations
     }
 
-    /// Rebuilds the revocation index from the ledger: every stored rule, and every live
-    /// credential's counts. Fails when the ledger cannot be read.
+    /// Rebuilds the revocation index from the ledger: every stored rule, the persisted live
+    /// counts, and the X.509 credentials the CRL may still list. Reads no JWT record, so its
+    /// cost grows with distinct selector values times expiry seconds, not with credentials.
+    /// Fails when the ledger cannot be read.
     pub async fn restore(&self) -> Result<(), LedgerError> {
+        let started = std::time::Instant::now();
         for rule in self.ledger.rules().await? {
             self.revocations.apply(&rule);
         }
         let now = self.clock.unix_seconds();
-        let mut after = None;
-        loop {
-            let page = self.ledger.scan(after.take(), 10_000).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.credential_id.clone());
-            for record in page.iter().filter(|r| r.expires_at > now) {
-                self.revocations.note_issued(record);
-                crate::metrics::METRICS.live_credentials.inc();
-            }
-        }
+        let counts = self.ledger.live_counts(now).await?;
+        let live = counts.total(now);
+        let buckets = counts.buckets();
+        let x509 = self
+            .ledger
+            .x509_records(now.saturating_sub(crate::mint::crl::CRL_VALIDITY_SECS))
+            .await?;
+        self.revocations.restore(counts, &x509);
+        crate::metrics::METRICS
+            .live_credentials
+            .inc_by(i64::try_from(live).unwrap_or(i64::MAX));
+        tracing::info!(
+            live,
+            buckets,
+            x509 = x509.len(),
+            elapsed_ms = started.elapsed().as_millis(),
+            "revocation index restored from the ledger"
+        );
         Ok(())
     }
 

@@ -3,11 +3,11 @@
 //! covers. Also counts live credentials per selector value (for the Revoke reply) and keeps the
 //! live X.509 credentials the CRL may have to list. Rebuilt from the ledger at start.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
-use crate::ledger::{CredentialKind, CredentialRecord, RevocationRule, Selector};
+use crate::ledger::{CredentialKind, CredentialRecord, LiveCounts, RevocationRule, Selector};
 use crate::mint::RevokedSerial;
 use crate::mint::crl::CRL_VALIDITY_SECS;
 
@@ -18,10 +18,99 @@ struct RuleEntry {
     revocation_id: String,
 }
 
-/// Live credentials per selector value, bucketed by expiry second.
+/// What the CRL needs of one X.509 credential; selector values are shared between entries.
+#[derive(Debug, Clone)]
+struct X509Entry {
+    workload: Arc<str>,
+    owner: Arc<str>,
+    destination: Arc<str>,
+    purpose: Arc<str>,
+    issued_at: i64,
+    expires_at: i64,
+}
+
+/// X.509 credentials by serial (hex), with one copy of each distinct selector value.
 #[derive(Debug, Default)]
-struct LiveCounts {
-    by_value: HashMap<(Selector, String), BTreeMap<i64, u64>>,
+struct X509Live {
+    by_serial: HashMap<Box<str>, X509Entry>,
+    names: HashSet<Arc<str>>,
+}
+
+impl X509Live {
+    /// Returns the shared copy of `value`, adding it if new.
+    fn intern(&mut self, value: &str) -> Arc<str> {
+        if let Some(name) = self.names.get(value) {
+            return Arc::clone(name);
+        }
+        let name: Arc<str> = value.into();
+        self.names.insert(Arc::clone(&name));
+        name
+    }
+
+    fn insert(&mut self, record: &CredentialRecord) {
+        let entry = X509Entry {
+            workload: self.intern(&record.workload),
+            owner: self.intern(&record.owner),
+            destination: self.intern(&record.destination),
+            purpose: self.intern(&record.purpose),
+            issued_at: record.issued_at,
+            expires_at: record.expires_at,
+        };
+        self.by_serial
+            .insert(record.credential_id.as_str().into(), entry);
+    }
+
+    /// Forgets entries the CRL no longer lists at `now`, and names no entry uses.
+    fn prune(&mut self, now: i64) {
+        self.by_serial
+            .retain(|_, e| e.expires_at + CRL_VALIDITY_SECS > now);
+        self.names.retain(|name| Arc::strong_count(name) > 1);
+    }
+}
+
+/// The selector values of one credential, borrowed.
+#[derive(Debug, Clone, Copy)]
+struct Values<'a> {
+    credential_id: &'a str,
+    workload: &'a str,
+    owner: &'a str,
+    destination: &'a str,
+    purpose: &'a str,
+    issued_at: i64,
+}
+
+impl<'a> Values<'a> {
+    fn of(record: &'a CredentialRecord) -> Self {
+        Values {
+            credential_id: &record.credential_id,
+            workload: &record.workload,
+            owner: &record.owner,
+            destination: &record.destination,
+            purpose: &record.purpose,
+            issued_at: record.issued_at,
+        }
+    }
+
+    fn of_x509(serial: &'a str, e: &'a X509Entry) -> Self {
+        Values {
+            credential_id: serial,
+            workload: &e.workload,
+            owner: &e.owner,
+            destination: &e.destination,
+            purpose: &e.purpose,
+            issued_at: e.issued_at,
+        }
+    }
+
+    fn get(&self, selector: Selector) -> &'a str {
+        match selector {
+            Selector::CredentialId => self.credential_id,
+            Selector::Workload => self.workload,
+            Selector::Destination => self.destination,
+            Selector::Purpose => self.purpose,
+            Selector::Owner => self.owner,
+        }
+    }
 }
 
 /// Rules, live counts and live X.509 credentials.
@@ -30,16 +119,8 @@ pub struct RevocationIndex {
     rules: RwLock<HashMap<(Selector, String), RuleEntry>>,
     revision: AtomicU64,
     live: Mutex<LiveCounts>,
-    x509: Mutex<HashMap<String, CredentialRecord>>,
+    x509: Mutex<X509Live>,
 }
-
-/// The selectors counted per value (a credential id is unique; it is looked up instead).
-const COUNTED: [Selector; 4] = [
-    Selector::Workload,
-    Selector::Destination,
-    Selector::Purpose,
-    Selector::Owner,
-];
 
 impl RevocationIndex {
     /// An empty index.
@@ -81,13 +162,17 @@ impl RevocationIndex {
 
     /// Returns the revocation id of the rule that revokes `record`, if any.
     pub fn revoked_by(&self, record: &CredentialRecord) -> Option<String> {
+        self.revoked_by_values(&Values::of(record))
+    }
+
+    fn revoked_by_values(&self, values: &Values<'_>) -> Option<String> {
         let rules = self
             .rules
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         Selector::ALL.iter().find_map(|selector| {
-            let entry = rules.get(&(*selector, selector.value_of(record).to_owned()))?;
-            (record.issued_at <= entry.effective_at).then(|| entry.revocation_id.clone())
+            let entry = rules.get(&(*selector, values.get(*selector).to_owned()))?;
+            (values.issued_at <= entry.effective_at).then(|| entry.revocation_id.clone())
         })
     }
 
@@ -98,14 +183,25 @@ impl RevocationIndex {
             rules.retain(|_, r| r.effective_at >= rules_before);
         }
         if let Ok(mut live) = self.live.lock() {
-            live.by_value.retain(|_, buckets| {
-                buckets.retain(|expires_at, _| *expires_at > now);
-                !buckets.is_empty()
-            });
+            live.prune(now);
         }
         if let Ok(mut x509) = self.x509.lock() {
-            x509.retain(|_, r| r.expires_at + CRL_VALIDITY_SECS > now);
+            x509.prune(now);
         }
+    }
+
+    /// Replaces the live counts with `counts` (loaded from the ledger at start) and tracks
+    /// `x509` (the X.509 credentials the CRL may have to list) without counting them again.
+    pub fn restore(&self, counts: LiveCounts, x509: &[CredentialRecord]) {
+        if let Ok(mut live) = self.live.lock() {
+            *live = counts;
+        }
+        if let Ok(mut tracked) = self.x509.lock() {
+            for record in x509 {
+                tracked.insert(record);
+            }
+        }
+        self.revision.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Counts a newly issued credential. One issued in the same second as a rule that covers
@@ -115,20 +211,12 @@ impl RevocationIndex {
             self.revision.fetch_add(1, Ordering::AcqRel);
         }
         if let Ok(mut live) = self.live.lock() {
-            for selector in COUNTED {
-                let key = (selector, selector.value_of(record).to_owned());
-                *live
-                    .by_value
-                    .entry(key)
-                    .or_default()
-                    .entry(record.expires_at)
-                    .or_default() += 1;
-            }
+            live.add_record(record);
         }
         if record.kind == CredentialKind::X509
             && let Ok(mut x509) = self.x509.lock()
         {
-            x509.insert(record.credential_id.clone(), record.clone());
+            x509.insert(record);
         }
     }
 
@@ -137,11 +225,7 @@ impl RevocationIndex {
     /// the number of credentials.
     pub fn live_count(&self, selector: Selector, value: &str, now: i64) -> u64 {
         let Ok(live) = self.live.lock() else { return 0 };
-        live.by_value
-            .get(&(selector, value.to_owned()))
-            .map_or(0, |buckets| {
-                buckets.range(now.saturating_add(1)..).map(|(_, n)| n).sum()
-            })
+        live.count(selector, value, now)
     }
 
     /// Returns the revoked X.509 credentials for the CRL: each stays listed until one CRL
@@ -151,12 +235,14 @@ impl RevocationIndex {
             return Vec::new();
         };
         let mut out: Vec<RevokedSerial> = x509
-            .values()
-            .filter(|r| r.expires_at + CRL_VALIDITY_SECS > now)
-            .filter_map(|r| {
-                self.revoked_by(r).map(|_| RevokedSerial {
-                    serial_hex: r.credential_id.clone(),
-                    revoked_at: self.cut_off(r),
+            .by_serial
+            .iter()
+            .filter(|(_, e)| e.expires_at + CRL_VALIDITY_SECS > now)
+            .filter_map(|(serial, e)| {
+                let values = Values::of_x509(serial, e);
+                self.revoked_by_values(&values).map(|_| RevokedSerial {
+                    serial_hex: serial.to_string(),
+                    revoked_at: self.cut_off(&values),
                 })
             })
             .collect();
@@ -164,18 +250,19 @@ impl RevocationIndex {
         out
     }
 
-    /// Returns when `record` was revoked: the earliest rule cut-off that covers it.
-    fn cut_off(&self, record: &CredentialRecord) -> i64 {
+    /// Returns when the credential of `values` was revoked: the earliest rule cut-off that
+    /// covers it.
+    fn cut_off(&self, values: &Values<'_>) -> i64 {
         let Ok(rules) = self.rules.read() else {
-            return record.issued_at;
+            return values.issued_at;
         };
         Selector::ALL
             .iter()
-            .filter_map(|s| rules.get(&(*s, s.value_of(record).to_owned())))
-            .filter(|e| record.issued_at <= e.effective_at)
+            .filter_map(|s| rules.get(&(*s, values.get(*s).to_owned())))
+            .filter(|e| values.issued_at <= e.effective_at)
             .map(|e| e.effective_at)
             .min()
-            .unwrap_or(record.issued_at)
+            .unwrap_or(values.issued_at)
     }
 }
 
@@ -256,5 +343,22 @@ mod tests {
         index.prune(1000, 1000 + CRL_VALIDITY_SECS);
         assert_eq!(index.rule_count(), 0);
         assert!(index.revoked_serials(200).is_empty());
+    }
+
+    #[test]
+    fn restore_takes_counts_as_loaded_and_lists_restored_certificates() {
+        let index = RevocationIndex::new();
+        let mut counts = LiveCounts::new();
+        counts.add(Selector::Workload, "w", 400, 7);
+        let cert = record("s9", "w", 100);
+        index.restore(counts, std::slice::from_ref(&cert));
+        assert_eq!(index.live_count(Selector::Workload, "w", 200), 7);
+        index.apply(&rule(Selector::Owner, "team", 150));
+        let serials: Vec<String> = index
+            .revoked_serials(200)
+            .into_iter()
+            .map(|r| r.serial_hex)
+            .collect();
+        assert_eq!(serials, vec!["s9"]);
     }
 }

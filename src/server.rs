@@ -103,6 +103,7 @@ async fn open_ledger(config: &Config) -> Result<Arc<dyn Ledger>, ServerError> {
             let path = path.clone();
             let options = RedbOptions {
                 durable: config.ledger.fsync,
+                cache_size: config.ledger.cache_size,
                 ..RedbOptions::default()
             };
             if !options.durable {

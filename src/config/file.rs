@@ -48,6 +48,15 @@ pub struct LedgerSection {
     pub retain_expired: Option<String>,
     pub sweep_interval: Option<String>,
     pub fsync: Option<bool>,
+    pub cache_size: Option<ByteSize>,
+}
+
+/// A size in bytes: an integer, or a string like `"64MiB"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ByteSize {
+    Bytes(u64),
+    Text(String),
 }
 
 /// `[signing]`.

@@ -93,7 +93,12 @@ pub struct LedgerConfig {
     /// Fsync every commit (`[ledger] fsync`, default true). `false` is for measuring what
     /// durability costs: a crash may lose credentials that were already handed out.
     pub fsync: bool,
+    /// Bytes of redb page cache (`[ledger] cache_size`).
+    pub cache_size: usize,
 }
+
+/// Default of `[ledger] cache_size`: 64 MiB.
+pub const DEFAULT_LEDGER_CACHE: usize = 64 << 20;
 
 /// `[signing]`, checked.
 #[derive(Debug, Clone)]
@@ -133,6 +138,32 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// Parses a size: an integer number of bytes, optionally followed by `B`, `KiB`, `MiB` or
+/// `GiB` (powers of 1024) or `KB`, `MB`, `GB` (powers of 1000). Fails with a message naming the
+/// text when it is not one, or does not fit in `usize`.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let bad = || format!("`{text}` is not a size like 67108864, \"512KiB\" or \"64MiB\"");
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (digits, unit) = trimmed.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(scale)
+        .and_then(|bytes| usize::try_from(bytes).ok())
+        .ok_or_else(bad)
+}
+
 /// Collects errors with the file name attached.
 struct Checker<'a> {
     file: &'a Path,
@@ -167,6 +198,20 @@ impl Checker<'_> {
         value.map_or(Ok(default), |v| {
             parse_duration(v).map_err(|m| self.invalid(key, m))
         })
+    }
+
+    fn size(
+        &self,
+        key: &str,
+        value: Option<&file::ByteSize>,
+        default: usize,
+    ) -> Result<usize, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(file::ByteSize::Bytes(n)) => usize::try_from(*n)
+                .map_err(|_| self.invalid(key, format!("{n} bytes do not fit in memory"))),
+            Some(file::ByteSize::Text(text)) => parse_size(text).map_err(|m| self.invalid(key, m)),
+        }
     }
 
     fn certs(&self, key: &str, path: &str) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
@@ -340,6 +385,11 @@ fn ledger(check: &Checker<'_>, s: &file::LedgerSection) -> Result<LedgerConfig, 
             Duration::from_secs(60),
         )?,
         fsync: s.fsync.unwrap_or(true),
+        cache_size: check.size(
+            "ledger.cache_size",
+            s.cache_size.as_ref(),
+            DEFAULT_LEDGER_CACHE,
+        )?,
     })
 }
 
@@ -418,5 +468,17 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("5 minutes").is_err());
+    }
+
+    #[test]
+    fn parses_sizes_as_bytes_or_with_a_unit() {
+        assert_eq!(parse_size("67108864"), Ok(64 << 20));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("512 KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert!(parse_size("64 megabytes").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("-1").is_err());
     }
 }

@@ -7,9 +7,14 @@
 //! Layout, shared by every implementation (redb tables / PostgreSQL tables):
 //! - `credentials`: credential id → [`CredentialRecord`];
 //! - `expiry`: (expires_at, credential id) → (), to sweep expired records in order;
+//! - `live_counts`: (expires_at, selector code, value) → how many credentials with that value
+//!   expire then, written in the transaction that stores the records, so a restart loads
+//!   [`LiveCounts`] without reading records; `x509_expiry`: (expires_at, credential id) → ()
+//!   of X.509 credentials only, so a restart reads just those records (for the CRL);
 //! - reserved for revocation: `rules` (rule id → rule) and `events` (sequence → event), written
 //!   through the same group-commit path as credentials.
 
+mod counts;
 mod redb;
 
 use std::fmt;
@@ -18,6 +23,7 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use self::counts::{COUNTED, LiveCounts};
 pub use self::redb::{RedbLedger, RedbOptions};
 
 /// What kind of credential a record describes.
@@ -203,6 +209,23 @@ impl Selector {
         }
     }
 
+    /// Returns the one-byte code the ledger stores for this selector: its position in
+    /// [`Selector::ALL`].
+    pub fn code(self) -> u8 {
+        match self {
+            Selector::CredentialId => 0,
+            Selector::Workload => 1,
+            Selector::Destination => 2,
+            Selector::Purpose => 3,
+            Selector::Owner => 4,
+        }
+    }
+
+    /// Returns the selector stored as `code`, or `None` for a code no selector has.
+    pub fn from_code(code: u8) -> Option<Selector> {
+        Selector::ALL.get(usize::from(code)).copied()
+    }
+
     /// Returns the value of this selector for `record`.
     pub fn value_of(self, record: &CredentialRecord) -> &str {
         match self {
@@ -264,8 +287,13 @@ pub struct Event {
     pub kind: EventKind,
     /// Unix seconds.
     pub at: i64,
+    /// The credential of an `issued` or `expired` event. Stored events only name it: read
+    /// back ([`Ledger::events_since`]) it is the record as the ledger holds it then, or `None`
+    /// once the record has been swept (its event is about to be swept too). Live events
+    /// ([`Ledger::subscribe`]) always carry it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<CredentialRecord>,
+    /// The rule of a `revoked` event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation: Option<RevocationRule>,
     /// When the event's batch was committed, for live delivery latency; not stored.
@@ -354,7 +382,9 @@ pub trait Ledger: Send + Sync + fmt::Debug + 'static {
     /// Returns every stored rule, oldest first.
     async fn rules(&self) -> Result<Vec<RevocationRule>, LedgerError>;
 
-    /// Returns up to `limit` events with a sequence greater than `since`, in order.
+    /// Returns up to `limit` events with a sequence greater than `since`, in order, each
+    /// `issued`/`expired` one with its credential as stored now (`None` if swept since). Fails
+    /// when the ledger cannot be read or holds an undecodable event or record (`Corrupt`).
     async fn events_since(&self, since: u64, limit: usize) -> Result<Vec<Event>, LedgerError>;
 
     /// Returns the last sequence assigned (0 for an empty ledger).
@@ -380,6 +410,16 @@ pub trait Ledger: Send + Sync + fmt::Debug + 'static {
         after: Option<String>,
         limit: usize,
     ) -> Result<Vec<CredentialRecord>, LedgerError>;
+
+    /// Returns the live counts of every credential that expires after `now`, as persisted with
+    /// the records (cost grows with distinct values times expiry seconds, not with records).
+    /// Fails when the ledger cannot be read or holds a selector code it does not know.
+    async fn live_counts(&self, now: i64) -> Result<LiveCounts, LedgerError>;
+
+    /// Returns the records of X.509 credentials that expire after `after` (the CRL lists revoked
+    /// ones until a period past expiry), in expiry order. Fails when the ledger cannot be read
+    /// or a record is corrupt.
+    async fn x509_records(&self, after: i64) -> Result<Vec<CredentialRecord>, LedgerError>;
 
     /// Deletes expired records, old events, dead rules and replay guards; returns how many
     /// records were deleted.

@@ -132,12 +132,34 @@ fn refuses_an_unsupported_ledger_url() {
 }
 
 #[test]
+fn refuses_a_ledger_cache_size_without_a_known_unit_naming_the_key() {
+    let m = error_after(|t, _| t.replace("[ledger]\n", "[ledger]\ncache_size = \"64 megs\"\n"));
+    assert_has(&m, &["ledger.cache_size", "64 megs"]);
+}
+
+#[test]
+fn a_ledger_cache_size_is_read_as_bytes_or_with_a_unit() {
+    let fx = Fixture::new();
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    for (value, bytes) in [("\"16MiB\"", 16 << 20), ("1000000", 1_000_000)] {
+        let edited = text.replace("[ledger]\n", &format!("[ledger]\ncache_size = {value}\n"));
+        std::fs::write(&fx.config_path, edited).unwrap();
+        let config = Config::load(&fx.config_path, &SystemClock).unwrap();
+        assert_eq!(config.ledger.cache_size, bytes, "{value}");
+    }
+}
+
+#[test]
 fn the_example_config_documents_a_loadable_configuration() {
     // The example grant expires on 2027-06-30; judge it on a fixed day before that.
     let clock = tessera::clock::ManualClock::at(1_767_225_600); // 2026-01-01
     let config = Config::load(std::path::Path::new("tessera.example.toml"), &clock).unwrap();
     assert_eq!(config.grants[0].name, "payments-api");
     assert_eq!(config.server.audience, "tessera");
+    assert_eq!(
+        config.ledger.cache_size,
+        tessera::config::DEFAULT_LEDGER_CACHE
+    );
 }
 
 #[test]

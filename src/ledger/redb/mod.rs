@@ -4,6 +4,9 @@
 //! thread, which commits whole batches (one fsync each) and only then answers and publishes the
 //! batch's events. Reads run on tokio's blocking pool.
 
+mod codec;
+mod reads;
+mod schema;
 mod writer;
 
 use std::fmt;
@@ -19,11 +22,11 @@ use tokio::sync::{broadcast, oneshot};
 
 use self::writer::{PendingRecord, Reply, Writer, WriterMsg};
 use super::{
-    CredentialPage, CredentialRecord, Event, Ledger, LedgerError, ListParams, NewRule,
+    CredentialPage, CredentialRecord, Event, Ledger, LedgerError, ListParams, LiveCounts, NewRule,
     RecordParams, RevocationRule, SweepParams,
 };
 
-/// Credential id → serde_json of [`CredentialRecord`].
+/// Credential id → [`codec::encode_record`] of its [`CredentialRecord`].
 const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credentials");
 /// (expires_at, credential id) → (), ordered for sweeping and expiry events.
 const EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("expiry");
@@ -35,14 +38,18 @@ const REPLAY: TableDefinition<&str, i64> = TableDefinition::new("replay");
 const REPLAY_EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("replay_expiry");
 /// Revocation id → serde_json of [`RevocationRule`].
 const RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("rules");
-/// Sequence → serde_json of [`Event`].
+/// Sequence → [`codec`] encoding of the event (`issued`/`expired` name their credential).
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// (expires_at, selector code, value) → how many credentials with that value expire then.
+const LIVE_COUNTS: TableDefinition<(i64, u8, &str), u64> = TableDefinition::new("live_counts");
+/// (expires_at, credential id) → () of X.509 credentials only (restored for the CRL).
+const X509_EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("x509_expiry");
 /// Ledger metadata.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 const LAST_SEQUENCE_KEY: &str = "last_sequence";
 const EXPIRED_CURSOR_KEY: &str = "expired_cursor";
-const SCHEMA_VERSION: u64 = 2;
+const SCHEMA_VERSION: u64 = 3;
 /// Events a live subscriber may fall behind by before it is told it lagged.
 const EVENT_BUFFER: usize = 16 * 1024;
 
@@ -54,6 +61,8 @@ pub struct RedbOptions {
     /// Fsync every commit (`true`, the default). `false` uses redb `Durability::None`, which
     /// breaks the ledger's durability guarantee: for benchmarks only.
     pub durable: bool,
+    /// Bytes of redb page cache (`[ledger] cache_size`). Default 64 MiB.
+    pub cache_size: usize,
 }
 
 impl Default for RedbOptions {
@@ -61,6 +70,7 @@ impl Default for RedbOptions {
         RedbOptions {
             max_batch: 4096,
             durable: true,
+            cache_size: 64 << 20,
         }
     }
 }
@@ -95,15 +105,19 @@ pub struct RedbLedger {
 
 impl RedbLedger {
     /// Opens the ledger at `path`, creating parent directories, the file and the tables if
-    /// missing (and upgrading a version 1 file), and starts the writer thread. Fails with
+    /// missing (and upgrading a version 1 or 2 file), and starts the writer thread. Fails with
     /// `Storage` if the file cannot be opened (including when another process holds it),
     /// `Corrupt` if its schema version is unknown.
     pub fn open(path: &Path, options: RedbOptions) -> Result<RedbLedger, LedgerError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).ctx("creating the ledger directory")?;
         }
-        let db = Arc::new(Database::create(path).ctx("opening the ledger database")?);
-        let last_sequence = init_schema(&db)?;
+        let db = Database::builder()
+            .set_cache_size(options.cache_size)
+            .create(path)
+            .ctx("opening the ledger database")?;
+        let db = Arc::new(db);
+        let last_sequence = schema::init_schema(&db)?;
         let commits = Arc::new(AtomicU64::new(0));
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (tx, rx) = mpsc::channel();
@@ -160,56 +174,6 @@ impl RedbLedger {
     }
 }
 
-/// Creates the tables, checks the schema version (upgrading version 1: it lacked the `issued`
-/// index) and returns the last event sequence. Fails with `Corrupt` on an unknown version.
-fn init_schema(db: &Database) -> Result<u64, LedgerError> {
-    const OP: &str = "initialising the ledger schema";
-    let txn = db.begin_write().ctx(OP)?;
-    let last_sequence;
-    {
-        let mut meta = txn.open_table(META).ctx(OP)?;
-        let credentials = txn.open_table(CREDENTIALS).ctx(OP)?;
-        let mut issued = txn.open_table(ISSUED).ctx(OP)?;
-        for table in [EXPIRY, REPLAY_EXPIRY] {
-            txn.open_table(table).ctx(OP)?;
-        }
-        txn.open_table(REPLAY).ctx(OP)?;
-        txn.open_table(RULES).ctx(OP)?;
-        txn.open_table(EVENTS).ctx(OP)?;
-        let found = meta.get(SCHEMA_VERSION_KEY).ctx(OP)?.map(|v| v.value());
-        match found {
-            Some(SCHEMA_VERSION) => {}
-            Some(1) => {
-                for entry in credentials.iter().ctx(OP)? {
-                    let (id, bytes) = entry.ctx(OP)?;
-                    let record: CredentialRecord = decode("credential", bytes.value())?;
-                    issued.insert((record.issued_at, id.value()), ()).ctx(OP)?;
-                }
-                meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION).ctx(OP)?;
-            }
-            Some(other) => {
-                return Err(LedgerError::Corrupt(format!(
-                    "schema version {other} found, this build reads version {SCHEMA_VERSION}"
-                )));
-            }
-            None if credentials.is_empty().ctx(OP)? => {
-                meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION).ctx(OP)?;
-            }
-            None => {
-                return Err(LedgerError::Corrupt(
-                    "schema version missing from a ledger that holds records".to_owned(),
-                ));
-            }
-        }
-        last_sequence = meta
-            .get(LAST_SEQUENCE_KEY)
-            .ctx(OP)?
-            .map_or(0, |v| v.value());
-    }
-    txn.commit().ctx(OP)?;
-    Ok(last_sequence)
-}
-
 /// Reads one page of [`Ledger::list`].
 fn list_page(db: &Database, p: &ListParams) -> Result<CredentialPage, LedgerError> {
     const OP: &str = "listing credentials";
@@ -237,7 +201,7 @@ fn list_page(db: &Database, p: &ListParams) -> Result<CredentialPage, LedgerErro
             break;
         }
         if let Some(bytes) = credentials.get(id).ctx(OP)? {
-            let record: CredentialRecord = decode("credential", bytes.value())?;
+            let record = codec::decode_record(id, bytes.value())?;
             if p.matches(&record) {
                 page.credentials.push(record);
             }
@@ -255,7 +219,7 @@ fn resume_token(at: i64, id: &str) -> String {
 #[async_trait]
 impl Ledger for RedbLedger {
     async fn record(&self, params: RecordParams) -> Result<u64, LedgerError> {
-        let bytes = serde_json::to_vec(&params.credential).ctx("encoding a credential record")?;
+        let bytes = codec::encode_record(&params.credential);
         let pending = PendingRecord {
             record: params.credential,
             bytes,
@@ -292,10 +256,16 @@ impl Ledger for RedbLedger {
         self.read(move |db| {
             let txn = db.begin_read().ctx(OP)?;
             let table = txn.open_table(EVENTS).ctx(OP)?;
+            let credentials = txn.open_table(CREDENTIALS).ctx(OP)?;
             let mut out = Vec::new();
             for entry in table.range(since.saturating_add(1)..).ctx(OP)?.take(limit) {
-                let (_, bytes) = entry.ctx(OP)?;
-                out.push(decode("event", bytes.value())?);
+                let (sequence, bytes) = entry.ctx(OP)?;
+                let stored = codec::decode_event(sequence.value(), bytes.value())?;
+                out.push(reads::resolve_event(
+                    &credentials,
+                    sequence.value(),
+                    stored,
+                )?);
             }
             Ok(out)
         })
@@ -330,7 +300,7 @@ impl Ledger for RedbLedger {
             let txn = db.begin_read().ctx(OP)?;
             let table = txn.open_table(CREDENTIALS).ctx(OP)?;
             match table.get(id.as_str()).ctx(OP)? {
-                Some(bytes) => decode(&format!("credential {id}"), bytes.value()).map(Some),
+                Some(bytes) => codec::decode_record(&id, bytes.value()).map(Some),
                 None => Ok(None),
             }
         })
@@ -361,12 +331,20 @@ impl Ledger for RedbLedger {
             };
             let mut out = Vec::new();
             for entry in range.take(limit) {
-                let (_, bytes) = entry.ctx(OP)?;
-                out.push(decode("credential", bytes.value())?);
+                let (id, bytes) = entry.ctx(OP)?;
+                out.push(codec::decode_record(id.value(), bytes.value())?);
             }
             Ok(out)
         })
         .await
+    }
+
+    async fn live_counts(&self, now: i64) -> Result<LiveCounts, LedgerError> {
+        self.read(move |db| reads::live_counts(db, now)).await
+    }
+
+    async fn x509_records(&self, after: i64) -> Result<Vec<CredentialRecord>, LedgerError> {
+        self.read(move |db| reads::x509_records(db, after)).await
     }
 
     async fn sweep(&self, params: SweepParams) -> Result<u64, LedgerError> {
@@ -419,3 +397,5 @@ impl fmt::Debug for RedbLedger {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_restore;

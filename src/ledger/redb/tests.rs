@@ -3,7 +3,7 @@
 use super::*;
 use crate::ledger::{CredentialKind, EventKind, EvidenceKind, ReplayGuard, Selector, Status};
 
-fn sample(id: &str, expires_at: i64) -> CredentialRecord {
+pub(super) fn sample(id: &str, expires_at: i64) -> CredentialRecord {
     CredentialRecord {
         credential_id: id.to_owned(),
         kind: CredentialKind::Jwt,
@@ -21,18 +21,18 @@ fn sample(id: &str, expires_at: i64) -> CredentialRecord {
     }
 }
 
-fn plain(record: CredentialRecord) -> RecordParams {
+pub(super) fn plain(record: CredentialRecord) -> RecordParams {
     RecordParams {
         credential: record,
         replay_guard: None,
     }
 }
 
-fn open(dir: &tempfile::TempDir) -> RedbLedger {
+pub(super) fn open(dir: &tempfile::TempDir) -> RedbLedger {
     RedbLedger::open(&dir.path().join("ledger.redb"), RedbOptions::default()).unwrap()
 }
 
-fn rule(id: &str, selector: Selector, value: &str, at: i64) -> NewRule {
+pub(super) fn rule(id: &str, selector: Selector, value: &str, at: i64) -> NewRule {
     NewRule {
         revocation_id: id.into(),
         selector,

@@ -2,6 +2,7 @@
 //! to `max_batch`), applies the whole batch in one write transaction, commits it (fsync), and
 //! only then answers every waiter and publishes the batch's events, in sequence order.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -9,12 +10,14 @@ use std::sync::mpsc;
 use ::redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{broadcast, oneshot};
 
+use super::codec;
 use super::{
-    CREDENTIALS, EVENTS, EXPIRED_CURSOR_KEY, EXPIRY, ISSUED, LAST_SEQUENCE_KEY, META, REPLAY,
-    REPLAY_EXPIRY, RULES, RedbOptions, StorageContext,
+    CREDENTIALS, EVENTS, EXPIRED_CURSOR_KEY, EXPIRY, ISSUED, LAST_SEQUENCE_KEY, LIVE_COUNTS, META,
+    REPLAY, REPLAY_EXPIRY, RULES, RedbOptions, StorageContext, X509_EXPIRY,
 };
 use crate::ledger::{
-    CredentialRecord, Event, EventKind, LedgerError, NewRule, RevocationRule, SweepParams,
+    COUNTED, CredentialKind, CredentialRecord, Event, EventKind, LedgerError, NewRule,
+    RevocationRule, SweepParams,
 };
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, LedgerError>>;
@@ -106,6 +109,10 @@ struct Batch<'t> {
     rules: Table<'t, &'static str, &'static [u8]>,
     events: Table<'t, u64, &'static [u8]>,
     meta: Table<'t, &'static str, u64>,
+    live_counts: Table<'t, (i64, u8, &'static str), u64>,
+    x509: Table<'t, (i64, &'static str), ()>,
+    /// Live counts added by this batch's records, written once per key by `flush_counts`.
+    counts: HashMap<(i64, u8, String), u64>,
     last_sequence: u64,
     emitted: Vec<Event>,
 }
@@ -200,6 +207,9 @@ fn apply(
         rules: txn.open_table(RULES).ctx(OP)?,
         events: txn.open_table(EVENTS).ctx(OP)?,
         meta: txn.open_table(META).ctx(OP)?,
+        live_counts: txn.open_table(LIVE_COUNTS).ctx(OP)?,
+        x509: txn.open_table(X509_EXPIRY).ctx(OP)?,
+        counts: HashMap::new(),
         last_sequence,
         emitted: Vec::new(),
     };
@@ -207,11 +217,18 @@ fn apply(
         match job {
             Job::Record(pending, _, result) => *result = b.insert_record(pending)?,
             Job::AddRule(rule, _, stored) => *stored = Some(b.add_rule(rule)?),
-            Job::Expire(now, _, n) => *n = b.expire(*now)?,
-            Job::Sweep(params, _, n) => *n = b.sweep(*params)?,
+            Job::Expire(now, _, n) => {
+                b.flush_counts()?;
+                *n = b.expire(*now)?;
+            }
+            Job::Sweep(params, _, n) => {
+                b.flush_counts()?;
+                *n = b.sweep(*params)?;
+            }
             Job::Close(_) => {}
         }
     }
+    b.flush_counts()?;
     b.meta
         .insert(LAST_SEQUENCE_KEY, b.last_sequence)
         .ctx("storing the event sequence")?;
@@ -219,7 +236,8 @@ fn apply(
 }
 
 impl Batch<'_> {
-    /// Stores an event with the next sequence; returns the sequence.
+    /// Stores an event with the next sequence (an `issued` or `expired` one by its credential's
+    /// id only) and keeps it, whole, for publishing; returns the sequence.
     fn append(
         &mut self,
         kind: EventKind,
@@ -236,7 +254,16 @@ impl Batch<'_> {
             revocation,
             committed: None,
         };
-        let bytes = serde_json::to_vec(&event).ctx("encoding an event")?;
+        let bytes = match (&event.credential, &event.revocation) {
+            (Some(record), _) => codec::encode_credential_event(kind, at, &record.credential_id),
+            (None, Some(rule)) => codec::encode_rule_event(at, rule)?,
+            (None, None) => {
+                return Err(LedgerError::Storage(format!(
+                    "a {} event must name a credential or a rule",
+                    kind.as_str()
+                )));
+            }
+        };
         self.events
             .insert(event.sequence, bytes.as_slice())
             .ctx("storing an event")?;
@@ -263,6 +290,16 @@ impl Batch<'_> {
         self.credentials.insert(id, p.bytes.as_slice()).ctx(OP)?;
         self.expiry.insert((p.record.expires_at, id), ()).ctx(OP)?;
         self.issued.insert((p.record.issued_at, id), ()).ctx(OP)?;
+        if p.record.kind == CredentialKind::X509 {
+            self.x509.insert((p.record.expires_at, id), ()).ctx(OP)?;
+        }
+        for selector in COUNTED {
+            let value = selector.value_of(&p.record).to_owned();
+            *self
+                .counts
+                .entry((p.record.expires_at, selector.code(), value))
+                .or_default() += 1;
+        }
         if let Some((key, expires_at)) = &p.replay {
             self.replay.insert(key.as_str(), *expires_at).ctx(OP)?;
             self.replay_expiry
@@ -276,6 +313,17 @@ impl Batch<'_> {
             None,
         )?;
         Ok(Ok(sequence))
+    }
+
+    /// Adds the batch's pending live counts to the stored ones, one read and write per key.
+    fn flush_counts(&mut self) -> Result<(), LedgerError> {
+        const OP: &str = "storing live counts";
+        for ((expires_at, code, value), n) in self.counts.drain() {
+            let key = (expires_at, code, value.as_str());
+            let stored = self.live_counts.get(key).ctx(OP)?.map_or(0, |v| v.value());
+            self.live_counts.insert(key, stored + n).ctx(OP)?;
+        }
+        Ok(())
     }
 
     fn add_rule(&mut self, rule: &NewRule) -> Result<RevocationRule, LedgerError> {
@@ -322,12 +370,15 @@ impl Batch<'_> {
             else {
                 continue;
             };
-            let record: CredentialRecord = serde_json::from_slice(&bytes)
-                .map_err(|e| LedgerError::Corrupt(format!("credential {id}: {e}")))?;
+            let record = codec::decode_record(id, &bytes)?;
             self.append(EventKind::Expired, record.expires_at, Some(record), None)?;
         }
         self.meta
             .insert(EXPIRED_CURSOR_KEY, u64::try_from(now).unwrap_or_default())
+            .ctx(OP)?;
+        // Counts of credentials that expired at or before `now` are no longer live.
+        self.live_counts
+            .retain_in(..(now.saturating_add(1), 0u8, ""), |_, _| false)
             .ctx(OP)?;
         Ok(expired.len() as u64)
     }
@@ -344,12 +395,13 @@ impl Batch<'_> {
         }
         for (expires_at, id) in &expired {
             self.expiry.remove((*expires_at, id.as_str())).ctx(OP)?;
+            self.x509.remove((*expires_at, id.as_str())).ctx(OP)?;
             if let Some(bytes) = self
                 .credentials
                 .remove(id.as_str())
                 .ctx(OP)?
                 .map(|b| b.value().to_vec())
-                && let Ok(record) = serde_json::from_slice::<CredentialRecord>(&bytes)
+                && let Ok(record) = codec::decode_record(id, &bytes)
             {
                 self.issued
                     .remove((record.issued_at, id.as_str()))
@@ -379,15 +431,11 @@ impl Batch<'_> {
 
     fn sweep_events_and_rules(&mut self, params: SweepParams) -> Result<(), LedgerError> {
         const OP: &str = "sweeping events and rules";
-        #[derive(serde::Deserialize)]
-        struct At {
-            at: i64,
-        }
         let mut old_events = Vec::new();
         for entry in self.events.iter().ctx(OP)?.take(params.limit) {
             let (seq, bytes) = entry.ctx(OP)?;
-            match serde_json::from_slice::<At>(bytes.value()) {
-                Ok(e) if e.at < params.expired_before => old_events.push(seq.value()),
+            match codec::event_at(seq.value(), bytes.value()) {
+                Ok(at) if at < params.expired_before => old_events.push(seq.value()),
                 _ => break,
             }
         }
