@@ -52,6 +52,8 @@ pub struct StepResult {
     pub duration_secs: f64,
     /// Requests intended inside the measured window.
     pub sent: u64,
+    /// Requests sent in all, warm-up included.
+    pub dispatched: u64,
     pub ok: u64,
     pub shed: u64,
     pub errors: u64,
@@ -125,6 +127,7 @@ pub async fn run_step(load: Arc<dyn Load>, p: StepParams) -> Result<StepResult, 
     let permits = Arc::new(Semaphore::new(p.concurrency.max(1)));
     let mut tasks = JoinSet::new();
     let mut sent = 0;
+    let mut dispatched = 0;
     for n in 0..total {
         let intended = begin + Duration::from_secs_f64(n as f64 / p.rate);
         wait_until(intended).await;
@@ -133,6 +136,7 @@ pub async fn run_step(load: Arc<dyn Load>, p: StepParams) -> Result<StepResult, 
         };
         let counted = intended >= window.start;
         sent += u64::from(counted);
+        dispatched += 1;
         let (load, tally) = (Arc::clone(&load), Arc::clone(&tally));
         tasks.spawn(async move {
             let outcome = load.call(n).await;
@@ -160,7 +164,7 @@ pub async fn run_step(load: Arc<dyn Load>, p: StepParams) -> Result<StepResult, 
     let tally = tally
         .lock()
         .map_err(|_| "a request task panicked".to_owned())?;
-    Ok(summarise(&tally, p, sent, unfinished))
+    Ok(summarise(&tally, p, (sent, dispatched), unfinished))
 }
 
 /// Waits until `at` with sub-millisecond accuracy: the timer (1 ms granularity, rounding up)
@@ -204,12 +208,14 @@ fn record(tally: &Mutex<Tally>, outcome: Outcome, done: Instant, latency: Durati
     }
 }
 
-fn summarise(t: &Tally, p: StepParams, sent: u64, unfinished: u64) -> StepResult {
+fn summarise(t: &Tally, p: StepParams, counts: (u64, u64), unfinished: u64) -> StepResult {
+    let (sent, dispatched) = counts;
     let q = |quantile: f64| t.latency.value_at_quantile(quantile);
     StepResult {
         offered_rate: p.rate,
         duration_secs: p.duration.as_secs_f64(),
         sent,
+        dispatched,
         ok: t.ok,
         shed: t.shed,
         errors: t.errors,

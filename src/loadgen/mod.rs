@@ -245,7 +245,11 @@ async fn run_steps(args: &BenchArgs, ceiling: Ceiling) -> Result<Report, String>
         async move {
             let params = step(rate);
             let revokes = revoker.map(|r| tokio::spawn(r.run(args.revoke_rate, params)));
+            let cpu_before = args.broker_pid.and_then(report::cpu_of);
             let result = drive::run_step(load, params).await?;
+            let cpu = cpu_before
+                .zip(args.broker_pid.and_then(report::cpu_of))
+                .map(|(before, after)| before.per_request(&after, result.dispatched));
             let revoke = match revokes {
                 Some(task) => Some(task.await.map_err(|e| e.to_string())??),
                 None => None,
@@ -257,6 +261,7 @@ async fn run_steps(args: &BenchArgs, ceiling: Ceiling) -> Result<Report, String>
                 sustained: result.sustained(p99_limit),
                 result,
                 broker_memory: memory,
+                broker_cpu_us: cpu,
                 revoke,
             })
         }

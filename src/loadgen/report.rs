@@ -2,6 +2,7 @@
 //! broker's memory; per run, the peak sustained goodput against the crypto ceiling, the p99 at
 //! half that rate and what overload did. As a table, JSON, or markdown rows.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -30,6 +31,52 @@ pub fn memory_of(pid: u32) -> Option<Memory> {
     })
 }
 
+/// CPU time of each of a process's threads, by thread name (summed), in clock ticks.
+#[derive(Debug, Clone, Default)]
+pub struct CpuTicks(BTreeMap<String, u64>);
+
+/// Linux's `USER_HZ`: the unit of `utime`/`stime` in `/proc/<pid>/task/<tid>/stat`.
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// Returns the CPU time of `pid`'s threads so far, or `None` if `/proc` cannot be read.
+pub fn cpu_of(pid: u32) -> Option<CpuTicks> {
+    let mut out = CpuTicks::default();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+        // The name is in parentheses and may hold spaces: fields are counted after the `)`.
+        let (head, rest) = stat.rsplit_once(')')?;
+        let name = head.split_once('(')?.1.to_owned();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let user: u64 = fields.get(11)?.parse().ok()?;
+        let system: u64 = fields.get(12)?.parse().ok()?;
+        *out.0.entry(name).or_default() += user + system;
+    }
+    Some(out)
+}
+
+impl CpuTicks {
+    /// Returns CPU microseconds per request per thread name (and `total`) between `self` and
+    /// the later `after`, over `requests` requests.
+    pub fn per_request(&self, after: &CpuTicks, requests: u64) -> BTreeMap<String, f64> {
+        let per = |ticks: u64| ticks as f64 * 1e6 / TICKS_PER_SEC / requests.max(1) as f64;
+        let mut out: BTreeMap<String, f64> = after
+            .0
+            .iter()
+            .map(|(name, t)| {
+                (
+                    name,
+                    t.saturating_sub(self.0.get(name).copied().unwrap_or(0)),
+                )
+            })
+            .filter(|(_, d)| *d > 0)
+            .map(|(name, d)| (name.clone(), per(d)))
+            .collect();
+        let total = out.values().sum();
+        out.insert("total".to_owned(), total);
+        out
+    }
+}
+
 /// One step and what surrounded it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StepReport {
@@ -38,6 +85,8 @@ pub struct StepReport {
     pub sustained: bool,
     pub result: StepResult,
     pub broker_memory: Option<Memory>,
+    /// The broker's CPU microseconds per request during the step, by thread.
+    pub broker_cpu_us: Option<BTreeMap<String, f64>>,
     pub revoke: Option<RevokeSummary>,
 }
 
@@ -128,6 +177,9 @@ impl Report {
                     .map_or_else(|| "-".to_owned(), |m| (m.rss_kib / 1024).to_string()),
                 if s.sustained { "" } else { "  (not sustained)" },
             );
+            if let Some(cpu) = &s.broker_cpu_us {
+                let _ = writeln!(out, "         broker CPU per request: {}", cpu_line(cpu));
+            }
             if let Some(rv) = &s.revoke {
                 let _ = writeln!(
                     out,
@@ -190,14 +242,14 @@ impl Report {
             },
         );
         out.push_str(
-            "| step | offered/s | goodput/s | shed | errors | p50 | p99 | p99.9 | broker RSS |\n",
+            "| step | offered/s | goodput/s | shed | errors | p50 | p99 | p99.9 | broker RSS | broker CPU µs/request |\n",
         );
-        out.push_str("|---|---|---|---|---|---|---|---|---|\n");
+        out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
         for st in &self.steps {
             let r = &st.result;
             let _ = writeln!(
                 out,
-                "| {}{} | {:.0} | {:.0} | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {} |",
+                "| {}{} | {:.0} | {:.0} | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {} | {} |",
                 st.label,
                 if st.sustained { "" } else { " ✗" },
                 r.offered_rate,
@@ -209,11 +261,12 @@ impl Report {
                 ms(r.p999_us),
                 st.broker_memory
                     .map_or_else(dash, |m| format!("{} MiB", m.rss_kib / 1024)),
+                st.broker_cpu_us.as_ref().map_or_else(dash, cpu_line),
             );
             if let Some(rv) = &st.revoke {
                 let _ = writeln!(
                     out,
-                    "| ↳ revocations | {:.0} | {} ok | | {} | {:.2} ms | {:.2} ms | | |",
+                    "| ↳ revocations | {:.0} | {} ok | | {} | {:.2} ms | {:.2} ms | | | |",
                     rv.sent as f64 / r.duration_secs,
                     rv.ok,
                     rv.errors,
@@ -242,6 +295,18 @@ pub fn progress(step: &StepReport) {
             .first()
             .map_or_else(String::new, |e| format!(" (first: {e})")),
     );
+}
+
+/// `total 310 (tokio-rt-worker 190, ledger-writer 100, ...)`, largest first.
+fn cpu_line(cpu: &BTreeMap<String, f64>) -> String {
+    let mut parts: Vec<(&String, &f64)> = cpu.iter().filter(|(k, _)| *k != "total").collect();
+    parts.sort_by(|a, b| b.1.total_cmp(a.1));
+    let parts: Vec<String> = parts.iter().map(|(k, v)| format!("{k} {v:.0}")).collect();
+    format!(
+        "total {:.0} ({})",
+        cpu.get("total").copied().unwrap_or_default(),
+        parts.join(", ")
+    )
 }
 
 fn ms(micros: u64) -> f64 {

@@ -85,6 +85,8 @@ subject = "{}"
         assert_eq!((r.ok, r.errors, r.shed), (20, 0, 0), "{scenario:?}: {r:?}");
         assert!(r.p50_us > 0 && r.goodput > 0.0, "{scenario:?}: {r:?}");
         assert!(step.broker_memory.is_some_and(|m| m.rss_kib > 0));
+        let cpu = step.broker_cpu_us.as_ref().unwrap();
+        assert!(cpu["total"] > 0.0, "{cpu:?}");
         if scenario == Scenario::Revoke {
             let revoke = step.revoke.as_ref().unwrap();
             assert_eq!(

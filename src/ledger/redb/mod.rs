@@ -63,6 +63,10 @@ pub struct RedbOptions {
     pub durable: bool,
     /// Bytes of redb page cache (`[ledger] cache_size`). Default 64 MiB.
     pub cache_size: usize,
+    /// Group commit window: while writes arrive concurrently (the last batch held more than
+    /// one), a batch waits up to this long for more before committing, so that one commit and
+    /// one fsync carry more credentials. A lone write never waits. Default 1 ms.
+    pub linger: std::time::Duration,
 }
 
 impl Default for RedbOptions {
@@ -71,6 +75,7 @@ impl Default for RedbOptions {
             max_batch: 4096,
             durable: true,
             cache_size: 64 << 20,
+            linger: std::time::Duration::from_millis(1),
         }
     }
 }
@@ -128,6 +133,7 @@ impl RedbLedger {
             commits: Arc::clone(&commits),
             events: events.clone(),
             last_sequence,
+            last_batch: 0,
         };
         let handle = std::thread::Builder::new()
             .name("ledger-writer".to_owned())

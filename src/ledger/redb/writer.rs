@@ -97,6 +97,9 @@ pub(super) struct Writer {
     pub commits: Arc<AtomicU64>,
     pub events: broadcast::Sender<Event>,
     pub last_sequence: u64,
+    /// Size of the last batch committed: a batch of more than one says writes are arriving
+    /// concurrently, so the next batch lingers for more (see [`RedbOptions::linger`]).
+    pub last_batch: usize,
 }
 
 /// The tables one batch writes, and the events it produces.
@@ -131,10 +134,23 @@ impl Writer {
     }
 
     fn drain(&self, first: WriterMsg) -> (Vec<Job>, bool) {
+        let linger_until = (self.last_batch > 1 && !self.options.linger.is_zero())
+            .then(|| std::time::Instant::now() + self.options.linger);
         let mut closing = matches!(first, WriterMsg::Close(_));
         let mut jobs = vec![Job::from(first)];
         while !closing && jobs.len() < self.options.max_batch {
-            let Ok(msg) = self.rx.try_recv() else { break };
+            let msg = match self.rx.try_recv() {
+                Ok(msg) => msg,
+                Err(mpsc::TryRecvError::Disconnected) => break,
+                Err(mpsc::TryRecvError::Empty) => {
+                    let Some(until) = linger_until else { break };
+                    let left = until.saturating_duration_since(std::time::Instant::now());
+                    match self.rx.recv_timeout(left) {
+                        Ok(msg) => msg,
+                        Err(_) => break,
+                    }
+                }
+            };
             closing = matches!(msg, WriterMsg::Close(_));
             jobs.push(Job::from(msg));
         }
@@ -146,6 +162,7 @@ impl Writer {
     fn commit_batch(&mut self, mut jobs: Vec<Job>) {
         let started = std::time::Instant::now();
         let size = jobs.len();
+        self.last_batch = size;
         match self.apply_and_commit(&mut jobs) {
             Ok((last_sequence, emitted)) => {
                 let committed = std::time::Instant::now();
