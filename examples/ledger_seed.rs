@@ -4,9 +4,11 @@
 //! `RedbLedger` without fsync (`durable: false`), then compacts the file.
 //!
 //! ```text
-//! cargo run --release --example ledger_seed -- PATH COUNT [X509_PERCENT] [WORKLOADS]
+//! cargo run --release --example ledger_seed -- PATH COUNT [X509_PERCENT] [WORKLOADS] [DELAY]
 //! ```
 //! Defaults: 0 % X.509, 10,000 workloads (with 100 owners), 50 destinations, 4 purposes.
+//! Expiries are spread over the 50 minutes that start DELAY seconds from now (default 0): give
+//! a long seed a delay so its credentials are still live when the broker is measured.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -35,7 +37,7 @@ fn mix(i: u64) -> u64 {
 }
 
 /// The `i`th seeded credential.
-fn record(i: u64, now: i64, x509_percent: u64, workloads: u64) -> CredentialRecord {
+fn record(i: u64, now: i64, x509_percent: u64, workloads: u64, delay: i64) -> CredentialRecord {
     let w = mix(i) % workloads;
     let x509 = mix(i ^ 0x5eed) % 100 < x509_percent;
     let (kind, credential_id, evidence_kind) = if x509 {
@@ -64,7 +66,7 @@ fn record(i: u64, now: i64, x509_percent: u64, workloads: u64) -> CredentialReco
             mix(i ^ 4)
         ),
         issued_at: now - 60,
-        expires_at: now + ttl_left,
+        expires_at: now + delay + ttl_left,
         status: Status::Live,
         ci: None,
     }
@@ -74,11 +76,12 @@ fn record(i: u64, now: i64, x509_percent: u64, workloads: u64) -> CredentialReco
 async fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(path), Some(count)) = (args.first(), args.get(1)) else {
-        return Err("usage: ledger_seed PATH COUNT [X509_PERCENT] [WORKLOADS]".into());
+        return Err("usage: ledger_seed PATH COUNT [X509_PERCENT] [WORKLOADS] [DELAY]".into());
     };
     let count: u64 = count.parse()?;
     let x509_percent: u64 = args.get(2).map_or(Ok(0), |a| a.parse())?;
     let workloads: u64 = args.get(3).map_or(Ok(10_000), |a| a.parse())?;
+    let delay: i64 = args.get(4).map_or(Ok(0), |a| a.parse())?;
     let now = SystemClock.unix_seconds();
     let started = Instant::now();
     let ledger = Arc::new(RedbLedger::open(
@@ -86,7 +89,8 @@ async fn main() -> Result<(), Error> {
         RedbOptions {
             max_batch: 8192,
             durable: false,
-            ..RedbOptions::default()
+            // Random inserts into a multi-GB tree: a small cache turns each into reads.
+            cache_size: 4 << 30,
         },
     )?);
     let chunk = 20_000;
@@ -94,7 +98,7 @@ async fn main() -> Result<(), Error> {
         let tasks: Vec<_> = (base..(base + chunk as u64).min(count))
             .map(|i| {
                 let ledger = Arc::clone(&ledger);
-                let credential = record(i, now, x509_percent, workloads);
+                let credential = record(i, now, x509_percent, workloads, delay);
                 tokio::spawn(async move {
                     ledger
                         .record(RecordParams {
