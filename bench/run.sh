@@ -120,8 +120,10 @@ run_scenario() { # label scenario fsync extra-args...
   { echo; echo "#### $label"; echo; tail -n +3 "$OUT/$label.md"; } >> "$DETAILS"
 }
 
-for s in $SCENARIOS; do run_scenario "$s" "$s" true; done
-for s in $NOFSYNC; do run_scenario "$s-nofsync" "$s" false; done
+# HTTP/1.1 carries one request per connection at a time: give the HTTP scenarios more.
+http_args() { case $1 in exchange|peer) echo "--connections 16" ;; esac; }
+for s in $SCENARIOS; do run_scenario "$s" "$s" true $(http_args "$s"); done
+for s in $NOFSYNC; do run_scenario "$s-nofsync" "$s" false $(http_args "$s"); done
 
 if [ "$PEER" = 1 ] && command -v node >/dev/null && command -v npm >/dev/null; then
   npm ci --prefix bench/peer --silent
@@ -132,7 +134,7 @@ if [ "$PEER" = 1 ] && command -v node >/dev/null && command -v npm >/dev/null; t
   for _ in $(seq 100); do grep -q READY "$OUT/peer.log" && break; sleep 0.1; done
   echo "== peer (oidc-provider $(node -p "require('./bench/peer/node_modules/oidc-provider/package.json').version"))" >&2
   BROKER_PID=$PEER_PID generate peer --peer-url "http://127.0.0.1:$PEER_PORT/token" \
-    --overload 2 --markdown > "$OUT/peer.md"
+    --overload 2 --markdown $(http_args peer) > "$OUT/peer.md"
   kill "$PEER_PID"; PEER_PID=
   head -n1 "$OUT/peer.md" | sed 's/`peer`/`peer`: oidc-provider, plain HTTP/' >> "$RESULTS"
   { echo; echo "#### peer (oidc-provider)"; echo; tail -n +3 "$OUT/peer.md"; } >> "$DETAILS"

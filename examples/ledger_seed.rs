@@ -91,6 +91,7 @@ async fn main() -> Result<(), Error> {
             durable: false,
             // Random inserts into a multi-GB tree: a small cache turns each into reads.
             cache_size: 4 << 30,
+            ..RedbOptions::default()
         },
     )?);
     let chunk = 20_000;

@@ -321,9 +321,9 @@ mod tests {
         }
         assert_eq!(index.live_count(Selector::Workload, "w", 200), 2);
         assert_eq!(
-            index.live_count(Selector::Workload, "w", 400),
+            index.live_count(Selector::Workload, "w", 420),
             0,
-            "expired at 400"
+            "expired at 400, counted to the end of its minute"
         );
         assert_eq!(index.live_count(Selector::Owner, "team", 200), 3);
         let before = index.revision();

@@ -23,7 +23,7 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-pub use self::counts::{COUNTED, LiveCounts};
+pub use self::counts::{BUCKET_SECS, COUNTED, LiveCounts, bucket as count_bucket};
 pub use self::redb::{RedbLedger, RedbOptions};
 
 /// What kind of credential a record describes.

@@ -77,6 +77,7 @@ impl Http1Pool {
     pub async fn post_form(&self, form: String) -> Result<Reply, String> {
         let _slot = self.slots.acquire().await.map_err(|e| e.to_string())?;
         let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let reused = idle.is_some();
         let mut sender = match idle {
             Some(sender) => sender,
             None => self.connect().await?,
@@ -89,11 +90,18 @@ impl Http1Pool {
             )
             .body(Full::new(Bytes::from(form)))
             .map_err(|e| e.to_string())?;
-        sender.ready().await.map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
+        let response = match Self::send(&mut sender, request).await {
+            Ok(response) => response,
+            // The target closed an idle connection before the request left: it was not sent,
+            // so sending it once on a new connection cannot duplicate it.
+            Err((_, Some(request))) if reused => {
+                sender = self.connect().await?;
+                Self::send(&mut sender, request)
+                    .await
+                    .map_err(|(error, _)| error)?
+            }
+            Err((error, _)) => return Err(error),
+        };
         let status = response.status();
         let body = response
             .into_body()
@@ -107,6 +115,22 @@ impl Http1Pool {
             idle.push(sender);
         }
         Ok(Reply { status, body })
+    }
+
+    /// Sends `request` on `sender`. On failure returns the error and, if it never left, the
+    /// request.
+    async fn send(
+        sender: &mut SendRequest<Full<Bytes>>,
+        request: Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, (String, Option<Request<Full<Bytes>>>)>
+    {
+        if let Err(e) = sender.ready().await {
+            return Err((e.to_string(), Some(request))); // closed while idle: nothing was sent
+        }
+        sender
+            .try_send_request(request)
+            .await
+            .map_err(|mut e| (e.error().to_string(), e.take_message()))
     }
 
     /// Opens one connection and returns its sender.

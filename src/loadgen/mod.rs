@@ -268,15 +268,21 @@ async fn run_steps(args: &BenchArgs, ceiling: Ceiling) -> Result<Report, String>
     };
     let mut steps = Vec::new();
     let mut rate = args.rate;
+    let mut retried = false;
     loop {
         let step = run(rate, "ramp").await?;
         let sustained = step.sustained;
         report::progress(&step);
         steps.push(step);
-        if args.ramp <= 1.0 || !sustained || steps.len() >= args.max_steps {
+        if args.ramp <= 1.0 || steps.len() >= args.max_steps || (!sustained && retried) {
             break;
         }
-        rate *= args.ramp;
+        // One tail spike (a slow fsync on a shared disk) does not end the ramp: a rate that is
+        // not sustained is run once more, and the ramp ends when it fails twice.
+        retried = !sustained;
+        if sustained {
+            rate *= args.ramp;
+        }
     }
     let peak_rate = steps
         .iter()

@@ -28,7 +28,8 @@ async fn restart_restores_live_counts_without_reading_records() {
     let dir = tempfile::tempdir().unwrap();
     {
         let ledger = open(&dir);
-        for (i, exp) in [1000, 1000, 2000].into_iter().enumerate() {
+        // Expiries on minute boundaries: counts are kept per expiry minute.
+        for (i, exp) in [960, 960, 1980].into_iter().enumerate() {
             ledger
                 .record(plain(sample(&format!("j{i}"), exp)))
                 .await
@@ -50,9 +51,9 @@ async fn restart_restores_live_counts_without_reading_records() {
         counts.count(Selector::Workload, "spiffe://example.org/x", 0),
         1
     );
-    assert_eq!(counts.count(Selector::Owner, "team", 1000), 2);
-    let later = ledger.live_counts(1000).await.unwrap();
-    assert_eq!(later.total(1000), 2, "what expired at 1000 is not loaded");
+    assert_eq!(counts.count(Selector::Owner, "team", 960), 2);
+    let later = ledger.live_counts(960).await.unwrap();
+    assert_eq!(later.total(960), 2, "what expired at 960 is not loaded");
     let x509s = ledger.x509_records(0).await.unwrap();
     assert_eq!(x509s, vec![x509("x0", 1500)]);
     assert!(ledger.x509_records(1500).await.unwrap().is_empty());
@@ -89,7 +90,8 @@ async fn expiry_deletes_persisted_counts_and_sweep_the_x509_index() {
     ledger.record(plain(sample("soon", 100))).await.unwrap();
     ledger.record(plain(x509("cert", 100))).await.unwrap();
     ledger.record(plain(sample("later", 500))).await.unwrap();
-    ledger.expire(100).await.unwrap();
+    // Counts are kept per expiry minute: those of `soon` go once its minute (100 → 120) ends.
+    ledger.expire(120).await.unwrap();
     let count_rows = |ledger: &RedbLedger| {
         let txn = ledger.db.begin_read().unwrap();
         txn.open_table(LIVE_COUNTS).unwrap().len().unwrap()
@@ -151,7 +153,7 @@ fn write_old_ledger(path: &Path, version: u64, records: &[CredentialRecord]) {
 async fn check_upgrade(version: u64) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.redb");
-    let records = vec![sample("a", 1000), x509("b", 2000), sample("c", 3000)];
+    let records = vec![sample("a", 960), x509("b", 2000), sample("c", 3000)];
     write_old_ledger(&path, version, &records);
     let ledger = RedbLedger::open(&path, RedbOptions::default()).unwrap();
     let counts = ledger.live_counts(0).await.unwrap();

@@ -314,7 +314,11 @@ impl Batch<'_> {
             let value = selector.value_of(&p.record).to_owned();
             *self
                 .counts
-                .entry((p.record.expires_at, selector.code(), value))
+                .entry((
+                    crate::ledger::count_bucket(p.record.expires_at),
+                    selector.code(),
+                    value,
+                ))
                 .or_default() += 1;
         }
         if let Some((key, expires_at)) = &p.replay {
