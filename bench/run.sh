@@ -20,6 +20,7 @@ cd "$(dirname "$0")/.."
 BROKER_CPU=${BROKER_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
 START_RATE=${START_RATE:-500}
+PEER_START_RATE=${PEER_START_RATE:-100}  # the peer saturates below 500/s
 RAMP=${RAMP:-1.25}
 P99_MS=${P99_MS:-10}
 DURATION=${DURATION:-8s}
@@ -88,7 +89,7 @@ trap 'stop_broker; [ -n "${PEER_PID:-}" ] && kill "$PEER_PID" 2>/dev/null; true'
 generate() { # scenario extra-args...
   local scenario=$1; shift
   taskset -c "$GEN_CPU" "$BIN" bench --scenario "$scenario" --grpc-addr "$GRPC" \
-    --http-addr "$HTTP" --rate "$START_RATE" --ramp "$RAMP" --p99-limit-ms "$P99_MS" \
+    --http-addr "$HTTP" --rate "${RATE:-$START_RATE}" --ramp "$RAMP" --p99-limit-ms "$P99_MS" \
     --duration "$DURATION" --warmup "$WARMUP" --max-steps "${MAX_STEPS:-14}" --broker-pid "${BROKER_PID:-0}" "$@"
 }
 
@@ -133,7 +134,7 @@ if [ "$PEER" = 1 ] && command -v node >/dev/null && command -v npm >/dev/null; t
   PEER_PID=$!
   for _ in $(seq 100); do grep -q READY "$OUT/peer.log" && break; sleep 0.1; done
   echo "== peer (oidc-provider $(node -p "require('./bench/peer/node_modules/oidc-provider/package.json').version"))" >&2
-  BROKER_PID=$PEER_PID generate peer --peer-url "http://127.0.0.1:$PEER_PORT/token" \
+  RATE=$PEER_START_RATE BROKER_PID=$PEER_PID generate peer --peer-url "http://127.0.0.1:$PEER_PORT/token" \
     --overload 2 --markdown $(http_args peer) > "$OUT/peer.md"
   kill "$PEER_PID"; PEER_PID=
   head -n1 "$OUT/peer.md" | sed 's/`peer`/`peer`: oidc-provider, plain HTTP/' >> "$RESULTS"
