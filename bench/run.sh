@@ -47,25 +47,8 @@ write_config() { # name fsync
       -e "s|^path = .*|path = \"$dir/ledger.redb\"\nfsync = $2|" \
       -e "s|^audience = \"tessera\"|audience = \"tessera\"\nmax_in_flight = 256|" \
       certs-dev/tessera.toml > "$dir/tessera.toml"
-  cat >> "$dir/tessera.toml" <<EOF
-
-[[oidc_issuer]]
-issuer = "https://127.0.0.1:9555"
-profile = "generic"
-audience = "tessera"
-ca_file = "certs-dev/tls-ca.pem"
-
-[[grant]]
-name = "bench-ci"
-workload = "spiffe://example.org/ci/bench/app"
-owner = "team-bench"
-expires = "2036-11-19"
-destinations = ["https://registry.example.org"]
-purposes = ["image:push"]
-[grant.match]
-issuer = "https://127.0.0.1:9555"
-subject = "repo:bench/app:ref:refs/heads/main"
-EOF
+  "$BIN" bench --scenario exchange --ci-issuer-addr 127.0.0.1:9555 --print-broker-config \
+    >> "$dir/tessera.toml"
   echo "$dir/tessera.toml"
 }
 

@@ -17,6 +17,34 @@ use crate::dev::JwtSvidSigner;
 /// The `sub` of every bench CI token; the bench grant pins it exactly.
 pub const CI_SUBJECT: &str = "repo:bench/app:ref:refs/heads/main";
 
+/// Returns the broker configuration the `exchange` scenario needs: the CI issuer served on
+/// `addr` (its TLS certificate chains to `ca_file`) and a grant for its bench subject.
+pub fn broker_config(addr: SocketAddr, ca_file: &std::path::Path) -> String {
+    format!(
+        r#"
+[[oidc_issuer]]
+issuer = "https://{addr}"
+profile = "generic"
+audience = "tessera"
+ca_file = "{ca}"
+
+[[grant]]
+name = "bench-ci"
+workload = "spiffe://example.org/ci/bench/app"
+owner = "team-bench"
+expires = "2036-11-19"
+destinations = ["{destination}"]
+purposes = ["{purpose}"]
+[grant.match]
+issuer = "https://{addr}"
+subject = "{CI_SUBJECT}"
+"#,
+        ca = ca_file.display(),
+        destination = super::target::CI_DESTINATION,
+        purpose = super::target::CI_PURPOSE,
+    )
+}
+
 /// A running bench issuer.
 #[derive(Debug)]
 pub struct CiIssuer {

@@ -120,6 +120,10 @@ pub struct BenchArgs {
     /// Print markdown rows (for `BENCHMARKS.md`) instead of a table.
     #[arg(long, conflicts_with = "json")]
     pub markdown: bool,
+    /// Print the broker configuration the `exchange` scenario needs (its CI issuer on
+    /// `--ci-issuer-addr`, trusted through `<certs>/tls-ca.pem`, and a grant) and exit.
+    #[arg(long)]
+    pub print_broker_config: bool,
     /// Write the JWKS the peer server needs (`--client-jwks`) to this file and exit.
     #[arg(long)]
     pub write_peer_jwks: Option<PathBuf>,
@@ -128,6 +132,12 @@ pub struct BenchArgs {
 /// Runs `tessera bench`: prints the report. Fails when the target cannot be reached or the
 /// ceiling cannot be measured; refused requests are results, not failures.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
+    if args.print_broker_config {
+        let ca = std::path::absolute(args.certs.join("tls-ca.pem"))
+            .map_err(|e| format!("{}: {e}", args.certs.display()))?;
+        print!("{}", issuer::broker_config(args.ci_issuer_addr, &ca));
+        return Ok(());
+    }
     if let Some(path) = &args.write_peer_jwks {
         let jwks = Peer::client_jwks(&Peer::signer(&args.certs)?);
         return std::fs::write(path, jwks.to_string())

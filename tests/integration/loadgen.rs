@@ -30,6 +30,7 @@ fn args(env: &Env, scenario: Scenario, ci_issuer: std::net::SocketAddr) -> Bench
         json: false,
         markdown: false,
         write_peer_jwks: None,
+        print_broker_config: false,
     }
 }
 
@@ -45,28 +46,10 @@ fn free_port() -> std::net::SocketAddr {
 async fn every_bench_scenario_gets_credentials_from_the_real_server() {
     let ci_issuer = free_port();
     let fx = Fixture::new();
-    let ca = fx.path("tls-ca.pem");
     let mut text = std::fs::read_to_string(&fx.config_path).unwrap();
-    text.push_str(&format!(
-        r#"
-[[oidc_issuer]]
-issuer = "https://{ci_issuer}"
-audience = "tessera"
-ca_file = "{}"
-
-[[grant]]
-name = "bench-ci"
-workload = "spiffe://example.org/ci/bench/app"
-owner = "team-bench"
-expires = "2036-11-19"
-destinations = ["https://registry.example.org"]
-purposes = ["image:push"]
-[grant.match]
-issuer = "https://{ci_issuer}"
-subject = "{}"
-"#,
-        ca.display(),
-        tessera::loadgen::issuer::CI_SUBJECT
+    text.push_str(&tessera::loadgen::issuer::broker_config(
+        ci_issuer,
+        &fx.path("tls-ca.pem"),
     ));
     std::fs::write(&fx.config_path, text).unwrap();
     let env = Env::start_fixture(fx).await;
