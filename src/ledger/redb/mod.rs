@@ -65,7 +65,7 @@ pub struct RedbOptions {
     pub cache_size: usize,
     /// Group commit window: while writes arrive concurrently (the last batch held more than
     /// one), a batch waits up to this long for more before committing, so that one commit and
-    /// one fsync carry more credentials. A lone write never waits. Default 1 ms.
+    /// one fsync carry more credentials. After a batch of one, nothing waits. Default 1 ms.
     pub linger: std::time::Duration,
 }
 
