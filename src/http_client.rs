@@ -59,6 +59,19 @@ impl fmt::Debug for HttpsClient {
     }
 }
 
+/// A TLS connector (aws-lc-rs, safe default versions, ALPN `http/1.1`, no client
+/// certificate) trusting exactly `roots`. Fails only if the provider refuses the versions.
+pub fn http1_connector(roots: rustls::RootCertStore) -> Result<tokio_rustls::TlsConnector, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
 impl HttpsClient {
     /// Trusts the Mozilla root set plus `extra_roots`. Fails when a root is unusable.
     pub fn new(extra_roots: &[CertificateDer<'static>]) -> Result<Self, HttpError> {
@@ -69,15 +82,8 @@ impl HttpsClient {
                 .add(root.clone())
                 .map_err(|e| HttpError::Config(e.to_string()))?;
         }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| HttpError::Config(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(HttpsClient {
-            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            tls: http1_connector(roots).map_err(HttpError::Config)?,
         })
     }
 

@@ -2,7 +2,7 @@
 //! broker's `/token` over TLS, the peer server over plain HTTP). Each connection carries one
 //! request at a time; a connection the target closed is reopened on next use.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -169,14 +169,7 @@ fn connector(roots: &[CertificateDer<'static>]) -> Result<tokio_rustls::TlsConne
     for root in roots {
         store.add(root.clone()).map_err(|e| e.to_string())?;
     }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    crate::http_client::http1_connector(store)
 }
 
 fn server_name(host: &str) -> Result<ServerName<'static>, String> {

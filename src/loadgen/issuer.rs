@@ -68,9 +68,7 @@ impl CiIssuer {
             .map_err(|e| format!("binding the CI issuer on {addr}: {e}"))?;
         let bound = listener.local_addr().map_err(|e| e.to_string())?;
         let url = format!("https://{bound}");
-        let mut jwk = signer.bundle_jwk();
-        jwk["use"] = "sig".into();
-        jwk["alg"] = "ES256".into();
+        let jwk = super::target::signing_jwk(&signer);
         let documents = Arc::new(Documents {
             discovery: Bytes::from(
                 serde_json::json!({"issuer": url, "jwks_uri": format!("{url}/jwks")}).to_string(),

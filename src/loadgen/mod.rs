@@ -159,12 +159,9 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The load of `args.scenario`, connected.
-async fn connect(args: &BenchArgs) -> Result<Arc<dyn Load>, String> {
-    let read = |name: &str| {
-        let path = args.certs.join(name);
-        std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
-    };
+/// The load of `args.scenario`, connected, and the admin revoking alongside it for `revoke`.
+async fn connect(args: &BenchArgs) -> Result<(Arc<dyn Load>, Option<revoker::Revoker>), String> {
+    let read = |name: &str| target::read_cert_file(&args.certs, name);
     let ca = read("tls-ca.pem")?;
     let grpc = format!("https://{}", args.grpc_addr);
     let bearer = || -> Result<_, String> {
@@ -188,11 +185,14 @@ async fn connect(args: &BenchArgs) -> Result<Arc<dyn Load>, String> {
             minted,
         }))
     };
-    match args.scenario {
+    let load = match args.scenario {
         Scenario::MintJwt => mint(MintKind::Jwt, bearer()?, None, None).await,
         Scenario::MintJwtMtls => mint(MintKind::Jwt, None, mtls()?, None).await,
         Scenario::MintX509 => mint(MintKind::X509(csr()?), bearer()?, None, None).await,
-        Scenario::Revoke => Err("the revoke scenario is connected by run_steps".into()),
+        Scenario::Revoke => {
+            let (load, revoker) = revoker::connect(args).await?;
+            return Ok((load, Some(revoker)));
+        }
         Scenario::Exchange => {
             let roots = crate::config::material::certificates(&args.certs.join("tls-ca.pem"))?;
             let cert = crate::config::material::certificates(&args.certs.join("server.pem"))?;
@@ -213,7 +213,8 @@ async fn connect(args: &BenchArgs) -> Result<Arc<dyn Load>, String> {
             signer: Peer::signer(&args.certs)?,
             token_url: args.peer_url.clone(),
         })),
-    }
+    }?;
+    Ok((load, None))
 }
 
 /// A fresh P-256 CSR (DER) for `MintX509`.
@@ -235,12 +236,7 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, String> {
 
 /// Runs the steps `args` asks for and returns the report.
 async fn run_steps(args: &BenchArgs, ceiling: Ceiling) -> Result<Report, String> {
-    let (load, revoker) = if args.scenario == Scenario::Revoke {
-        let (load, revoker) = revoker::connect(args).await?;
-        (load, Some(revoker))
-    } else {
-        (connect(args).await?, None)
-    };
+    let (load, revoker) = connect(args).await?;
     let p99_limit = Duration::from_millis(args.p99_limit_ms);
     let step = |rate: f64| StepParams {
         rate,

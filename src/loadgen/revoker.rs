@@ -39,10 +39,7 @@ pub struct RevokeSummary {
 /// Connects the mint load (mTLS, the dev workload) and the admin (mTLS, the dev admin).
 /// Fails if either connection cannot be made.
 pub async fn connect(args: &BenchArgs) -> Result<(Arc<dyn Load>, Revoker), String> {
-    let read = |name: &str| {
-        let path = args.certs.join(name);
-        std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
-    };
+    let read = |name: &str| target::read_cert_file(&args.certs, name);
     let ca = read("tls-ca.pem")?;
     let url = format!("https://{}", args.grpc_addr);
     let workload = Some((read("workload.pem")?, read("workload-key.pem")?));

@@ -208,6 +208,21 @@ pub fn dev_signer(certs: &Path, kid: &str) -> Result<JwtSvidSigner, String> {
     JwtSvidSigner::from_pkcs8_pem(&pem, kid).map_err(|e| e.to_string())
 }
 
+/// Returns `signer`'s public key as an ordinary ES256 signing JWK (`use: sig`), for JWKS
+/// that are not SPIFFE bundles.
+pub fn signing_jwk(signer: &JwtSvidSigner) -> serde_json::Value {
+    let mut jwk = signer.bundle_jwk();
+    jwk["use"] = "sig".into();
+    jwk["alg"] = "ES256".into();
+    jwk
+}
+
+/// Reads `<certs>/<name>`; fails naming the file.
+pub fn read_cert_file(certs: &Path, name: &str) -> Result<Vec<u8>, String> {
+    let path = certs.join(name);
+    std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 impl Peer {
     /// The peer client's key: the dev JWT-SVID key, reused under [`PEER_KID`].
     pub fn signer(certs: &Path) -> Result<JwtSvidSigner, String> {
@@ -216,10 +231,7 @@ impl Peer {
 
     /// Returns the JWKS the peer must be started with (`--client-jwks`).
     pub fn client_jwks(signer: &JwtSvidSigner) -> serde_json::Value {
-        let mut jwk = signer.bundle_jwk();
-        jwk["use"] = "sig".into();
-        jwk["alg"] = "ES256".into();
-        serde_json::json!({ "keys": [jwk] })
+        serde_json::json!({ "keys": [signing_jwk(signer)] })
     }
 }
 
