@@ -1,4 +1,5 @@
-//! The mint path (attest a JWT-SVID + policy + sign a JWT; ledger excluded) against the bare
+//! The mint path (attest a JWT-SVID + policy + sign a JWT; ledger excluded), built from the
+//! core's own stages (`Attestor`, `Policy`, `JwtMinter`, `X509Minter`), against the bare
 //! crypto it cannot avoid (one ES256 verify + one ES256 sign, aws-lc-rs, cached keys), measured
 //! in the same run; and CSR → signed X.509-SVID against CSR verify + one CA signature.
 //! `BENCHMARKS.md` reports the ratios.
@@ -15,28 +16,92 @@ use aws_lc_rs::signature::{
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, criterion_group, criterion_main};
-use tessera::attest::Evidence;
-use tessera::clock::{Clock, SharedClock, SystemClock};
-use tessera::config::Config;
-use tessera::csr::VerifiedCsr;
-use tessera::dev::{DevMaterial, WORKLOAD_ID};
-use tessera::ledger::{CredentialKind, RedbLedger, RedbOptions};
-use tessera::request::CredentialRequest;
+use tessera_core::attest::{Attestation, Attestor, Evidence};
+use tessera_core::clock::{Clock, SystemClock};
+use tessera_core::csr::VerifiedCsr;
+use tessera_core::domain::CredentialKind;
+use tessera_core::mint::{JwtMinter, MintCa, MintJwtParams, MintX509Params, MintedJwt, X509Minter};
+use tessera_core::policy::{DecideParams, Decision, Policy};
+use tessera_core::request::CredentialRequest;
+use tessera_ledger::{RedbLedger, RedbOptions};
+use tessera_server::config::Config;
+use tessera_server::metrics::Metrics;
+use tessera_testkit::dev::{DevMaterial, WORKLOAD_ID};
 use x509_parser::prelude::FromDer;
+
+/// The stages a mint runs through before the ledger, as the server assembles them.
+struct MintPath {
+    attestor: Arc<Attestor>,
+    policy: Policy,
+    jwt: Arc<JwtMinter>,
+    x509: X509Minter,
+}
+
+impl MintPath {
+    fn new(config: &Config, dir: &std::path::Path) -> MintPath {
+        let ledger =
+            Arc::new(RedbLedger::open(&dir.join("bench.redb"), RedbOptions::default()).unwrap());
+        let services = tessera_server::assemble::services(
+            config,
+            ledger,
+            Arc::new(Metrics::new()),
+            Arc::new(SystemClock),
+        )
+        .unwrap();
+        let chain = config.signing.ca_cert.as_ref().unwrap();
+        let key = config.signing.ca_key.as_ref().unwrap();
+        MintPath {
+            attestor: services.attestor,
+            policy: Policy::new(config.grants.clone()),
+            jwt: services.jwt,
+            x509: X509Minter::new(MintCa::new(chain, key).unwrap()),
+        }
+    }
+
+    /// Attests `token` and decides on `request`.
+    async fn authorize(
+        &self,
+        token: &str,
+        request: &CredentialRequest,
+        kind: CredentialKind,
+    ) -> (Attestation, Decision) {
+        let now = SystemClock.unix_seconds();
+        let attestation = self.attestor.attest_token(token, now).await.unwrap();
+        let decision = self
+            .policy
+            .decide(DecideParams {
+                identity: &attestation.principal,
+                request,
+                kind,
+                now,
+            })
+            .unwrap();
+        (attestation, decision)
+    }
+
+    /// Signs the JWT an authorized request gets.
+    fn sign_jwt(&self, a: &Attestation, d: &Decision, request: &CredentialRequest) -> MintedJwt {
+        self.jwt
+            .mint(MintJwtParams {
+                workload: &d.grant.workload,
+                destination: &request.destination,
+                purpose: &request.purpose,
+                ttl: d.ttl,
+                now: SystemClock.unix_seconds(),
+                cnf_x5t_s256: a.cnf_x5t_s256.as_deref(),
+            })
+            .unwrap()
+    }
+}
 
 fn mint(c: &mut Criterion) {
     let (dir, material, config) = setup();
     let now = SystemClock.unix_seconds();
-    let ledger_path = dir.path().join("ledger.redb");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let ledger = Arc::new(RedbLedger::open(&ledger_path, RedbOptions::default()).unwrap());
-    let clock: SharedClock = Arc::new(SystemClock);
-    let broker = rt
-        .block_on(async { tessera::server::build_broker(&config, ledger, clock) })
-        .unwrap();
+    let broker = rt.block_on(async { MintPath::new(&config, dir.path()) });
 
     let svid = material
         .jwt_svid_signer
@@ -83,11 +148,17 @@ fn mint(c: &mut Criterion) {
                         authorization: Some(black_box(&authorization)),
                         peer: None,
                     };
-                    let (attestation, decision) = broker
-                        .authorize(evidence, &request, CredentialKind::Jwt)
-                        .await
+                    let attestation = broker.attestor.attest(evidence, now).await.unwrap();
+                    let decision = broker
+                        .policy
+                        .decide(DecideParams {
+                            identity: &attestation.principal,
+                            request: &request,
+                            kind: CredentialKind::Jwt,
+                            now,
+                        })
                         .unwrap();
-                    black_box(broker.sign_jwt(&attestation, &decision, &request).unwrap());
+                    black_box(broker.sign_jwt(&attestation, &decision, &request));
                 }
                 start.elapsed()
             })
@@ -122,13 +193,7 @@ fn mint(c: &mut Criterion) {
     let tbs = vec![b'x'; 560];
     let mut x509_request = request.clone();
     x509_request.ttl = Some(std::time::Duration::from_secs(300));
-    let evidence = Evidence {
-        authorization: Some(&authorization),
-        peer: None,
-    };
-    let (_, decision) = rt
-        .block_on(broker.authorize(evidence, &x509_request, CredentialKind::X509))
-        .unwrap();
+    let (_, decision) = rt.block_on(broker.authorize(&svid, &x509_request, CredentialKind::X509));
 
     let mut group = c.benchmark_group("mint_x509");
     group.bench_function("bare_crypto_csr_verify_plus_ca_sign", |b| {
@@ -142,7 +207,15 @@ fn mint(c: &mut Criterion) {
     group.bench_function("mint_path_csr_to_signed_leaf", |b| {
         b.iter(|| {
             let csr = VerifiedCsr::from_der(black_box(&csr_der)).unwrap();
-            black_box(broker.sign_x509(&decision, &x509_request, &csr).unwrap());
+            let minted = broker.x509.mint(MintX509Params {
+                workload: &decision.grant.workload,
+                destination: &x509_request.destination,
+                purpose: &x509_request.purpose,
+                csr: &csr,
+                ttl: decision.ttl,
+                now,
+            });
+            black_box(minted.unwrap());
         });
     });
     group.finish();
@@ -180,11 +253,7 @@ fn exchange(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let ledger =
-        Arc::new(RedbLedger::open(&dir.path().join("l.redb"), RedbOptions::default()).unwrap());
-    let broker = rt
-        .block_on(async { tessera::server::build_broker(&config, ledger, Arc::new(SystemClock)) })
-        .unwrap();
+    let broker = rt.block_on(async { MintPath::new(&config, dir.path()) });
     let rsa = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
         .unwrap();
     let rsa = RsaKeyPair::from_pkcs8(&rsa.serialize_der()).unwrap();
@@ -193,7 +262,7 @@ fn exchange(c: &mut Criterion) {
         "kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig",
         "n": URL_SAFE_NO_PAD.encode(&parts.n), "e": URL_SAFE_NO_PAD.encode(&parts.e)}]}))
     .unwrap();
-    rt.block_on(broker.attestor().oidc().seed_keys(CI_ISSUER, &jwks))
+    rt.block_on(broker.attestor.oidc().seed_keys(CI_ISSUER, &jwks))
         .unwrap();
     let now = SystemClock.unix_seconds();
     let claims = serde_json::json!({"iss": CI_ISSUER, "aud": "tessera", "sub": "repo:acme/app:ref:refs/heads/main",
@@ -239,15 +308,10 @@ fn exchange(c: &mut Criterion) {
             rt.block_on(async {
                 let start = std::time::Instant::now();
                 for _ in 0..iters {
-                    let authorized = broker
-                        .authorize_token(black_box(&token), &request, CredentialKind::Jwt)
-                        .await
-                        .unwrap();
-                    black_box(
-                        broker
-                            .sign_jwt(&authorized.0, &authorized.1, &request)
-                            .unwrap(),
-                    );
+                    let (attestation, decision) = broker
+                        .authorize(black_box(&token), &request, CredentialKind::Jwt)
+                        .await;
+                    black_box(broker.sign_jwt(&attestation, &decision, &request));
                 }
                 start.elapsed()
             })

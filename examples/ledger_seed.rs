@@ -14,8 +14,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tessera::clock::{Clock, SystemClock};
-use tessera::ledger::{
+use tessera_core::clock::{Clock, SystemClock};
+use tessera_ledger::{
     CredentialKind, CredentialRecord, EvidenceKind, Ledger, RecordParams, RedbLedger, RedbOptions,
     Status,
 };

@@ -12,9 +12,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation, decode, decode_header};
-use tessera::dev::{JWT_SVID_KID, JwtSvidSigner, WORKLOAD_ID};
-use tessera::proto::MintJwtRequest;
-use tessera::proto::broker_client::BrokerClient;
+use tessera_proto::MintJwtRequest;
+use tessera_proto::broker_client::BrokerClient;
+use tessera_testkit::dev::{JWT_SVID_KID, JwtSvidSigner, WORKLOAD_ID};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 const GRPC: &str = "https://127.0.0.1:8443";
@@ -69,10 +69,9 @@ async fn main() -> Result<(), Error> {
     println!("token:         {}", reply.token);
 
     // What a relying party does: fetch the JWKS, pick the key by kid, verify aud and exp.
-    let roots =
-        tessera::config::material::certificates(std::path::Path::new("certs-dev/tls-ca.pem"))?;
+    let roots = tessera_core::keys::certificates(std::path::Path::new("certs-dev/tls-ca.pem"))?;
     let jwks: JwkSet = serde_json::from_slice(
-        &tessera::http_client::HttpsClient::new(&roots)?
+        &tessera_core::http_client::HttpsClient::new(&roots)?
             .get(JWKS)
             .await?
             .body,

@@ -12,12 +12,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tessera::http_client::HttpsClient;
-use tessera::proto::admin_client::AdminClient;
-use tessera::proto::broker_client::BrokerClient;
-use tessera::proto::revoke_request::Selector;
-use tessera::proto::{MintJwtRequest, RevokeRequest};
-use tessera::relying_party::{RelyingParty, Verdict};
+use tessera_client::relying_party::{RelyingParty, Verdict};
+use tessera_core::http_client::HttpsClient;
+use tessera_proto::admin_client::AdminClient;
+use tessera_proto::broker_client::BrokerClient;
+use tessera_proto::revoke_request::Selector;
+use tessera_proto::{MintJwtRequest, RevokeRequest};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -42,8 +42,7 @@ async fn channel(cert: &str, key: &str) -> Result<Channel, Error> {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let roots =
-        tessera::config::material::certificates(std::path::Path::new("certs-dev/tls-ca.pem"))?;
+    let roots = tessera_core::keys::certificates(std::path::Path::new("certs-dev/tls-ca.pem"))?;
     let jwks = HttpsClient::new(&roots)?
         .get("https://127.0.0.1:8444/.well-known/jwks.json")
         .await?;

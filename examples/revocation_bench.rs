@@ -13,17 +13,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use tessera::clock::{Clock, SharedClock, SystemClock};
-use tessera::config::Config;
-use tessera::dev::{DevMaterial, WORKLOAD_ID};
-use tessera::ledger::{
+use tessera_core::clock::{Clock, SharedClock, SystemClock};
+use tessera_ledger::{
     CredentialKind, CredentialRecord, EvidenceKind, Ledger, RecordParams, RedbLedger, RedbOptions,
     Status,
 };
-use tessera::proto::admin_client::AdminClient;
-use tessera::proto::broker_client::BrokerClient;
-use tessera::proto::revoke_request::Selector;
-use tessera::proto::{MintJwtRequest, RevokeRequest, WatchRevocationsRequest};
+use tessera_proto::admin_client::AdminClient;
+use tessera_proto::broker_client::BrokerClient;
+use tessera_proto::revoke_request::Selector;
+use tessera_proto::{MintJwtRequest, RevokeRequest, WatchRevocationsRequest};
+use tessera_server::config::Config;
+use tessera_testkit::dev::{DevMaterial, WORKLOAD_ID};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -178,7 +178,7 @@ async fn main() -> Result<(), Error> {
     let config = Config::load(&config_path, &SystemClock)?;
     let started = Instant::now();
     let clock: SharedClock = Arc::new(SystemClock);
-    let server = tessera::server::start(config, clock).await?;
+    let server = tessera_server::server::start(config, clock).await?;
     println!(
         "restart with {count} credentials: serving after {:.2} s",
         started.elapsed().as_secs_f64()
@@ -193,7 +193,7 @@ async fn main() -> Result<(), Error> {
     };
     let token = broker.mint_jwt(request).await?.into_inner().token;
     let roots = vec![material.tls_ca.cert_der.clone().into()];
-    let http = tessera::http_client::HttpsClient::new(&roots)?;
+    let http = tessera_core::http_client::HttpsClient::new(&roots)?;
     let introspect_url = format!("https://localhost:{}/introspect", server.http_addr().port());
 
     let mut admin = AdminClient::new(channel(server.grpc_addr(), &material, true).await?);
@@ -236,7 +236,7 @@ async fn server_status(
     m: &DevMaterial,
     token: &str,
     url: &str,
-    http: &tessera::http_client::HttpsClient,
+    http: &tessera_core::http_client::HttpsClient,
 ) -> String {
     let svid = m
         .jwt_svid_signer

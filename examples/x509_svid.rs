@@ -10,10 +10,10 @@
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use tessera::dev::WORKLOAD_ID;
-use tessera::proto::MintX509Request;
-use tessera::proto::broker_client::BrokerClient;
-use tessera::spiffe_tls::SpiffeServerVerifier;
+use tessera_client::spiffe_tls::SpiffeServerVerifier;
+use tessera_proto::MintX509Request;
+use tessera_proto::broker_client::BrokerClient;
+use tessera_testkit::dev::WORKLOAD_ID;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
@@ -61,7 +61,7 @@ async fn fetch_svid(client: &mut BrokerClient<tonic::transport::Channel>) -> Res
 /// Writes `svid.pem` (chain), `svid-key.pem` and `bundle.pem` into `dir`, for other TLS stacks
 /// (`openssl verify -CAfile bundle.pem -untrusted svid.pem svid.pem`).
 fn write_pem(dir: &std::path::Path, svid: &Svid) -> Result<(), Error> {
-    use tessera::dev::pki::pem;
+    use tessera_testkit::pki::pem;
     std::fs::create_dir_all(dir)?;
     let chain: String = svid.chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
     let bundle: String = svid.bundle.iter().map(|c| pem("CERTIFICATE", c)).collect();

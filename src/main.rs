@@ -7,9 +7,9 @@ use std::sync::Arc;
 mod ops;
 
 use clap::{Parser, Subcommand};
-use tessera::clock::{Clock, SharedClock, SystemClock};
-use tessera::config::Config;
-use tessera::dev::DevMaterial;
+use tessera_core::clock::{Clock, SharedClock, SystemClock};
+use tessera_server::config::Config;
+use tessera_testkit::dev::DevMaterial;
 
 /// Tessera: short-lived credentials for attested workloads.
 #[derive(Debug, Parser)]
@@ -85,7 +85,8 @@ enum Command {
     },
     /// Open-loop load generator against a running broker (or the peer in `bench/peer/`),
     /// with the crypto ceiling measured in the same run.
-    Bench(Box<tessera::loadgen::BenchArgs>),
+    #[cfg(feature = "bench")]
+    Bench(Box<tessera_bench::BenchArgs>),
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -133,13 +134,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config, dev } => serve(config, dev),
-        Command::Bench(args) => tessera::loadgen::run(&args),
+        #[cfg(feature = "bench")]
+        Command::Bench(args) => tessera_bench::run(&args),
         Command::Dev {
             command: DevCommand::Certs { out },
         } => dev_certs(&out),
         Command::Audit {
             command: AuditCommand::Verify { file },
-        } => match tessera::audit::verify(&file) {
+        } => match tessera_server::audit::verify(&file) {
             Ok(lines) => {
                 println!("{}: chain intact, {lines} lines", file.display());
                 Ok(())
@@ -219,7 +221,7 @@ fn serve(config: Option<PathBuf>, dev: bool) -> Result<(), String> {
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| format!("starting the runtime: {e}"))?;
     runtime.block_on(async move {
-        let server = tessera::server::start(config, clock)
+        let server = tessera_server::server::start(config, clock)
             .await
             .map_err(|e| e.to_string())?;
         let token = server.shutdown_token();
@@ -270,47 +272,24 @@ fn exchange(p: ExchangeParams) -> Result<(), String> {
         (None, None) => return Err("give --token-file or --token-env".into()),
     };
     let roots = match &p.ca {
-        Some(path) => tessera::config::material::certificates(path)?,
+        Some(path) => tessera_core::keys::certificates(path).map_err(|e| e.to_string())?,
         None => Vec::new(),
     };
-    let form = form_urlencoded::Serializer::new(String::new())
-        .append_pair("grant_type", tessera::api::token::GRANT_TYPE)
-        .append_pair("subject_token", token.trim())
-        .append_pair("subject_token_type", tessera::api::token::ID_TOKEN)
-        .append_pair("audience", &p.destination)
-        .append_pair("scope", &p.purpose)
-        .finish();
-    let url = format!("{}/token", p.server.trim_end_matches('/'));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let response = runtime.block_on(async {
-        let client = tessera::http_client::HttpsClient::new(&roots).map_err(|e| e.to_string())?;
-        client
-            .post_form(&url, form)
-            .await
-            .map_err(|e| e.to_string())
-    })?;
-    let body: serde_json::Value = serde_json::from_slice(&response.body).map_err(|_| {
-        format!(
-            "{url} answered HTTP {} without a JSON body",
-            response.status
-        )
-    })?;
-    match body.get("access_token").and_then(|t| t.as_str()) {
-        Some(token) if response.status == 200 => {
-            println!("{token}");
-            Ok(())
-        }
-        _ => Err(format!(
-            "exchange refused: {} ({})",
-            body.get("error")
-                .and_then(|e| e.as_str())
-                .unwrap_or("unknown error"),
-            body.get("error_description")
-                .and_then(|e| e.as_str())
-                .unwrap_or("no description"),
-        )),
-    }
+    let exchanged = runtime
+        .block_on(tessera_client::exchange::exchange(
+            tessera_client::exchange::ExchangeParams {
+                server: &p.server,
+                roots: &roots,
+                subject_token: &token,
+                destination: &p.destination,
+                purpose: &p.purpose,
+            },
+        ))
+        .map_err(|e| e.to_string())?;
+    println!("{}", exchanged.access_token);
+    Ok(())
 }

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 use futures::StreamExt;
-use tessera::proto::admin_client::AdminClient;
-use tessera::proto::revoke_request::Selector;
-use tessera::proto::{ListCredentialsRequest, RevokeRequest, WatchEventsRequest};
+use tessera_proto::admin_client::AdminClient;
+use tessera_proto::revoke_request::Selector;
+use tessera_proto::{ListCredentialsRequest, RevokeRequest, WatchEventsRequest};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// How to reach the broker as an admin.
@@ -213,7 +213,7 @@ pub fn ls(c: Connection, a: ListArgs) -> Result<()> {
     })
 }
 
-fn credential_json(c: &tessera::proto::Credential) -> serde_json::Value {
+fn credential_json(c: &tessera_proto::Credential) -> serde_json::Value {
     serde_json::json!({
         "credential_id": c.credential_id, "kind": c.kind, "workload": c.workload, "owner": c.owner,
         "destination": c.destination, "purpose": c.purpose, "issued_at": c.issued_at,

@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tessera::clock::{ManualClock, SharedClock};
-use tessera::ledger::{EvidenceKind, Ledger, RedbLedger, RedbOptions};
+use tessera_core::clock::{ManualClock, SharedClock};
+use tessera_ledger::{EvidenceKind, Ledger, RedbLedger, RedbOptions};
 use tonic::Code;
 
 use crate::common::{Env, Fixture, HttpReply, mint, now, post_form};
@@ -222,7 +222,7 @@ async fn gitlab_and_kubernetes_tokens_work_over_grpc_and_token_exchange() {
         .unwrap()
         .der()
         .to_vec();
-    let mut request = tonic::Request::new(tessera::proto::MintX509Request {
+    let mut request = tonic::Request::new(tessera_proto::MintX509Request {
         csr,
         destination: REGISTRY.into(),
         purpose: PUSH.into(),

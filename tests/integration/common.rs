@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tessera::clock::{SharedClock, SystemClock};
-use tessera::config::Config;
-use tessera::dev::{Certified, DevMaterial, LeafSpec, pki};
-use tessera::proto::broker_client::BrokerClient;
-use tessera::proto::{MintJwtRequest, MintJwtResponse};
-use tessera::server::ServerHandle;
+use tessera_core::clock::{SharedClock, SystemClock};
+use tessera_proto::broker_client::BrokerClient;
+use tessera_proto::{MintJwtRequest, MintJwtResponse};
+use tessera_server::config::Config;
+use tessera_server::server::ServerHandle;
+use tessera_testkit::dev::{Certified, DevMaterial, LeafSpec, pki};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status};
 
@@ -125,7 +125,9 @@ impl Env {
     }
 
     pub async fn start_with_clock(fx: Fixture, clock: SharedClock) -> Env {
-        let server = tessera::server::start(fx.config(), clock).await.unwrap();
+        let server = tessera_server::server::start(fx.config(), clock)
+            .await
+            .unwrap();
         let (grpc, http) = (server.grpc_addr(), server.http_addr());
         Env {
             fx,

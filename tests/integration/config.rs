@@ -1,7 +1,7 @@
 //! Configuration errors name the file and the key, and stop start-up.
 
-use tessera::clock::SystemClock;
-use tessera::config::Config;
+use tessera_core::clock::SystemClock;
+use tessera_server::config::Config;
 
 use crate::common::Fixture;
 
@@ -152,13 +152,13 @@ fn a_ledger_cache_size_is_read_as_bytes_or_with_a_unit() {
 #[test]
 fn the_example_config_documents_a_loadable_configuration() {
     // The example grant expires on 2027-06-30; judge it on a fixed day before that.
-    let clock = tessera::clock::ManualClock::at(1_767_225_600); // 2026-01-01
+    let clock = tessera_core::clock::ManualClock::at(1_767_225_600); // 2026-01-01
     let config = Config::load(std::path::Path::new("tessera.example.toml"), &clock).unwrap();
     assert_eq!(config.grants[0].name, "payments-api");
     assert_eq!(config.server.audience, "tessera");
     assert_eq!(
         config.ledger.cache_size,
-        tessera::config::DEFAULT_LEDGER_CACHE
+        tessera_server::config::DEFAULT_LEDGER_CACHE
     );
 }
 
@@ -167,7 +167,7 @@ fn the_committed_dev_config_loads() {
     let config =
         Config::load(std::path::Path::new("certs-dev/tessera.toml"), &SystemClock).unwrap();
     assert_eq!(config.server.grpc_addr.port(), 8443);
-    assert_eq!(config.admin_ids[0].as_str(), tessera::dev::ADMIN_ID);
+    assert_eq!(config.admin_ids[0].as_str(), tessera_testkit::dev::ADMIN_ID);
 }
 
 const ISSUER: &str = "\n[[oidc_issuer]]\nissuer = \"https://ci.example.org\"\nprofile = \"github\"\naudience = \"tessera\"\n";

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tessera::ledger::{Ledger, RedbLedger, RedbOptions};
+use tessera_ledger::{Ledger, RedbLedger, RedbOptions};
 
 use crate::common::{DEST, Env, Fixture, PURPOSE, mint};
 

@@ -14,7 +14,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{Value, json};
-use tessera::dev::{Certified, LeafSpec, pki};
+use tessera_testkit::dev::{Certified, LeafSpec, pki};
 
 use crate::common::{now, offset_now};
 

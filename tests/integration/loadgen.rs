@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tessera::loadgen::{BenchArgs, Scenario, measure};
+use tessera_bench::{BenchArgs, Scenario, measure};
 
 use crate::common::{Env, Fixture};
 
@@ -47,7 +47,7 @@ async fn every_bench_scenario_gets_credentials_from_the_real_server() {
     let ci_issuer = free_port();
     let fx = Fixture::new();
     let mut text = std::fs::read_to_string(&fx.config_path).unwrap();
-    text.push_str(&tessera::loadgen::issuer::broker_config(
+    text.push_str(&tessera_bench::issuer::broker_config(
         ci_issuer,
         &fx.path("tls-ca.pem"),
     ));

@@ -6,8 +6,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation, decode, decode_header};
-use tessera::dev::WORKLOAD_ID;
-use tessera::ledger::{CredentialKind, EvidenceKind, Ledger, RedbLedger, RedbOptions, Status};
+use tessera_ledger::{CredentialKind, EvidenceKind, Ledger, RedbLedger, RedbOptions, Status};
+use tessera_testkit::dev::WORKLOAD_ID;
 
 use crate::common::{DEST, Env, PURPOSE, https_get, mint, now};
 

@@ -1,7 +1,7 @@
 //! Every refusal gets the right status and a message that says why, and the server keeps serving.
 
 use serde_json::json;
-use tessera::dev::{JwtSvidSigner, WORKLOAD_ID};
+use tessera_testkit::dev::{JwtSvidSigner, WORKLOAD_ID};
 
 use tonic::Code;
 
@@ -129,7 +129,7 @@ async fn refuses_x509_svids_that_break_spiffe_rules() {
     let mut expired = Fixture::svid_spec(WORKLOAD_ID);
     expired.not_before = crate::common::offset_now() - time::Duration::hours(2);
     expired.not_after = crate::common::offset_now() - time::Duration::hours(1);
-    let foreign_ca = tessera::dev::pki::ca(
+    let foreign_ca = tessera_testkit::pki::ca(
         "foreign",
         Some("spiffe://example.org"),
         None,
@@ -137,7 +137,7 @@ async fn refuses_x509_svids_that_break_spiffe_rules() {
         crate::common::offset_now() + time::Duration::hours(1),
     )
     .unwrap();
-    let forged = tessera::dev::pki::leaf(&Fixture::svid_spec(WORKLOAD_ID), &foreign_ca).unwrap();
+    let forged = tessera_testkit::pki::leaf(&Fixture::svid_spec(WORKLOAD_ID), &foreign_ca).unwrap();
     let cases = [
         (env.fx.svid(&two_uris), "2 URI SANs"),
         (env.fx.svid(&ca_leaf), "cA=true"),

@@ -1,9 +1,9 @@
 //! Restart: the revocation index is rebuilt from the ledger's persisted counts and X.509 index.
 
-use tessera::dev::WORKLOAD_ID;
-use tessera::proto::admin_client::AdminClient;
-use tessera::proto::revoke_request::Selector;
-use tessera::proto::{MintX509Request, RevokeRequest};
+use tessera_proto::admin_client::AdminClient;
+use tessera_proto::revoke_request::Selector;
+use tessera_proto::{MintX509Request, RevokeRequest};
+use tessera_testkit::dev::WORKLOAD_ID;
 
 use crate::common::{DEST, Env, Fixture, PURPOSE, https_get, mint};
 

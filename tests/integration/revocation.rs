@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::json;
-use tessera::dev::WORKLOAD_ID;
-use tessera::proto::admin_client::AdminClient;
-use tessera::proto::revoke_request::Selector;
-use tessera::proto::{
+use tessera_proto::admin_client::AdminClient;
+use tessera_proto::revoke_request::Selector;
+use tessera_proto::{
     ListCredentialsRequest, MintX509Request, RevokeRequest, WatchEventsRequest,
     WatchRevocationsRequest,
 };
+use tessera_testkit::dev::WORKLOAD_ID;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -121,7 +121,7 @@ async fn watchers_see_revocations_live_and_resume_from_a_sequence() {
     let mut env = Env::start().await;
     let mut client = env.workload_client().await;
     let minted = mint(&mut client, DEST, PURPOSE, 60, None).await.unwrap();
-    let mut broker = tessera::proto::broker_client::BrokerClient::new(
+    let mut broker = tessera_proto::broker_client::BrokerClient::new(
         env.channel(Some(&env.fx.material.workload)).await,
     );
     let mut live = broker
@@ -437,7 +437,7 @@ async fn the_audit_chain_verifies_and_an_edited_line_is_named() {
 
 #[tokio::test]
 async fn a_relying_party_following_revocations_refuses_a_revoked_token_at_once() {
-    use tessera::relying_party::{RelyingParty, Verdict};
+    use tessera_client::relying_party::{RelyingParty, Verdict};
     let mut env = Env::start().await;
     let (_, _, jwks) = https_get(&env, "/.well-known/jwks.json").await;
     let rp = std::sync::Arc::new(
@@ -449,7 +449,7 @@ async fn a_relying_party_following_revocations_refuses_a_revoked_token_at_once()
         .unwrap(),
     );
     let follower = std::sync::Arc::clone(&rp);
-    let mut watch = tessera::proto::broker_client::BrokerClient::new(
+    let mut watch = tessera_proto::broker_client::BrokerClient::new(
         env.channel(Some(&env.fx.material.workload)).await,
     );
     tokio::spawn(async move { follower.follow(&mut watch).await });
@@ -506,7 +506,7 @@ async fn watchers_past_the_limit_are_refused_with_resource_exhausted() {
     )
     .unwrap();
     let mut env = Env::start_fixture(fx).await;
-    let mut broker = tessera::proto::broker_client::BrokerClient::new(
+    let mut broker = tessera_proto::broker_client::BrokerClient::new(
         env.channel(Some(&env.fx.material.workload)).await,
     );
     let first = broker

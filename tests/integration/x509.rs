@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use tessera::dev::{WORKLOAD_ID, pki};
-use tessera::ledger::{CredentialKind, Ledger, RedbLedger, RedbOptions};
-use tessera::mint::{BINDING_OID, BINDING_UUID, der};
-use tessera::proto::{MintX509Request, MintX509Response};
-use tessera::spiffe_id::SpiffeId;
-use tessera::spiffe_tls::SpiffeServerVerifier;
+use tessera_client::spiffe_tls::SpiffeServerVerifier;
+use tessera_core::der;
+use tessera_core::domain::{BINDING_OID, BINDING_UUID};
+use tessera_core::spiffe_id::SpiffeId;
+use tessera_ledger::{CredentialKind, Ledger, RedbLedger, RedbOptions};
+use tessera_proto::{MintX509Request, MintX509Response};
+use tessera_testkit::dev::{WORKLOAD_ID, pki};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 use x509_parser::prelude::*;
@@ -517,8 +518,8 @@ async fn a_mint_ca_outside_the_trust_domain_stops_start_up() {
     .unwrap();
     std::fs::write(fx.path("mint-ca.pem"), &foreign.cert_pem).unwrap();
     std::fs::write(fx.path("mint-ca-key.pem"), foreign.key_pem()).unwrap();
-    let clock: tessera::clock::SharedClock = Arc::new(tessera::clock::SystemClock);
-    let err = tessera::server::start(fx.config(), clock)
+    let clock: tessera_core::clock::SharedClock = Arc::new(tessera_core::clock::SystemClock);
+    let err = tessera_server::server::start(fx.config(), clock)
         .await
         .unwrap_err()
         .to_string();
@@ -552,7 +553,7 @@ async fn a_minted_svid_cannot_attest_for_more_credentials() {
         .connect()
         .await
         .unwrap();
-    let mut client = tessera::proto::broker_client::BrokerClient::new(channel);
+    let mut client = tessera_proto::broker_client::BrokerClient::new(channel);
     let status = crate::common::mint(&mut client, DEST, PURPOSE, 0, None)
         .await
         .unwrap_err();

@@ -1,0 +1,151 @@
+//! The CI issuer of the `exchange` scenario: serves OIDC discovery and a JWKS over HTTPS, and
+//! signs a fresh ES256 ID token per request (the broker refuses a token it has exchanged
+//! before). The broker fetches the JWKS once and then verifies from its cache.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+
+use tessera_testkit::dev::JwtSvidSigner;
+
+/// The `sub` of every bench CI token; the bench grant pins it exactly.
+pub const CI_SUBJECT: &str = "repo:bench/app:ref:refs/heads/main";
+
+/// Returns the broker configuration the `exchange` scenario needs: the CI issuer served on
+/// `addr` (its TLS certificate chains to `ca_file`) and a grant for its bench subject.
+pub fn broker_config(addr: SocketAddr, ca_file: &std::path::Path) -> String {
+    format!(
+        r#"
+[[oidc_issuer]]
+issuer = "https://{addr}"
+profile = "generic"
+audience = "tessera"
+ca_file = "{ca}"
+
+[[grant]]
+name = "bench-ci"
+workload = "spiffe://example.org/ci/bench/app"
+owner = "team-bench"
+expires = "2036-11-19"
+destinations = ["{destination}"]
+purposes = ["{purpose}"]
+[grant.match]
+issuer = "https://{addr}"
+subject = "{CI_SUBJECT}"
+"#,
+        ca = ca_file.display(),
+        destination = super::target::CI_DESTINATION,
+        purpose = super::target::CI_PURPOSE,
+    )
+}
+
+/// A running bench issuer.
+#[derive(Debug)]
+pub struct CiIssuer {
+    pub url: String,
+    signer: JwtSvidSigner,
+    audience: String,
+}
+
+impl CiIssuer {
+    /// Starts serving discovery and the JWKS on `addr` over TLS with `cert_chain`/`key`.
+    /// Returns once the listener is bound; fails if it cannot bind or the key is unusable.
+    pub async fn start(
+        addr: SocketAddr,
+        cert_chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        audience: &str,
+    ) -> Result<CiIssuer, String> {
+        let signer = JwtSvidSigner::generate("bench-ci-1").map_err(|e| e.to_string())?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("binding the CI issuer on {addr}: {e}"))?;
+        let bound = listener.local_addr().map_err(|e| e.to_string())?;
+        let url = format!("https://{bound}");
+        let jwk = super::target::signing_jwk(&signer);
+        let documents = Arc::new(Documents {
+            discovery: Bytes::from(
+                serde_json::json!({"issuer": url, "jwks_uri": format!("{url}/jwks")}).to_string(),
+            ),
+            jwks: Bytes::from(serde_json::json!({"keys": [jwk]}).to_string()),
+        });
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(cert_chain, key)
+            .map_err(|e| format!("CI issuer certificate: {e}"))?;
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        tokio::spawn(serve(listener, acceptor, documents));
+        Ok(CiIssuer {
+            url,
+            signer,
+            audience: audience.to_owned(),
+        })
+    }
+
+    /// Returns a fresh ID token (unique `jti`), issued now and valid for ten minutes.
+    pub fn token(&self, n: u64, now: i64) -> Result<String, String> {
+        let claims = serde_json::json!({
+            "iss": self.url, "aud": self.audience, "sub": CI_SUBJECT,
+            "iat": now, "nbf": now, "exp": now + 600,
+            "jti": format!("bench-{now}-{n}"), "repository": "bench/app",
+        });
+        self.signer.sign(&claims).map_err(|e| e.to_string())
+    }
+}
+
+struct Documents {
+    discovery: Bytes,
+    jwks: Bytes,
+}
+
+async fn serve(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    documents: Arc<Documents>,
+) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let (acceptor, documents) = (acceptor.clone(), Arc::clone(&documents));
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let service = hyper::service::service_fn(move |request: Request<_>| {
+                let documents = Arc::clone(&documents);
+                async move { Ok::<_, std::convert::Infallible>(answer(&documents, &request)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
+        });
+    }
+}
+
+fn answer<B>(documents: &Documents, request: &Request<B>) -> Response<Full<Bytes>> {
+    let body = match request.uri().path() {
+        "/.well-known/openid-configuration" => Some(documents.discovery.clone()),
+        "/jwks" => Some(documents.jwks.clone()),
+        _ => None,
+    };
+    let mut response = Response::new(Full::new(body.clone().unwrap_or_default()));
+    if body.is_none() {
+        *response.status_mut() = StatusCode::NOT_FOUND;
+    }
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,251 @@
+//! Attestation: turns transport evidence into an [`Attestation`] (who the caller is, how it
+//! proved it). It never decides access.
+//!
+//! Evidence, in order of precedence: an `authorization: Bearer` JWT-SVID, else the X509-SVID the
+//! caller presented as TLS client certificate (verified once per connection, see [`x509_svid`]).
+
+pub mod jws;
+pub mod jwt_svid;
+pub mod oidc;
+pub mod x509_svid;
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::domain::EvidenceKind;
+use crate::keys::BundleJwk;
+use crate::spiffe_id::{SpiffeId, TrustDomain};
+
+pub use self::jwt_svid::{JwtSvidError, JwtSvidVerifier};
+pub use self::oidc::{CiIdentity, OidcError, OidcVerifier};
+pub use self::x509_svid::{BundleError, Usage, X509Peer, X509SvidError, X509SvidVerifier};
+
+/// One trust domain as the attestor trusts it: its X.509 roots and its JWT-SVID keys.
+#[derive(Debug, Clone)]
+pub struct TrustDomainBundle {
+    pub name: TrustDomain,
+    pub x509_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    pub jwt_keys: Vec<BundleJwk>,
+}
+
+/// Who a caller proved to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A SPIFFE workload (X509-SVID or JWT-SVID).
+    Spiffe(SpiffeId),
+    /// A CI job or Kubernetes pod, by its OIDC token.
+    Ci(Box<CiIdentity>),
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Principal::Spiffe(id) => write!(f, "{id}"),
+            Principal::Ci(ci) => write!(f, "{} (issuer {})", ci.subject, ci.issuer),
+        }
+    }
+}
+
+/// Who the caller is, as proven by its evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attestation {
+    pub principal: Principal,
+    pub evidence_kind: EvidenceKind,
+    /// Lowercase hex SHA-256 of the evidence (token bytes or leaf certificate DER).
+    pub evidence_hash: String,
+    /// `x5t#S256` of the client certificate when attested over mTLS (RFC 8705).
+    pub cnf_x5t_s256: Option<String>,
+    /// For evidence that may be used only once per destination and purpose (CI tokens).
+    pub one_time: Option<OneTime>,
+}
+
+/// Why attestation failed. Every variant means "unauthenticated"; the message says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttestError {
+    #[error(
+        "no credentials: present an X509-SVID as TLS client certificate or a JWT-SVID as \
+         `authorization: Bearer <token>`"
+    )]
+    NoCredentials,
+    #[error("malformed authorization header: expected `Bearer <token>`")]
+    MalformedAuthorization,
+    #[error("JWT-SVID refused: {0}")]
+    JwtSvid(#[from] JwtSvidError),
+    #[error("X509-SVID refused: {0}")]
+    X509Svid(#[from] X509SvidError),
+    #[error("OIDC token refused: {0}")]
+    Oidc(#[from] OidcError),
+}
+
+/// The evidence one call carries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Evidence<'a> {
+    /// The raw `authorization` header value, if any.
+    pub authorization: Option<&'a str>,
+    /// The result of verifying the connection's client certificate, if one was presented.
+    pub peer: Option<&'a Result<X509Peer, X509SvidError>>,
+}
+
+/// Verifies evidence against the configured trust domains and OIDC issuers.
+pub struct Attestor {
+    jwt: JwtSvidVerifier,
+    x509: std::sync::Arc<X509SvidVerifier>,
+    oidc: OidcVerifier,
+}
+
+impl fmt::Debug for Attestor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attestor").finish_non_exhaustive()
+    }
+}
+
+impl Attestor {
+    /// Builds an attestor for `p.domains`, accepting JWT-SVIDs whose `aud` holds `p.audience`
+    /// and CI tokens of `p.oidc`'s issuers. Fails when a bundle certificate or key cannot be used.
+    pub fn new(p: AttestorParams<'_>) -> Result<Self, BundleError> {
+        Ok(Attestor {
+            jwt: JwtSvidVerifier::new(p.domains, p.audience)?,
+            x509: std::sync::Arc::new(X509SvidVerifier::new(p.domains, p.client_ca)?),
+            oidc: p.oidc,
+        })
+    }
+
+    /// Returns the X509-SVID verifier, shared with the TLS layer (once per connection).
+    pub fn x509(&self) -> &std::sync::Arc<X509SvidVerifier> {
+        &self.x509
+    }
+
+    /// Returns the JWT-SVID verifier.
+    pub fn jwt(&self) -> &JwtSvidVerifier {
+        &self.jwt
+    }
+
+    /// Returns the CI token verifier.
+    pub fn oidc(&self) -> &OidcVerifier {
+        &self.oidc
+    }
+
+    /// Verifies a bearer token: a CI token when its `iss` is a configured OIDC issuer, else a
+    /// JWT-SVID. Fails with the reason the token is refused.
+    pub async fn attest_token(&self, token: &str, now: i64) -> Result<Attestation, AttestError> {
+        if token.len() > jwt_svid::MAX_TOKEN_LEN {
+            return Err(JwtSvidError::TooLong.into());
+        }
+        let parts = jws::split(token).ok_or(JwtSvidError::NotCompact)?;
+        let claims: serde_json::Value =
+            jws::decode_json(parts.claims).ok_or(JwtSvidError::BadEncoding { part: "claims" })?;
+        let field = |name: &str| claims.get(name).and_then(serde_json::Value::as_str);
+        match (field("iss"), field("sub")) {
+            (Some(iss), _) if self.oidc.knows(iss) || iss == oidc::LEGACY_KUBERNETES_ISSUER => {
+                Ok(self.oidc.verify_parsed(token, &parts, claims).await?)
+            }
+            (Some(iss), sub) if !sub.is_some_and(|s| s.starts_with("spiffe://")) => {
+                Err(OidcError::UnknownIssuer(iss.to_owned()).into())
+            }
+            _ => Ok(self.jwt.verify_parsed(token, &parts, &claims, now)?),
+        }
+    }
+
+    /// Attests one call at unix time `now`. A bearer token (JWT-SVID or CI token), when
+    /// present, is the evidence; otherwise the connection's client certificate. Fails when there
+    /// is neither or the evidence does not verify.
+    pub async fn attest(
+        &self,
+        evidence: Evidence<'_>,
+        now: i64,
+    ) -> Result<Attestation, AttestError> {
+        if let Some(header) = evidence.authorization {
+            return self.attest_token(bearer_token(header)?, now).await;
+        }
+        match evidence.peer {
+            Some(Ok(peer)) => Ok(peer.attestation(now)?),
+            Some(Err(e)) => Err(AttestError::X509Svid(e.clone())),
+            None => Err(AttestError::NoCredentials),
+        }
+    }
+}
+
+/// How one-time evidence is remembered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneTime {
+    /// Hex SHA-256 of the signed part of the token (`header.payload`): a re-encoded signature
+    /// (e.g. ECDSA's `(r, n−s)`) does not make it a different token.
+    pub key: String,
+    /// Unix time until which it must be remembered (the token's `exp`).
+    pub until: i64,
+}
+
+/// Parameters of [`Attestor::new`].
+#[derive(Debug)]
+pub struct AttestorParams<'a> {
+    pub domains: &'a [TrustDomainBundle],
+    pub audience: &'a str,
+    /// Extra roots every X509-SVID must also chain to (`[server] tls_client_ca`).
+    pub client_ca: Option<&'a [rustls::pki_types::CertificateDer<'static>]>,
+    pub oidc: OidcVerifier,
+}
+
+/// Extracts the token of an `authorization: Bearer <token>` value (scheme case-insensitive).
+pub fn bearer_token(header: &str) -> Result<&str, AttestError> {
+    let (scheme, token) = header
+        .split_once(' ')
+        .ok_or(AttestError::MalformedAuthorization)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(AttestError::MalformedAuthorization);
+    }
+    Ok(token)
+}
+
+/// Returns lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest.as_ref() {
+        out.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+        out.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
+    }
+    out
+}
+
+/// Returns base64url (no padding) SHA-256 of `bytes`: the RFC 8705 `x5t#S256` of a DER cert.
+pub fn x5t_s256(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_token_needs_the_scheme_and_a_token() {
+        assert_eq!(bearer_token("Bearer abc"), Ok("abc"));
+        assert_eq!(bearer_token("bearer abc"), Ok("abc"));
+        assert_eq!(
+            bearer_token("Basic abc"),
+            Err(AttestError::MalformedAuthorization)
+        );
+        assert_eq!(
+            bearer_token("Bearer "),
+            Err(AttestError::MalformedAuthorization)
+        );
+        assert_eq!(
+            bearer_token("abc"),
+            Err(AttestError::MalformedAuthorization)
+        );
+    }
+
+    #[test]
+    fn hashes_are_hex_and_base64url() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            x5t_s256(b"abc"),
+            "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0"
+        );
+    }
+}

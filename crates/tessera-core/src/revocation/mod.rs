@@ -1,0 +1,367 @@
+//! The in-memory revocation index (DESIGN.md invariant 2): rules by `(selector, value)`, so
+//! "is this credential revoked?" is at most five hash lookups however many credentials a rule
+//! covers. Also counts live credentials per selector value (for the Revoke reply) and keeps the
+//! live X.509 credentials the CRL may have to list. Rebuilt from the ledger at start.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+mod counts;
+
+pub use self::counts::{BUCKET_SECS, COUNTED, LiveCounts, bucket as count_bucket};
+use crate::domain::{CredentialKind, CredentialRecord, RevocationRule, Selector};
+use crate::mint::RevokedSerial;
+use crate::mint::crl::CRL_VALIDITY_SECS;
+
+/// The strongest rule for one `(selector, value)`.
+#[derive(Debug, Clone)]
+struct RuleEntry {
+    effective_at: i64,
+    revocation_id: String,
+}
+
+/// What the CRL needs of one X.509 credential; selector values are shared between entries.
+#[derive(Debug, Clone)]
+struct X509Entry {
+    workload: Arc<str>,
+    owner: Arc<str>,
+    destination: Arc<str>,
+    purpose: Arc<str>,
+    issued_at: i64,
+    expires_at: i64,
+}
+
+/// X.509 credentials by serial (hex), with one copy of each distinct selector value.
+#[derive(Debug, Default)]
+struct X509Live {
+    by_serial: HashMap<Box<str>, X509Entry>,
+    names: HashSet<Arc<str>>,
+}
+
+impl X509Live {
+    /// Returns the shared copy of `value`, adding it if new.
+    fn intern(&mut self, value: &str) -> Arc<str> {
+        if let Some(name) = self.names.get(value) {
+            return Arc::clone(name);
+        }
+        let name: Arc<str> = value.into();
+        self.names.insert(Arc::clone(&name));
+        name
+    }
+
+    fn insert(&mut self, record: &CredentialRecord) {
+        let entry = X509Entry {
+            workload: self.intern(&record.workload),
+            owner: self.intern(&record.owner),
+            destination: self.intern(&record.destination),
+            purpose: self.intern(&record.purpose),
+            issued_at: record.issued_at,
+            expires_at: record.expires_at,
+        };
+        self.by_serial
+            .insert(record.credential_id.as_str().into(), entry);
+    }
+
+    /// Forgets entries the CRL no longer lists at `now`, and names no entry uses.
+    fn prune(&mut self, now: i64) {
+        self.by_serial
+            .retain(|_, e| e.expires_at + CRL_VALIDITY_SECS > now);
+        self.names.retain(|name| Arc::strong_count(name) > 1);
+    }
+}
+
+/// The selector values of one credential, borrowed.
+#[derive(Debug, Clone, Copy)]
+struct Values<'a> {
+    credential_id: &'a str,
+    workload: &'a str,
+    owner: &'a str,
+    destination: &'a str,
+    purpose: &'a str,
+    issued_at: i64,
+}
+
+impl<'a> Values<'a> {
+    fn of(record: &'a CredentialRecord) -> Self {
+        Values {
+            credential_id: &record.credential_id,
+            workload: &record.workload,
+            owner: &record.owner,
+            destination: &record.destination,
+            purpose: &record.purpose,
+            issued_at: record.issued_at,
+        }
+    }
+
+    fn of_x509(serial: &'a str, e: &'a X509Entry) -> Self {
+        Values {
+            credential_id: serial,
+            workload: &e.workload,
+            owner: &e.owner,
+            destination: &e.destination,
+            purpose: &e.purpose,
+            issued_at: e.issued_at,
+        }
+    }
+
+    fn get(&self, selector: Selector) -> &'a str {
+        match selector {
+            Selector::CredentialId => self.credential_id,
+            Selector::Workload => self.workload,
+            Selector::Destination => self.destination,
+            Selector::Purpose => self.purpose,
+            Selector::Owner => self.owner,
+        }
+    }
+}
+
+/// Rules, live counts and live X.509 credentials.
+#[derive(Debug, Default)]
+pub struct RevocationIndex {
+    rules: RwLock<HashMap<(Selector, String), RuleEntry>>,
+    revision: AtomicU64,
+    live: Mutex<LiveCounts>,
+    x509: Mutex<X509Live>,
+}
+
+impl RevocationIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Returns a number that changes whenever the rules change (the CRL cache keys on it).
+    pub fn revision(&self) -> u64 {
+        self.revision.load(Ordering::Acquire)
+    }
+
+    /// Returns how many `(selector, value)` rules are in force.
+    pub fn rule_count(&self) -> usize {
+        self.rules.read().map(|r| r.len()).unwrap_or_default()
+    }
+
+    /// Enforces `rule` from now on. A later rule for the same value widens the cut-off.
+    pub fn apply(&self, rule: &RevocationRule) {
+        {
+            let mut rules = self
+                .rules
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let key = (rule.rule.selector, rule.rule.value.clone());
+            let entry = RuleEntry {
+                effective_at: rule.rule.effective_at,
+                revocation_id: rule.rule.revocation_id.clone(),
+            };
+            match rules.get(&key) {
+                Some(existing) if existing.effective_at >= entry.effective_at => {}
+                _ => {
+                    rules.insert(key, entry);
+                }
+            }
+        }
+        self.revision.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Returns the revocation id of the rule that revokes `record`, if any.
+    pub fn revoked_by(&self, record: &CredentialRecord) -> Option<String> {
+        self.revoked_by_values(&Values::of(record))
+    }
+
+    fn revoked_by_values(&self, values: &Values<'_>) -> Option<String> {
+        let rules = self
+            .rules
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Selector::ALL.iter().find_map(|selector| {
+            let entry = rules.get(&(*selector, values.get(*selector).to_owned()))?;
+            (values.issued_at <= entry.effective_at).then(|| entry.revocation_id.clone())
+        })
+    }
+
+    /// Drops rules whose `effective_at` is before `rules_before`: everything they could cover
+    /// has expired.
+    pub fn prune(&self, rules_before: i64, now: i64) {
+        if let Ok(mut rules) = self.rules.write() {
+            rules.retain(|_, r| r.effective_at >= rules_before);
+        }
+        if let Ok(mut live) = self.live.lock() {
+            live.prune(now);
+        }
+        if let Ok(mut x509) = self.x509.lock() {
+            x509.prune(now);
+        }
+    }
+
+    /// Replaces the live counts with `counts` (loaded from the ledger at start) and tracks
+    /// `x509` (the X.509 credentials the CRL may have to list) without counting them again.
+    pub fn restore(&self, counts: LiveCounts, x509: &[CredentialRecord]) {
+        if let Ok(mut live) = self.live.lock() {
+            *live = counts;
+        }
+        if let Ok(mut tracked) = self.x509.lock() {
+            for record in x509 {
+                tracked.insert(record);
+            }
+        }
+        self.revision.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Counts a newly issued credential. One issued in the same second as a rule that covers
+    /// it changes the revision, so a cached CRL is rebuilt.
+    pub fn note_issued(&self, record: &CredentialRecord) {
+        if record.kind == CredentialKind::X509 && self.revoked_by(record).is_some() {
+            self.revision.fetch_add(1, Ordering::AcqRel);
+        }
+        if let Ok(mut live) = self.live.lock() {
+            live.add_record(record);
+        }
+        if record.kind == CredentialKind::X509
+            && let Ok(mut x509) = self.x509.lock()
+        {
+            x509.insert(record);
+        }
+    }
+
+    /// Returns how many credentials with `value` for `selector` are live at `now` (for
+    /// `credential_id`, see the ledger). Cost grows with distinct expiry seconds, not with
+    /// the number of credentials.
+    pub fn live_count(&self, selector: Selector, value: &str, now: i64) -> u64 {
+        let Ok(live) = self.live.lock() else { return 0 };
+        live.count(selector, value, now)
+    }
+
+    /// Returns the revoked X.509 credentials for the CRL: each stays listed until one CRL
+    /// period after it expires (RFC 5280 §3.3).
+    pub fn revoked_serials(&self, now: i64) -> Vec<RevokedSerial> {
+        let Ok(x509) = self.x509.lock() else {
+            return Vec::new();
+        };
+        let mut out: Vec<RevokedSerial> = x509
+            .by_serial
+            .iter()
+            .filter(|(_, e)| e.expires_at + CRL_VALIDITY_SECS > now)
+            .filter_map(|(serial, e)| {
+                let values = Values::of_x509(serial, e);
+                self.revoked_by_values(&values).map(|_| RevokedSerial {
+                    serial_hex: serial.to_string(),
+                    revoked_at: self.cut_off(&values),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.serial_hex.cmp(&b.serial_hex));
+        out
+    }
+
+    /// Returns when the credential of `values` was revoked: the earliest rule cut-off that
+    /// covers it.
+    fn cut_off(&self, values: &Values<'_>) -> i64 {
+        let Ok(rules) = self.rules.read() else {
+            return values.issued_at;
+        };
+        Selector::ALL
+            .iter()
+            .filter_map(|s| rules.get(&(*s, values.get(*s).to_owned())))
+            .filter(|e| values.issued_at <= e.effective_at)
+            .map(|e| e.effective_at)
+            .min()
+            .unwrap_or(values.issued_at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{EvidenceKind, NewRule, Status};
+
+    fn record(id: &str, workload: &str, issued_at: i64) -> CredentialRecord {
+        CredentialRecord {
+            credential_id: id.into(),
+            kind: CredentialKind::X509,
+            workload: workload.into(),
+            owner: "team".into(),
+            destination: "https://d".into(),
+            purpose: "p".into(),
+            grant: "g".into(),
+            evidence_kind: EvidenceKind::X509Svid,
+            evidence_hash: String::new(),
+            issued_at,
+            expires_at: issued_at + 300,
+            status: Status::Live,
+            ci: None,
+        }
+    }
+
+    fn rule(selector: Selector, value: &str, at: i64) -> RevocationRule {
+        RevocationRule {
+            rule: NewRule {
+                revocation_id: format!("r-{value}-{at}"),
+                selector,
+                value: value.into(),
+                effective_at: at,
+                reason: "test".into(),
+                revoked_by: "admin".into(),
+            },
+            sequence: 1,
+        }
+    }
+
+    #[test]
+    fn a_rule_covers_what_was_issued_at_or_before_it_and_nothing_after() {
+        let index = RevocationIndex::new();
+        index.apply(&rule(Selector::Workload, "w", 100));
+        assert!(index.revoked_by(&record("a", "w", 99)).is_some());
+        assert!(index.revoked_by(&record("b", "w", 100)).is_some());
+        assert!(index.revoked_by(&record("c", "w", 101)).is_none());
+        assert!(index.revoked_by(&record("d", "other", 50)).is_none());
+    }
+
+    #[test]
+    fn counts_live_credentials_per_value_and_lists_revoked_serials() {
+        let index = RevocationIndex::new();
+        for (i, w) in ["w", "w", "x"].iter().enumerate() {
+            index.note_issued(&record(&format!("s{i}"), w, 100));
+        }
+        assert_eq!(index.live_count(Selector::Workload, "w", 200), 2);
+        assert_eq!(
+            index.live_count(Selector::Workload, "w", 420),
+            0,
+            "expired at 400, counted to the end of its minute"
+        );
+        assert_eq!(index.live_count(Selector::Owner, "team", 200), 3);
+        let before = index.revision();
+        index.apply(&rule(Selector::Workload, "w", 150));
+        assert!(index.revision() > before);
+        let serials: Vec<String> = index
+            .revoked_serials(200)
+            .into_iter()
+            .map(|r| r.serial_hex)
+            .collect();
+        assert_eq!(serials, vec!["s0", "s1"]);
+        assert_eq!(
+            index.revoked_serials(400 + CRL_VALIDITY_SECS - 1).len(),
+            2,
+            "listed one CRL period past expiry"
+        );
+        index.prune(1000, 1000 + CRL_VALIDITY_SECS);
+        assert_eq!(index.rule_count(), 0);
+        assert!(index.revoked_serials(200).is_empty());
+    }
+
+    #[test]
+    fn restore_takes_counts_as_loaded_and_lists_restored_certificates() {
+        let index = RevocationIndex::new();
+        let mut counts = LiveCounts::new();
+        counts.add(Selector::Workload, "w", 400, 7);
+        let cert = record("s9", "w", 100);
+        index.restore(counts, std::slice::from_ref(&cert));
+        assert_eq!(index.live_count(Selector::Workload, "w", 200), 7);
+        index.apply(&rule(Selector::Owner, "team", 150));
+        let serials: Vec<String> = index
+            .revoked_serials(200)
+            .into_iter()
+            .map(|r| r.serial_hex)
+            .collect();
+        assert_eq!(serials, vec!["s9"]);
+    }
+}

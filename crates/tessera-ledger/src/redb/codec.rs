@@ -1,0 +1,409 @@
+//! The compact binary encodings of schema version 3: credential records and events.
+//!
+//! A record (the value under its credential id, which is not repeated):
+//! `tag 0x01 | kind u8 | evidence kind u8 | status u8 | flags u8 | issued_at i64 LE |
+//! expires_at i64 LE | workload | owner | destination | purpose | grant | evidence hash |
+//! [ci issuer | ci subject | [run id] | [jti]]`, where every string is a LEB128 length then
+//! UTF-8 bytes, and the evidence hash is 32 raw bytes when it is 64 lowercase hex digits
+//! (flag `HASH_RAW`), else a string.
+//!
+//! An event: `kind u8 | at i64 LE | payload`; the payload of `issued` and `expired` is the
+//! credential id (the record is read from the credentials table), of `revoked` the JSON of
+//! the [`RevocationRule`].
+
+use crate::{
+    CiEvidence, CredentialKind, CredentialRecord, EventKind, EvidenceKind, LedgerError,
+    RevocationRule, Status,
+};
+
+const RECORD_TAG: u8 = 1;
+const HAS_CI: u8 = 1;
+const HAS_RUN_ID: u8 = 1 << 1;
+const HAS_JTI: u8 = 1 << 2;
+const HASH_RAW: u8 = 1 << 3;
+
+/// Returns the stored bytes of `record` (its id excluded: it is the key).
+pub(super) fn encode_record(record: &CredentialRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160);
+    let raw_hash = hex32(&record.evidence_hash);
+    let mut flags = if raw_hash.is_some() { HASH_RAW } else { 0 };
+    if let Some(ci) = &record.ci {
+        flags |= HAS_CI;
+        flags |= if ci.run_id.is_some() { HAS_RUN_ID } else { 0 };
+        flags |= if ci.jti.is_some() { HAS_JTI } else { 0 };
+    }
+    out.extend_from_slice(&[
+        RECORD_TAG,
+        kind_code(record.kind),
+        evidence_code(record.evidence_kind),
+        status_code(record.status),
+        flags,
+    ]);
+    out.extend_from_slice(&record.issued_at.to_le_bytes());
+    out.extend_from_slice(&record.expires_at.to_le_bytes());
+    for s in [
+        &record.workload,
+        &record.owner,
+        &record.destination,
+        &record.purpose,
+        &record.grant,
+    ] {
+        put_str(&mut out, s);
+    }
+    match raw_hash {
+        Some(raw) => out.extend_from_slice(&raw),
+        None => put_str(&mut out, &record.evidence_hash),
+    }
+    if let Some(ci) = &record.ci {
+        put_str(&mut out, &ci.issuer);
+        put_str(&mut out, &ci.subject);
+        for s in [&ci.run_id, &ci.jti].into_iter().flatten() {
+            put_str(&mut out, s);
+        }
+    }
+    out
+}
+
+/// Returns the record stored as `bytes` under `credential_id`. Fails with `Corrupt` (naming
+/// the id) when the bytes are not a record of this encoding.
+pub(super) fn decode_record(
+    credential_id: &str,
+    bytes: &[u8],
+) -> Result<CredentialRecord, LedgerError> {
+    decode_record_fields(credential_id, bytes)
+        .map_err(|what| LedgerError::Corrupt(format!("credential {credential_id}: {what}")))
+}
+
+fn decode_record_fields(credential_id: &str, bytes: &[u8]) -> Result<CredentialRecord, String> {
+    let mut r = Reader { bytes, pos: 0 };
+    let tag = r.u8()?;
+    if tag != RECORD_TAG {
+        return Err(format!("unknown record encoding {tag}"));
+    }
+    let (kind, evidence, status, flags) = (r.u8()?, r.u8()?, r.u8()?, r.u8()?);
+    let issued_at = r.i64()?;
+    let expires_at = r.i64()?;
+    let (workload, owner, destination) = (r.string()?, r.string()?, r.string()?);
+    let (purpose, grant) = (r.string()?, r.string()?);
+    let evidence_hash = if flags & HASH_RAW != 0 {
+        r.take(32)?.iter().map(|b| format!("{b:02x}")).collect()
+    } else {
+        r.string()?
+    };
+    let ci = if flags & HAS_CI != 0 {
+        let (issuer, subject) = (r.string()?, r.string()?);
+        let run_id = (flags & HAS_RUN_ID != 0).then(|| r.string()).transpose()?;
+        let jti = (flags & HAS_JTI != 0).then(|| r.string()).transpose()?;
+        Some(CiEvidence {
+            issuer,
+            subject,
+            run_id,
+            jti,
+        })
+    } else {
+        None
+    };
+    r.end()?;
+    Ok(CredentialRecord {
+        credential_id: credential_id.to_owned(),
+        kind: match kind {
+            0 => CredentialKind::Jwt,
+            1 => CredentialKind::X509,
+            other => return Err(format!("unknown kind {other}")),
+        },
+        workload,
+        owner,
+        destination,
+        purpose,
+        grant,
+        evidence_kind: match evidence {
+            0 => EvidenceKind::X509Svid,
+            1 => EvidenceKind::JwtSvid,
+            2 => EvidenceKind::Oidc,
+            other => return Err(format!("unknown evidence kind {other}")),
+        },
+        evidence_hash,
+        issued_at,
+        expires_at,
+        status: match status {
+            0 => Status::Live,
+            1 => Status::Revoked,
+            2 => Status::Expired,
+            other => return Err(format!("unknown status {other}")),
+        },
+        ci,
+    })
+}
+
+/// A stored event before its credential is resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum StoredEvent {
+    /// `issued` or `expired`, naming the credential.
+    Credential(EventKind, i64, String),
+    /// `revoked`, with its rule.
+    Revoked(i64, Box<RevocationRule>),
+}
+
+/// Returns the stored bytes of an `issued` or `expired` event about `credential_id`.
+pub(super) fn encode_credential_event(kind: EventKind, at: i64, credential_id: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + credential_id.len());
+    out.push(event_code(kind));
+    out.extend_from_slice(&at.to_le_bytes());
+    out.extend_from_slice(credential_id.as_bytes());
+    out
+}
+
+/// Returns the stored bytes of the `revoked` event of `rule`. Fails with `Storage` if the rule
+/// cannot be encoded.
+pub(super) fn encode_rule_event(at: i64, rule: &RevocationRule) -> Result<Vec<u8>, LedgerError> {
+    let mut out = vec![event_code(EventKind::Revoked)];
+    out.extend_from_slice(&at.to_le_bytes());
+    serde_json::to_writer(&mut out, rule)
+        .map_err(|e| LedgerError::Storage(format!("encoding a rule event: {e}")))?;
+    Ok(out)
+}
+
+/// Returns when the event stored as `bytes` happened. Fails with `Corrupt` if it is too short.
+pub(super) fn event_at(sequence: u64, bytes: &[u8]) -> Result<i64, LedgerError> {
+    let mut r = Reader { bytes, pos: 1 };
+    r.i64()
+        .map_err(|what| LedgerError::Corrupt(format!("event {sequence}: {what}")))
+}
+
+/// Returns the event stored as `bytes`. Fails with `Corrupt` (naming the sequence) when the
+/// bytes are not an event of this encoding.
+pub(super) fn decode_event(sequence: u64, bytes: &[u8]) -> Result<StoredEvent, LedgerError> {
+    let corrupt = |what: String| LedgerError::Corrupt(format!("event {sequence}: {what}"));
+    let mut r = Reader { bytes, pos: 0 };
+    let code = r.u8().map_err(corrupt)?;
+    let at = r.i64().map_err(corrupt)?;
+    let payload = r.rest();
+    let kind = match code {
+        0 => EventKind::Issued,
+        1 => EventKind::Revoked,
+        2 => EventKind::Expired,
+        other => return Err(corrupt(format!("unknown kind {other}"))),
+    };
+    if kind == EventKind::Revoked {
+        let rule = serde_json::from_slice(payload).map_err(|e| corrupt(e.to_string()))?;
+        return Ok(StoredEvent::Revoked(at, Box::new(rule)));
+    }
+    let id = std::str::from_utf8(payload).map_err(|e| corrupt(e.to_string()))?;
+    Ok(StoredEvent::Credential(kind, at, id.to_owned()))
+}
+
+fn event_code(kind: EventKind) -> u8 {
+    match kind {
+        EventKind::Issued => 0,
+        EventKind::Revoked => 1,
+        EventKind::Expired => 2,
+    }
+}
+
+fn kind_code(kind: CredentialKind) -> u8 {
+    match kind {
+        CredentialKind::Jwt => 0,
+        CredentialKind::X509 => 1,
+    }
+}
+
+fn evidence_code(kind: EvidenceKind) -> u8 {
+    match kind {
+        EvidenceKind::X509Svid => 0,
+        EvidenceKind::JwtSvid => 1,
+        EvidenceKind::Oidc => 2,
+    }
+}
+
+fn status_code(status: Status) -> u8 {
+    match status {
+        Status::Live => 0,
+        Status::Revoked => 1,
+        Status::Expired => 2,
+    }
+}
+
+/// Returns the 32 bytes of `hex` when it is exactly 64 lowercase hex digits.
+fn hex32(hex: &str) -> Option<[u8; 32]> {
+    let digits = hex.as_bytes();
+    if digits.len() != 64 {
+        return None;
+    }
+    let nibble = |d: u8| match d {
+        b'0'..=b'9' => Some(d - b'0'),
+        b'a'..=b'f' => Some(d - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(out)
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let mut len = s.len();
+    while len >= 0x80 {
+        out.push((len as u8 & 0x7f) | 0x80);
+        len >>= 7;
+    }
+    out.push(len as u8);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Reads fields front to back; every method fails with what was wrong instead of panicking.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|end| *end <= self.bytes.len())
+            .ok_or_else(|| format!("truncated at byte {}", self.pos))?;
+        let out = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn i64(&mut self) -> Result<i64, String> {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(self.take(8)?);
+        Ok(i64::from_le_bytes(le))
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        let mut len = 0usize;
+        for shift in (0..35).step_by(7) {
+            let byte = self.u8()?;
+            len |= usize::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                let bytes = self.take(len)?;
+                return String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string());
+            }
+        }
+        Err(format!("string length too long at byte {}", self.pos))
+    }
+
+    fn rest(&mut self) -> &'a [u8] {
+        let out = self.bytes.get(self.pos..).unwrap_or_default();
+        self.pos = self.bytes.len();
+        out
+    }
+
+    fn end(&self) -> Result<(), String> {
+        if self.pos == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(format!("{} trailing bytes", self.bytes.len() - self.pos))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::NewRule;
+
+    fn record(ci: Option<CiEvidence>, evidence_hash: &str) -> CredentialRecord {
+        CredentialRecord {
+            credential_id: "AbCdEfGhIjKlMnOpQrStUv".into(),
+            kind: CredentialKind::X509,
+            workload: "spiffe://example.org/ns/payments/sa/api".into(),
+            owner: "team-payments".into(),
+            destination: "https://ledger.example.org/".repeat(10),
+            purpose: "ledger:write".into(),
+            grant: "payments-api".into(),
+            evidence_kind: EvidenceKind::Oidc,
+            evidence_hash: evidence_hash.into(),
+            issued_at: 1_767_225_600,
+            expires_at: -5,
+            status: Status::Revoked,
+            ci,
+        }
+    }
+
+    #[test]
+    fn records_round_trip_with_and_without_ci_evidence() {
+        let ci = CiEvidence {
+            issuer: "https://token.actions.githubusercontent.com".into(),
+            subject: "repo:acme/app:ref:refs/heads/main".into(),
+            run_id: None,
+            jti: Some("j".into()),
+        };
+        for r in [
+            record(None, &"ab".repeat(32)),
+            record(Some(ci), "not hex"),
+            record(None, &"AB".repeat(32)),
+            record(None, ""),
+        ] {
+            let bytes = encode_record(&r);
+            assert_eq!(decode_record(&r.credential_id, &bytes).unwrap(), r);
+        }
+        let compact = encode_record(&record(None, &"ab".repeat(32)));
+        let json = serde_json::to_vec(&record(None, &"ab".repeat(32))).unwrap();
+        assert!(
+            compact.len() + 200 < json.len(),
+            "{} vs {}",
+            compact.len(),
+            json.len()
+        );
+    }
+
+    #[test]
+    fn corrupt_record_bytes_are_an_error_never_a_panic() {
+        let bytes = encode_record(&record(None, &"ab".repeat(32)));
+        for len in 0..bytes.len() {
+            let err = decode_record("id", &bytes[..len]).unwrap_err();
+            assert!(matches!(err, LedgerError::Corrupt(ref m) if m.contains("credential id")));
+        }
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(decode_record("id", &trailing).is_err());
+        assert!(decode_record("id", b"{\"credential_id\":\"x\"}").is_err());
+        for i in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[i] ^= 0xff;
+            let _ = decode_record("id", &flipped);
+        }
+    }
+
+    #[test]
+    fn events_name_their_credential_or_carry_their_rule() {
+        let bytes = encode_credential_event(EventKind::Expired, 42, "cred");
+        assert_eq!(
+            decode_event(7, &bytes).unwrap(),
+            StoredEvent::Credential(EventKind::Expired, 42, "cred".into())
+        );
+        assert_eq!(event_at(7, &bytes).unwrap(), 42);
+        let rule = RevocationRule {
+            rule: NewRule {
+                revocation_id: "r".into(),
+                selector: crate::Selector::Owner,
+                value: "team".into(),
+                effective_at: 43,
+                reason: "why".into(),
+                revoked_by: "admin".into(),
+            },
+            sequence: 8,
+        };
+        let bytes = encode_rule_event(43, &rule).unwrap();
+        assert_eq!(
+            decode_event(8, &bytes).unwrap(),
+            StoredEvent::Revoked(43, Box::new(rule))
+        );
+        for len in 0..9 {
+            assert!(decode_event(9, &bytes[..len]).is_err());
+        }
+        assert!(decode_event(9, &[9, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+    }
+}

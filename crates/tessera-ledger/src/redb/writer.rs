@@ -1,0 +1,480 @@
+//! The `ledger-writer` thread: takes the first queued message, drains what else is queued (up
+//! to `max_batch`), applies the whole batch in one write transaction, commits it (fsync), and
+//! only then answers every waiter and publishes the batch's events, in sequence order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+
+use ::redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
+use tokio::sync::{broadcast, oneshot};
+
+use super::codec;
+use super::{
+    CREDENTIALS, EVENTS, EXPIRED_CURSOR_KEY, EXPIRY, ISSUED, LAST_SEQUENCE_KEY, LIVE_COUNTS, META,
+    REPLAY, REPLAY_EXPIRY, RULES, RedbOptions, StorageContext, X509_EXPIRY,
+};
+use crate::{
+    COUNTED, CredentialKind, CredentialRecord, Event, EventKind, LedgerError, NewRule,
+    RevocationRule, SweepParams,
+};
+
+pub(super) type Reply<T> = oneshot::Sender<Result<T, LedgerError>>;
+
+/// A record encoded by the caller, ready for the writer.
+pub(super) struct PendingRecord {
+    pub record: CredentialRecord,
+    pub bytes: Vec<u8>,
+    /// Replay guard key and expiry.
+    pub replay: Option<(String, i64)>,
+}
+
+/// What the writer thread is asked to do.
+pub(super) enum WriterMsg {
+    Record(Box<PendingRecord>, Reply<u64>),
+    AddRule(NewRule, Reply<RevocationRule>),
+    Expire(i64, Reply<u64>),
+    Sweep(SweepParams, Reply<u64>),
+    Close(Reply<()>),
+}
+
+/// A [`WriterMsg`] with room for its result, filled in while the batch is applied.
+enum Job {
+    Record(Box<PendingRecord>, Reply<u64>, Result<u64, LedgerError>),
+    AddRule(NewRule, Reply<RevocationRule>, Option<RevocationRule>),
+    Expire(i64, Reply<u64>, u64),
+    Sweep(SweepParams, Reply<u64>, u64),
+    Close(Reply<()>),
+}
+
+impl From<WriterMsg> for Job {
+    fn from(msg: WriterMsg) -> Self {
+        match msg {
+            WriterMsg::Record(r, reply) => Job::Record(r, reply, Ok(0)),
+            WriterMsg::AddRule(rule, reply) => Job::AddRule(rule, reply, None),
+            WriterMsg::Expire(now, reply) => Job::Expire(now, reply, 0),
+            WriterMsg::Sweep(params, reply) => Job::Sweep(params, reply, 0),
+            WriterMsg::Close(reply) => Job::Close(reply),
+        }
+    }
+}
+
+impl Job {
+    /// Sends the job's result; called only after its batch is committed.
+    fn answer(self) {
+        match self {
+            Job::Record(_, reply, result) => send(reply, result),
+            Job::AddRule(_, reply, rule) => send(reply, rule.ok_or(LedgerError::Closed)),
+            Job::Expire(_, reply, n) | Job::Sweep(_, reply, n) => send(reply, Ok(n)),
+            Job::Close(reply) => send(reply, Ok(())),
+        }
+    }
+
+    /// Answers `Storage(message)`: the job's batch was not committed.
+    fn fail(self, message: &str) {
+        let err = || LedgerError::Storage(message.to_owned());
+        match self {
+            Job::Record(_, reply, _) | Job::Expire(_, reply, _) | Job::Sweep(_, reply, _) => {
+                send(reply, Err(err()))
+            }
+            Job::AddRule(_, reply, _) => send(reply, Err(err())),
+            Job::Close(reply) => send(reply, Err(err())),
+        }
+    }
+}
+
+/// Answers a waiter. One that gave up (dropped its future) is not an error.
+fn send<T>(reply: Reply<T>, result: Result<T, LedgerError>) {
+    let _ = reply.send(result);
+}
+
+/// The writer thread's state.
+pub(super) struct Writer {
+    pub db: Arc<Database>,
+    pub rx: mpsc::Receiver<WriterMsg>,
+    pub options: RedbOptions,
+    pub commits: Arc<AtomicU64>,
+    pub events: broadcast::Sender<Event>,
+    pub last_sequence: u64,
+    /// Size of the last batch committed: a batch of more than one says writes are arriving
+    /// concurrently, so the next batch lingers for more (see [`RedbOptions::linger`]).
+    pub last_batch: usize,
+}
+
+/// The tables one batch writes, and the events it produces.
+struct Batch<'t> {
+    credentials: Table<'t, &'static str, &'static [u8]>,
+    expiry: Table<'t, (i64, &'static str), ()>,
+    issued: Table<'t, (i64, &'static str), ()>,
+    replay: Table<'t, &'static str, i64>,
+    replay_expiry: Table<'t, (i64, &'static str), ()>,
+    rules: Table<'t, &'static str, &'static [u8]>,
+    events: Table<'t, u64, &'static [u8]>,
+    meta: Table<'t, &'static str, u64>,
+    live_counts: Table<'t, (i64, u8, &'static str), u64>,
+    x509: Table<'t, (i64, &'static str), ()>,
+    /// Live counts added by this batch's records, written once per key by `flush_counts`.
+    counts: HashMap<(i64, u8, String), u64>,
+    last_sequence: u64,
+    emitted: Vec<Event>,
+}
+
+impl Writer {
+    /// Commits batches until a `Close` is committed or every sender is dropped.
+    pub fn run(mut self) {
+        while let Ok(first) = self.rx.recv() {
+            let (jobs, closing) = self.drain(first);
+            self.commit_batch(jobs);
+            if closing {
+                break;
+            }
+        }
+        tracing::debug!("ledger writer stopped");
+    }
+
+    fn drain(&self, first: WriterMsg) -> (Vec<Job>, bool) {
+        let linger_until = (self.last_batch > 1 && !self.options.linger.is_zero())
+            .then(|| std::time::Instant::now() + self.options.linger);
+        let mut closing = matches!(first, WriterMsg::Close(_));
+        let mut jobs = vec![Job::from(first)];
+        while !closing && jobs.len() < self.options.max_batch {
+            let msg = match self.rx.try_recv() {
+                Ok(msg) => msg,
+                Err(mpsc::TryRecvError::Disconnected) => break,
+                Err(mpsc::TryRecvError::Empty) => {
+                    let Some(until) = linger_until else { break };
+                    let left = until.saturating_duration_since(std::time::Instant::now());
+                    match self.rx.recv_timeout(left) {
+                        Ok(msg) => msg,
+                        Err(_) => break,
+                    }
+                }
+            };
+            closing = matches!(msg, WriterMsg::Close(_));
+            jobs.push(Job::from(msg));
+        }
+        (jobs, closing)
+    }
+
+    /// Applies and commits `jobs` in one transaction, then answers each and publishes the
+    /// events; on failure answers `Storage` and forgets the batch's sequence numbers.
+    fn commit_batch(&mut self, mut jobs: Vec<Job>) {
+        let started = std::time::Instant::now();
+        let size = jobs.len();
+        self.last_batch = size;
+        match self.apply_and_commit(&mut jobs) {
+            Ok((last_sequence, emitted)) => {
+                let committed = std::time::Instant::now();
+                let metrics = &self.options.metrics;
+                metrics
+                    .commit_seconds
+                    .observe(committed.duration_since(started).as_secs_f64());
+                metrics.batch_size.observe(size as f64);
+                metrics
+                    .event_sequence
+                    .set(i64::try_from(last_sequence).unwrap_or(i64::MAX));
+                self.last_sequence = last_sequence;
+                self.commits.fetch_add(1, Ordering::Relaxed);
+                jobs.into_iter().for_each(Job::answer);
+                for mut event in emitted {
+                    event.committed = Some(committed);
+                    let _ = self.events.send(event); // no subscriber is not an error
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, size = jobs.len(), "ledger batch failed");
+                let message = match err {
+                    LedgerError::Storage(message) => message,
+                    other => other.to_string(),
+                };
+                jobs.into_iter().for_each(|job| job.fail(&message));
+            }
+        }
+    }
+
+    fn apply_and_commit(&self, jobs: &mut [Job]) -> Result<(u64, Vec<Event>), LedgerError> {
+        let mut txn = self.db.begin_write().ctx("starting a ledger write")?;
+        let durability = if self.options.durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        txn.set_durability(durability)
+            .ctx("setting the ledger durability")?;
+        let result = apply(&txn, jobs, self.last_sequence)?;
+        txn.commit().ctx("committing the ledger batch")?;
+        Ok(result)
+    }
+}
+
+/// Applies `jobs` in order inside `txn`; returns the last sequence and the events produced.
+fn apply(
+    txn: &WriteTransaction,
+    jobs: &mut [Job],
+    last_sequence: u64,
+) -> Result<(u64, Vec<Event>), LedgerError> {
+    const OP: &str = "opening the ledger tables";
+    let mut b = Batch {
+        credentials: txn.open_table(CREDENTIALS).ctx(OP)?,
+        expiry: txn.open_table(EXPIRY).ctx(OP)?,
+        issued: txn.open_table(ISSUED).ctx(OP)?,
+        replay: txn.open_table(REPLAY).ctx(OP)?,
+        replay_expiry: txn.open_table(REPLAY_EXPIRY).ctx(OP)?,
+        rules: txn.open_table(RULES).ctx(OP)?,
+        events: txn.open_table(EVENTS).ctx(OP)?,
+        meta: txn.open_table(META).ctx(OP)?,
+        live_counts: txn.open_table(LIVE_COUNTS).ctx(OP)?,
+        x509: txn.open_table(X509_EXPIRY).ctx(OP)?,
+        counts: HashMap::new(),
+        last_sequence,
+        emitted: Vec::new(),
+    };
+    for job in jobs.iter_mut() {
+        match job {
+            Job::Record(pending, _, result) => *result = b.insert_record(pending)?,
+            Job::AddRule(rule, _, stored) => *stored = Some(b.add_rule(rule)?),
+            Job::Expire(now, _, n) => {
+                b.flush_counts()?;
+                *n = b.expire(*now)?;
+            }
+            Job::Sweep(params, _, n) => {
+                b.flush_counts()?;
+                *n = b.sweep(*params)?;
+            }
+            Job::Close(_) => {}
+        }
+    }
+    b.flush_counts()?;
+    b.meta
+        .insert(LAST_SEQUENCE_KEY, b.last_sequence)
+        .ctx("storing the event sequence")?;
+    Ok((b.last_sequence, b.emitted))
+}
+
+impl Batch<'_> {
+    /// Stores an event with the next sequence (an `issued` or `expired` one by its credential's
+    /// id only) and keeps it, whole, for publishing; returns the sequence.
+    fn append(
+        &mut self,
+        kind: EventKind,
+        at: i64,
+        credential: Option<CredentialRecord>,
+        revocation: Option<RevocationRule>,
+    ) -> Result<u64, LedgerError> {
+        self.last_sequence += 1;
+        let event = Event {
+            sequence: self.last_sequence,
+            kind,
+            at,
+            credential,
+            revocation,
+            committed: None,
+        };
+        let bytes = match (&event.credential, &event.revocation) {
+            (Some(record), _) => codec::encode_credential_event(kind, at, &record.credential_id),
+            (None, Some(rule)) => codec::encode_rule_event(at, rule)?,
+            (None, None) => {
+                return Err(LedgerError::Storage(format!(
+                    "a {} event must name a credential or a rule",
+                    kind.as_str()
+                )));
+            }
+        };
+        self.events
+            .insert(event.sequence, bytes.as_slice())
+            .ctx("storing an event")?;
+        self.emitted.push(event);
+        Ok(self.last_sequence)
+    }
+
+    /// Inserts a record, its indexes, replay guard and `issued` event, unless the guard's key
+    /// is stored or the id is recorded. Returns the record's result.
+    fn insert_record(
+        &mut self,
+        p: &PendingRecord,
+    ) -> Result<Result<u64, LedgerError>, LedgerError> {
+        const OP: &str = "recording a credential";
+        let id = p.record.credential_id.as_str();
+        if let Some((key, _)) = &p.replay
+            && self.replay.get(key.as_str()).ctx(OP)?.is_some()
+        {
+            return Ok(Err(LedgerError::Replay));
+        }
+        if self.credentials.get(id).ctx(OP)?.is_some() {
+            return Ok(Err(LedgerError::Duplicate(id.to_owned())));
+        }
+        self.credentials.insert(id, p.bytes.as_slice()).ctx(OP)?;
+        self.expiry.insert((p.record.expires_at, id), ()).ctx(OP)?;
+        self.issued.insert((p.record.issued_at, id), ()).ctx(OP)?;
+        if p.record.kind == CredentialKind::X509 {
+            self.x509.insert((p.record.expires_at, id), ()).ctx(OP)?;
+        }
+        for selector in COUNTED {
+            let value = selector.value_of(&p.record).to_owned();
+            *self
+                .counts
+                .entry((
+                    crate::count_bucket(p.record.expires_at),
+                    selector.code(),
+                    value,
+                ))
+                .or_default() += 1;
+        }
+        if let Some((key, expires_at)) = &p.replay {
+            self.replay.insert(key.as_str(), *expires_at).ctx(OP)?;
+            self.replay_expiry
+                .insert((*expires_at, key.as_str()), ())
+                .ctx(OP)?;
+        }
+        let sequence = self.append(
+            EventKind::Issued,
+            p.record.issued_at,
+            Some(p.record.clone()),
+            None,
+        )?;
+        Ok(Ok(sequence))
+    }
+
+    /// Adds the batch's pending live counts to the stored ones, one read and write per key.
+    fn flush_counts(&mut self) -> Result<(), LedgerError> {
+        const OP: &str = "storing live counts";
+        for ((expires_at, code, value), n) in self.counts.drain() {
+            let key = (expires_at, code, value.as_str());
+            let stored = self.live_counts.get(key).ctx(OP)?.map_or(0, |v| v.value());
+            self.live_counts.insert(key, stored + n).ctx(OP)?;
+        }
+        Ok(())
+    }
+
+    fn add_rule(&mut self, rule: &NewRule) -> Result<RevocationRule, LedgerError> {
+        let stored = RevocationRule {
+            rule: rule.clone(),
+            sequence: self.last_sequence + 1,
+        };
+        let bytes = serde_json::to_vec(&stored).ctx("encoding a rule")?;
+        self.rules
+            .insert(rule.revocation_id.as_str(), bytes.as_slice())
+            .ctx("storing a rule")?;
+        self.append(
+            EventKind::Revoked,
+            rule.effective_at,
+            None,
+            Some(stored.clone()),
+        )?;
+        Ok(stored)
+    }
+
+    /// Appends `expired` events for records whose expiry is in `[cursor, now)`.
+    fn expire(&mut self, now: i64) -> Result<u64, LedgerError> {
+        const OP: &str = "recording expiries";
+        let cursor = self
+            .meta
+            .get(EXPIRED_CURSOR_KEY)
+            .ctx(OP)?
+            .map_or(0, |v| v.value());
+        let cursor = i64::try_from(cursor).unwrap_or(i64::MAX);
+        if now <= cursor {
+            return Ok(0);
+        }
+        let mut expired = Vec::new();
+        for entry in self.expiry.range((cursor, "")..(now, "")).ctx(OP)? {
+            let (key, _) = entry.ctx(OP)?;
+            expired.push(key.value().1.to_owned());
+        }
+        for id in &expired {
+            let Some(bytes) = self
+                .credentials
+                .get(id.as_str())
+                .ctx(OP)?
+                .map(|b| b.value().to_vec())
+            else {
+                continue;
+            };
+            let record = codec::decode_record(id, &bytes)?;
+            self.append(EventKind::Expired, record.expires_at, Some(record), None)?;
+        }
+        self.meta
+            .insert(EXPIRED_CURSOR_KEY, u64::try_from(now).unwrap_or_default())
+            .ctx(OP)?;
+        // Counts of credentials that expired at or before `now` are no longer live.
+        self.live_counts
+            .retain_in(..(now.saturating_add(1), 0u8, ""), |_, _| false)
+            .ctx(OP)?;
+        Ok(expired.len() as u64)
+    }
+
+    /// Deletes expired records (with their indexes), old events, dead rules and replay guards.
+    fn sweep(&mut self, params: SweepParams) -> Result<u64, LedgerError> {
+        const OP: &str = "sweeping the ledger";
+        let upper = (params.expired_before, "");
+        let mut expired = Vec::new();
+        for entry in self.expiry.range(..upper).ctx(OP)?.take(params.limit) {
+            let (key, _) = entry.ctx(OP)?;
+            let (expires_at, id) = key.value();
+            expired.push((expires_at, id.to_owned()));
+        }
+        for (expires_at, id) in &expired {
+            self.expiry.remove((*expires_at, id.as_str())).ctx(OP)?;
+            self.x509.remove((*expires_at, id.as_str())).ctx(OP)?;
+            if let Some(bytes) = self
+                .credentials
+                .remove(id.as_str())
+                .ctx(OP)?
+                .map(|b| b.value().to_vec())
+                && let Ok(record) = codec::decode_record(id, &bytes)
+            {
+                self.issued
+                    .remove((record.issued_at, id.as_str()))
+                    .ctx(OP)?;
+            }
+        }
+        let mut guards = Vec::new();
+        for entry in self
+            .replay_expiry
+            .range(..upper)
+            .ctx(OP)?
+            .take(params.limit)
+        {
+            let (key, _) = entry.ctx(OP)?;
+            let (expires_at, guard) = key.value();
+            guards.push((expires_at, guard.to_owned()));
+        }
+        for (expires_at, guard) in &guards {
+            self.replay_expiry
+                .remove((*expires_at, guard.as_str()))
+                .ctx(OP)?;
+            self.replay.remove(guard.as_str()).ctx(OP)?;
+        }
+        self.sweep_events_and_rules(params)?;
+        Ok(expired.len() as u64)
+    }
+
+    fn sweep_events_and_rules(&mut self, params: SweepParams) -> Result<(), LedgerError> {
+        const OP: &str = "sweeping events and rules";
+        let mut old_events = Vec::new();
+        for entry in self.events.iter().ctx(OP)?.take(params.limit) {
+            let (seq, bytes) = entry.ctx(OP)?;
+            match codec::event_at(seq.value(), bytes.value()) {
+                Ok(at) if at < params.expired_before => old_events.push(seq.value()),
+                _ => break,
+            }
+        }
+        for seq in old_events {
+            self.events.remove(seq).ctx(OP)?;
+        }
+        let mut dead = Vec::new();
+        for entry in self.rules.iter().ctx(OP)? {
+            let (id, bytes) = entry.ctx(OP)?;
+            if let Ok(rule) = serde_json::from_slice::<RevocationRule>(bytes.value())
+                && rule.rule.effective_at < params.rules_before
+            {
+                dead.push(id.value().to_owned());
+            }
+        }
+        for id in dead {
+            self.rules.remove(id.as_str()).ctx(OP)?;
+        }
+        Ok(())
+    }
+}

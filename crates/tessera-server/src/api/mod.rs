@@ -1,0 +1,14 @@
+//! The wire edge: gRPC and HTTP translate requests into domain calls, and render refusals
+//! ([`crate::refusal`]) as gRPC statuses ([`status`]) and OAuth JSON ([`oauth`]), each in one
+//! place.
+
+pub mod admin;
+pub mod caller;
+mod convert;
+pub mod grpc;
+pub mod http;
+pub mod introspect;
+pub mod oauth;
+pub mod status;
+pub mod token;
+pub mod watch;

@@ -1,0 +1,35 @@
+//! Renders a [`Refusal`] as a `tonic::Status`: the class picks the code, the message is the
+//! refusal's, nothing else. Logging and counting happen in [`Refusal::observe`], here, once per
+//! refused call.
+
+use tonic::{Code, Status};
+
+use crate::metrics::Metrics;
+use crate::refusal::{Class, Refusal};
+
+/// Returns the gRPC code of a refusal class.
+pub fn code(class: Class) -> Code {
+    match class {
+        Class::Invalid => Code::InvalidArgument,
+        Class::Unauthenticated => Code::Unauthenticated,
+        Class::Denied => Code::PermissionDenied,
+        Class::NotFound => Code::NotFound,
+        Class::Overloaded => Code::ResourceExhausted,
+        Class::Unavailable => Code::Unavailable,
+        Class::Internal => Code::Internal,
+    }
+}
+
+/// Observes `refusal` (log + metric) and returns the status to send.
+pub fn status(refusal: Refusal, metrics: &Metrics) -> Status {
+    refusal.observe(metrics);
+    Status::new(code(refusal.class), refusal.message)
+}
+
+/// Classifies `error`, observes it and returns the status to send.
+pub fn refuse<'a, E>(error: &'a E, metrics: &Metrics) -> Status
+where
+    Refusal: From<&'a E>,
+{
+    status(Refusal::from(error), metrics)
+}

@@ -1,0 +1,247 @@
+//! `POST /token`: RFC 8693 token exchange (`standards.md` §5). The subject token — a CI OIDC
+//! token or a JWT-SVID — is the only authentication; `audience` is the destination and `scope`
+//! the purpose. Errors are RFC 6749 §5.2 JSON, translated from domain errors here, once.
+
+use std::fmt;
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::json;
+use tessera_core::domain::CredentialKind;
+use tessera_core::request::{CredentialRequest, RequestError};
+
+use super::oauth::{no_store_json, render};
+use crate::audit::Audit;
+use crate::issuer::Issuer;
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::refusal::{OAuthCode, Refusal};
+
+pub use tessera_core::exchange::{ACCESS_TOKEN, GRANT_TYPE, ID_TOKEN, JWT};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// What `POST /token` uses.
+#[derive(Clone)]
+pub struct TokenEndpoint {
+    pub issuer: Arc<Issuer>,
+    pub limits: Limits,
+    pub audit: Audit,
+    pub metrics: Arc<Metrics>,
+}
+
+impl fmt::Debug for TokenEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenEndpoint").finish_non_exhaustive()
+    }
+}
+
+fn bad(code: OAuthCode, description: impl Into<String>) -> Refusal {
+    Refusal::invalid(code, description)
+}
+
+/// Names the exchange parameter (`audience`, `scope`) a request error is about.
+fn request_error(e: &RequestError) -> Refusal {
+    match e {
+        RequestError::Missing {
+            field: "destination",
+        } => bad(OAuthCode::InvalidRequest, "audience is required"),
+        RequestError::Missing { .. } => bad(OAuthCode::InvalidRequest, "scope is required"),
+        RequestError::TooLong {
+            field: "destination",
+        }
+        | RequestError::BadCharacters {
+            field: "destination",
+        } => bad(
+            OAuthCode::InvalidTarget,
+            format!("audience: {e}").replace("destination ", ""),
+        ),
+        RequestError::TooLong { .. } | RequestError::BadCharacters { .. } => bad(
+            OAuthCode::InvalidScope,
+            format!("scope: {e}").replace("purpose ", ""),
+        ),
+    }
+}
+
+/// The parsed form: every parameter with all its values.
+struct Form(Vec<(String, String)>);
+
+impl Form {
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// Returns the single value of `name`, `None` if absent; fails if it repeats.
+    fn one(&self, name: &str) -> Result<Option<&str>, Refusal> {
+        match self.all(name).as_slice() {
+            [] => Ok(None),
+            [v] => Ok(Some(v)),
+            _ => Err(bad(
+                OAuthCode::InvalidRequest,
+                format!("{name} may appear only once"),
+            )),
+        }
+    }
+
+    fn required(&self, name: &str) -> Result<&str, Refusal> {
+        self.one(name)?
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| bad(OAuthCode::InvalidRequest, format!("{name} is required")))
+    }
+}
+
+/// A checked exchange request.
+struct Exchange<'a> {
+    subject_token: &'a str,
+    request: CredentialRequest,
+    issued_token_type: &'static str,
+}
+
+/// Checks the parameters of an exchange; fails with the RFC 6749 error naming the first problem.
+fn parse(form: &Form) -> Result<Exchange<'_>, Refusal> {
+    let grant_type = form.required("grant_type")?;
+    if grant_type != GRANT_TYPE {
+        return Err(bad(
+            OAuthCode::UnsupportedGrantType,
+            format!("grant_type must be {GRANT_TYPE}"),
+        ));
+    }
+    let subject_token = form.required("subject_token")?;
+    let subject_type = form.required("subject_token_type")?;
+    if subject_type != JWT && subject_type != ID_TOKEN {
+        return Err(bad(
+            OAuthCode::InvalidRequest,
+            format!("subject_token_type must be {ID_TOKEN} or {JWT}"),
+        ));
+    }
+    if !form.all("actor_token").is_empty() || !form.all("actor_token_type").is_empty() {
+        return Err(bad(
+            OAuthCode::InvalidRequest,
+            "actor_token (delegation) is not supported",
+        ));
+    }
+    let issued_token_type = match form.one("requested_token_type")? {
+        None | Some(ACCESS_TOKEN) => ACCESS_TOKEN,
+        Some(JWT) => JWT,
+        Some(other) => {
+            return Err(bad(
+                OAuthCode::InvalidRequest,
+                format!(
+                    "requested_token_type `{other}` is not issued here; ask for {ACCESS_TOKEN} or {JWT}"
+                ),
+            ));
+        }
+    };
+    let destination = destination(form)?;
+    let scope = form.one("scope")?.unwrap_or_default();
+    let mut purposes = scope.split(' ').filter(|s| !s.is_empty());
+    let purpose = purposes.next().unwrap_or_default();
+    if purposes.next().is_some() {
+        return Err(bad(
+            OAuthCode::InvalidScope,
+            "scope must name exactly one purpose",
+        ));
+    }
+    let request =
+        CredentialRequest::parse(destination, purpose, 0).map_err(|e| request_error(&e))?;
+    Ok(Exchange {
+        subject_token,
+        request,
+        issued_token_type,
+    })
+}
+
+/// The one destination: `audience`, else `resource`; both must agree when both are given.
+fn destination(form: &Form) -> Result<&str, Refusal> {
+    let audiences = form.all("audience");
+    let resources = form.all("resource");
+    if audiences.len() > 1 || resources.len() > 1 {
+        return Err(bad(
+            OAuthCode::InvalidTarget,
+            "name exactly one audience (one destination per token)",
+        ));
+    }
+    for r in &resources {
+        if !r.contains("://") || r.contains('#') {
+            return Err(bad(
+                OAuthCode::InvalidTarget,
+                "resource must be an absolute URI without a fragment",
+            ));
+        }
+    }
+    match (audiences.first(), resources.first()) {
+        (Some(a), Some(r)) if a != r => Err(bad(
+            OAuthCode::InvalidTarget,
+            "audience and resource name different destinations",
+        )),
+        (Some(a), _) => Ok(a),
+        (None, Some(r)) => Ok(r),
+        (None, None) => Ok(""),
+    }
+}
+
+/// Handles `POST /token`.
+pub async fn exchange(endpoint: Arc<TokenEndpoint>, headers: HeaderMap, body: Bytes) -> Response {
+    match exchange_inner(&endpoint, &headers, &body).await {
+        Ok(response) => response,
+        Err(refusal) => render(refusal, &endpoint.metrics, false),
+    }
+}
+
+async fn exchange_inner(
+    endpoint: &TokenEndpoint,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, Refusal> {
+    let _permit = endpoint.limits.request()?;
+    let form_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !form_type
+        .to_ascii_lowercase()
+        .starts_with("application/x-www-form-urlencoded")
+    {
+        return Err(bad(
+            OAuthCode::InvalidRequest,
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let form = Form(form_urlencoded::parse(body).into_owned().collect());
+    let x = parse(&form)?;
+    let issuer = &endpoint.issuer;
+    let authorized = issuer.authorize_token(x.subject_token, &x.request, CredentialKind::Jwt).await.map_err(|e| {
+        endpoint.audit.record(
+            "refused",
+            json!({"reason": e.to_string(), "destination": x.request.destination, "purpose": x.request.purpose, "via": "token-exchange"}),
+        );
+        subject_refusal(Refusal::from(&e))
+    })?;
+    let minted = issuer
+        .issue_jwt(authorized, &x.request)
+        .await
+        .map_err(|e| Refusal::from(&e))?;
+    let body = json!({
+        "access_token": minted.token,
+        "issued_token_type": x.issued_token_type,
+        "token_type": "Bearer",
+        "expires_in": minted.expires_at - minted.issued_at,
+    });
+    Ok((StatusCode::OK, no_store_json(), body.to_string()).into_response())
+}
+
+/// On `/token` the evidence is the `subject_token` parameter: say so in an authentication
+/// refusal's description.
+fn subject_refusal(mut refusal: Refusal) -> Refusal {
+    if refusal.class == crate::refusal::Class::Unauthenticated {
+        refusal.message = format!("subject_token: {}", refusal.message);
+    }
+    refusal
+}

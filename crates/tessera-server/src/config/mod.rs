@@ -1,0 +1,486 @@
+//! Configuration: the TOML file ([`file::FileConfig`]) is read and checked once into a
+//! [`Config`]; every later stage trusts what it holds. Errors name the file and the key.
+
+mod file;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+
+use tessera_core::clock::Clock;
+use tessera_core::domain::CredentialKind;
+use tessera_core::keys::{self, SecretKey};
+use tessera_core::policy::{Grant, SpiffePattern};
+use tessera_core::spiffe_id::{SpiffeId, TrustDomain};
+
+pub use self::file::FileConfig;
+pub use self::oidc::OidcIssuerConfig;
+pub use tessera_core::attest::TrustDomainBundle as TrustDomainConfig;
+
+pub use tessera_core::policy::MAX_GRANT_TTL;
+/// `default_ttl` is at most this when not set.
+pub const DEFAULT_TTL_CAP: Duration = Duration::from_secs(300);
+/// `max_ttl` when not set.
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(900);
+
+/// A configuration error. `Display` names the file and, where there is one, the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read configuration: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Syntax { file: PathBuf, message: String },
+    #[error("{file}: `{key}`: {message}")]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: PathBuf,
+    pub server: ServerConfig,
+    pub ledger: LedgerConfig,
+    pub signing: SigningConfig,
+    pub trust_domains: Vec<TrustDomainConfig>,
+    pub oidc_issuers: Vec<OidcIssuerConfig>,
+    pub admin_ids: Vec<SpiffeId>,
+    /// The audit log file (`[audit] path`, default `audit.log` beside the ledger).
+    pub audit_path: PathBuf,
+    pub grants: Vec<Grant>,
+    /// Things that load but deserve an operator's attention (wildcard CI trust).
+    pub warnings: Vec<String>,
+}
+
+/// `[server]`, checked.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub tls_cert_chain: Vec<CertificateDer<'static>>,
+    pub tls_key: SecretKey,
+    pub tls_client_ca: Option<Vec<CertificateDer<'static>>>,
+    pub issuer: String,
+    pub audience: String,
+    pub shutdown_grace: Duration,
+    /// Credential requests handled at once; more are refused with RESOURCE_EXHAUSTED.
+    pub max_in_flight: usize,
+    /// Event streams open at once; more are refused with RESOURCE_EXHAUSTED.
+    pub max_watchers: usize,
+}
+
+/// Where the ledger lives.
+#[derive(Debug, Clone)]
+pub enum LedgerBackend {
+    Redb(PathBuf),
+}
+
+/// `[ledger]`, checked.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    pub backend: LedgerBackend,
+    pub retain_expired: Duration,
+    pub sweep_interval: Duration,
+    /// Fsync every commit (`[ledger] fsync`, default true). `false` is for measuring what
+    /// durability costs: a crash may lose credentials that were already handed out.
+    pub fsync: bool,
+    /// Bytes of redb page cache (`[ledger] cache_size`).
+    pub cache_size: usize,
+}
+
+/// Default of `[ledger] cache_size`: 64 MiB.
+pub const DEFAULT_LEDGER_CACHE: usize = 64 << 20;
+
+/// `[signing]`, checked.
+#[derive(Debug, Clone)]
+pub struct SigningConfig {
+    pub jwt_key: SecretKey,
+    pub ca_cert: Option<Vec<CertificateDer<'static>>>,
+    pub ca_key: Option<SecretKey>,
+}
+
+/// A value that is not of the form its key takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadValue {
+    #[error("`{0}` is not a duration like 90s, 5m, 1h")]
+    Duration(String),
+    #[error("`{0}` is not a size like 67108864, \"512KiB\" or \"64MiB\"")]
+    Size(String),
+}
+
+/// Parses durations written as `90s`, `5m`, `1h` or `2d` (a whole number and one unit).
+///
+/// Fails with a message saying the accepted forms.
+pub fn parse_duration(text: &str) -> Result<Duration, BadValue> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| BadValue::Duration(text.to_owned()))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(BadValue::Duration(text.to_owned())),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// Parses a size: an integer number of bytes, optionally followed by `B`, `KiB`, `MiB` or
+/// `GiB` (powers of 1024) or `KB`, `MB`, `GB` (powers of 1000). Fails with a message naming the
+/// text when it is not one, or does not fit in `usize`.
+pub fn parse_size(text: &str) -> Result<usize, BadValue> {
+    let bad = || BadValue::Size(text.to_owned());
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (digits, unit) = trimmed.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(scale)
+        .and_then(|bytes| usize::try_from(bytes).ok())
+        .ok_or_else(bad)
+}
+
+/// Collects errors with the file name attached.
+struct Checker<'a> {
+    file: &'a Path,
+}
+
+impl Checker<'_> {
+    fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_path_buf(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn addr(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        default: &str,
+    ) -> Result<SocketAddr, ConfigError> {
+        let text = value.unwrap_or(default);
+        text.parse()
+            .map_err(|e| self.invalid(key, format!("`{text}` is not host:port: {e}")))
+    }
+
+    fn duration(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        value.map_or(Ok(default), |v| {
+            parse_duration(v).map_err(|m| self.invalid(key, m.to_string()))
+        })
+    }
+
+    fn size(
+        &self,
+        key: &str,
+        value: Option<&file::ByteSize>,
+        default: usize,
+    ) -> Result<usize, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(file::ByteSize::Bytes(n)) => usize::try_from(*n)
+                .map_err(|_| self.invalid(key, format!("{n} bytes do not fit in memory"))),
+            Some(file::ByteSize::Text(text)) => {
+                parse_size(text).map_err(|m| self.invalid(key, m.to_string()))
+            }
+        }
+    }
+
+    fn certs(&self, key: &str, path: &str) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+        keys::certificates(Path::new(path)).map_err(|m| self.invalid(key, m.to_string()))
+    }
+
+    fn key(&self, key: &str, path: &str) -> Result<SecretKey, ConfigError> {
+        keys::private_key(Path::new(path)).map_err(|m| self.invalid(key, m.to_string()))
+    }
+}
+
+impl Config {
+    /// Reads and validates the configuration file at `path`. `clock` decides which grants have
+    /// expired. Fails with the first problem found, naming the file and key.
+    pub fn load(path: &Path, clock: &dyn Clock) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        let file: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+            file: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Config::from_file(path, file, clock)
+    }
+
+    /// Validates an already parsed file; `path` is only used in error messages.
+    pub fn from_file(
+        path: &Path,
+        file: FileConfig,
+        clock: &dyn Clock,
+    ) -> Result<Config, ConfigError> {
+        let check = Checker { file: path };
+        let server = server(&check, &file.server)?;
+        let ledger = ledger(&check, &file.ledger)?;
+        let signing = signing(&check, &file.signing)?;
+        let trust_domains = trust_domains(&check, &file.trust_domain)?;
+        let known = |td: &str| trust_domains.iter().any(|t| t.name.as_str() == td);
+        let mut admin_ids = Vec::new();
+        for (i, id) in file.admin.spiffe_ids.iter().enumerate() {
+            let key = format!("admin.spiffe_ids[{i}]");
+            let id: SpiffeId = id
+                .parse()
+                .map_err(|e| check.invalid(&key, format!("`{id}`: {e}")))?;
+            if !known(id.trust_domain_name()) {
+                return Err(check.invalid(
+                    key,
+                    format!("unknown trust domain `{}`", id.trust_domain_name()),
+                ));
+            }
+            admin_ids.push(id);
+        }
+        let oidc_issuers = oidc::issuers(&check, &file.oidc_issuer)?;
+        let audit_path = match (&file.audit.path, &ledger.backend) {
+            (Some(path), _) => PathBuf::from(path),
+            (None, LedgerBackend::Redb(ledger)) => ledger.with_file_name("audit.log"),
+        };
+        let mut warnings = Vec::new();
+        let mut cx = grant::GrantContext {
+            today: today(clock),
+            known: &known,
+            issuers: &oidc_issuers,
+            warnings: &mut warnings,
+        };
+        let mut grants: Vec<Grant> = Vec::with_capacity(file.grant.len());
+        for (i, section) in file.grant.iter().enumerate() {
+            let grant = grant::build(&check, i, section, &mut cx)?;
+            if grants.iter().any(|g| g.name == grant.name) {
+                return Err(check.invalid(
+                    format!("grant[{i}].name"),
+                    format!("`{}` is used twice", grant.name),
+                ));
+            }
+            if grant.credentials.contains(&CredentialKind::X509) && signing.ca_cert.is_none() {
+                return Err(check.invalid(
+                    format!("grant[{i}].credentials"),
+                    "allows x509 but [signing] ca_cert and ca_key are not set",
+                ));
+            }
+            grants.push(grant);
+        }
+        Ok(Config {
+            source: path.to_path_buf(),
+            server,
+            ledger,
+            signing,
+            trust_domains,
+            oidc_issuers,
+            admin_ids,
+            audit_path,
+            grants,
+            warnings,
+        })
+    }
+}
+
+fn today(clock: &dyn Clock) -> time::Date {
+    time::OffsetDateTime::from_unix_timestamp(clock.unix_seconds())
+        .map(|t| t.date())
+        .unwrap_or(time::Date::MIN)
+}
+
+fn server(check: &Checker<'_>, s: &file::ServerSection) -> Result<ServerConfig, ConfigError> {
+    let grpc_addr = check.addr("server.grpc_addr", s.grpc_addr.as_deref(), "127.0.0.1:8443")?;
+    let http_addr = check.addr("server.http_addr", s.http_addr.as_deref(), "127.0.0.1:8444")?;
+    let issuer = s
+        .issuer
+        .clone()
+        .unwrap_or_else(|| format!("https://{http_addr}"));
+    if !issuer.starts_with("https://") || issuer.contains(['?', '#']) || issuer.ends_with('/') {
+        return Err(check.invalid(
+            "server.issuer",
+            format!("`{issuer}` must be an https URL with no query, fragment or trailing `/`"),
+        ));
+    }
+    let audience = s.audience.clone().unwrap_or_else(|| "tessera".to_owned());
+    if audience.is_empty() {
+        return Err(check.invalid("server.audience", "must not be empty"));
+    }
+    let tls_client_ca = match &s.tls_client_ca {
+        Some(path) => Some(check.certs("server.tls_client_ca", path)?),
+        None => None,
+    };
+    Ok(ServerConfig {
+        grpc_addr,
+        http_addr,
+        tls_cert_chain: check.certs("server.tls_cert", &s.tls_cert)?,
+        tls_key: check.key("server.tls_key", &s.tls_key)?,
+        tls_client_ca,
+        issuer,
+        audience,
+        max_in_flight: s
+            .max_in_flight
+            .unwrap_or(crate::limits::DEFAULT_MAX_IN_FLIGHT)
+            .max(1),
+        max_watchers: s
+            .max_watchers
+            .unwrap_or(crate::limits::DEFAULT_MAX_WATCHERS),
+        shutdown_grace: check.duration(
+            "server.shutdown_grace",
+            s.shutdown_grace.as_deref(),
+            Duration::from_secs(10),
+        )?,
+    })
+}
+
+fn ledger(check: &Checker<'_>, s: &file::LedgerSection) -> Result<LedgerConfig, ConfigError> {
+    let backend = match (&s.path, &s.url) {
+        (Some(path), None) => LedgerBackend::Redb(PathBuf::from(path)),
+        (None, None) => LedgerBackend::Redb(PathBuf::from("tessera-data/ledger.redb")),
+        (Some(_), Some(_)) => {
+            return Err(check.invalid("ledger", "set exactly one of `path` and `url`"));
+        }
+        (None, Some(_)) => {
+            return Err(check.invalid(
+                "ledger.url",
+                "the PostgreSQL ledger is not available in this version; use `path` (embedded redb)",
+            ));
+        }
+    };
+    Ok(LedgerConfig {
+        backend,
+        retain_expired: check.duration(
+            "ledger.retain_expired",
+            s.retain_expired.as_deref(),
+            Duration::from_secs(3600),
+        )?,
+        sweep_interval: check.duration(
+            "ledger.sweep_interval",
+            s.sweep_interval.as_deref(),
+            Duration::from_secs(60),
+        )?,
+        fsync: s.fsync.unwrap_or(true),
+        cache_size: check.size(
+            "ledger.cache_size",
+            s.cache_size.as_ref(),
+            DEFAULT_LEDGER_CACHE,
+        )?,
+    })
+}
+
+fn signing(check: &Checker<'_>, s: &file::SigningSection) -> Result<SigningConfig, ConfigError> {
+    let ca_cert = s
+        .ca_cert
+        .as_deref()
+        .map(|p| check.certs("signing.ca_cert", p))
+        .transpose()?;
+    let ca_key = s
+        .ca_key
+        .as_deref()
+        .map(|p| check.key("signing.ca_key", p))
+        .transpose()?;
+    if ca_cert.is_some() != ca_key.is_some() {
+        return Err(check.invalid("signing", "set both `ca_cert` and `ca_key`, or neither"));
+    }
+    Ok(SigningConfig {
+        jwt_key: check.key("signing.jwt_key", &s.jwt_key)?,
+        ca_cert,
+        ca_key,
+    })
+}
+
+fn trust_domains(
+    check: &Checker<'_>,
+    sections: &[file::TrustDomainSection],
+) -> Result<Vec<TrustDomainConfig>, ConfigError> {
+    let mut out: Vec<TrustDomainConfig> = Vec::new();
+    for (i, s) in sections.iter().enumerate() {
+        let key = |k: &str| format!("trust_domain[{i}].{k}");
+        let name: TrustDomain = s
+            .name
+            .parse()
+            .map_err(|e| check.invalid(key("name"), format!("`{}`: {e}", s.name)))?;
+        if out.iter().any(|t| t.name == name) {
+            return Err(check.invalid(
+                key("name"),
+                format!("trust domain `{name}` is listed twice"),
+            ));
+        }
+        if s.x509_bundle.is_none() && s.jwt_bundle.is_none() {
+            return Err(check.invalid(key("name"), "set `x509_bundle`, `jwt_bundle` or both"));
+        }
+        let x509_roots = match &s.x509_bundle {
+            Some(path) => check.certs(&key("x509_bundle"), path)?,
+            None => Vec::new(),
+        };
+        let jwt_keys = match &s.jwt_bundle {
+            Some(path) => keys::jwt_bundle(&PathBuf::from(path))
+                .map_err(|m| check.invalid(key("jwt_bundle"), m.to_string()))?,
+            None => Vec::new(),
+        };
+        out.push(TrustDomainConfig {
+            name,
+            x509_roots,
+            jwt_keys,
+        });
+    }
+    Ok(out)
+}
+
+mod grant;
+mod oidc;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations_in_each_unit() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("5 minutes").is_err());
+    }
+
+    #[test]
+    fn parses_sizes_as_bytes_or_with_a_unit() {
+        assert_eq!(parse_size("67108864"), Ok(64 << 20));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("512 KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert!(parse_size("64 megabytes").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("-1").is_err());
+    }
+}

@@ -1,0 +1,336 @@
+//! The issuing side of the flow, in one direction: authorize (attest → policy) → sign → record
+//! durably → reply. Transport-neutral: gRPC and HTTP call it and render its errors once
+//! ([`crate::refusal`]). An [`Issuer`] holds only what issuing needs.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tessera_core::attest::{AttestError, Attestation, Attestor, Evidence, Principal};
+use tessera_core::clock::SharedClock;
+use tessera_core::csr::VerifiedCsr;
+use tessera_core::domain::{CredentialKind, CredentialRecord, Status};
+use tessera_core::mint::{
+    JwtMinter, MintError, MintJwtParams, MintX509Params, MintedJwt, MintedX509, X509Minter,
+};
+use tessera_core::policy::{DecideParams, Decision, Policy, PolicyError};
+use tessera_core::request::CredentialRequest;
+use tessera_core::revocation::RevocationIndex;
+use tessera_ledger::{Ledger, LedgerError, RecordParams, ReplayGuard};
+
+use crate::audit::Audit;
+use crate::metrics::{IssuedLabels, Metrics};
+
+/// Why a credential was not issued.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error(transparent)]
+    Attest(#[from] AttestError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Mint(#[from] MintError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("no mint CA is configured ([signing] ca_cert): X.509-SVIDs cannot be issued")]
+    NoMintCa,
+}
+
+/// A caller that attested and a decision that allows its request: what signing needs.
+#[derive(Debug, Clone)]
+pub struct Authorized {
+    pub attestation: Attestation,
+    pub decision: Decision,
+}
+
+/// An X.509-SVID and the roots a verifier of it should trust.
+#[derive(Debug, Clone)]
+pub struct IssuedX509 {
+    pub minted: MintedX509,
+    /// DER roots of the workload's trust domain.
+    pub trust_bundle: Vec<Vec<u8>>,
+}
+
+/// Parameters of [`Issuer::new`].
+pub struct IssuerParts {
+    pub attestor: Arc<Attestor>,
+    pub policy: Policy,
+    pub jwt: Arc<JwtMinter>,
+    /// The X.509-SVID minter; `None` when no mint CA is configured.
+    pub x509: Option<Arc<X509Minter>>,
+    /// DER X.509 roots by trust domain name, returned as `trust_bundle`.
+    pub bundles: HashMap<String, Vec<Vec<u8>>>,
+    pub ledger: Arc<dyn Ledger>,
+    /// Told of every credential recorded (live counts per selector).
+    pub revocations: Arc<RevocationIndex>,
+    pub audit: Audit,
+    pub metrics: Arc<Metrics>,
+    pub clock: SharedClock,
+}
+
+impl fmt::Debug for IssuerParts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuerParts").finish_non_exhaustive()
+    }
+}
+
+/// Authorizes, signs and records credentials.
+pub struct Issuer {
+    parts: IssuerParts,
+}
+
+impl fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Issuer")
+            .field("policy", &self.parts.policy)
+            .field("ledger", &self.parts.ledger)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What was issued, for the ledger record and the log line.
+#[derive(Debug, Clone, Copy)]
+struct Issued<'a> {
+    kind: CredentialKind,
+    id: &'a str,
+    issued_at: i64,
+    expires_at: i64,
+}
+
+impl Issuer {
+    /// Assembles an issuer from its parts.
+    pub fn new(parts: IssuerParts) -> Self {
+        Issuer { parts }
+    }
+
+    /// Attests the caller by `evidence` and decides on `request` for a credential of `kind`.
+    /// Returns who the caller is and what policy allows; fails when the evidence does not
+    /// verify or no grant allows the request.
+    pub async fn authorize(
+        &self,
+        evidence: Evidence<'_>,
+        request: &CredentialRequest,
+        kind: CredentialKind,
+    ) -> Result<Authorized, IssueError> {
+        let now = self.parts.clock.unix_seconds();
+        let attestation = self.parts.attestor.attest(evidence, now).await?;
+        self.decide(attestation, request, kind, now)
+    }
+
+    /// Like [`Issuer::authorize`] for a token presented on its own (RFC 8693 `subject_token`).
+    pub async fn authorize_token(
+        &self,
+        token: &str,
+        request: &CredentialRequest,
+        kind: CredentialKind,
+    ) -> Result<Authorized, IssueError> {
+        let now = self.parts.clock.unix_seconds();
+        let attestation = self.parts.attestor.attest_token(token, now).await?;
+        self.decide(attestation, request, kind, now)
+    }
+
+    fn decide(
+        &self,
+        attestation: Attestation,
+        request: &CredentialRequest,
+        kind: CredentialKind,
+        now: i64,
+    ) -> Result<Authorized, IssueError> {
+        let decision = self.parts.policy.decide(DecideParams {
+            identity: &attestation.principal,
+            request,
+            kind,
+            now,
+        })?;
+        Ok(Authorized {
+            attestation,
+            decision,
+        })
+    }
+
+    /// Returns the TTL to mint with: the decision's, but never past the grant's end.
+    fn ttl(decision: &Decision, now: i64) -> Duration {
+        let left = u64::try_from(decision.grant.ends_at().saturating_sub(now)).unwrap_or_default();
+        decision.ttl.min(Duration::from_secs(left))
+    }
+
+    /// Mints a JWT: attest, decide, sign, record durably, and only then return it.
+    /// Fails with the first stage that refuses; nothing is returned unless it was recorded.
+    pub async fn mint_jwt(
+        &self,
+        evidence: Evidence<'_>,
+        request: &CredentialRequest,
+    ) -> Result<MintedJwt, IssueError> {
+        let authorized = self
+            .authorize(evidence, request, CredentialKind::Jwt)
+            .await?;
+        self.issue_jwt(authorized, request).await
+    }
+
+    /// Signs, records and returns a JWT for an `authorized` request (kind jwt). Fails when
+    /// signing fails or the record cannot be made durable; nothing unrecorded is returned.
+    pub async fn issue_jwt(
+        &self,
+        authorized: Authorized,
+        request: &CredentialRequest,
+    ) -> Result<MintedJwt, IssueError> {
+        let now = self.parts.clock.unix_seconds();
+        let minted = self.parts.jwt.mint(MintJwtParams {
+            workload: &authorized.decision.grant.workload,
+            destination: &request.destination,
+            purpose: &request.purpose,
+            ttl: Self::ttl(&authorized.decision, now),
+            now,
+            cnf_x5t_s256: authorized.attestation.cnf_x5t_s256.as_deref(),
+        })?;
+        let issued = Issued {
+            kind: CredentialKind::Jwt,
+            id: &minted.jti,
+            issued_at: minted.issued_at,
+            expires_at: minted.expires_at,
+        };
+        self.record(&authorized, request, issued).await?;
+        Ok(minted)
+    }
+
+    /// Signs an X.509-SVID for the key of `csr` once `authorized` (kind x509), records it
+    /// durably, then returns it with the trust bundle. Fails without a mint CA, when signing
+    /// fails, or when the record cannot be made durable.
+    pub async fn issue_x509(
+        &self,
+        authorized: Authorized,
+        request: &CredentialRequest,
+        csr: &VerifiedCsr,
+    ) -> Result<IssuedX509, IssueError> {
+        let minter = self.parts.x509.as_ref().ok_or(IssueError::NoMintCa)?;
+        let now = self.parts.clock.unix_seconds();
+        let grant = &authorized.decision.grant;
+        let minted = minter.mint(MintX509Params {
+            workload: &grant.workload,
+            destination: &request.destination,
+            purpose: &request.purpose,
+            csr,
+            ttl: Self::ttl(&authorized.decision, now),
+            now,
+        })?;
+        let issued = Issued {
+            kind: CredentialKind::X509,
+            id: &minted.serial_hex,
+            issued_at: minted.issued_at,
+            expires_at: minted.expires_at,
+        };
+        self.record(&authorized, request, issued).await?;
+        let trust_bundle = self
+            .parts
+            .bundles
+            .get(grant.workload.trust_domain_name())
+            .cloned()
+            .unwrap_or_default();
+        Ok(IssuedX509 {
+            minted,
+            trust_bundle,
+        })
+    }
+
+    /// Records an issued credential durably, then counts, audits and logs it (never the
+    /// credential itself). Fails when the ledger refuses or cannot commit.
+    async fn record(
+        &self,
+        authorized: &Authorized,
+        request: &CredentialRequest,
+        issued: Issued<'_>,
+    ) -> Result<(), IssueError> {
+        let Authorized {
+            attestation,
+            decision,
+        } = authorized;
+        let credential = credential_record(attestation, decision, request, issued);
+        let replay_guard = attestation.one_time.as_ref().map(|once| ReplayGuard {
+            key: replay_key(&once.key, request),
+            expires_at: once
+                .until
+                .saturating_add(tessera_core::attest::oidc::LEEWAY_SECS),
+        });
+        self.parts
+            .ledger
+            .record(RecordParams {
+                credential: credential.clone(),
+                replay_guard,
+            })
+            .await?;
+        self.parts.revocations.note_issued(&credential);
+        self.observe(&credential, &attestation.principal);
+        Ok(())
+    }
+
+    /// Counts, audits and logs one recorded credential.
+    fn observe(&self, credential: &CredentialRecord, caller: &Principal) {
+        let metrics = &self.parts.metrics;
+        let labels = IssuedLabels {
+            kind: credential.kind.as_str(),
+            destination: credential.destination.clone(),
+        };
+        metrics.issued.get_or_create(&labels).inc();
+        metrics.live_credentials.inc();
+        self.parts.audit.record(
+            "issued",
+            serde_json::json!({
+                "credential_id": credential.credential_id, "kind": credential.kind.as_str(),
+                "workload": credential.workload, "caller": caller.to_string(),
+                "evidence": credential.evidence_kind.as_str(), "destination": credential.destination,
+                "purpose": credential.purpose, "grant": credential.grant, "expires_at": credential.expires_at,
+            }),
+        );
+        tracing::info!(
+            credential_id = %credential.credential_id,
+            kind = credential.kind.as_str(),
+            workload = %credential.workload,
+            caller = %caller,
+            evidence = credential.evidence_kind.as_str(),
+            destination = %credential.destination,
+            purpose = %credential.purpose,
+            ttl = credential.expires_at - credential.issued_at,
+            grant = %credential.grant,
+            "credential issued"
+        );
+    }
+}
+
+/// Returns the ledger record of a credential issued under `decision` to the attested caller.
+fn credential_record(
+    attestation: &Attestation,
+    decision: &Decision,
+    request: &CredentialRequest,
+    issued: Issued<'_>,
+) -> CredentialRecord {
+    let grant = &decision.grant;
+    CredentialRecord {
+        credential_id: issued.id.to_owned(),
+        kind: issued.kind,
+        workload: grant.workload.to_string(),
+        owner: grant.owner.clone(),
+        destination: request.destination.clone(),
+        purpose: request.purpose.clone(),
+        grant: grant.name.clone(),
+        evidence_kind: attestation.evidence_kind,
+        evidence_hash: attestation.evidence_hash.clone(),
+        issued_at: issued.issued_at,
+        expires_at: issued.expires_at,
+        status: Status::Live,
+        ci: match &attestation.principal {
+            Principal::Ci(ci) => Some(ci.evidence()),
+            Principal::Spiffe(_) => None,
+        },
+    }
+}
+
+/// Returns the replay key of one-time evidence used for one destination and purpose:
+/// hex SHA-256 over the evidence's one-time key, destination and purpose, NUL-separated.
+fn replay_key(one_time_key: &str, request: &CredentialRequest) -> String {
+    let input = format!(
+        "{one_time_key}\0{}\0{}",
+        request.destination, request.purpose
+    );
+    tessera_core::attest::sha256_hex(input.as_bytes())
+}

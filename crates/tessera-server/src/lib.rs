@@ -1,0 +1,19 @@
+//! Tessera's server: the wire edge ([`api`]: gRPC and HTTPS), TLS ([`tls`]), the issuing and
+//! revoking handles ([`issuer`], [`revoker`]), wiring from configuration ([`config`],
+//! [`assemble`], [`server`]), the audit log and metrics. It sits on `tessera-core` (the flow)
+//! and `tessera-ledger` (storage); only this crate knows the wire types of `tessera-proto`.
+//!
+//! A request flows one way: `api` → [`refusal`] on failure, else `issuer` (attest → policy →
+//! mint → ledger) → reply.
+
+pub mod api;
+pub mod assemble;
+pub mod audit;
+pub mod config;
+pub mod issuer;
+pub mod limits;
+pub mod metrics;
+pub mod refusal;
+pub mod revoker;
+pub mod server;
+pub mod tls;

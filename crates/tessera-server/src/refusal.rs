@@ -1,0 +1,275 @@
+//! One place classifies why a request was not served. Every error a request can meet becomes a
+//! [`Refusal`]: a [`Class`] (invalid, unauthenticated, denied, not found, overloaded,
+//! unavailable, internal), what the caller is told, the OAuth error code it has on HTTP, and the
+//! internal cause that is logged but never returned. The gRPC status (`api::status`) and the
+//! OAuth JSON (`api::token`) only render a refusal; logging and the `tessera_refused` metric
+//! happen once, in [`Refusal::observe`].
+
+use tessera_core::attest::{AttestError, OidcError};
+use tessera_core::csr::CsrError;
+use tessera_core::mint::MintError;
+use tessera_core::policy::{AccessError, PolicyError};
+use tessera_core::request::RequestError;
+use tessera_ledger::LedgerError;
+
+use crate::issuer::IssueError;
+use crate::limits::Overloaded;
+use crate::metrics::Metrics;
+use crate::revoker::RevokeError;
+
+/// What kind of refusal: decides the gRPC code and the HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// The request is malformed (`INVALID_ARGUMENT`, HTTP 400).
+    Invalid,
+    /// No or bad evidence (`UNAUTHENTICATED`; HTTP 400 on `/token`, 401 elsewhere).
+    Unauthenticated,
+    /// Authenticated, but not allowed (`PERMISSION_DENIED`, HTTP 400 on `/token`).
+    Denied,
+    /// What the request names does not exist (`NOT_FOUND`).
+    NotFound,
+    /// At capacity: retry shortly (`RESOURCE_EXHAUSTED`, HTTP 503).
+    Overloaded,
+    /// A dependency is down: retry (`UNAVAILABLE`, HTTP 503).
+    Unavailable,
+    /// A fault of the broker (`INTERNAL`, HTTP 500).
+    Internal,
+}
+
+impl Class {
+    /// The `reason` label of `tessera_refused`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Invalid => "invalid",
+            Class::Unauthenticated => "unauthenticated",
+            Class::Denied => "denied",
+            Class::NotFound => "not_found",
+            Class::Overloaded => "overloaded",
+            Class::Unavailable => "unavailable",
+            Class::Internal => "internal",
+        }
+    }
+}
+
+/// The RFC 6749 / 8693 error code a refusal has when rendered as OAuth JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthCode {
+    InvalidRequest,
+    InvalidClient,
+    InvalidTarget,
+    InvalidScope,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    TemporarilyUnavailable,
+    ServerError,
+}
+
+impl OAuthCode {
+    /// The wire spelling, e.g. `invalid_target`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OAuthCode::InvalidRequest => "invalid_request",
+            OAuthCode::InvalidClient => "invalid_client",
+            OAuthCode::InvalidTarget => "invalid_target",
+            OAuthCode::InvalidScope => "invalid_scope",
+            OAuthCode::UnauthorizedClient => "unauthorized_client",
+            OAuthCode::UnsupportedGrantType => "unsupported_grant_type",
+            OAuthCode::TemporarilyUnavailable => "temporarily_unavailable",
+            OAuthCode::ServerError => "server_error",
+        }
+    }
+}
+
+/// A classified refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub class: Class,
+    pub oauth: OAuthCode,
+    /// What the caller is told: what it can fix, never an internal detail.
+    pub message: String,
+    /// The internal cause, logged at warn/error level; `None` when `message` says it all.
+    pub cause: Option<String>,
+}
+
+impl Refusal {
+    /// A refusal whose message is everything there is to say.
+    pub fn new(class: Class, oauth: OAuthCode, message: impl Into<String>) -> Self {
+        Refusal {
+            class,
+            oauth,
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// A malformed request, with the OAuth code that names the bad parameter.
+    pub fn invalid(oauth: OAuthCode, message: impl Into<String>) -> Self {
+        Refusal::new(Class::Invalid, oauth, message)
+    }
+
+    fn with_cause(mut self, cause: impl ToString) -> Self {
+        self.cause = Some(cause.to_string());
+        self
+    }
+
+    /// Logs the refusal (its cause, for the operator) and counts it, once.
+    pub fn observe(&self, metrics: &Metrics) {
+        metrics.refused(self.class.as_str());
+        match (&self.cause, self.class) {
+            (Some(cause), Class::Internal) => {
+                tracing::error!(cause = %cause, message = %self.message, "request failed")
+            }
+            (Some(cause), _) => {
+                tracing::warn!(cause = %cause, message = %self.message, "request refused")
+            }
+            (None, _) => {
+                tracing::debug!(class = self.class.as_str(), message = %self.message, "request refused")
+            }
+        }
+    }
+}
+
+impl From<&AttestError> for Refusal {
+    fn from(e: &AttestError) -> Self {
+        match e {
+            AttestError::Oidc(OidcError::KeysUnavailable { issuer, reason }) => Refusal::new(
+                Class::Unavailable,
+                OAuthCode::TemporarilyUnavailable,
+                format!("the keys of issuer `{issuer}` cannot be fetched now; retry shortly"),
+            )
+            .with_cause(reason),
+            AttestError::NoCredentials
+            | AttestError::MalformedAuthorization
+            | AttestError::JwtSvid(_)
+            | AttestError::X509Svid(_)
+            | AttestError::Oidc(_) => Refusal::new(
+                Class::Unauthenticated,
+                OAuthCode::InvalidRequest,
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<&PolicyError> for Refusal {
+    fn from(e: &PolicyError) -> Self {
+        let oauth = match e {
+            PolicyError::Purpose { .. } => OAuthCode::InvalidScope,
+            PolicyError::NoGrant { .. }
+            | PolicyError::Destination { .. }
+            | PolicyError::Kind { .. }
+            | PolicyError::GrantExpired { .. } => OAuthCode::InvalidTarget,
+        };
+        Refusal::new(Class::Denied, oauth, e.to_string())
+    }
+}
+
+impl From<&AccessError> for Refusal {
+    fn from(e: &AccessError) -> Self {
+        match e {
+            AccessError::CiToken { .. } => Refusal::new(
+                Class::Unauthenticated,
+                OAuthCode::InvalidClient,
+                e.to_string(),
+            ),
+            AccessError::NotAdmin { .. } | AccessError::NotHolder => {
+                Refusal::new(Class::Denied, OAuthCode::UnauthorizedClient, e.to_string())
+            }
+        }
+    }
+}
+
+impl From<&MintError> for Refusal {
+    fn from(e: &MintError) -> Self {
+        match e {
+            MintError::Key(_) | MintError::Sign | MintError::Random => {
+                Refusal::new(Class::Internal, OAuthCode::ServerError, "signing failed")
+            }
+            MintError::CaExpired(_) => Refusal::new(
+                Class::Unavailable,
+                OAuthCode::TemporarilyUnavailable,
+                "the mint CA has expired; the operator must renew it",
+            ),
+        }
+        .with_cause(e)
+    }
+}
+
+impl From<&LedgerError> for Refusal {
+    fn from(e: &LedgerError) -> Self {
+        match e {
+            LedgerError::BadRequest(m) => Refusal::invalid(OAuthCode::InvalidRequest, m.clone()),
+            LedgerError::Replay => Refusal::new(
+                Class::Unauthenticated,
+                OAuthCode::InvalidRequest,
+                "OIDC token refused: it was already exchanged for this destination and purpose",
+            ),
+            LedgerError::Closed => Refusal::new(
+                Class::Unavailable,
+                OAuthCode::TemporarilyUnavailable,
+                "the broker is shutting down; retry on another replica",
+            )
+            .with_cause(e),
+            LedgerError::Storage(_) | LedgerError::Corrupt(_) => Refusal::new(
+                Class::Unavailable,
+                OAuthCode::TemporarilyUnavailable,
+                "the ledger cannot be used now; retry shortly",
+            )
+            .with_cause(e),
+            LedgerError::Duplicate(_) => Refusal::new(
+                Class::Internal,
+                OAuthCode::ServerError,
+                "credential id collision; retry",
+            )
+            .with_cause(e),
+        }
+    }
+}
+
+impl From<&IssueError> for Refusal {
+    fn from(e: &IssueError) -> Self {
+        match e {
+            IssueError::Attest(e) => e.into(),
+            IssueError::Policy(e) => e.into(),
+            IssueError::Mint(e) => e.into(),
+            IssueError::Ledger(e) => e.into(),
+            IssueError::NoMintCa => {
+                Refusal::new(Class::Internal, OAuthCode::ServerError, e.to_string())
+            }
+        }
+    }
+}
+
+impl From<&RevokeError> for Refusal {
+    fn from(e: &RevokeError) -> Self {
+        match e {
+            RevokeError::NotFound(_) => {
+                Refusal::new(Class::NotFound, OAuthCode::InvalidRequest, e.to_string())
+            }
+            RevokeError::Ledger(e) => e.into(),
+            RevokeError::Random(e) => e.into(),
+        }
+    }
+}
+
+impl From<&RequestError> for Refusal {
+    fn from(e: &RequestError) -> Self {
+        Refusal::invalid(OAuthCode::InvalidRequest, e.to_string())
+    }
+}
+
+impl From<&CsrError> for Refusal {
+    fn from(e: &CsrError) -> Self {
+        Refusal::invalid(OAuthCode::InvalidRequest, e.to_string())
+    }
+}
+
+impl From<Overloaded> for Refusal {
+    fn from(e: Overloaded) -> Self {
+        Refusal::new(
+            Class::Overloaded,
+            OAuthCode::TemporarilyUnavailable,
+            e.to_string(),
+        )
+    }
+}

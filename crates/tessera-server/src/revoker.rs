@@ -1,0 +1,279 @@
+//! The revocation side: rebuild the index at start, follow committed rules, answer a
+//! credential's status, revoke, serve the CRL, and decide what the ledger may forget. A
+//! [`Revoker`] holds only what revocation needs.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tessera_core::clock::SharedClock;
+use tessera_core::domain::{CredentialRecord, NewRule, RevocationRule, Selector, Status};
+use tessera_core::mint::crl::CRL_VALIDITY_SECS;
+use tessera_core::mint::{CrlCache, CrlParams, MintError, X509Minter};
+use tessera_core::policy::MAX_GRANT_TTL;
+use tessera_core::revocation::RevocationIndex;
+use tessera_ledger::{Ledger, LedgerError, SweepParams};
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::Audit;
+use crate::metrics::Metrics;
+
+/// Why a revoke did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    #[error("no credential has id `{0}`")]
+    NotFound(String),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Random(#[from] MintError),
+}
+
+/// Parameters of [`Revoker::revoke`].
+#[derive(Debug, Clone)]
+pub struct RevokeParams {
+    pub selector: Selector,
+    pub value: String,
+    pub reason: String,
+    /// Who asked (for the rule and the audit trail).
+    pub revoked_by: String,
+}
+
+/// What a revoke did.
+#[derive(Debug, Clone)]
+pub struct RevokeOutcome {
+    pub rule: RevocationRule,
+    /// Live credentials matching the selector when the rule took effect.
+    pub covered: u64,
+}
+
+/// Parameters of [`Revoker::new`].
+pub struct RevokerParts {
+    pub ledger: Arc<dyn Ledger>,
+    pub revocations: Arc<RevocationIndex>,
+    /// The mint CA's signer, for the CRL; `None` without a mint CA.
+    pub x509: Option<Arc<X509Minter>>,
+    pub audit: Audit,
+    pub metrics: Arc<Metrics>,
+    pub clock: SharedClock,
+}
+
+impl fmt::Debug for RevokerParts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RevokerParts").finish_non_exhaustive()
+    }
+}
+
+/// Revokes credentials by rule and answers what is revoked.
+pub struct Revoker {
+    parts: RevokerParts,
+    crl: CrlCache,
+}
+
+impl fmt::Debug for Revoker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Revoker")
+            .field("rules", &self.parts.revocations.rule_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Revoker {
+    /// Assembles a revoker from its parts.
+    pub fn new(parts: RevokerParts) -> Self {
+        Revoker {
+            parts,
+            crl: CrlCache::default(),
+        }
+    }
+
+    /// Rebuilds the revocation index from the ledger: every stored rule, the persisted live
+    /// counts, and the X.509 credentials the CRL may still list. Reads no JWT record, so its
+    /// cost grows with distinct selector values times expiry minutes, not with credentials.
+    /// Fails when the ledger cannot be read.
+    pub async fn restore(&self) -> Result<(), LedgerError> {
+        let started = std::time::Instant::now();
+        let ledger = &self.parts.ledger;
+        let index = &self.parts.revocations;
+        for rule in ledger.rules().await? {
+            index.apply(&rule);
+        }
+        let now = self.parts.clock.unix_seconds();
+        let counts = ledger.live_counts(now).await?;
+        let live = counts.total(now);
+        let buckets = counts.buckets();
+        let x509 = ledger
+            .x509_records(now.saturating_sub(CRL_VALIDITY_SECS))
+            .await?;
+        index.restore(counts, &x509);
+        Metrics::set_count(&self.parts.metrics.live_credentials, live);
+        Metrics::set_count(
+            &self.parts.metrics.revocation_rules,
+            index.rule_count() as u64,
+        );
+        tracing::info!(
+            live,
+            buckets,
+            x509 = x509.len(),
+            elapsed_ms = started.elapsed().as_millis(),
+            "revocation index restored from the ledger"
+        );
+        Ok(())
+    }
+
+    /// Applies every rule the ledger commits to the index until `stopping` fires or the ledger
+    /// stops publishing. A Revoke whose caller went away after the commit is still enforced
+    /// this way; a lagging subscription reloads every rule.
+    pub async fn follow_rules(self: Arc<Self>, stopping: CancellationToken) {
+        let mut events = self.parts.ledger.subscribe();
+        let index = &self.parts.revocations;
+        loop {
+            let received = tokio::select! {
+                () = stopping.cancelled() => return,
+                received = events.recv() => received,
+            };
+            match received {
+                Ok(event) => {
+                    if let Some(rule) = &event.revocation {
+                        index.apply(rule);
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    match self.parts.ledger.rules().await {
+                        Ok(rules) => rules.iter().for_each(|r| index.apply(r)),
+                        Err(e) => tracing::error!(error = %e, "reloading revocation rules failed"),
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Returns the status of `record` now: revoked if a rule covers it, else expired or live.
+    pub fn status_of(&self, record: &CredentialRecord) -> Status {
+        if self.parts.revocations.revoked_by(record).is_some() {
+            return Status::Revoked;
+        }
+        record.status_at(self.parts.clock.unix_seconds())
+    }
+
+    /// Revokes every credential `p.selector` selects that was issued up to now: the rule is
+    /// durable and enforced before this returns, at the same cost however many it covers.
+    /// Fails with `NotFound` for an unknown credential id, or when the ledger cannot store it.
+    pub async fn revoke(&self, p: RevokeParams) -> Result<RevokeOutcome, RevokeError> {
+        let now = self.parts.clock.unix_seconds();
+        let covered = match p.selector {
+            Selector::CredentialId => {
+                let record = self
+                    .parts
+                    .ledger
+                    .get(&p.value)
+                    .await?
+                    .ok_or_else(|| RevokeError::NotFound(p.value.clone()))?;
+                u64::from(self.status_of(&record) == Status::Live)
+            }
+            selector => self.parts.revocations.live_count(selector, &p.value, now),
+        };
+        let rule = self
+            .parts
+            .ledger
+            .add_rule(NewRule {
+                revocation_id: tessera_core::mint::random_hex::<16>()?,
+                selector: p.selector,
+                value: p.value,
+                effective_at: now,
+                reason: p.reason,
+                revoked_by: p.revoked_by,
+            })
+            .await?;
+        self.parts.revocations.apply(&rule);
+        self.observe(&rule, covered);
+        Ok(RevokeOutcome { rule, covered })
+    }
+
+    /// Counts, audits and logs a rule now in force.
+    fn observe(&self, rule: &RevocationRule, covered: u64) {
+        Metrics::set_count(
+            &self.parts.metrics.revocation_rules,
+            self.parts.revocations.rule_count() as u64,
+        );
+        self.parts.audit.record(
+            "revoked",
+            serde_json::json!({
+                "revocation_id": rule.rule.revocation_id, "selector": rule.rule.selector.as_str(),
+                "value": rule.rule.value, "reason": rule.rule.reason, "by": rule.rule.revoked_by,
+                "sequence": rule.sequence, "covered": covered,
+            }),
+        );
+        tracing::info!(
+            revocation_id = %rule.rule.revocation_id,
+            selector = rule.rule.selector.as_str(),
+            value = %rule.rule.value,
+            sequence = rule.sequence,
+            covered,
+            by = %rule.rule.revoked_by,
+            reason = %rule.rule.reason,
+            "revocation rule in force"
+        );
+    }
+
+    /// Returns the DER CRL of the mint CA, or `None` when no mint CA is configured. Fails when
+    /// the CA cannot sign it.
+    pub fn crl(&self) -> Option<Result<Bytes, MintError>> {
+        let minter = self.parts.x509.as_deref()?;
+        let index = &self.parts.revocations;
+        let now = self.parts.clock.unix_seconds();
+        let revoked = || index.revoked_serials(now);
+        Some(self.crl.current(CrlParams {
+            minter,
+            now,
+            revision: index.revision(),
+            revoked: &revoked,
+        }))
+    }
+
+    /// Records `expired` events for credentials whose expiry passed; returns how many.
+    pub async fn expire(&self) -> Result<u64, LedgerError> {
+        let n = self
+            .parts
+            .ledger
+            .expire(self.parts.clock.unix_seconds())
+            .await?;
+        self.parts
+            .metrics
+            .live_credentials
+            .dec_by(i64::try_from(n).unwrap_or(0));
+        Ok(n)
+    }
+
+    /// Deletes from the ledger what `params` (from [`Revoker::forget`]) allows; returns how many
+    /// records were deleted.
+    pub async fn sweep(&self, params: SweepParams) -> Result<u64, LedgerError> {
+        self.parts.ledger.sweep(params).await
+    }
+
+    /// Drops rules from the index once nothing they could cover is valid or on the CRL, and
+    /// returns what the ledger may forget now: records and events older than `retain` (but no
+    /// event older than a rule still in force), those dead rules, at most `limit` records a call.
+    pub fn forget(&self, retain_secs: i64, limit: usize) -> SweepParams {
+        let now = self.parts.clock.unix_seconds();
+        let max_ttl = i64::try_from(MAX_GRANT_TTL.as_secs()).unwrap_or(i64::MAX);
+        // Everything a rule could cover has expired and left the CRL (plus a minute of skew).
+        let rules_before = now
+            .saturating_sub(max_ttl)
+            .saturating_sub(CRL_VALIDITY_SECS)
+            .saturating_sub(60);
+        self.parts.revocations.prune(rules_before, now);
+        Metrics::set_count(
+            &self.parts.metrics.revocation_rules,
+            self.parts.revocations.rule_count() as u64,
+        );
+        // Events (revocations included) are kept at least as long as the rules they announce,
+        // so a relying party that resumes late still learns every rule in force.
+        SweepParams {
+            expired_before: now.saturating_sub(retain_secs).min(rules_before),
+            rules_before,
+            limit,
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! Wiring: builds the broker from a [`Config`], binds both TLS listeners, serves gRPC (broker,
+//! health, reflection) and HTTPS, sweeps the ledger, and shuts down gracefully: stop accepting,
+//! finish in-flight requests, flush the ledger.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tessera_core::clock::SharedClock;
+use tessera_ledger::{Ledger, LedgerError, RedbLedger, RedbOptions};
+use tessera_proto as proto;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::admin::AdminService;
+use crate::api::grpc::BrokerService;
+use crate::api::http::{HttpParts, router};
+use crate::api::introspect::IntrospectEndpoint;
+use crate::api::token::TokenEndpoint;
+use crate::api::watch::Watches;
+use crate::assemble::{AssembleError, Services};
+use crate::config::{Config, LedgerBackend};
+use crate::metrics::Metrics;
+use crate::revoker::Revoker;
+use crate::tls::{self, AcceptParams, ServerConfigParams, TlsConn};
+
+/// Largest gRPC request accepted, in bytes.
+pub const MAX_GRPC_MESSAGE: usize = 64 * 1024;
+/// Longest a gRPC request may take before it is cancelled.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Assemble(#[from] AssembleError),
+    #[error("{what} failed: {source}")]
+    Task {
+        what: &'static str,
+        source: tokio::task::JoinError,
+    },
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("ledger: {0}")]
+    Ledger(#[from] LedgerError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl ServerHandle {
+    /// Returns the bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// Returns the bound HTTPS address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Returns a token that starts a graceful shutdown when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Starts a graceful shutdown and waits for it to finish.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the server has stopped (after a shutdown) and the ledger is flushed.
+    pub async fn wait(self) -> Result<(), ServerError> {
+        self.task.await.map_err(|source| ServerError::Task {
+            what: "the server task",
+            source,
+        })?
+    }
+}
+
+/// Opens the configured ledger, recording into `metrics`. Fails when it cannot be opened.
+async fn open_ledger(config: &Config, metrics: &Metrics) -> Result<Arc<dyn Ledger>, ServerError> {
+    match &config.ledger.backend {
+        LedgerBackend::Redb(path) => {
+            let path = path.clone();
+            let options = RedbOptions {
+                durable: config.ledger.fsync,
+                cache_size: config.ledger.cache_size,
+                metrics: metrics.ledger.clone(),
+                ..RedbOptions::default()
+            };
+            if !options.durable {
+                tracing::warn!(
+                    "[ledger] fsync = false: credentials are handed out before they are durable \
+                     (for benchmarks only)"
+                );
+            }
+            let ledger = tokio::task::spawn_blocking(move || RedbLedger::open(&path, options))
+                .await
+                .map_err(|source| ServerError::Task {
+                    what: "opening the ledger",
+                    source,
+                })??;
+            Ok(Arc::new(ledger))
+        }
+    }
+}
+
+/// Binds `addr`; returns the listener and the address it is bound to (the port, for `:0`).
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let bind_error = |source| ServerError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, bound))
+}
+
+/// Starts the server described by `config`; returns once both listeners are bound and the
+/// ledger is open. Fails when a listener cannot bind, the ledger cannot open, or TLS material
+/// is unusable.
+pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, ServerError> {
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let metrics = Arc::new(Metrics::new());
+    let ledger = open_ledger(&config, &metrics).await?;
+    let services = crate::assemble::services(&config, ledger, metrics, clock)?;
+    services.revoker.restore().await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(Arc::clone(&services.revoker).follow_rules(shutdown.clone()));
+    let tls_for = |alpn: &[&[u8]]| {
+        tls::server_config(ServerConfigParams {
+            cert_chain: &config.server.tls_cert_chain,
+            key: &config.server.tls_key,
+            verifier: services.attestor.x509(),
+            alpn,
+        })
+    };
+    let grpc_tls = TlsAcceptor::from(tls_for(&[b"h2"])?);
+    let http_tls = TlsAcceptor::from(tls_for(&[b"h2", b"http/1.1"])?);
+    let (grpc_listener, grpc_addr) = bind(config.server.grpc_addr).await?;
+    let (http_listener, http_addr) = bind(config.server.http_addr).await?;
+    let accept = |acceptor| AcceptParams {
+        acceptor,
+        verifier: Arc::clone(services.attestor.x509()),
+        clock: Arc::clone(&services.clock),
+        shutdown: shutdown.clone(),
+    };
+    let grpc_conns = tls::accept(grpc_listener, accept(grpc_tls));
+    let http_conns = tls::accept(http_listener, accept(http_tls));
+    let ready = Arc::new(AtomicBool::new(false));
+    let http_router = router(http_parts(&services, &config, Arc::clone(&ready)));
+    let grpc = tokio::spawn(serve_grpc(
+        grpc_services(&services, &shutdown),
+        grpc_conns,
+        shutdown.clone(),
+    ));
+    let http = tokio::spawn(serve_http(http_router, http_conns, shutdown.clone()));
+    let sweeper = tokio::spawn(sweep(
+        Arc::clone(&services.revoker),
+        config.ledger.retain_expired,
+        config.ledger.sweep_interval,
+        shutdown.clone(),
+    ));
+    ready.store(true, Ordering::Release);
+    tracing::info!(%grpc_addr, %http_addr, issuer = %config.server.issuer, config = %config.source.display(), "tessera serving");
+    let grace = config.server.shutdown_grace;
+    let token = shutdown.clone();
+    let (ledger, audit) = (Arc::clone(&services.ledger), services.audit.clone());
+    let task = tokio::spawn(async move {
+        token.cancelled().await;
+        ready.store(false, Ordering::Release);
+        tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        let drained = tokio::time::timeout(grace, async { (grpc.await, http.await) }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                ?grace,
+                "in-flight requests did not finish within the grace period"
+            );
+        }
+        sweeper.abort();
+        ledger.close().await?;
+        let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
+        tracing::info!("ledger flushed; stopped");
+        match drained {
+            Ok((Ok(Err(e)), _)) => Err(e),
+            _ => Ok(()),
+        }
+    });
+    Ok(ServerHandle {
+        grpc_addr,
+        http_addr,
+        shutdown,
+        task,
+    })
+}
+
+/// Returns what the HTTPS router serves, each endpoint with only what it uses.
+fn http_parts(s: &Services, config: &Config, ready: Arc<AtomicBool>) -> HttpParts {
+    HttpParts {
+        token: TokenEndpoint {
+            issuer: Arc::clone(&s.issuer),
+            limits: s.limits.clone(),
+            audit: s.audit.clone(),
+            metrics: Arc::clone(&s.metrics),
+        },
+        introspect: IntrospectEndpoint {
+            callers: s.callers.clone(),
+            jwt: Arc::clone(&s.jwt),
+            ledger: Arc::clone(&s.ledger),
+            revoker: Arc::clone(&s.revoker),
+            metrics: Arc::clone(&s.metrics),
+            clock: Arc::clone(&s.clock),
+        },
+        revoker: Arc::clone(&s.revoker),
+        jwt: Arc::clone(&s.jwt),
+        issuer: config.server.issuer.clone(),
+        metrics: Arc::clone(&s.metrics),
+        ready,
+    }
+}
+
+/// Returns the Broker and Admin gRPC services, each with only what it uses.
+fn grpc_services(s: &Services, shutdown: &CancellationToken) -> (BrokerService, AdminService) {
+    let watches = Watches {
+        limits: s.limits.clone(),
+        ledger: Arc::clone(&s.ledger),
+        stopping: shutdown.clone(),
+        metrics: Arc::clone(&s.metrics),
+    };
+    let broker = BrokerService {
+        issuer: Arc::clone(&s.issuer),
+        callers: s.callers.clone(),
+        watches: watches.clone(),
+        limits: s.limits.clone(),
+        audit: s.audit.clone(),
+        metrics: Arc::clone(&s.metrics),
+    };
+    let admin = AdminService {
+        callers: s.callers.clone(),
+        revoker: Arc::clone(&s.revoker),
+        ledger: Arc::clone(&s.ledger),
+        watches,
+        metrics: Arc::clone(&s.metrics),
+    };
+    (broker, admin)
+}
+
+async fn serve_grpc(
+    (broker, admin): (BrokerService, AdminService),
+    conns: tokio::sync::mpsc::Receiver<std::io::Result<TlsConn>>,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<proto::broker_server::BrokerServer<BrokerService>>()
+        .await;
+    health
+        .set_serving::<proto::admin_server::AdminServer<AdminService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    // Requests are small (a CSR is at most 16 KiB); nothing needs tonic's 4 MiB default.
+    let admin_service =
+        proto::admin_server::AdminServer::new(admin).max_decoding_message_size(MAX_GRPC_MESSAGE);
+    let broker_service =
+        proto::broker_server::BrokerServer::new(broker).max_decoding_message_size(MAX_GRPC_MESSAGE);
+    tonic::transport::Server::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .concurrency_limit_per_connection(256)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(broker_service)
+        .add_service(admin_service)
+        .serve_with_incoming_shutdown(ReceiverStream::new(conns), shutdown.cancelled_owned())
+        .await?;
+    Ok(())
+}
+
+async fn serve_http(
+    router: axum::Router,
+    mut conns: tokio::sync::mpsc::Receiver<std::io::Result<TlsConn>>,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // A timer enables hyper's header-read timeout (slow clients cannot hold connections).
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    builder.http2().timer(hyper_util::rt::TokioTimer::new());
+    loop {
+        let conn = tokio::select! {
+            () = shutdown.cancelled() => break,
+            conn = conns.recv() => match conn {
+                Some(Ok(conn)) => conn,
+                Some(Err(_)) => continue,
+                None => break,
+            },
+        };
+        let service = router.clone().layer(axum::Extension(conn.info().clone()));
+        let connection =
+            builder.serve_connection(TokioIo::new(conn), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Records swept per write transaction.
+const SWEEP_BATCH: usize = 10_000;
+/// How often `expired` events are recorded.
+const EXPIRE_EVERY: Duration = Duration::from_secs(5);
+
+/// Records `expired` events every [`EXPIRE_EVERY`], and every `every` sweeps expired records,
+/// old events and dead rules from the ledger and the revocation index.
+async fn sweep(
+    revoker: Arc<Revoker>,
+    retain: Duration,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut expire_tick = tokio::time::interval(EXPIRE_EVERY);
+    let mut sweep_tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+    let retain = i64::try_from(retain.as_secs()).unwrap_or(i64::MAX);
+    loop {
+        let sweep_now = tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = expire_tick.tick() => false,
+            _ = sweep_tick.tick() => true,
+        };
+        if let Err(e) = revoker.expire().await {
+            tracing::warn!(error = %e, "recording expiries failed");
+        }
+        if sweep_now {
+            sweep_ledger(&revoker, retain).await;
+        }
+    }
+}
+
+/// Deletes what the revoker says the ledger may forget, in batches until the backlog is gone,
+/// bounded so one sweep cannot run forever.
+async fn sweep_ledger(revoker: &Revoker, retain: i64) {
+    let params = revoker.forget(retain, SWEEP_BATCH);
+    for _ in 0..100 {
+        match revoker.sweep(params).await {
+            Ok(n) if (n as usize) < SWEEP_BATCH => break,
+            Ok(n) => tracing::info!(swept = n, "expired credentials swept from the ledger"),
+            Err(e) => {
+                tracing::warn!(error = %e, "ledger sweep failed");
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! TLS for both listeners: our own rustls `ServerConfig` (aws-lc-rs provider) that requests,
+//! but does not require, a client certificate. The handshake only proves the client holds the
+//! key of the certificate it sent; the certificate is then verified as an X509-SVID once per
+//! connection ([`tessera_core::attest::X509SvidVerifier`]) and the outcome travels with the connection,
+//! so a refused SVID gets an error message that says why.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+use tessera_core::attest::{X509Peer, X509SvidError, X509SvidVerifier};
+use tessera_core::clock::SharedClock;
+use tessera_core::keys::SecretKey;
+
+/// TLS handshakes in progress at once, per listener.
+pub const MAX_HANDSHAKES: usize = 1024;
+/// How long a TLS handshake may take before the connection is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// What the transport knows about the caller, attached to every request on the connection.
+#[derive(Debug, Clone, Default)]
+pub struct PeerInfo {
+    pub remote_addr: Option<SocketAddr>,
+    /// The outcome of verifying the client certificate, if one was presented.
+    pub x509: Option<Arc<Result<X509Peer, X509SvidError>>>,
+}
+
+/// Requests client certificates, accepts any whose handshake signature verifies, and leaves
+/// path validation and SPIFFE rules to the per-connection check.
+#[derive(Debug)]
+struct RequestClientCert {
+    hints: Vec<DistinguishedName>,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for RequestClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+/// Parameters of [`server_config`].
+#[derive(Debug)]
+pub struct ServerConfigParams<'a> {
+    pub cert_chain: &'a [CertificateDer<'static>],
+    pub key: &'a SecretKey,
+    pub verifier: &'a X509SvidVerifier,
+    pub alpn: &'a [&'a [u8]],
+}
+
+/// Builds a rustls server config with the aws-lc-rs provider. Fails when the certificate and key
+/// do not match or the key type is unsupported.
+pub fn server_config(p: ServerConfigParams<'_>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = RequestClientCert {
+        hints: p
+            .verifier
+            .root_subjects()
+            .iter()
+            .map(|s| DistinguishedName::in_sequence(s))
+            .collect(),
+        algs: provider.signature_verification_algorithms,
+    };
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_single_cert(p.cert_chain.to_vec(), p.key.to_rustls())?;
+    config.alpn_protocols = p.alpn.iter().map(|a| a.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// A server-side TLS connection with what was learned about its peer.
+#[derive(Debug)]
+pub struct TlsConn {
+    inner: TlsStream<TcpStream>,
+    info: PeerInfo,
+}
+
+impl TlsConn {
+    /// Returns what is known about the peer.
+    pub fn info(&self) -> &PeerInfo {
+        &self.info
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+impl tonic::transport::server::Connected for TlsConn {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        self.info.clone()
+    }
+}
+
+/// Parameters of [`accept`].
+#[derive(Clone)]
+pub struct AcceptParams {
+    pub acceptor: TlsAcceptor,
+    /// Verifies each connection's client certificate as an X509-SVID, once.
+    pub verifier: Arc<X509SvidVerifier>,
+    pub clock: SharedClock,
+    pub shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for AcceptParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcceptParams").finish_non_exhaustive()
+    }
+}
+
+/// Accepts connections on `listener` until `shutdown` fires, completing TLS handshakes
+/// concurrently; returns a receiver of ready connections. Failed handshakes are logged at debug
+/// level and dropped; they never stop the loop.
+pub fn accept(
+    listener: TcpListener,
+    p: AcceptParams,
+) -> mpsc::Receiver<Result<TlsConn, io::Error>> {
+    let (tx, rx) = mpsc::channel(256);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    tokio::spawn(async move {
+        loop {
+            let (tcp, remote) = tokio::select! {
+                () = p.shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            // At most MAX_HANDSHAKES at once; past that, accepting waits (TCP backpressure).
+            let Ok(permit) = Arc::clone(&handshakes).acquire_owned().await else {
+                break;
+            };
+            let tx = tx.clone();
+            let p = p.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let _ = tcp.set_nodelay(true);
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, p.acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let info = peer_info(&stream, remote, &p);
+                        let _ = tx
+                            .send(Ok(TlsConn {
+                                inner: stream,
+                                info,
+                            }))
+                            .await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    rx
+}
+
+fn peer_info(stream: &TlsStream<TcpStream>, remote: SocketAddr, p: &AcceptParams) -> PeerInfo {
+    let x509 = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .filter(|c| !c.is_empty())
+        .map(|chain| {
+            let result = p.verifier.verify(chain, p.clock.unix_seconds());
+            if let Err(e) = &result {
+                tracing::debug!(%remote, error = %e, "client certificate is not a valid X509-SVID");
+            }
+            Arc::new(result)
+        });
+    PeerInfo {
+        remote_addr: Some(remote),
+        x509,
+    }
+}
