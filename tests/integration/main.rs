@@ -13,6 +13,7 @@ mod config;
 mod durability;
 mod http;
 mod issuer;
+mod layout;
 mod loadgen;
 mod mint;
 mod refusals;

@@ -155,19 +155,6 @@ impl Issuer {
         decision.ttl.min(Duration::from_secs(left))
     }
 
-    /// Mints a JWT: attest, decide, sign, record durably, and only then return it.
-    /// Fails with the first stage that refuses; nothing is returned unless it was recorded.
-    pub async fn mint_jwt(
-        &self,
-        evidence: Evidence<'_>,
-        request: &CredentialRequest,
-    ) -> Result<MintedJwt, IssueError> {
-        let authorized = self
-            .authorize(evidence, request, CredentialKind::Jwt)
-            .await?;
-        self.issue_jwt(authorized, request).await
-    }
-
     /// Signs, records and returns a JWT for an `authorized` request (kind jwt). Fails when
     /// signing fails or the record cannot be made durable; nothing unrecorded is returned.
     pub async fn issue_jwt(

@@ -74,11 +74,32 @@ pub(super) fn decode_record(
         .map_err(|what| LedgerError::Corrupt(format!("credential {credential_id}: {what}")))
 }
 
-fn decode_record_fields(credential_id: &str, bytes: &[u8]) -> Result<CredentialRecord, String> {
+/// What is wrong with stored bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum DecodeError {
+    #[error("truncated at byte {0}")]
+    Truncated(usize),
+    #[error("string length too long at byte {0}")]
+    LengthTooLong(usize),
+    #[error("a string is not UTF-8")]
+    NotUtf8,
+    #[error("{0} trailing bytes")]
+    Trailing(usize),
+    #[error("unknown {field} {value}")]
+    Unknown { field: &'static str, value: u8 },
+}
+
+fn decode_record_fields(
+    credential_id: &str,
+    bytes: &[u8],
+) -> Result<CredentialRecord, DecodeError> {
     let mut r = Reader { bytes, pos: 0 };
     let tag = r.u8()?;
     if tag != RECORD_TAG {
-        return Err(format!("unknown record encoding {tag}"));
+        return Err(DecodeError::Unknown {
+            field: "record encoding",
+            value: tag,
+        });
     }
     let (kind, evidence, status, flags) = (r.u8()?, r.u8()?, r.u8()?, r.u8()?);
     let issued_at = r.i64()?;
@@ -109,7 +130,12 @@ fn decode_record_fields(credential_id: &str, bytes: &[u8]) -> Result<CredentialR
         kind: match kind {
             0 => CredentialKind::Jwt,
             1 => CredentialKind::X509,
-            other => return Err(format!("unknown kind {other}")),
+            other => {
+                return Err(DecodeError::Unknown {
+                    field: "kind",
+                    value: other,
+                });
+            }
         },
         workload,
         owner,
@@ -120,7 +146,12 @@ fn decode_record_fields(credential_id: &str, bytes: &[u8]) -> Result<CredentialR
             0 => EvidenceKind::X509Svid,
             1 => EvidenceKind::JwtSvid,
             2 => EvidenceKind::Oidc,
-            other => return Err(format!("unknown evidence kind {other}")),
+            other => {
+                return Err(DecodeError::Unknown {
+                    field: "evidence kind",
+                    value: other,
+                });
+            }
         },
         evidence_hash,
         issued_at,
@@ -129,7 +160,12 @@ fn decode_record_fields(credential_id: &str, bytes: &[u8]) -> Result<CredentialR
             0 => Status::Live,
             1 => Status::Revoked,
             2 => Status::Expired,
-            other => return Err(format!("unknown status {other}")),
+            other => {
+                return Err(DecodeError::Unknown {
+                    field: "status",
+                    value: other,
+                });
+            }
         },
         ci,
     })
@@ -173,22 +209,29 @@ pub(super) fn event_at(sequence: u64, bytes: &[u8]) -> Result<i64, LedgerError> 
 /// Returns the event stored as `bytes`. Fails with `Corrupt` (naming the sequence) when the
 /// bytes are not an event of this encoding.
 pub(super) fn decode_event(sequence: u64, bytes: &[u8]) -> Result<StoredEvent, LedgerError> {
-    let corrupt = |what: String| LedgerError::Corrupt(format!("event {sequence}: {what}"));
+    let corrupt = |what: &dyn std::fmt::Display| {
+        LedgerError::Corrupt(format!("event {sequence}: {what}"))
+    };
     let mut r = Reader { bytes, pos: 0 };
-    let code = r.u8().map_err(corrupt)?;
-    let at = r.i64().map_err(corrupt)?;
+    let code = r.u8().map_err(|e| corrupt(&e))?;
+    let at = r.i64().map_err(|e| corrupt(&e))?;
     let payload = r.rest();
     let kind = match code {
         0 => EventKind::Issued,
         1 => EventKind::Revoked,
         2 => EventKind::Expired,
-        other => return Err(corrupt(format!("unknown kind {other}"))),
+        other => {
+            return Err(corrupt(&DecodeError::Unknown {
+                field: "event kind",
+                value: other,
+            }));
+        }
     };
     if kind == EventKind::Revoked {
-        let rule = serde_json::from_slice(payload).map_err(|e| corrupt(e.to_string()))?;
+        let rule = serde_json::from_slice(payload).map_err(|e| corrupt(&e))?;
         return Ok(StoredEvent::Revoked(at, Box::new(rule)));
     }
-    let id = std::str::from_utf8(payload).map_err(|e| corrupt(e.to_string()))?;
+    let id = std::str::from_utf8(payload).map_err(|e| corrupt(&e))?;
     Ok(StoredEvent::Credential(kind, at, id.to_owned()))
 }
 
@@ -258,38 +301,38 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let end = self
             .pos
             .checked_add(n)
             .filter(|end| *end <= self.bytes.len())
-            .ok_or_else(|| format!("truncated at byte {}", self.pos))?;
+            .ok_or(DecodeError::Truncated(self.pos))?;
         let out = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(out)
     }
 
-    fn u8(&mut self) -> Result<u8, String> {
+    fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
 
-    fn i64(&mut self) -> Result<i64, String> {
+    fn i64(&mut self) -> Result<i64, DecodeError> {
         let mut le = [0u8; 8];
         le.copy_from_slice(self.take(8)?);
         Ok(i64::from_le_bytes(le))
     }
 
-    fn string(&mut self) -> Result<String, String> {
+    fn string(&mut self) -> Result<String, DecodeError> {
         let mut len = 0usize;
         for shift in (0..35).step_by(7) {
             let byte = self.u8()?;
             len |= usize::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
                 let bytes = self.take(len)?;
-                return String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string());
+                return String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::NotUtf8);
             }
         }
-        Err(format!("string length too long at byte {}", self.pos))
+        Err(DecodeError::LengthTooLong(self.pos))
     }
 
     fn rest(&mut self) -> &'a [u8] {
@@ -298,11 +341,11 @@ impl<'a> Reader<'a> {
         out
     }
 
-    fn end(&self) -> Result<(), String> {
+    fn end(&self) -> Result<(), DecodeError> {
         if self.pos == self.bytes.len() {
             Ok(())
         } else {
-            Err(format!("{} trailing bytes", self.bytes.len() - self.pos))
+            Err(DecodeError::Trailing(self.bytes.len() - self.pos))
         }
     }
 }
