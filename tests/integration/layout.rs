@@ -207,7 +207,11 @@ fn the_cycle_finder_finds_a_cycle_and_accepts_a_chain() {
         }
         g
     };
-    let cycle = graph(&[("config", "policy"), ("policy", "attest"), ("attest", "config")]);
+    let cycle = graph(&[
+        ("config", "policy"),
+        ("policy", "attest"),
+        ("attest", "config"),
+    ]);
     assert_eq!(
         find_cycle(&cycle).unwrap(),
         ["attest", "config", "policy", "attest"]

@@ -273,3 +273,7 @@ impl From<Overloaded> for Refusal {
         )
     }
 }
+
+#[cfg(test)]
+#[path = "refusal_tests.rs"]
+mod tests;

@@ -209,9 +209,8 @@ pub(super) fn event_at(sequence: u64, bytes: &[u8]) -> Result<i64, LedgerError> 
 /// Returns the event stored as `bytes`. Fails with `Corrupt` (naming the sequence) when the
 /// bytes are not an event of this encoding.
 pub(super) fn decode_event(sequence: u64, bytes: &[u8]) -> Result<StoredEvent, LedgerError> {
-    let corrupt = |what: &dyn std::fmt::Display| {
-        LedgerError::Corrupt(format!("event {sequence}: {what}"))
-    };
+    let corrupt =
+        |what: &dyn std::fmt::Display| LedgerError::Corrupt(format!("event {sequence}: {what}"));
     let mut r = Reader { bytes, pos: 0 };
     let code = r.u8().map_err(|e| corrupt(&e))?;
     let at = r.i64().map_err(|e| corrupt(&e))?;
