@@ -12,10 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation, decode, decode_header};
-use tessera_proto::MintJwtRequest;
-use tessera_proto::broker_client::BrokerClient;
+use tessera_client::mint::{ConnectParams, MintClient, MintParams, connect};
 use tessera_testkit::dev::{JWT_SVID_KID, JwtSvidSigner, WORKLOAD_ID};
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 const GRPC: &str = "https://127.0.0.1:8443";
 const JWKS: &str = "https://127.0.0.1:8444/.well-known/jwks.json";
@@ -33,25 +31,22 @@ async fn main() -> Result<(), Error> {
     let purpose = positional.get(1).map_or("ledger:write", |s| s.as_str());
     let ttl_seconds = positional.get(2).map_or(Ok(0), |s| s.parse())?;
 
-    let ca = std::fs::read("certs-dev/tls-ca.pem")?;
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&ca))
-        .domain_name("localhost");
-    if !use_jwt_svid {
-        let cert = std::fs::read("certs-dev/workload.pem")?;
-        let key = std::fs::read("certs-dev/workload-key.pem")?;
-        tls = tls.identity(Identity::from_pem(cert, key));
-    }
-    let channel = Endpoint::from_static(GRPC)
-        .tls_config(tls)?
-        .connect()
-        .await?;
-    let mut client = BrokerClient::new(channel);
-    let mut request = tonic::Request::new(MintJwtRequest {
-        destination: destination.to_owned(),
-        purpose: purpose.to_owned(),
-        ttl_seconds,
-    });
+    let identity = if use_jwt_svid {
+        None
+    } else {
+        Some((
+            std::fs::read("certs-dev/workload.pem")?,
+            std::fs::read("certs-dev/workload-key.pem")?,
+        ))
+    };
+    let channel = connect(ConnectParams {
+        url: GRPC.to_owned(),
+        ca_pem: std::fs::read("certs-dev/tls-ca.pem")?,
+        server_name: "localhost".to_owned(),
+        identity,
+    })
+    .await?;
+    let mut client = MintClient::new(channel);
     if use_jwt_svid {
         let signer = JwtSvidSigner::from_pkcs8_pem(
             &std::fs::read_to_string("certs-dev/jwt-svid-key.pem")?,
@@ -59,11 +54,15 @@ async fn main() -> Result<(), Error> {
         )?;
         let now = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs())?;
         let svid = signer.svid(WORKLOAD_ID, "tessera", now, 60)?;
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {svid}").parse()?);
+        client = client.with_bearer(&svid)?;
     }
-    let reply = client.mint_jwt(request).await?.into_inner();
+    let reply = client
+        .mint_jwt(MintParams {
+            destination,
+            purpose,
+            ttl_seconds,
+        })
+        .await?;
     println!("credential_id: {}", reply.credential_id);
     println!("expires_at:    {}", reply.expires_at);
     println!("token:         {}", reply.token);

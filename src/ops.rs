@@ -8,7 +8,7 @@ use futures::StreamExt;
 use tessera_proto::admin_client::AdminClient;
 use tessera_proto::revoke_request::Selector;
 use tessera_proto::{ListCredentialsRequest, RevokeRequest, WatchEventsRequest};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 
 /// How to reach the broker as an admin.
 #[derive(Debug, Args)]
@@ -78,17 +78,14 @@ fn read(path: &PathBuf) -> Result<Vec<u8>> {
 }
 
 async fn connect(c: &Connection) -> Result<AdminClient<Channel>> {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read(&c.ca)?))
-        .identity(Identity::from_pem(read(&c.cert)?, read(&c.key)?))
-        .domain_name(c.server_name.clone());
-    let endpoint = Endpoint::from_shared(c.server.clone()).map_err(|e| format!("--server: {e}"))?;
-    let channel = endpoint
-        .tls_config(tls)
-        .map_err(|e| e.to_string())?
-        .connect()
-        .await
-        .map_err(|e| format!("connecting to {}: {e}", c.server))?;
+    let channel = tessera_client::mint::connect(tessera_client::mint::ConnectParams {
+        url: c.server.clone(),
+        ca_pem: read(&c.ca)?,
+        server_name: c.server_name.clone(),
+        identity: Some((read(&c.cert)?, read(&c.key)?)),
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     Ok(AdminClient::new(channel))
 }
 
