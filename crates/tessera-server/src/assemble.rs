@@ -108,16 +108,7 @@ pub fn services(
         client_ca: config.server.tls_client_ca.as_deref(),
         oidc: oidc_verifier(config, &clock)?,
     })?);
-    let jwt = Arc::new(
-        JwtMinter::new(&config.server.issuer, &config.signing.jwt_key)
-            .map_err(AssembleError::JwtKey)?,
-    );
-    let x509 = match (&config.signing.ca_cert, &config.signing.ca_key) {
-        (Some(chain), Some(key)) => Some(Arc::new(X509Minter::new(
-            MintCa::new(chain, key).map_err(AssembleError::MintCa)?,
-        ))),
-        _ => None,
-    };
+    let (jwt, x509) = minters(config)?;
     let bundles: HashMap<String, Vec<Vec<u8>>> = config
         .trust_domains
         .iter()
@@ -170,6 +161,22 @@ pub fn services(
         metrics,
         clock,
     })
+}
+
+/// The JWT minter and, when a mint CA is configured, the X.509-SVID minter.
+type Minters = (Arc<JwtMinter>, Option<Arc<X509Minter>>);
+
+/// Returns the minters of `[signing]`; fails when a key or the CA chain cannot be used.
+fn minters(config: &Config) -> Result<Minters, AssembleError> {
+    let jwt = JwtMinter::new(&config.server.issuer, &config.signing.jwt_key)
+        .map_err(AssembleError::JwtKey)?;
+    let x509 = match (&config.signing.ca_cert, &config.signing.ca_key) {
+        (Some(chain), Some(key)) => Some(Arc::new(X509Minter::new(
+            MintCa::new(chain, key).map_err(AssembleError::MintCa)?,
+        ))),
+        _ => None,
+    };
+    Ok((Arc::new(jwt), x509))
 }
 
 /// Builds the CI token verifier: one HTTPS client per issuer (its `ca_file` added to the

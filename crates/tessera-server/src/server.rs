@@ -26,6 +26,7 @@ use crate::api::introspect::IntrospectEndpoint;
 use crate::api::token::TokenEndpoint;
 use crate::api::watch::Watches;
 use crate::assemble::{AssembleError, Services};
+use crate::audit::Audit;
 use crate::config::{Config, LedgerBackend};
 use crate::metrics::Metrics;
 use crate::revoker::Revoker;
@@ -186,35 +187,59 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
     ));
     ready.store(true, Ordering::Release);
     tracing::info!(%grpc_addr, %http_addr, issuer = %config.server.issuer, config = %config.source.display(), "tessera serving");
-    let grace = config.server.shutdown_grace;
-    let token = shutdown.clone();
-    let (ledger, audit) = (Arc::clone(&services.ledger), services.audit.clone());
-    let task = tokio::spawn(async move {
-        token.cancelled().await;
-        ready.store(false, Ordering::Release);
-        tracing::info!("shutting down: no new connections, finishing in-flight requests");
-        let drained = tokio::time::timeout(grace, async { (grpc.await, http.await) }).await;
-        if drained.is_err() {
-            tracing::warn!(
-                ?grace,
-                "in-flight requests did not finish within the grace period"
-            );
-        }
-        sweeper.abort();
-        ledger.close().await?;
-        let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
-        tracing::info!("ledger flushed; stopped");
-        match drained {
-            Ok((Ok(Err(e)), _)) => Err(e),
-            _ => Ok(()),
-        }
-    });
+    let task = tokio::spawn(stop_when_cancelled(StopParams {
+        shutdown: shutdown.clone(),
+        grace: config.server.shutdown_grace,
+        ready,
+        serving: (grpc, http),
+        sweeper,
+        ledger: Arc::clone(&services.ledger),
+        audit: services.audit.clone(),
+    }));
     Ok(ServerHandle {
         grpc_addr,
         http_addr,
         shutdown,
         task,
     })
+}
+
+/// A task serving one listener until shutdown.
+type Serving = JoinHandle<Result<(), ServerError>>;
+
+/// What a graceful stop waits for and closes.
+struct StopParams {
+    shutdown: CancellationToken,
+    grace: Duration,
+    ready: Arc<AtomicBool>,
+    /// The gRPC and HTTPS serving tasks.
+    serving: (Serving, Serving),
+    sweeper: JoinHandle<()>,
+    ledger: Arc<dyn Ledger>,
+    audit: Audit,
+}
+
+/// Waits for `shutdown`, then stops gracefully: not ready, no new connections, in-flight
+/// requests finish (up to `grace`), the ledger is flushed and closed, the audit log written.
+/// Fails when the gRPC server failed or the ledger cannot close.
+async fn stop_when_cancelled(p: StopParams) -> Result<(), ServerError> {
+    p.shutdown.cancelled().await;
+    p.ready.store(false, Ordering::Release);
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    let (grpc, http) = p.serving;
+    let drained = tokio::time::timeout(p.grace, async { (grpc.await, http.await) }).await;
+    if drained.is_err() {
+        tracing::warn!(grace = ?p.grace, "in-flight requests did not finish within the grace period");
+    }
+    p.sweeper.abort();
+    p.ledger.close().await?;
+    let audit = p.audit;
+    let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
+    tracing::info!("ledger flushed; stopped");
+    match drained {
+        Ok((Ok(Err(e)), _)) => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Returns what the HTTPS router serves, each endpoint with only what it uses.

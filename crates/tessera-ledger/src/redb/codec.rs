@@ -89,6 +89,15 @@ pub(super) enum DecodeError {
     Unknown { field: &'static str, value: u8 },
 }
 
+/// Returns the value stored as one-byte `code` (its position in `values`); fails naming
+/// `field` for a code no value has.
+fn code<T: Copy>(field: &'static str, code: u8, values: &[T]) -> Result<T, DecodeError> {
+    values
+        .get(usize::from(code))
+        .copied()
+        .ok_or(DecodeError::Unknown { field, value: code })
+}
+
 fn decode_record_fields(
     credential_id: &str,
     bytes: &[u8],
@@ -127,46 +136,29 @@ fn decode_record_fields(
     r.end()?;
     Ok(CredentialRecord {
         credential_id: credential_id.to_owned(),
-        kind: match kind {
-            0 => CredentialKind::Jwt,
-            1 => CredentialKind::X509,
-            other => {
-                return Err(DecodeError::Unknown {
-                    field: "kind",
-                    value: other,
-                });
-            }
-        },
+        kind: code("kind", kind, &[CredentialKind::Jwt, CredentialKind::X509])?,
         workload,
         owner,
         destination,
         purpose,
         grant,
-        evidence_kind: match evidence {
-            0 => EvidenceKind::X509Svid,
-            1 => EvidenceKind::JwtSvid,
-            2 => EvidenceKind::Oidc,
-            other => {
-                return Err(DecodeError::Unknown {
-                    field: "evidence kind",
-                    value: other,
-                });
-            }
-        },
+        evidence_kind: code(
+            "evidence kind",
+            evidence,
+            &[
+                EvidenceKind::X509Svid,
+                EvidenceKind::JwtSvid,
+                EvidenceKind::Oidc,
+            ],
+        )?,
         evidence_hash,
         issued_at,
         expires_at,
-        status: match status {
-            0 => Status::Live,
-            1 => Status::Revoked,
-            2 => Status::Expired,
-            other => {
-                return Err(DecodeError::Unknown {
-                    field: "status",
-                    value: other,
-                });
-            }
-        },
+        status: code(
+            "status",
+            status,
+            &[Status::Live, Status::Revoked, Status::Expired],
+        )?,
         ci,
     })
 }
