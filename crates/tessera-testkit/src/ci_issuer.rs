@@ -145,6 +145,13 @@ impl TestIssuer {
         )
     }
 
+    /// Returns the current key's public half as a DER `RSAPublicKey`, for verifying what
+    /// [`TestIssuer::sign`] signs without the broker (benchmarks' bare-crypto baseline).
+    pub fn public_key_der(&self) -> Vec<u8> {
+        let key = Arc::clone(&self.shared.keys.lock().unwrap()[0]);
+        key.pair.public_key().as_ref().to_vec()
+    }
+
     /// Returns the `[[oidc_issuer]]` sections for the three tenants, trusting this issuer's CA
     /// (written by the caller to `ca_file`).
     pub fn config(&self, ca_file: &std::path::Path) -> String {
