@@ -1,6 +1,5 @@
 //! CI runners exchange OIDC tokens (GitHub, GitLab, Kubernetes) over RFC 8693 and gRPC.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -97,21 +96,10 @@ pub(crate) fn claims_of(token: &str) -> Value {
 
 #[track_caller]
 pub(crate) fn assert_oauth_error(reply: &HttpReply, error: &str, needle: &str) {
-    assert_eq!(
-        reply.status,
-        400,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    assert_eq!(reply.status, 400, "{}", reply.text());
     assert_eq!(reply.header("cache-control"), "no-store");
+    assert_eq!(reply.json_keys(), ["error", "error_description"]);
     let body = reply.json();
-    let keys: BTreeSet<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(keys, BTreeSet::from(["error", "error_description"]));
     assert_eq!(body["error"], error, "{body}");
     assert!(
         body["error_description"].as_str().unwrap().contains(needle),
@@ -124,30 +112,19 @@ async fn exchanges_a_github_token_with_the_exact_rfc8693_response() {
     let (mut env, issuer) = ci_env().await;
     let token = issuer.github_token(json!({}));
     let reply = exchange(&env, &token, REGISTRY, PUSH).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.header("cache-control"), "no-store");
     assert_eq!(reply.header("content-type"), "application/json");
-    let body = reply.json();
-    let keys: BTreeSet<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
     assert_eq!(
-        keys,
-        BTreeSet::from([
+        reply.json_keys(),
+        [
             "access_token",
+            "expires_in",
             "issued_token_type",
-            "token_type",
-            "expires_in"
-        ])
+            "token_type"
+        ]
     );
+    let body = reply.json();
     assert_eq!(
         body["issued_token_type"],
         "urn:ietf:params:oauth:token-type:access_token"
@@ -191,12 +168,7 @@ async fn gitlab_and_kubernetes_tokens_work_over_grpc_and_token_exchange() {
 
     let k8s = issuer.kubernetes_token(json!({}));
     let reply = exchange(&env, &k8s, "https://warehouse.example.org", "load").await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(
         claims_of(reply.json()["access_token"].as_str().unwrap())["sub"],
         "spiffe://example.org/ns/batch/sa/etl"
@@ -324,12 +296,7 @@ async fn picks_up_a_rotated_issuer_key_without_a_restart() {
     issuer.rotate("key-2");
     clock.advance(15); // past the refresh rate limit
     let reply = exchange(&env, &issuer.github_token(json!({})), REGISTRY, PUSH).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
     env.shutdown().await;
 }
 
@@ -383,12 +350,7 @@ async fn an_issuer_that_is_down_does_not_stop_tokens_with_cached_keys() {
     );
     issuer.stop();
     let reply = exchange(&env, &issuer.github_token(json!({})), REGISTRY, PUSH).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
     env.shutdown().await;
 }
 

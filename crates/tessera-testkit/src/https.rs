@@ -29,6 +29,19 @@ impl HttpReply {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap()
     }
+
+    /// Returns the names of the JSON body's top-level members, sorted. Panics if the body is
+    /// not a JSON object.
+    pub fn json_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.json().as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    /// Returns the body as text (invalid UTF-8 replaced), for assertion messages.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
 }
 
 /// GETs `path`; returns status, content type and body.
