@@ -82,6 +82,12 @@ pub(crate) async fn exchange(env: &Env, token: &str, audience: &str, scope: &str
     post_form(env, "/token", &pairs).await
 }
 
+/// Exchanges a fresh GitHub token for [`REGISTRY`] and [`PUSH`]; panics unless it succeeds.
+async fn exchanges_a_fresh_github_token(env: &Env, issuer: &TestIssuer) {
+    let reply = exchange(env, &issuer.github_token(json!({})), REGISTRY, PUSH).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
 /// Decodes a minted JWT's claims (the signature is checked in the JWT tests).
 pub(crate) fn claims_of(token: &str) -> Value {
     use base64::Engine;
@@ -287,28 +293,17 @@ async fn the_replay_record_survives_a_restart() {
 async fn picks_up_a_rotated_issuer_key_without_a_restart() {
     let clock = Arc::new(ManualClock::at(now()));
     let (mut env, issuer) = ci_env_with_clock(Some(Arc::clone(&clock) as SharedClock)).await;
-    assert_eq!(
-        exchange(&env, &issuer.github_token(json!({})), REGISTRY, PUSH)
-            .await
-            .status,
-        200
-    );
+    exchanges_a_fresh_github_token(&env, &issuer).await;
     issuer.rotate("key-2");
     clock.advance(15); // past the refresh rate limit
-    let reply = exchange(&env, &issuer.github_token(json!({})), REGISTRY, PUSH).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
+    exchanges_a_fresh_github_token(&env, &issuer).await;
     env.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_thousand_unknown_kids_cause_at_most_a_handful_of_jwks_fetches() {
     let (mut env, issuer) = ci_env().await;
-    assert_eq!(
-        exchange(&env, &issuer.github_token(json!({})), REGISTRY, PUSH)
-            .await
-            .status,
-        200
-    );
+    exchanges_a_fresh_github_token(&env, &issuer).await;
     let before = issuer.jwks_fetches();
     let client = env.client(None).await;
     let template = issuer.github_token(json!({}));
@@ -342,15 +337,9 @@ async fn a_thousand_unknown_kids_cause_at_most_a_handful_of_jwks_fetches() {
 #[tokio::test]
 async fn an_issuer_that_is_down_does_not_stop_tokens_with_cached_keys() {
     let (mut env, issuer) = ci_env().await;
-    assert_eq!(
-        exchange(&env, &issuer.github_token(json!({})), REGISTRY, PUSH)
-            .await
-            .status,
-        200
-    );
+    exchanges_a_fresh_github_token(&env, &issuer).await;
     issuer.stop();
-    let reply = exchange(&env, &issuer.github_token(json!({})), REGISTRY, PUSH).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
+    exchanges_a_fresh_github_token(&env, &issuer).await;
     env.shutdown().await;
 }
 
