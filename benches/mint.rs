@@ -26,7 +26,10 @@ use tessera_core::request::CredentialRequest;
 use tessera_ledger::{RedbLedger, RedbOptions};
 use tessera_server::config::Config;
 use tessera_server::metrics::Metrics;
-use tessera_testkit::dev::{DevMaterial, WORKLOAD_ID};
+use tessera_testkit::ci_issuer::TestIssuer;
+use tessera_testkit::dev::WORKLOAD_ID;
+use tessera_testkit::fixtures;
+use tessera_testkit::harness::Fixture;
 use x509_parser::prelude::FromDer;
 
 /// The stages a mint runs through before the ledger, as the server assembles them.
@@ -95,13 +98,14 @@ impl MintPath {
 }
 
 fn mint(c: &mut Criterion) {
-    let (dir, material, config) = setup();
+    let fx = Fixture::new();
+    let material = &fx.material;
     let now = SystemClock.unix_seconds();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let broker = rt.block_on(async { MintPath::new(&config, dir.path()) });
+    let broker = rt.block_on(async { MintPath::new(&fx.config(), fx.dir.path()) });
 
     let svid = material
         .jwt_svid_signer
@@ -221,70 +225,28 @@ fn mint(c: &mut Criterion) {
     group.finish();
 }
 
-const CI_ISSUER: &str = "https://ci.bench.invalid";
-const CI_CONFIG: &str = r#"
-[[oidc_issuer]]
-issuer = "https://ci.bench.invalid"
-profile = "github"
-audience = "tessera"
-
-[[grant]]
-name = "ci-bench"
-workload = "spiffe://example.org/ci/github/acme/app"
-owner = "team-app"
-expires = "2099-01-01"
-destinations = ["https://registry.example.org"]
-purposes = ["image:push"]
-[grant.match]
-issuer = "https://ci.bench.invalid"
-subject = "repo:acme/app:ref:refs/heads/main"
-claims = { repository_owner_id = "1234" }
-"#;
-
 /// Token exchange with the issuer's JWKS cached: verify an RS256 GitHub-shaped token, match the
 /// CI grant, sign the ES256 JWT (ledger and replay record excluded), against one RS256 verify
-/// plus one ES256 sign.
+/// plus one ES256 sign. The test kit's CI issuer serves the JWKS over HTTPS; one exchange before
+/// measuring fetches and caches it.
 fn exchange(c: &mut Criterion) {
-    use aws_lc_rs::signature::{
-        RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256, RsaKeyPair, RsaPublicKeyComponents,
-    };
-    let (dir, material, config) = setup();
+    use aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let broker = rt.block_on(async { MintPath::new(&config, dir.path()) });
-    let rsa = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
-        .unwrap();
-    let rsa = RsaKeyPair::from_pkcs8(&rsa.serialize_der()).unwrap();
-    let parts = RsaPublicKeyComponents::<Vec<u8>>::from(rsa.public_key());
-    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(serde_json::json!({"keys": [{
-        "kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig",
-        "n": URL_SAFE_NO_PAD.encode(&parts.n), "e": URL_SAFE_NO_PAD.encode(&parts.e)}]}))
-    .unwrap();
-    rt.block_on(broker.attestor.oidc().seed_keys(CI_ISSUER, &jwks))
-        .unwrap();
-    let now = SystemClock.unix_seconds();
-    let claims = serde_json::json!({"iss": CI_ISSUER, "aud": "tessera", "sub": "repo:acme/app:ref:refs/heads/main",
-        "iat": now, "exp": now + 3600, "repository": "acme/app", "repository_owner": "acme",
-        "repository_owner_id": "1234", "run_id": "1", "jti": "j"});
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"k1","typ":"JWT"}"#),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let mut sig = vec![0u8; rsa.public_modulus_len()];
-    rsa.sign(
-        &RSA_PKCS1_SHA256,
-        &SystemRandom::new(),
-        input.as_bytes(),
-        &mut sig,
-    )
-    .unwrap();
-    let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(&sig));
+    let issuer = rt.block_on(TestIssuer::start());
+    let fx = Fixture::new();
+    let ca_file = fx.path("ci-issuer-ca.pem");
+    issuer.write_ca(&ca_file);
+    fx.append_config(&fixtures::ci_broker_config(&issuer.url("github"), &ca_file));
+    let broker = rt.block_on(async { MintPath::new(&fx.config(), fx.dir.path()) });
+    let token = issuer.github_token(serde_json::json!({}));
+    let (input, sig_b64) = token.rsplit_once('.').unwrap();
+    let sig = URL_SAFE_NO_PAD.decode(sig_b64).unwrap();
     let request =
-        CredentialRequest::parse("https://registry.example.org", "image:push", 300).unwrap();
-    let spki = rsa.public_key().as_ref().to_vec();
+        CredentialRequest::parse(fixtures::CI_DESTINATION, fixtures::CI_PURPOSE, 300).unwrap();
+    let spki = issuer.public_key_der();
     let es = EcdsaKeyPair::from_pkcs8(
         &ECDSA_P256_SHA256_FIXED_SIGNING,
         &rcgen::KeyPair::generate().unwrap().serialize_der(),
@@ -292,7 +254,8 @@ fn exchange(c: &mut Criterion) {
     .unwrap();
     let rng = SystemRandom::new();
     let message = vec![b'a'; 480];
-    drop(material);
+    // Warm-up: the first exchange fetches the issuer's JWKS; the rest verify from the cache.
+    rt.block_on(broker.authorize(&token, &request, CredentialKind::Jwt));
 
     let mut group = c.benchmark_group("exchange");
     group.bench_function("bare_crypto_rs256_verify_plus_es256_sign", |b| {
@@ -318,25 +281,6 @@ fn exchange(c: &mut Criterion) {
         });
     });
     group.finish();
-}
-
-/// Dev material and a config (with the CI issuer and grant) in a temporary directory.
-fn setup() -> (tempfile::TempDir, DevMaterial, Config) {
-    let dir = tempfile::tempdir().unwrap();
-    let now = SystemClock.unix_seconds();
-    let material =
-        DevMaterial::generate(time::OffsetDateTime::from_unix_timestamp(now).unwrap()).unwrap();
-    material.write(dir.path()).unwrap();
-    let toml = material.config_toml(
-        dir.path(),
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        &dir.path().join("ledger.redb"),
-    );
-    let config_path = dir.path().join("bench.toml");
-    std::fs::write(&config_path, format!("{toml}{CI_CONFIG}")).unwrap();
-    let config = Config::load(&config_path, &SystemClock).unwrap();
-    (dir, material, config)
 }
 
 criterion_group! {

@@ -1,67 +1,56 @@
 //! CI runners exchange OIDC tokens (GitHub, GitLab, Kubernetes) over RFC 8693 and gRPC.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tessera_core::clock::{ManualClock, SharedClock};
 use tessera_ledger::{EvidenceKind, Ledger, RedbLedger, RedbOptions};
+use tessera_testkit::fixtures::{
+    CI_DESTINATION, CI_PURPOSE, CI_SUBJECT, CI_WORKLOAD, GrantToml, ci_grant_toml,
+};
 use tonic::Code;
 
-use crate::common::{Env, Fixture, HttpReply, mint, now, post_form};
+use crate::common::{Env, Fixture, HttpReply, csr_der, mint, now, post_form};
 use crate::issuer::{TestIssuer, rand_hex};
 
-pub(crate) const REGISTRY: &str = "https://registry.example.org";
-pub(crate) const PUSH: &str = "image:push";
+pub(crate) const REGISTRY: &str = CI_DESTINATION;
+pub(crate) const PUSH: &str = CI_PURPOSE;
 pub(crate) const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub(crate) const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
 pub(crate) const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
-const GITHUB_WORKLOAD: &str = "spiffe://example.org/ci/github/acme/app";
+const GITHUB_WORKLOAD: &str = CI_WORKLOAD;
 
+/// Returns the CI grants: the shared GitHub one, and one each for GitLab and Kubernetes.
 fn ci_grants(issuer: &TestIssuer) -> String {
-    format!(
-        r#"
-[[grant]]
-name = "github-acme-app"
-workload = "{GITHUB_WORKLOAD}"
-owner = "team-app"
-expires = "2099-01-01"
-destinations = ["{REGISTRY}"]
-purposes = ["{PUSH}"]
-credentials = ["jwt", "x509"]
-[grant.match]
-issuer = "{github}"
-subject = "repo:acme/app:ref:refs/heads/main"
-claims = {{ repository_owner_id = "1234", runner_environment = "github-hosted" }}
-
-[[grant]]
-name = "gitlab-acme-app"
-workload = "spiffe://example.org/ci/gitlab/acme/app"
-owner = "team-app"
-expires = "2099-01-01"
-destinations = ["{REGISTRY}"]
-purposes = ["{PUSH}", "image:pull"]
-[grant.match]
-issuer = "{gitlab}"
+    let gitlab = GrantToml {
+        name: "gitlab-acme-app",
+        workload: "spiffe://example.org/ci/gitlab/acme/app",
+        owner: "team-app",
+        destinations: &[REGISTRY],
+        purposes: &[PUSH, "image:pull"],
+        credentials: &[],
+        matches: &format!(
+            r#"issuer = "{}"
 subject = {{ pattern = "project_path:acme/app:ref_type:branch:ref:(main|release-.+)" }}
-claims = {{ project_id = "42", ref_protected = "true" }}
-
-[[grant]]
-name = "k8s-batch-etl"
-workload = "spiffe://example.org/ns/batch/sa/etl"
-owner = "team-data"
-expires = "2099-01-01"
-destinations = ["https://warehouse.example.org"]
-purposes = ["load"]
-[grant.match]
-issuer = "{k8s}"
+claims = {{ project_id = "42", ref_protected = "true" }}"#,
+            issuer.url("gitlab")
+        ),
+    };
+    let k8s = GrantToml {
+        name: "k8s-batch-etl",
+        workload: "spiffe://example.org/ns/batch/sa/etl",
+        owner: "team-data",
+        destinations: &["https://warehouse.example.org"],
+        purposes: &["load"],
+        credentials: &[],
+        matches: &format!(
+            r#"issuer = "{}"
 subject = "system:serviceaccount:batch:etl"
-claims = {{ "kubernetes.io.namespace" = "batch" }}
-"#,
-        github = issuer.url("github"),
-        gitlab = issuer.url("gitlab"),
-        k8s = issuer.url("k8s"),
-    )
+claims = {{ "kubernetes.io.namespace" = "batch" }}"#,
+            issuer.url("k8s")
+        ),
+    };
+    ci_grant_toml(&issuer.url("github")) + &gitlab.render() + &k8s.render()
 }
 
 /// A broker trusting a fresh test issuer.
@@ -69,11 +58,8 @@ async fn ci_env_with_clock(clock: Option<SharedClock>) -> (Env, TestIssuer) {
     let issuer = TestIssuer::start().await;
     let fx = Fixture::new();
     let ca_file = fx.path("issuer-ca.pem");
-    std::fs::write(&ca_file, &issuer.ca.cert_pem).unwrap();
-    let mut text = std::fs::read_to_string(&fx.config_path).unwrap();
-    text.push_str(&issuer.config(&ca_file));
-    text.push_str(&ci_grants(&issuer));
-    std::fs::write(&fx.config_path, text).unwrap();
+    issuer.write_ca(&ca_file);
+    fx.append_config(&(issuer.config(&ca_file) + &ci_grants(&issuer)));
     let env = match clock {
         Some(clock) => Env::start_with_clock(fx, clock).await,
         None => Env::start_fixture(fx).await,
@@ -96,6 +82,12 @@ pub(crate) async fn exchange(env: &Env, token: &str, audience: &str, scope: &str
     post_form(env, "/token", &pairs).await
 }
 
+/// Exchanges a fresh GitHub token for [`REGISTRY`] and [`PUSH`]; panics unless it succeeds.
+async fn exchanges_a_fresh_github_token(env: &Env, issuer: &TestIssuer) {
+    let reply = exchange(env, &issuer.github_token(json!({})), REGISTRY, PUSH).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
 /// Decodes a minted JWT's claims (the signature is checked in the JWT tests).
 pub(crate) fn claims_of(token: &str) -> Value {
     use base64::Engine;
@@ -110,21 +102,10 @@ pub(crate) fn claims_of(token: &str) -> Value {
 
 #[track_caller]
 pub(crate) fn assert_oauth_error(reply: &HttpReply, error: &str, needle: &str) {
-    assert_eq!(
-        reply.status,
-        400,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    assert_eq!(reply.status, 400, "{}", reply.text());
     assert_eq!(reply.header("cache-control"), "no-store");
+    assert_eq!(reply.json_keys(), ["error", "error_description"]);
     let body = reply.json();
-    let keys: BTreeSet<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(keys, BTreeSet::from(["error", "error_description"]));
     assert_eq!(body["error"], error, "{body}");
     assert!(
         body["error_description"].as_str().unwrap().contains(needle),
@@ -137,30 +118,19 @@ async fn exchanges_a_github_token_with_the_exact_rfc8693_response() {
     let (mut env, issuer) = ci_env().await;
     let token = issuer.github_token(json!({}));
     let reply = exchange(&env, &token, REGISTRY, PUSH).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.header("cache-control"), "no-store");
     assert_eq!(reply.header("content-type"), "application/json");
-    let body = reply.json();
-    let keys: BTreeSet<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
     assert_eq!(
-        keys,
-        BTreeSet::from([
+        reply.json_keys(),
+        [
             "access_token",
+            "expires_in",
             "issued_token_type",
-            "token_type",
-            "expires_in"
-        ])
+            "token_type"
+        ]
     );
+    let body = reply.json();
     assert_eq!(
         body["issued_token_type"],
         "urn:ietf:params:oauth:token-type:access_token"
@@ -184,7 +154,7 @@ async fn exchanges_a_github_token_with_the_exact_rfc8693_response() {
     assert_eq!(record.evidence_kind, EvidenceKind::Oidc);
     let ci = record.ci.expect("CI evidence recorded");
     assert_eq!(ci.issuer, issuer.url("github"));
-    assert_eq!(ci.subject, "repo:acme/app:ref:refs/heads/main");
+    assert_eq!(ci.subject, CI_SUBJECT);
     assert_eq!(ci.run_id.as_deref(), Some("9001"));
     assert!(ci.jti.is_some_and(|j| j.starts_with("gh-")));
 }
@@ -204,26 +174,15 @@ async fn gitlab_and_kubernetes_tokens_work_over_grpc_and_token_exchange() {
 
     let k8s = issuer.kubernetes_token(json!({}));
     let reply = exchange(&env, &k8s, "https://warehouse.example.org", "load").await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(
         claims_of(reply.json()["access_token"].as_str().unwrap())["sub"],
         "spiffe://example.org/ns/batch/sa/etl"
     );
 
     // MintX509 accepts a CI bearer too.
-    let key = rcgen::KeyPair::generate().unwrap();
-    let csr = rcgen::CertificateParams::default()
-        .serialize_request(&key)
-        .unwrap()
-        .der()
-        .to_vec();
     let mut request = tonic::Request::new(tessera_proto::MintX509Request {
-        csr,
+        csr: csr_der(),
         destination: REGISTRY.into(),
         purpose: PUSH.into(),
         ttl_seconds: 0,
@@ -318,12 +277,10 @@ async fn a_token_is_exchanged_once_per_destination_and_purpose_across_http_and_g
 
 #[tokio::test]
 async fn the_replay_record_survives_a_restart() {
-    let (mut env, issuer) = ci_env().await;
+    let (env, issuer) = ci_env().await;
     let token = issuer.github_token(json!({}));
     assert_eq!(exchange(&env, &token, REGISTRY, PUSH).await.status, 200);
-    env.shutdown().await;
-    let fx = std::mem::replace(&mut env.fx, Fixture::new());
-    let mut env = Env::start_fixture(fx).await;
+    let mut env = env.restart().await;
     assert_oauth_error(
         &exchange(&env, &token, REGISTRY, PUSH).await,
         "invalid_request",
@@ -336,33 +293,17 @@ async fn the_replay_record_survives_a_restart() {
 async fn picks_up_a_rotated_issuer_key_without_a_restart() {
     let clock = Arc::new(ManualClock::at(now()));
     let (mut env, issuer) = ci_env_with_clock(Some(Arc::clone(&clock) as SharedClock)).await;
-    assert_eq!(
-        exchange(&env, &issuer.github_token(json!({})), REGISTRY, PUSH)
-            .await
-            .status,
-        200
-    );
+    exchanges_a_fresh_github_token(&env, &issuer).await;
     issuer.rotate("key-2");
     clock.advance(15); // past the refresh rate limit
-    let reply = exchange(&env, &issuer.github_token(json!({})), REGISTRY, PUSH).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    exchanges_a_fresh_github_token(&env, &issuer).await;
     env.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_thousand_unknown_kids_cause_at_most_a_handful_of_jwks_fetches() {
     let (mut env, issuer) = ci_env().await;
-    assert_eq!(
-        exchange(&env, &issuer.github_token(json!({})), REGISTRY, PUSH)
-            .await
-            .status,
-        200
-    );
+    exchanges_a_fresh_github_token(&env, &issuer).await;
     let before = issuer.jwks_fetches();
     let client = env.client(None).await;
     let template = issuer.github_token(json!({}));
@@ -396,20 +337,9 @@ async fn a_thousand_unknown_kids_cause_at_most_a_handful_of_jwks_fetches() {
 #[tokio::test]
 async fn an_issuer_that_is_down_does_not_stop_tokens_with_cached_keys() {
     let (mut env, issuer) = ci_env().await;
-    assert_eq!(
-        exchange(&env, &issuer.github_token(json!({})), REGISTRY, PUSH)
-            .await
-            .status,
-        200
-    );
+    exchanges_a_fresh_github_token(&env, &issuer).await;
     issuer.stop();
-    let reply = exchange(&env, &issuer.github_token(json!({})), REGISTRY, PUSH).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    exchanges_a_fresh_github_token(&env, &issuer).await;
     env.shutdown().await;
 }
 

@@ -46,12 +46,10 @@ fn free_port() -> std::net::SocketAddr {
 async fn every_bench_scenario_gets_credentials_from_the_real_server() {
     let ci_issuer = free_port();
     let fx = Fixture::new();
-    let mut text = std::fs::read_to_string(&fx.config_path).unwrap();
-    text.push_str(&tessera_bench::issuer::broker_config(
+    fx.append_config(&tessera_bench::issuer::broker_config(
         ci_issuer,
         &fx.path("tls-ca.pem"),
     ));
-    std::fs::write(&fx.config_path, text).unwrap();
     let env = Env::start_fixture(fx).await;
 
     for scenario in [

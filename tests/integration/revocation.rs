@@ -15,7 +15,9 @@ use tessera_testkit::dev::WORKLOAD_ID;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::common::{DEST, Env, Fixture, PURPOSE, https_get, mint, post_form_as};
+use crate::common::{
+    DEST, Env, Fixture, PURPOSE, crl_serials, csr_der, https_get, mint, post_form_as,
+};
 
 async fn admin(env: &Env) -> AdminClient<Channel> {
     AdminClient::new(env.channel(Some(&env.fx.material.admin)).await)
@@ -206,7 +208,7 @@ async fn a_watcher_that_never_reads_does_not_block_minting() {
 
 #[tokio::test]
 async fn rules_and_events_survive_a_restart() {
-    let mut env = Env::start().await;
+    let env = Env::start().await;
     let mut client = env.workload_client().await;
     let minted = mint(&mut client, DEST, PURPOSE, 60, None).await.unwrap();
     let reply = admin(&env)
@@ -215,9 +217,7 @@ async fn rules_and_events_survive_a_restart() {
         .await
         .unwrap()
         .into_inner();
-    env.shutdown().await;
-    let fx = std::mem::replace(&mut env.fx, Fixture::new());
-    let mut env = Env::start_fixture(fx).await;
+    let mut env = env.restart().await;
     assert!(
         !active(&env, &minted.token).await,
         "the rule is enforced after a restart"
@@ -248,15 +248,9 @@ async fn rules_and_events_survive_a_restart() {
 #[tokio::test]
 async fn the_crl_lists_a_revoked_certificate_at_once() {
     let mut env = Env::start().await;
-    let key = rcgen::KeyPair::generate().unwrap();
-    let csr = rcgen::CertificateParams::default()
-        .serialize_request(&key)
-        .unwrap()
-        .der()
-        .to_vec();
     let mut client = env.workload_client().await;
     let request = MintX509Request {
-        csr,
+        csr: csr_der(),
         destination: DEST.into(),
         purpose: PURPOSE.into(),
         ttl_seconds: 0,
@@ -270,14 +264,7 @@ async fn the_crl_lists_a_revoked_certificate_at_once() {
         .unwrap();
     let (_, _, body) = https_get(&env, "/crl").await;
     assert_ne!(body, empty);
-    use x509_parser::prelude::FromDer;
-    let (_, crl) =
-        x509_parser::revocation_list::CertificateRevocationList::from_der(&body).unwrap();
-    let serials: Vec<String> = crl
-        .iter_revoked_certificates()
-        .map(|r| r.raw_serial_as_string().replace(':', ""))
-        .collect();
-    assert_eq!(serials, vec![cert.credential_id]);
+    assert_eq!(crl_serials(&body), vec![cert.credential_id]);
     env.shutdown().await;
 }
 

@@ -18,12 +18,7 @@ async fn asking_for_a_jwt_says_so_in_issued_token_type() {
         ("scope", PUSH),
     ];
     let reply = post_form(&env, "/token", &pairs).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["issued_token_type"], JWT);
     env.shutdown().await;
 }

@@ -1,5 +1,5 @@
 //! The CI issuer of the `exchange` scenario: serves OIDC discovery and a JWKS over HTTPS, and
-//! signs a fresh ES256 ID token per request (the broker refuses a token it has exchanged
+//! signs a fresh ES256 GitHub-shaped ID token per request (the broker refuses a token it has exchanged
 //! before). The broker fetches the JWKS once and then verifies from its cache.
 
 use std::net::SocketAddr;
@@ -13,36 +13,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 
 use tessera_testkit::dev::JwtSvidSigner;
-
-/// The `sub` of every bench CI token; the bench grant pins it exactly.
-pub const CI_SUBJECT: &str = "repo:bench/app:ref:refs/heads/main";
+use tessera_testkit::fixtures;
 
 /// Returns the broker configuration the `exchange` scenario needs: the CI issuer served on
-/// `addr` (its TLS certificate chains to `ca_file`) and a grant for its bench subject.
+/// `addr` (its TLS certificate chains to `ca_file`) and the test kit's CI grant for its tokens.
 pub fn broker_config(addr: SocketAddr, ca_file: &std::path::Path) -> String {
-    format!(
-        r#"
-[[oidc_issuer]]
-issuer = "https://{addr}"
-profile = "generic"
-audience = "tessera"
-ca_file = "{ca}"
-
-[[grant]]
-name = "bench-ci"
-workload = "spiffe://example.org/ci/bench/app"
-owner = "team-bench"
-expires = "2036-11-19"
-destinations = ["{destination}"]
-purposes = ["{purpose}"]
-[grant.match]
-issuer = "https://{addr}"
-subject = "{CI_SUBJECT}"
-"#,
-        ca = ca_file.display(),
-        destination = super::target::CI_DESTINATION,
-        purpose = super::target::CI_PURPOSE,
-    )
+    fixtures::ci_broker_config(&format!("https://{addr}"), ca_file)
 }
 
 /// A running bench issuer.
@@ -92,13 +68,11 @@ impl CiIssuer {
         })
     }
 
-    /// Returns a fresh ID token (unique `jti`), issued now and valid for ten minutes.
+    /// Returns a fresh GitHub-shaped ID token (unique `jti`) the CI grant accepts, issued at
+    /// `now` and valid for five minutes. Fails if it cannot be signed.
     pub fn token(&self, n: u64, now: i64) -> Result<String, String> {
-        let claims = serde_json::json!({
-            "iss": self.url, "aud": self.audience, "sub": CI_SUBJECT,
-            "iat": now, "nbf": now, "exp": now + 600,
-            "jti": format!("bench-{now}-{n}"), "repository": "bench/app",
-        });
+        let mut claims = fixtures::github_claims(&self.url, now, &format!("bench-{now}-{n}"));
+        claims["aud"] = self.audience.as_str().into();
         self.signer.sign(&claims).map_err(|e| e.to_string())
     }
 }

@@ -21,8 +21,7 @@ use tessera_testkit::dev::JwtSvidSigner;
 pub const DESTINATION: &str = "https://ledger.example.org";
 pub const PURPOSE: &str = "ledger:write";
 /// Destination and purpose of the bench CI grant (`bench/run.sh` writes it).
-pub const CI_DESTINATION: &str = "https://registry.example.org";
-pub const CI_PURPOSE: &str = "image:push";
+pub use tessera_testkit::fixtures::{CI_DESTINATION, CI_PURPOSE};
 
 /// Opens `connections` gRPC channels (HTTP/2 connections) to the broker at `url`, presenting
 /// the X509-SVID `identity` (cert, key PEM) when given. Fails if a connection cannot be made.

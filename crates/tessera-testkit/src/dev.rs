@@ -192,7 +192,7 @@ spiffe_id = "{WORKLOAD_ID}"
 }
 
 /// Quotes `s` as a TOML basic string.
-fn toml_str(s: &str) -> String {
+pub(crate) fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 

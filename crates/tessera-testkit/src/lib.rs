@@ -1,5 +1,12 @@
-//! Tessera's test kit: the dev PKI (`tessera dev certs` writes it to `certs-dev/`), and the
-//! fixtures tests, examples and benchmarks share. DEV ONLY: nothing here is for production.
+//! Tessera's test kit: the dev PKI (`tessera dev certs` writes it to `certs-dev/`), config
+//! fixtures, a fake CI OIDC issuer, and the harness that starts the real server for tests.
+//! DEV AND TEST ONLY: nothing here is for production.
+// A test kit fails the test that called it: panicking on a broken fixture is its error path.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod ci_issuer;
 pub mod dev;
+pub mod fixtures;
+pub mod harness;
+pub mod https;
 pub mod pki;

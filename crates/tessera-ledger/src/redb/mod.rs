@@ -406,6 +406,8 @@ impl fmt::Debug for RedbLedger {
 }
 
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_restore;

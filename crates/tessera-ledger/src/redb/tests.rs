@@ -1,47 +1,10 @@
+//! Tests of the redb ledger's writes and reads: records, replay guards, rules, events,
+//! expiry, sweeps and listings.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use super::test_support::{first_page, open, plain, rule, sample, sweep_expired, temp_ledger};
 use super::*;
-use crate::{CredentialKind, EventKind, EvidenceKind, ReplayGuard, Selector, Status};
-
-pub(super) fn sample(id: &str, expires_at: i64) -> CredentialRecord {
-    CredentialRecord {
-        credential_id: id.to_owned(),
-        kind: CredentialKind::Jwt,
-        workload: "spiffe://example.org/w".into(),
-        owner: "team".into(),
-        destination: "https://d".into(),
-        purpose: "read".into(),
-        grant: "g".into(),
-        evidence_kind: EvidenceKind::JwtSvid,
-        evidence_hash: "00".repeat(32),
-        issued_at: expires_at - 100,
-        expires_at,
-        status: Status::Live,
-        ci: None,
-    }
-}
-
-pub(super) fn plain(record: CredentialRecord) -> RecordParams {
-    RecordParams {
-        credential: record,
-        replay_guard: None,
-    }
-}
-
-pub(super) fn open(dir: &tempfile::TempDir) -> RedbLedger {
-    RedbLedger::open(&dir.path().join("ledger.redb"), RedbOptions::default()).unwrap()
-}
-
-pub(super) fn rule(id: &str, selector: Selector, value: &str, at: i64) -> NewRule {
-    NewRule {
-        revocation_id: id.into(),
-        selector,
-        value: value.into(),
-        effective_at: at,
-        reason: "test".into(),
-        revoked_by: "spiffe://example.org/ops/admin".into(),
-    }
-}
+use crate::{EventKind, ReplayGuard, Selector};
 
 #[tokio::test]
 async fn records_are_readable_after_reopen() {
@@ -61,8 +24,8 @@ async fn records_are_readable_after_reopen() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_records_share_commits_and_get_distinct_sequences() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger: Arc<dyn Ledger> = Arc::new(open(&dir));
+    let (dir, ledger) = temp_ledger();
+    let ledger: Arc<dyn Ledger> = Arc::new(ledger);
     let tasks: Vec<_> = (0..200)
         .map(|i| {
             let ledger = Arc::clone(&ledger);
@@ -86,8 +49,7 @@ async fn concurrent_records_share_commits_and_get_distinct_sequences() {
 
 #[tokio::test]
 async fn duplicate_id_is_refused_and_original_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = open(&dir);
+    let (_dir, ledger) = temp_ledger();
     ledger.record(plain(sample("same", 1000))).await.unwrap();
     let mut other = sample("same", 2000);
     other.owner = "someone-else".into();
@@ -103,8 +65,7 @@ async fn duplicate_id_is_refused_and_original_kept() {
 
 #[tokio::test]
 async fn a_replay_guard_refuses_its_second_use_and_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = open(&dir);
+    let (_dir, ledger) = temp_ledger();
     let guard = || {
         Some(ReplayGuard {
             key: "token|dest|purpose".into(),
@@ -127,14 +88,7 @@ async fn a_replay_guard_refuses_its_second_use_and_writes_nothing() {
         Err(LedgerError::Replay)
     ));
     assert!(ledger.get("second").await.unwrap().is_none());
-    ledger
-        .sweep(SweepParams {
-            expired_before: 501,
-            rules_before: 0,
-            limit: 100,
-        })
-        .await
-        .unwrap();
+    sweep_expired(&ledger, 501).await;
     let third = RecordParams {
         credential: sample("third", 2000),
         replay_guard: guard(),
@@ -144,8 +98,7 @@ async fn a_replay_guard_refuses_its_second_use_and_writes_nothing() {
 
 #[tokio::test]
 async fn sweep_deletes_only_expired_records_old_events_and_dead_rules() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = open(&dir);
+    let (_dir, ledger) = temp_ledger();
     for (id, exp) in [("old", 100), ("edge", 200), ("new", 300)] {
         ledger.record(plain(sample(id, exp))).await.unwrap();
     }
@@ -179,15 +132,7 @@ async fn sweep_deletes_only_expired_records_old_events_and_dead_rules() {
         events.iter().all(|e| e.at >= 200 || e.sequence > 3),
         "{events:?}"
     );
-    let page = ledger
-        .list(ListParams {
-            page_size: 10,
-            scan_limit: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(page.credentials.len(), 2);
+    assert_eq!(first_page(&ledger).await.len(), 2);
 }
 
 #[tokio::test]
@@ -228,8 +173,7 @@ async fn rules_and_events_survive_a_reopen_in_sequence_order() {
 
 #[tokio::test]
 async fn expire_emits_one_expired_event_per_credential() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = open(&dir);
+    let (_dir, ledger) = temp_ledger();
     ledger.record(plain(sample("soon", 100))).await.unwrap();
     ledger.record(plain(sample("later", 500))).await.unwrap();
     assert_eq!(ledger.expire(200).await.unwrap(), 1);
@@ -253,8 +197,7 @@ async fn expire_emits_one_expired_event_per_credential() {
 
 #[tokio::test]
 async fn lists_newest_first_with_filters_and_pages() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = open(&dir);
+    let (_dir, ledger) = temp_ledger();
     for i in 0..25 {
         let mut r = sample(&format!("id{i:02}"), 1000 + i);
         r.owner = if i % 2 == 0 {
@@ -289,8 +232,7 @@ async fn lists_newest_first_with_filters_and_pages() {
 
 #[tokio::test]
 async fn scan_pages_through_every_record_in_id_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = open(&dir);
+    let (_dir, ledger) = temp_ledger();
     for id in ["b", "a", "c"] {
         ledger.record(plain(sample(id, 1000))).await.unwrap();
     }
@@ -313,8 +255,7 @@ async fn scan_pages_through_every_record_in_id_order() {
 
 #[tokio::test]
 async fn writes_after_close_are_refused_and_reads_work() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = open(&dir);
+    let (_dir, ledger) = temp_ledger();
     ledger.record(plain(sample("before", 1000))).await.unwrap();
     ledger.close().await.unwrap();
     assert!(matches!(

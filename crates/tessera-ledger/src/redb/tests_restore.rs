@@ -2,16 +2,11 @@
 //! older files.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use super::tests::{open, plain, sample};
+use super::test_support::{
+    first_page, ledger_path, open, plain, sample, sweep_expired, temp_ledger, x509,
+};
 use super::*;
-use crate::{CredentialKind, Selector};
-
-fn x509(id: &str, expires_at: i64) -> CredentialRecord {
-    let mut record = sample(id, expires_at);
-    record.kind = CredentialKind::X509;
-    record.workload = "spiffe://example.org/x".into();
-    record
-}
+use crate::Selector;
 
 /// Overwrites the stored bytes of `id` with garbage, so any read of it fails.
 fn corrupt(ledger: &RedbLedger, id: &str) {
@@ -61,8 +56,8 @@ async fn restart_restores_live_counts_without_reading_records() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_batch_counts_each_stored_record_once_and_refused_ones_not_at_all() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger: Arc<RedbLedger> = Arc::new(open(&dir));
+    let (_dir, ledger) = temp_ledger();
+    let ledger = Arc::new(ledger);
     let tasks: Vec<_> = (0..100)
         .map(|i| {
             let ledger = Arc::clone(&ledger);
@@ -85,8 +80,7 @@ async fn a_batch_counts_each_stored_record_once_and_refused_ones_not_at_all() {
 
 #[tokio::test]
 async fn expiry_deletes_persisted_counts_and_sweep_the_x509_index() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = open(&dir);
+    let (_dir, ledger) = temp_ledger();
     ledger.record(plain(sample("soon", 100))).await.unwrap();
     ledger.record(plain(x509("cert", 100))).await.unwrap();
     ledger.record(plain(sample("later", 500))).await.unwrap();
@@ -103,14 +97,7 @@ async fn expiry_deletes_persisted_counts_and_sweep_the_x509_index() {
     );
     assert_eq!(ledger.live_counts(0).await.unwrap().total(0), 1);
     assert_eq!(ledger.x509_records(0).await.unwrap().len(), 1);
-    ledger
-        .sweep(SweepParams {
-            expired_before: 200,
-            rules_before: 0,
-            limit: 100,
-        })
-        .await
-        .unwrap();
+    sweep_expired(&ledger, 200).await;
     assert!(ledger.x509_records(0).await.unwrap().is_empty());
 }
 
@@ -152,7 +139,7 @@ fn write_old_ledger(path: &Path, version: u64, records: &[CredentialRecord]) {
 
 async fn check_upgrade(version: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.redb");
+    let path = ledger_path(&dir);
     let records = vec![sample("a", 960), x509("b", 2000), sample("c", 3000)];
     write_old_ledger(&path, version, &records);
     let ledger = RedbLedger::open(&path, RedbOptions::default()).unwrap();
@@ -177,15 +164,7 @@ async fn check_upgrade(version: u64) {
             .collect::<Vec<_>>(),
         records.iter().cloned().map(Some).collect::<Vec<_>>()
     );
-    let page = ledger
-        .list(ListParams {
-            page_size: 10,
-            scan_limit: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(page.credentials.len(), 3);
+    assert_eq!(first_page(&ledger).await.len(), 3);
     assert_eq!(ledger.record(plain(sample("d", 4000))).await.unwrap(), 4);
     drop(ledger);
     let reopened = RedbLedger::open(&path, RedbOptions::default()).unwrap();
@@ -205,7 +184,7 @@ async fn upgrades_a_version_1_ledger() {
 #[tokio::test]
 async fn refuses_a_schema_version_from_the_future() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.redb");
+    let path = ledger_path(&dir);
     write_old_ledger(&path, 99, &[sample("a", 1000)]);
     let err = RedbLedger::open(&path, RedbOptions::default()).unwrap_err();
     assert!(
@@ -216,22 +195,14 @@ async fn refuses_a_schema_version_from_the_future() {
 
 #[tokio::test]
 async fn an_event_reads_its_credential_from_the_table_and_none_once_swept() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = open(&dir);
+    let (_dir, ledger) = temp_ledger();
     let mut late = sample("late", 1000);
     late.issued_at = 900;
     ledger.record(plain(late.clone())).await.unwrap();
     ledger.record(plain(sample("early", 100))).await.unwrap();
     let events = ledger.events_since(0, 10).await.unwrap();
     assert_eq!(events[1].credential, Some(sample("early", 100)));
-    ledger
-        .sweep(SweepParams {
-            expired_before: 200,
-            rules_before: 0,
-            limit: 100,
-        })
-        .await
-        .unwrap();
+    sweep_expired(&ledger, 200).await;
     let events = ledger.events_since(0, 10).await.unwrap();
     let resolved: Vec<_> = events
         .iter()
@@ -249,7 +220,7 @@ async fn an_event_reads_its_credential_from_the_table_and_none_once_swept() {
 #[tokio::test]
 async fn an_upgraded_ledger_keeps_records_and_events_compact() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.redb");
+    let path = ledger_path(&dir);
     write_old_ledger(&path, 2, &[sample("a", 1000)]);
     let ledger = RedbLedger::open(&path, RedbOptions::default()).unwrap();
     let txn = ledger.db.begin_read().unwrap();

@@ -162,18 +162,6 @@ impl OidcVerifier {
         self.issuers.contains_key(issuer)
     }
 
-    /// Installs `jwks` as the issuer's current keys without fetching (benchmarks use this to
-    /// measure verification alone). Fails when the issuer is not configured.
-    pub async fn seed_keys(
-        &self,
-        issuer: &str,
-        jwks: &jsonwebtoken::jwk::JwkSet,
-    ) -> Result<(), keys::KeyFetchError> {
-        self.keys
-            .seed(issuer, jwks, self.clock.unix_seconds())
-            .await
-    }
-
     /// Returns how many JWKS fetches have been started (for tests and metrics).
     pub fn jwks_fetches(&self) -> u64 {
         self.keys.fetches()
