@@ -8,5 +8,4 @@ pub mod ci_issuer;
 pub mod dev;
 pub mod fixtures;
 pub mod harness;
-pub mod https;
 pub mod pki;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http_body_util::BodyExt;
 use rustls::pki_types::ServerName;
 
-use crate::harness::Env;
+use super::Env;
 
 /// A response of [`https_request`].
 #[derive(Debug)]

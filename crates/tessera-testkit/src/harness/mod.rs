@@ -2,6 +2,8 @@
 //! 127.0.0.1:0), an [`Env`] that starts the real server on it with real TLS, and gRPC and
 //! HTTPS clients that talk to it over mTLS or with a bearer token.
 
+mod https;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use tonic::{Request, Status};
 
 use crate::dev::{Certified, DevMaterial, LeafSpec, pki};
 
-pub use crate::https::{
+pub use self::https::{
     HttpReply, https_get, https_request, https_request_as, post_form, post_form_as,
 };
 
