@@ -20,3 +20,6 @@ pub mod policy;
 pub mod request;
 pub mod revocation;
 pub mod spiffe_id;
+
+#[cfg(test)]
+mod test_pki;
