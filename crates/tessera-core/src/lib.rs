@@ -22,4 +22,6 @@ pub mod revocation;
 pub mod spiffe_id;
 
 #[cfg(test)]
+mod test_jws;
+#[cfg(test)]
 mod test_pki;
