@@ -20,3 +20,8 @@ pub mod policy;
 pub mod request;
 pub mod revocation;
 pub mod spiffe_id;
+
+#[cfg(test)]
+mod test_jws;
+#[cfg(test)]
+mod test_pki;

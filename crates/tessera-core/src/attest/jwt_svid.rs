@@ -222,3 +222,7 @@ impl JwtSvidVerifier {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "jwt_svid_tests.rs"]
+mod tests;

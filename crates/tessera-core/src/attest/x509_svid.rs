@@ -310,3 +310,7 @@ impl X509SvidVerifier {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "x509_svid_tests.rs"]
+mod tests;

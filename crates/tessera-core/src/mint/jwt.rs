@@ -260,3 +260,7 @@ impl JwtMinter {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "jwt_tests.rs"]
+mod tests;

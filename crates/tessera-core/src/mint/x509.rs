@@ -197,3 +197,7 @@ fn subject_public_key_bits(spki: &[u8]) -> Option<&[u8]> {
     let start = spki.len().checked_sub(bits.len())?;
     (spki.get(start..) == Some(bits)).then(|| &spki[start..])
 }
+
+#[cfg(test)]
+#[path = "x509_tests.rs"]
+mod tests;

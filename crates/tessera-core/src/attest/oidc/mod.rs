@@ -291,3 +291,6 @@ fn check_claims(issuer: &IssuerConfig, c: &Registered, now: i64) -> Result<(), O
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

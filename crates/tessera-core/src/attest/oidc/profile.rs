@@ -71,7 +71,14 @@ impl Profile {
                 let rest = sub
                     .strip_prefix("repo:")
                     .ok_or_else(|| fail("sub does not start with `repo:`"))?;
-                if !rest.contains('/') || !rest.contains(':') {
+                // `:` inside values is escaped as `%3A`, so the first `:` ends `<owner>/<repo>`.
+                let shaped = rest.split_once(':').is_some_and(|(repo, context)| {
+                    let named = repo.split_once('/').is_some_and(|(owner, name)| {
+                        !owner.is_empty() && !name.is_empty() && !name.contains('/')
+                    });
+                    named && !context.is_empty()
+                });
+                if !shaped {
                     return Err(fail("sub is not `repo:<owner>/<repo>:<context>`"));
                 }
                 for key in ["repository", "repository_owner"] {
@@ -152,3 +159,7 @@ fn value_text(v: &Value) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+#[path = "profile_tests.rs"]
+mod tests;
