@@ -141,6 +141,13 @@ async fn watchers_see_revocations_live_and_resume_from_a_sequence() {
         ("issued", minted.credential_id.clone())
     );
 
+    // Nothing to replay: the first message says the watcher is up to date.
+    let caught_up = live.next().await.unwrap().unwrap();
+    assert!(
+        caught_up.caught_up && caught_up.selector.is_empty(),
+        "{caught_up:?}"
+    );
+
     let reply = admin
         .revoke(revoke_request(Selector::Workload(WORKLOAD_ID.into())))
         .await
