@@ -16,6 +16,7 @@ mod issuer;
 mod loadgen;
 mod mint;
 mod refusals;
+mod relying_party;
 mod restart;
 mod revocation;
 mod token_exchange;
