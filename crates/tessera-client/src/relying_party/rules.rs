@@ -73,8 +73,9 @@ pub(super) enum Coverage {
 }
 
 /// Rules by selector and value, each with its cut-off (the newest `effective_at`: tokens
-/// issued at or before it are revoked), plus a queue to drop them by cut-off.
-#[derive(Debug, Default)]
+/// issued at or before it are revoked), plus a queue to drop them by cut-off. `Debug` shows
+/// counts, not the (possibly millions of) rules.
+#[derive(Default)]
 pub(super) struct Rules {
     /// Per selector (by [`Selector::index`]): cut-off by value.
     cuts: [HashMap<String, i64>; 4],
@@ -82,6 +83,15 @@ pub(super) struct Rules {
     by_cut: BTreeMap<i64, Vec<(Selector, String)>>,
     /// The newest cut-off of the retained rules that cannot be matched from a token.
     unmatchable_cut: Option<i64>,
+}
+
+impl std::fmt::Debug for Rules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rules")
+            .field("len", &self.len())
+            .field("unmatchable_cut", &self.unmatchable_cut)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Rules {
