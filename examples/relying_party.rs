@@ -1,9 +1,12 @@
 //! A relying party for `https://ledger.example.org` against a running dev broker
-//! (`cargo run -- serve --dev`): it verifies minted JWTs against the broker's JWKS, follows
-//! `WatchRevocations`, and refuses a revoked token within milliseconds of the revoke.
+//! (`cargo run -- serve --dev`): it verifies minted JWTs against the broker's JWKS and how they
+//! are presented, follows `WatchRevocations`, and refuses a revoked token within milliseconds
+//! of the revoke.
 //!
-//! The demo mints a token as the dev workload, accepts it, has the dev admin revoke the
-//! workload, and prints how long the relying party took to start refusing the token.
+//! The demo mints a token as the dev workload over mTLS (so the token is bound to the
+//! workload's certificate), waits until the relying party has caught up with the broker,
+//! accepts the token as if the workload presented it with its certificate, has the dev admin
+//! revoke the workload, and prints how long the relying party took to start refusing it.
 //!
 //! ```text
 //! cargo run --example relying_party
@@ -12,7 +15,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tessera_client::relying_party::{RelyingParty, Verdict};
+use tessera_client::relying_party::{Presentation, RelyingParty, Verdict};
+use tessera_core::clock::SystemClock;
 use tessera_core::http_client::HttpsClient;
 use tessera_proto::admin_client::AdminClient;
 use tessera_proto::broker_client::BrokerClient;
@@ -23,6 +27,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 const DESTINATION: &str = "https://ledger.example.org";
+/// The purpose the demo endpoint serves.
+const PURPOSE: &str = "ledger:write";
 
 async fn channel(cert: &str, key: &str) -> Result<Channel, Error> {
     let tls = ClientTlsConfig::new()
@@ -50,6 +56,7 @@ async fn main() -> Result<(), Error> {
         "https://127.0.0.1:8444",
         DESTINATION,
         &serde_json::from_slice(&jwks.body)?,
+        Arc::new(SystemClock),
     )?);
 
     // Follow revocations (as the relying party's own workload identity), reconnecting on error.
@@ -67,15 +74,32 @@ async fn main() -> Result<(), Error> {
         }
     });
 
+    // Until the stream has replayed what the broker had when it opened, tokens go to
+    // introspection.
+    let started = Instant::now();
+    while !rp.is_following() {
+        if started.elapsed() > Duration::from_secs(5) {
+            return Err("the relying party did not catch up within 5 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
     let mut workload =
         BrokerClient::new(channel("certs-dev/workload.pem", "certs-dev/workload-key.pem").await?);
     let request = MintJwtRequest {
         destination: DESTINATION.into(),
-        purpose: "ledger:write".into(),
+        purpose: PURPOSE.into(),
         ttl_seconds: 120,
     };
     let token = workload.mint_jwt(request).await?.into_inner().token;
-    println!("before revoke: {:?}", short(&rp.check(&token)));
+    // The workload's client certificate, as the relying party's TLS layer would see it.
+    let certificate =
+        tessera_core::keys::certificates(std::path::Path::new("certs-dev/workload.pem"))?;
+    let certificate = certificate
+        .first()
+        .ok_or("certs-dev/workload.pem is empty")?;
+    let presented = Presentation::mtls(certificate.as_ref(), PURPOSE);
+    println!("before revoke: {:?}", short(&rp.check(&token, presented)));
 
     let mut admin =
         AdminClient::new(channel("certs-dev/admin.pem", "certs-dev/admin-key.pem").await?);
@@ -87,7 +111,7 @@ async fn main() -> Result<(), Error> {
     };
     let reply = admin.revoke(revoke).await?.into_inner();
     let revoked_at = Instant::now();
-    while matches!(rp.check(&token), Verdict::Accept(_)) {
+    while matches!(rp.check(&token, presented), Verdict::Accept(_)) {
         if revoked_at.elapsed() > Duration::from_secs(5) {
             return Err("the revocation did not arrive within 5 s".into());
         }
@@ -97,7 +121,7 @@ async fn main() -> Result<(), Error> {
         "after revoke {} (sequence {}): {:?}, {:.2} ms after the Revoke reply",
         reply.revocation_id,
         reply.sequence,
-        short(&rp.check(&token)),
+        short(&rp.check(&token, presented)),
         revoked_at.elapsed().as_secs_f64() * 1000.0
     );
     Ok(())

@@ -122,8 +122,11 @@ async fn delivery(
             .into_inner();
         let tx = tx.clone();
         streams.push(tokio::spawn(async move {
-            while let Some(Ok(_)) = stream.next().await {
-                let _ = tx.send((i, Instant::now()));
+            while let Some(Ok(event)) = stream.next().await {
+                // The end-of-replay marker is not a revocation.
+                if !event.caught_up {
+                    let _ = tx.send((i, Instant::now()));
+                }
             }
         }));
     }

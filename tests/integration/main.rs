@@ -17,6 +17,7 @@ mod layout;
 mod loadgen;
 mod mint;
 mod refusals;
+mod relying_party;
 mod restart;
 mod revocation;
 mod token_exchange;

@@ -143,6 +143,13 @@ async fn watchers_see_revocations_live_and_resume_from_a_sequence() {
         ("issued", minted.credential_id.clone())
     );
 
+    // Nothing to replay: the first message says the watcher is up to date.
+    let caught_up = live.next().await.unwrap().unwrap();
+    assert!(
+        caught_up.caught_up && caught_up.selector.is_empty(),
+        "{caught_up:?}"
+    );
+
     let reply = admin
         .revoke(revoke_request(Selector::Workload(WORKLOAD_ID.into())))
         .await
@@ -424,7 +431,7 @@ async fn the_audit_chain_verifies_and_an_edited_line_is_named() {
 
 #[tokio::test]
 async fn a_relying_party_following_revocations_refuses_a_revoked_token_at_once() {
-    use tessera_client::relying_party::{RelyingParty, Verdict};
+    use tessera_client::relying_party::{Presentation, Refusal, RelyingParty, Verdict};
     let mut env = Env::start().await;
     let (_, _, jwks) = https_get(&env, "/.well-known/jwks.json").await;
     let rp = std::sync::Arc::new(
@@ -432,6 +439,7 @@ async fn a_relying_party_following_revocations_refuses_a_revoked_token_at_once()
             "https://127.0.0.1:0",
             DEST,
             &serde_json::from_slice(&jwks).unwrap(),
+            std::sync::Arc::new(tessera_core::clock::SystemClock),
         )
         .unwrap(),
     );
@@ -441,11 +449,13 @@ async fn a_relying_party_following_revocations_refuses_a_revoked_token_at_once()
     );
     tokio::spawn(async move { follower.follow(&mut watch).await });
     let mut client = env.workload_client().await;
+    // Tokens minted over mTLS are bound to the workload's certificate: present it.
+    let presented = Presentation::mtls(&env.fx.material.workload.cert_der, PURPOSE);
     let unsynced = mint(&mut client, DEST, PURPOSE, 60, None).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !rp.is_following() {
         assert!(
-            matches!(rp.check(&unsynced.token), Verdict::Introspect(_)),
+            matches!(rp.check(&unsynced.token, presented), Verdict::Introspect(_)),
             "not following: ask"
         );
         assert!(
@@ -455,14 +465,17 @@ async fn a_relying_party_following_revocations_refuses_a_revoked_token_at_once()
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let before = mint(&mut client, DEST, PURPOSE, 60, None).await.unwrap();
-    assert!(matches!(rp.check(&before.token), Verdict::Accept(_)));
+    assert!(matches!(
+        rp.check(&before.token, presented),
+        Verdict::Accept(_)
+    ));
     admin(&env)
         .await
         .revoke(revoke_request(Selector::Destination(DEST.into())))
         .await
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while matches!(rp.check(&before.token), Verdict::Accept(_)) {
+    while matches!(rp.check(&before.token, presented), Verdict::Accept(_)) {
         assert!(
             std::time::Instant::now() < deadline,
             "the revocation reached the relying party"
@@ -470,16 +483,16 @@ async fn a_relying_party_following_revocations_refuses_a_revoked_token_at_once()
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     assert_eq!(
-        rp.check(&before.token),
-        Verdict::Refuse("revoked by destination".into())
+        rp.check(&before.token, presented),
+        Verdict::Refuse(Refusal::Revoked("destination"))
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let after = mint(&mut client, DEST, PURPOSE, 60, None).await.unwrap();
     assert!(
-        matches!(rp.check(&after.token), Verdict::Accept(_)),
+        matches!(rp.check(&after.token, presented), Verdict::Accept(_)),
         "minted after the rule"
     );
-    assert!(matches!(rp.check("garbage"), Verdict::Refuse(_)));
+    assert!(matches!(rp.check("garbage", presented), Verdict::Refuse(_)));
     env.shutdown().await;
 }
 

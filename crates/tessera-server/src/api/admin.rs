@@ -192,7 +192,7 @@ impl proto::admin_server::Admin for AdminService {
         });
         let stream = self
             .watches
-            .open(request.get_ref().since_sequence, convert)
+            .open(request.get_ref().since_sequence, convert, None)
             .map_err(|r| status(r, &self.metrics))?;
         Ok(Response::new(stream))
     }

@@ -27,6 +27,16 @@ pub fn revocation(rule: &RevocationRule) -> proto::RevocationEvent {
         value: rule.rule.value.clone(),
         effective_at: rule.rule.effective_at,
         reason: rule.rule.reason.clone(),
+        caught_up: false,
+    }
+}
+
+/// The marker that ends a revocation stream's replay: every event up to `sequence` was sent.
+pub fn caught_up(sequence: u64) -> proto::RevocationEvent {
+    proto::RevocationEvent {
+        sequence,
+        caught_up: true,
+        ..proto::RevocationEvent::default()
     }
 }
 

@@ -165,7 +165,11 @@ impl proto::broker_server::Broker for BrokerService {
         });
         let stream = self
             .watches
-            .open(request.get_ref().since_sequence, convert)
+            .open(
+                request.get_ref().since_sequence,
+                convert,
+                Some(Box::new(convert::caught_up)),
+            )
             .map_err(|r: Refusal| status(r, &self.metrics))?;
         Ok(Response::new(stream))
     }

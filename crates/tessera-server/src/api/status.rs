@@ -4,6 +4,7 @@
 
 use tonic::{Code, Status};
 
+use crate::api::watch::WatchEnd;
 use crate::metrics::Metrics;
 use crate::refusal::{Class, Refusal};
 
@@ -32,4 +33,17 @@ where
     Refusal: From<&'a E>,
 {
     status(Refusal::from(error), metrics)
+}
+
+/// Returns the status that ends a watch stream, naming the sequence to resume from.
+pub fn watch_end(end: WatchEnd) -> Status {
+    match end {
+        WatchEnd::Unreadable => Status::unavailable("events cannot be read; retry"),
+        WatchEnd::ShuttingDown { last } => Status::unavailable(format!(
+            "the broker is shutting down; resume with since_sequence = {last}"
+        )),
+        WatchEnd::FellBehind { last } => Status::aborted(format!(
+            "this watcher fell behind; resume with since_sequence = {last}"
+        )),
+    }
 }

@@ -12,6 +12,7 @@ use tonic::Status;
 use tessera_core::domain::Event;
 use tessera_ledger::Ledger;
 
+use crate::api::status;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::refusal::Refusal;
@@ -26,6 +27,10 @@ pub type WatchStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 
 
 /// Turns an event into the message to send, or `None` to skip it.
 pub type Convert<T> = Box<dyn Fn(&Event) -> Option<T> + Send + Sync>;
+
+/// Makes the message that tells a watcher every event up to the given sequence (the last one
+/// committed when its stream opened) has been sent.
+pub type CaughtUp<T> = Box<dyn Fn(u64) -> T + Send + Sync>;
 
 /// What opening a watch stream needs: one home for the watcher slots, the ledger, the
 /// shutdown signal and the metrics.
@@ -45,12 +50,14 @@ impl std::fmt::Debug for Watches {
 }
 
 impl Watches {
-    /// Opens a [`watch`] from `since`, taking one watcher slot for the stream's lifetime.
-    /// Fails with an `Overloaded` refusal when every slot is taken.
+    /// Opens a [`watch`] from `since`, taking one watcher slot for the stream's lifetime; sends
+    /// the `caught_up` marker, when given, once the replay is complete. Fails with an
+    /// `Overloaded` refusal when every slot is taken.
     pub fn open<T: Send + 'static>(
         &self,
         since: u64,
         convert: Convert<T>,
+        caught_up: Option<CaughtUp<T>>,
     ) -> Result<WatchStream<T>, Refusal> {
         let permit = self.limits.watcher()?;
         Ok(watch(WatchParams {
@@ -60,6 +67,7 @@ impl Watches {
             metrics: Arc::clone(&self.metrics),
             since,
             convert,
+            caught_up,
         }))
     }
 }
@@ -74,6 +82,7 @@ struct WatchParams<T> {
     metrics: Arc<Metrics>,
     since: u64,
     convert: Convert<T>,
+    caught_up: Option<CaughtUp<T>>,
 }
 
 impl<T> std::fmt::Debug for WatchParams<T> {
@@ -84,17 +93,31 @@ impl<T> std::fmt::Debug for WatchParams<T> {
     }
 }
 
-/// Returns a stream of every retained event after `since`, then live events, in sequence
-/// order without gaps or repeats. Ends with `ABORTED` (naming the sequence to resume from) if
-/// the watcher falls too far behind, or `UNAVAILABLE` if the ledger cannot be read.
+/// Why a watch stream ended before the watcher went away; rendered by
+/// [`crate::api::status::watch_end`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchEnd {
+    /// The ledger could not be read (`UNAVAILABLE`).
+    Unreadable,
+    /// The server is shutting down (`UNAVAILABLE`); resume after `last`.
+    ShuttingDown { last: u64 },
+    /// The watcher fell too far behind the live events (`ABORTED`); resume after `last`.
+    FellBehind { last: u64 },
+}
+
+/// Returns a stream of every retained event after `since`, then (once every event committed
+/// when the stream opened was sent) the caught-up marker if the watch has one, then live
+/// events, in sequence order without gaps or repeats. Ends with `ABORTED` (naming the sequence
+/// to resume from) if the watcher falls too far behind, or `UNAVAILABLE` if the ledger cannot be
+/// read or the server shuts down.
 fn watch<T: Send + 'static>(p: WatchParams<T>) -> WatchStream<T> {
     let (tx, rx) = mpsc::channel(PER_WATCHER_BUFFER);
     // Subscribe before replaying, so nothing committed meanwhile is missed.
     let live = p.ledger.subscribe();
     tokio::spawn(async move {
         p.metrics.watchers.inc();
-        if let Err(status) = forward(&p, live, &tx).await {
-            let _ = tx.send(Err(status)).await;
+        if let Err(end) = forward(&p, live, &tx).await {
+            let _ = tx.send(Err(status::watch_end(end))).await;
         }
         p.metrics.watchers.dec();
     });
@@ -104,40 +127,76 @@ fn watch<T: Send + 'static>(p: WatchParams<T>) -> WatchStream<T> {
 /// Sends replayed then live events until the watcher goes away (`Ok`) or cannot continue.
 async fn forward<T>(
     p: &WatchParams<T>,
-    mut live: broadcast::Receiver<Event>,
+    live: broadcast::Receiver<Event>,
     tx: &mpsc::Sender<Result<T, Status>>,
-) -> Result<(), Status> {
+) -> Result<(), WatchEnd> {
+    match replay(p, tx).await? {
+        Some(last) => stream_live(p, live, tx, last).await,
+        None => Ok(()),
+    }
+}
+
+/// Sends every retained event after `since`, and the caught-up marker (if any) once the replay
+/// has reached the last sequence committed when it started. Returns the last sequence replayed,
+/// or `None` when the watcher went away. Fails when the ledger cannot be read.
+async fn replay<T>(
+    p: &WatchParams<T>,
+    tx: &mpsc::Sender<Result<T, Status>>,
+) -> Result<Option<u64>, WatchEnd> {
+    // Read after subscribing: whatever is committed later arrives live, or in a later page.
+    let target = p.ledger.last_sequence().await.map_err(unreadable)?;
+    let mut marker = p.caught_up.as_ref();
     let mut last = p.since;
     loop {
+        if last >= target
+            && let Some(make) = marker.take()
+            && tx.send(Ok(make(target))).await.is_err()
+        {
+            return Ok(None);
+        }
         let page = p
             .ledger
             .events_since(last, REPLAY_PAGE)
             .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "replaying events failed");
-                Status::unavailable("events cannot be read; retry")
-            })?;
+            .map_err(unreadable)?;
         let Some(end) = page.last().map(|e| e.sequence) else {
-            break;
+            // Nothing more retained: whatever the target was, it has been sent.
+            if let Some(make) = marker.take()
+                && tx.send(Ok(make(target))).await.is_err()
+            {
+                return Ok(None);
+            }
+            return Ok(Some(last));
         };
         for event in &page {
             if let Some(message) = (p.convert)(event)
                 && tx.send(Ok(message)).await.is_err()
             {
-                return Ok(());
+                return Ok(None);
             }
         }
         last = end;
     }
+}
+
+/// Logs a failed ledger read; returns how the stream ends.
+fn unreadable(error: tessera_ledger::LedgerError) -> WatchEnd {
+    tracing::warn!(error = %error, "replaying events failed");
+    WatchEnd::Unreadable
+}
+
+/// Sends live events after `last` until the watcher goes away (`Ok`) or cannot continue.
+async fn stream_live<T>(
+    p: &WatchParams<T>,
+    mut live: broadcast::Receiver<Event>,
+    tx: &mpsc::Sender<Result<T, Status>>,
+    mut last: u64,
+) -> Result<(), WatchEnd> {
     loop {
         let received = tokio::select! {
             // The client went away: free its slot now, not at the next event.
             () = tx.closed() => return Ok(()),
-            () = p.stopping.cancelled() => {
-                return Err(Status::unavailable(format!(
-                    "the broker is shutting down; resume with since_sequence = {last}"
-                )));
-            }
+            () = p.stopping.cancelled() => return Err(WatchEnd::ShuttingDown { last }),
             received = live.recv() => received,
         };
         match received {
@@ -156,9 +215,7 @@ async fn forward<T>(
                 }
             }
             Err(broadcast::error::RecvError::Lagged(_)) => {
-                return Err(Status::aborted(format!(
-                    "this watcher fell behind; resume with since_sequence = {last}"
-                )));
+                return Err(WatchEnd::FellBehind { last });
             }
             Err(broadcast::error::RecvError::Closed) => return Ok(()),
         }

@@ -235,6 +235,24 @@ impl KeyCache {
         }
     }
 
+    /// Installs keys without fetching (unit tests only); fails when the issuer is not
+    /// configured.
+    #[cfg(test)]
+    pub(crate) async fn seed(
+        &self,
+        issuer: &str,
+        jwks: &JwkSet,
+        now: i64,
+    ) -> Result<(), KeyFetchError> {
+        if !self.sources.contains_key(issuer) {
+            return Err(KeyFetchError::NotConfigured(issuer.to_owned()));
+        }
+        self.cache
+            .insert(issuer.to_owned(), Arc::new(KeySet::from_jwks(jwks, now)))
+            .await;
+        Ok(())
+    }
+
     /// Refreshes the issuer's keys after `seen` proved stale (an unknown `kid`), unless another
     /// caller refreshed them meanwhile or the issuer was asked under [`MIN_REFRESH_SECS`] ago.
     /// Returns the newest keys; on a failed fetch, the cached ones.

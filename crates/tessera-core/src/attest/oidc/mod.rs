@@ -162,6 +162,19 @@ impl OidcVerifier {
         self.issuers.contains_key(issuer)
     }
 
+    /// Installs `jwks` as the issuer's current keys without fetching (unit tests only). Fails
+    /// when the issuer is not configured.
+    #[cfg(test)]
+    pub(crate) async fn seed_keys(
+        &self,
+        issuer: &str,
+        jwks: &jsonwebtoken::jwk::JwkSet,
+    ) -> Result<(), keys::KeyFetchError> {
+        self.keys
+            .seed(issuer, jwks, self.clock.unix_seconds())
+            .await
+    }
+
     /// Returns how many JWKS fetches have been started (for tests and metrics).
     pub fn jwks_fetches(&self) -> u64 {
         self.keys.fetches()
