@@ -135,7 +135,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config, dev } => serve(config, dev),
         #[cfg(feature = "bench")]
-        Command::Bench(args) => tessera_bench::run(&args),
+        Command::Bench(args) => tessera_bench::run(&args).map_err(|e| e.to_string()),
         Command::Dev {
             command: DevCommand::Certs { out },
         } => dev_certs(&out),

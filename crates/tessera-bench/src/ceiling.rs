@@ -10,6 +10,19 @@ use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, UnparsedPublicKey,
 };
 
+/// Why the crypto ceiling could not be measured.
+#[derive(Debug, thiserror::Error)]
+pub enum CeilingError {
+    #[error("ceiling: generating a P-256 key failed: {0}")]
+    KeyGeneration(aws_lc_rs::error::Unspecified),
+    #[error("ceiling: a generated P-256 key was rejected: {0}")]
+    KeyRejected(aws_lc_rs::error::KeyRejected),
+    #[error("ceiling: signature did not verify")]
+    Verify,
+    #[error("ceiling: signing failed")]
+    Sign,
+}
+
 /// Which unavoidable work a scenario does per request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -54,8 +67,11 @@ impl std::fmt::Debug for CryptoWork {
 
 impl CryptoWork {
     /// Builds fresh P-256 keys and a signed message of the sizes the broker handles (a
-    /// 420-byte JWT signing input, a 560-byte leaf TBS). Fails only if key generation fails.
-    pub fn new(kind: CryptoKind) -> Result<Self, String> {
+    /// 420-byte JWT signing input, a 560-byte leaf TBS).
+    ///
+    /// Fails with [`CeilingError::KeyGeneration`] or [`CeilingError::KeyRejected`] if key
+    /// generation fails, and with [`CeilingError::Sign`] if signing the message to verify fails.
+    pub fn new(kind: CryptoKind) -> Result<Self, CeilingError> {
         let rng = SystemRandom::new();
         let fixed = kind != CryptoKind::CsrVerifyCaSign;
         let sign_alg = if fixed {
@@ -63,9 +79,10 @@ impl CryptoWork {
         } else {
             &ECDSA_P256_SHA256_ASN1_SIGNING
         };
-        let key = |alg| -> Result<EcdsaKeyPair, String> {
-            let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng).map_err(|e| e.to_string())?;
-            EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref()).map_err(|e| e.to_string())
+        let key = |alg| -> Result<EcdsaKeyPair, CeilingError> {
+            let pkcs8 =
+                EcdsaKeyPair::generate_pkcs8(alg, &rng).map_err(CeilingError::KeyGeneration)?;
+            EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref()).map_err(CeilingError::KeyRejected)
         };
         let signer = key(sign_alg)?;
         let message = vec![b'a'; if fixed { 420 } else { 560 }];
@@ -74,7 +91,7 @@ impl CryptoWork {
             CryptoKind::Es256VerifySign | CryptoKind::CsrVerifyCaSign => {
                 let peer = key(sign_alg)?;
                 let signed = vec![b'b'; 300];
-                let signature = peer.sign(&rng, &signed).map_err(|e| e.to_string())?;
+                let signature = peer.sign(&rng, &signed).map_err(|_| CeilingError::Sign)?;
                 Some((
                     peer.public_key().as_ref().to_vec(),
                     signed,
@@ -91,8 +108,11 @@ impl CryptoWork {
         })
     }
 
-    /// Does the work once. Fails if a signature does not verify or signing fails.
-    pub fn once(&self) -> Result<(), String> {
+    /// Does the work once.
+    ///
+    /// Fails with [`CeilingError::Verify`] if a signature does not verify and with
+    /// [`CeilingError::Sign`] if signing fails.
+    pub fn once(&self) -> Result<(), CeilingError> {
         if let Some((public, signed, signature)) = &self.verify {
             let alg = match self.kind {
                 CryptoKind::CsrVerifyCaSign => &ECDSA_P256_SHA256_ASN1,
@@ -100,12 +120,12 @@ impl CryptoWork {
             };
             UnparsedPublicKey::new(alg, public)
                 .verify(signed, signature)
-                .map_err(|_| "ceiling: signature did not verify".to_owned())?;
+                .map_err(|_| CeilingError::Verify)?;
         }
         let signature = self
             .signer
             .sign(&self.rng, std::hint::black_box(&self.message))
-            .map_err(|_| "ceiling: signing failed".to_owned())?;
+            .map_err(|_| CeilingError::Sign)?;
         std::hint::black_box(signature);
         Ok(())
     }
@@ -122,8 +142,11 @@ pub struct Ceiling {
 }
 
 /// Runs `kind`'s work back to back on the calling thread for at least `min_time` and returns
-/// the rate. Fails if the work fails.
-pub fn measure(kind: CryptoKind, min_time: Duration) -> Result<Ceiling, String> {
+/// the rate.
+///
+/// Fails with the [`CeilingError`] of [`CryptoWork::new`] or [`CryptoWork::once`] if the work
+/// cannot be built or fails.
+pub fn measure(kind: CryptoKind, min_time: Duration) -> Result<Ceiling, CeilingError> {
     let work = CryptoWork::new(kind)?;
     for _ in 0..200 {
         work.once()?; // warm caches and the CPU frequency
@@ -168,6 +191,6 @@ mod tests {
         if let Some((_, signed, _)) = work.verify.as_mut() {
             signed[0] ^= 1;
         }
-        assert!(work.once().is_err());
+        assert!(matches!(work.once(), Err(CeilingError::Verify)));
     }
 }

@@ -11,6 +11,15 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+/// Why a step could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum DriveError {
+    #[error("histogram: {0}")]
+    Histogram(#[from] hdrhistogram::CreationError),
+    #[error("a request task panicked")]
+    TaskPanicked,
+}
+
 /// How one request ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -93,11 +102,11 @@ struct Tally {
 }
 
 impl Tally {
-    fn new() -> Result<Self, String> {
+    /// Fails with [`DriveError::Histogram`] if the latency histogram cannot be built.
+    fn new() -> Result<Self, DriveError> {
         Ok(Tally {
             // 1 µs .. 100 s, 3 significant digits.
-            latency: Histogram::new_with_bounds(1, 100_000_000, 3)
-                .map_err(|e| format!("histogram: {e}"))?,
+            latency: Histogram::new_with_bounds(1, 100_000_000, 3)?,
             ok: 0,
             shed: 0,
             errors: 0,
@@ -114,9 +123,11 @@ struct Window {
     end: Instant,
 }
 
-/// Runs one step of `load` and returns what it measured. Fails only when the histogram
-/// cannot be built.
-pub async fn run_step(load: Arc<dyn Load>, p: StepParams) -> Result<StepResult, String> {
+/// Runs one step of `load` and returns what it measured.
+///
+/// Fails with [`DriveError::Histogram`] when the histogram cannot be built and with
+/// [`DriveError::TaskPanicked`] when a request task panicked holding the counters.
+pub async fn run_step(load: Arc<dyn Load>, p: StepParams) -> Result<StepResult, DriveError> {
     let tally = Arc::new(Mutex::new(Tally::new()?));
     let begin = Instant::now() + Duration::from_millis(5);
     let window = Window {
@@ -161,9 +172,7 @@ pub async fn run_step(load: Arc<dyn Load>, p: StepParams) -> Result<StepResult, 
             left
         }
     };
-    let tally = tally
-        .lock()
-        .map_err(|_| "a request task panicked".to_owned())?;
+    let tally = tally.lock().map_err(|_| DriveError::TaskPanicked)?;
     Ok(summarise(&tally, p, (sent, dispatched), unfinished))
 }
 

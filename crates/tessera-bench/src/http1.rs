@@ -13,6 +13,70 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
+/// Why a pool could not be built or a request got no reply. `Display` names the URL or the
+/// `host:port`.
+#[derive(Debug, thiserror::Error)]
+pub enum Http1Error {
+    #[error("{url}: {source}")]
+    InvalidUrl {
+        url: String,
+        source: hyper::http::uri::InvalidUri,
+    },
+    #[error("{url}: no host")]
+    NoHost { url: String },
+    #[error("{url}: no port")]
+    NoPort { url: String },
+    #[error("{url}: scheme must be http or https")]
+    Scheme { url: String },
+    #[error("{url}: TLS client configuration: {source}")]
+    TlsConfig { url: String, source: rustls::Error },
+    #[error("{host}: {source}")]
+    ServerName {
+        host: String,
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
+    #[error("{authority}: {source}")]
+    PoolClosed {
+        authority: String,
+        source: tokio::sync::AcquireError,
+    },
+    #[error("building the request to {authority}: {source}")]
+    Request {
+        authority: String,
+        source: hyper::http::Error,
+    },
+    #[error("connecting to {authority}: {source}")]
+    Connect {
+        authority: String,
+        source: std::io::Error,
+    },
+    #[error("{authority}: setting TCP_NODELAY: {source}")]
+    NoDelay {
+        authority: String,
+        source: std::io::Error,
+    },
+    #[error("TLS to {authority}: {source}")]
+    Tls {
+        authority: String,
+        source: std::io::Error,
+    },
+    #[error("HTTP/1.1 handshake with {authority}: {source}")]
+    Handshake {
+        authority: String,
+        source: hyper::Error,
+    },
+    #[error("{authority}: {source}")]
+    Send {
+        authority: String,
+        source: hyper::Error,
+    },
+    #[error("reading the reply from {authority}: {source}")]
+    Body {
+        authority: String,
+        source: hyper::Error,
+    },
+}
+
 /// Where requests go.
 struct Target {
     /// `host:port` to connect to and to send as `Host`.
@@ -47,19 +111,42 @@ pub struct Reply {
 
 impl Http1Pool {
     /// A pool of at most `connections` connections to `url` (`http://` or `https://`; an
-    /// `https://` URL is verified against `roots`). Fails on a URL without host or port.
+    /// `https://` URL is verified against `roots`).
+    ///
+    /// Fails, naming `url`, on a URL that does not parse or has no host or port
+    /// ([`Http1Error::InvalidUrl`], [`Http1Error::NoHost`], [`Http1Error::NoPort`]), a scheme
+    /// other than `http` or `https` ([`Http1Error::Scheme`]), a root the TLS client refuses
+    /// ([`Http1Error::TlsConfig`]) or a host that is not a TLS server name
+    /// ([`Http1Error::ServerName`]).
     pub fn new(
         url: &str,
         connections: usize,
         roots: &[CertificateDer<'static>],
-    ) -> Result<Self, String> {
-        let uri: Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-        let host = uri.host().ok_or_else(|| format!("{url}: no host"))?;
-        let port = uri.port_u16().ok_or_else(|| format!("{url}: no port"))?;
+    ) -> Result<Self, Http1Error> {
+        let uri: Uri = url.parse().map_err(|source| Http1Error::InvalidUrl {
+            url: url.to_owned(),
+            source,
+        })?;
+        let host = uri.host().ok_or_else(|| Http1Error::NoHost {
+            url: url.to_owned(),
+        })?;
+        let port = uri.port_u16().ok_or_else(|| Http1Error::NoPort {
+            url: url.to_owned(),
+        })?;
         let tls = match uri.scheme_str() {
             Some("http") => None,
-            Some("https") => Some((connector(roots)?, server_name(host)?)),
-            _ => return Err(format!("{url}: scheme must be http or https")),
+            Some("https") => {
+                let connector = connector(roots).map_err(|source| Http1Error::TlsConfig {
+                    url: url.to_owned(),
+                    source,
+                })?;
+                Some((connector, server_name(host)?))
+            }
+            _ => {
+                return Err(Http1Error::Scheme {
+                    url: url.to_owned(),
+                });
+            }
         };
         Ok(Http1Pool {
             target: Target {
@@ -73,9 +160,21 @@ impl Http1Pool {
     }
 
     /// POSTs `form` (already `application/x-www-form-urlencoded`) and returns the reply.
-    /// Fails on a connection or protocol error; any status is a reply.
-    pub async fn post_form(&self, form: String) -> Result<Reply, String> {
-        let _slot = self.slots.acquire().await.map_err(|e| e.to_string())?;
+    /// Any status is a reply.
+    ///
+    /// Fails, naming the target's `host:port`, on a connection error ([`Http1Error::Connect`],
+    /// [`Http1Error::NoDelay`], [`Http1Error::Tls`], [`Http1Error::Handshake`]) or a protocol
+    /// error ([`Http1Error::Send`], [`Http1Error::Body`]); [`Http1Error::Request`] and
+    /// [`Http1Error::PoolClosed`] do not happen in practice.
+    pub async fn post_form(&self, form: String) -> Result<Reply, Http1Error> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|source| Http1Error::PoolClosed {
+                authority: self.target.authority.clone(),
+                source,
+            })?;
         let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let reused = idle.is_some();
         let mut sender = match idle {
@@ -89,7 +188,10 @@ impl Http1Pool {
                 "application/x-www-form-urlencoded",
             )
             .body(Full::new(Bytes::from(form)))
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| Http1Error::Request {
+                authority: self.target.authority.clone(),
+                source,
+            })?;
         let response = match Self::send(&mut sender, request).await {
             Ok(response) => response,
             // The target closed an idle connection before the request left: it was not sent,
@@ -98,16 +200,19 @@ impl Http1Pool {
                 sender = self.connect().await?;
                 Self::send(&mut sender, request)
                     .await
-                    .map_err(|(error, _)| error)?
+                    .map_err(|(error, _)| self.send_error(error))?
             }
-            Err((error, _)) => return Err(error),
+            Err((error, _)) => return Err(self.send_error(error)),
         };
         let status = response.status();
         let body = response
             .into_body()
             .collect()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|source| Http1Error::Body {
+                authority: self.target.authority.clone(),
+                source,
+            })?
             .to_bytes();
         if !sender.is_closed()
             && let Ok(mut idle) = self.idle.lock()
@@ -122,61 +227,127 @@ impl Http1Pool {
     async fn send(
         sender: &mut SendRequest<Full<Bytes>>,
         request: Request<Full<Bytes>>,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, (String, Option<Request<Full<Bytes>>>)>
+    ) -> Result<hyper::Response<hyper::body::Incoming>, (hyper::Error, Option<Request<Full<Bytes>>>)>
     {
         if let Err(e) = sender.ready().await {
-            return Err((e.to_string(), Some(request))); // closed while idle: nothing was sent
+            return Err((e, Some(request))); // closed while idle: nothing was sent
         }
-        sender
-            .try_send_request(request)
-            .await
-            .map_err(|mut e| (e.error().to_string(), e.take_message()))
+        sender.try_send_request(request).await.map_err(|mut e| {
+            let message = e.take_message();
+            (e.into_error(), message)
+        })
+    }
+
+    /// Returns `source` as a send error naming the target.
+    fn send_error(&self, source: hyper::Error) -> Http1Error {
+        Http1Error::Send {
+            authority: self.target.authority.clone(),
+            source,
+        }
     }
 
     /// Opens one connection and returns its sender.
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
-        let tcp = TcpStream::connect(&self.target.authority)
+    ///
+    /// Fails, naming the target, with [`Http1Error::Connect`], [`Http1Error::NoDelay`],
+    /// [`Http1Error::Tls`] or [`Http1Error::Handshake`].
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, Http1Error> {
+        let authority = &self.target.authority;
+        let tcp = TcpStream::connect(authority)
             .await
-            .map_err(|e| format!("connecting to {}: {e}", self.target.authority))?;
-        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-        match &self.target.tls {
+            .map_err(|source| Http1Error::Connect {
+                authority: authority.clone(),
+                source,
+            })?;
+        tcp.set_nodelay(true)
+            .map_err(|source| Http1Error::NoDelay {
+                authority: authority.clone(),
+                source,
+            })?;
+        let sender = match &self.target.tls {
             None => handshake(TokioIo::new(tcp)).await,
             Some((connector, name)) => {
                 let tls = connector
                     .connect(name.clone(), tcp)
                     .await
-                    .map_err(|e| format!("TLS to {}: {e}", self.target.authority))?;
+                    .map_err(|source| Http1Error::Tls {
+                        authority: authority.clone(),
+                        source,
+                    })?;
                 handshake(TokioIo::new(tls)).await
             }
-        }
+        };
+        sender.map_err(|source| Http1Error::Handshake {
+            authority: authority.clone(),
+            source,
+        })
     }
 }
 
-async fn handshake<T>(io: TokioIo<T>) -> Result<SendRequest<Full<Bytes>>, String>
+/// Runs the HTTP/1.1 client handshake on `io` and spawns the connection. Fails with hyper's
+/// error if the handshake fails.
+async fn handshake<T>(io: TokioIo<T>) -> Result<SendRequest<Full<Bytes>>, hyper::Error>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, connection) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
     tokio::spawn(connection);
     Ok(sender)
 }
 
-/// A TLS client trusting only `roots`.
-fn connector(roots: &[CertificateDer<'static>]) -> Result<tokio_rustls::TlsConnector, String> {
+/// A TLS client trusting only `roots`. Fails if a root is not a usable trust anchor or the
+/// client cannot be configured.
+fn connector(
+    roots: &[CertificateDer<'static>],
+) -> Result<tokio_rustls::TlsConnector, rustls::Error> {
     let mut store = rustls::RootCertStore::empty();
     for root in roots {
-        store.add(root.clone()).map_err(|e| e.to_string())?;
+        store.add(root.clone())?;
     }
-    tessera_core::http_client::http1_connector(store).map_err(|e| e.to_string())
+    tessera_core::http_client::http1_connector(store)
 }
 
-fn server_name(host: &str) -> Result<ServerName<'static>, String> {
+/// `host` (a bracketed IPv6 literal too) as a TLS server name. Fails with
+/// [`Http1Error::ServerName`] naming `host` if it is neither a DNS name nor an IP address.
+fn server_name(host: &str) -> Result<ServerName<'static>, Http1Error> {
     ServerName::try_from(
         host.trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned(),
     )
-    .map_err(|e| format!("{host}: {e}"))
+    .map_err(|source| Http1Error::ServerName {
+        host: host.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_url_fails_naming_it() {
+        for (url, error) in [
+            ("ftp://127.0.0.1:1/token", "scheme must be http or https"),
+            ("http://127.0.0.1/token", "no port"),
+        ] {
+            let message = Http1Pool::new(url, 1, &[]).unwrap_err().to_string();
+            assert_eq!(message, format!("{url}: {error}"));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_fails_naming_the_address() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let pool = Http1Pool::new(&format!("http://{addr}/token"), 1, &[]).unwrap();
+        let error = pool.post_form(String::new()).await.unwrap_err();
+        assert!(matches!(error, Http1Error::Connect { .. }), "{error:?}");
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("connecting to {addr}: ")),
+            "{error}"
+        );
+    }
 }

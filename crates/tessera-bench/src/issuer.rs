@@ -14,6 +14,30 @@ use tokio::net::TcpListener;
 
 use tessera_testkit::dev::JwtSvidSigner;
 use tessera_testkit::fixtures;
+use tessera_testkit::pki::PkiError;
+
+/// Why the bench CI issuer could not start or sign a token.
+#[derive(Debug, thiserror::Error)]
+pub enum IssuerError {
+    #[error("generating the CI issuer's signing key: {0}")]
+    SigningKey(#[source] PkiError),
+    #[error("binding the CI issuer on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the CI issuer's address (bound on {addr}): {source}")]
+    LocalAddr {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("CI issuer TLS protocol versions: {0}")]
+    TlsVersions(#[source] rustls::Error),
+    #[error("CI issuer certificate: {0}")]
+    Certificate(#[source] rustls::Error),
+    #[error("signing a CI token: {0}")]
+    Token(#[source] PkiError),
+}
 
 /// Returns the broker configuration the `exchange` scenario needs: the CI issuer served on
 /// `addr` (its TLS certificate chains to `ca_file`) and the test kit's CI grant for its tokens.
@@ -31,18 +55,25 @@ pub struct CiIssuer {
 
 impl CiIssuer {
     /// Starts serving discovery and the JWKS on `addr` over TLS with `cert_chain`/`key`.
-    /// Returns once the listener is bound; fails if it cannot bind or the key is unusable.
+    /// Returns once the listener is bound.
+    ///
+    /// Fails with [`IssuerError::Bind`] naming `addr` if it cannot bind, with
+    /// [`IssuerError::Certificate`] if `cert_chain`/`key` are unusable, and with
+    /// [`IssuerError::SigningKey`], [`IssuerError::LocalAddr`] or [`IssuerError::TlsVersions`]
+    /// if the signing key, the bound address or the TLS configuration cannot be had.
     pub async fn start(
         addr: SocketAddr,
         cert_chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
         audience: &str,
-    ) -> Result<CiIssuer, String> {
-        let signer = JwtSvidSigner::generate("bench-ci-1").map_err(|e| e.to_string())?;
+    ) -> Result<CiIssuer, IssuerError> {
+        let signer = JwtSvidSigner::generate("bench-ci-1").map_err(IssuerError::SigningKey)?;
         let listener = TcpListener::bind(addr)
             .await
-            .map_err(|e| format!("binding the CI issuer on {addr}: {e}"))?;
-        let bound = listener.local_addr().map_err(|e| e.to_string())?;
+            .map_err(|source| IssuerError::Bind { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| IssuerError::LocalAddr { addr, source })?;
         let url = format!("https://{bound}");
         let jwk = super::target::signing_jwk(&signer);
         let documents = Arc::new(Documents {
@@ -54,10 +85,10 @@ impl CiIssuer {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(IssuerError::TlsVersions)?
             .with_no_client_auth()
             .with_single_cert(cert_chain, key)
-            .map_err(|e| format!("CI issuer certificate: {e}"))?;
+            .map_err(IssuerError::Certificate)?;
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         tokio::spawn(serve(listener, acceptor, documents));
@@ -69,11 +100,12 @@ impl CiIssuer {
     }
 
     /// Returns a fresh GitHub-shaped ID token (unique `jti`) the CI grant accepts, issued at
-    /// `now` and valid for five minutes. Fails if it cannot be signed.
-    pub fn token(&self, n: u64, now: i64) -> Result<String, String> {
+    /// `now` and valid for five minutes. Fails with [`IssuerError::Token`] if it cannot be
+    /// signed.
+    pub fn token(&self, n: u64, now: i64) -> Result<String, IssuerError> {
         let mut claims = fixtures::github_claims(&self.url, now, &format!("bench-{now}-{n}"));
         claims["aud"] = self.audience.as_str().into();
-        self.signer.sign(&claims).map_err(|e| e.to_string())
+        self.signer.sign(&claims).map_err(IssuerError::Token)
     }
 }
 

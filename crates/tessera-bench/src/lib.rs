@@ -8,6 +8,7 @@
 
 pub mod ceiling;
 pub mod drive;
+pub mod error;
 pub mod http1;
 pub mod issuer;
 pub mod report;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use self::ceiling::{Ceiling, CryptoKind};
 use self::drive::{Load, StepParams};
+pub use self::error::BenchError;
 use self::report::{Report, StepReport};
 use self::target::{Exchange, GrpcMint, MintKind, Peer};
 use tessera_core::clock::{Clock, SystemClock};
@@ -129,27 +131,37 @@ pub struct BenchArgs {
     pub write_peer_jwks: Option<PathBuf>,
 }
 
-/// Runs `tessera bench`: prints the report. Fails when the target cannot be reached or the
-/// ceiling cannot be measured; refused requests are results, not failures.
-pub fn run(args: &BenchArgs) -> Result<(), String> {
+/// Runs `tessera bench`: prints the report; refused requests are results, not failures.
+///
+/// Fails with the [`BenchError`] of [`measure`] when the target cannot be reached or the
+/// ceiling cannot be measured, and with [`BenchError::AbsolutePath`], [`BenchError::Target`]
+/// (the dev JWT-SVID key), [`BenchError::Write`], [`BenchError::Runtime`] or
+/// [`BenchError::Json`] when `--print-broker-config`, `--write-peer-jwks`, the runtime or the
+/// JSON report fails.
+pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     if args.print_broker_config {
-        let ca = std::path::absolute(args.certs.join("tls-ca.pem"))
-            .map_err(|e| format!("{}: {e}", args.certs.display()))?;
+        let path = args.certs.join("tls-ca.pem");
+        let ca = match std::path::absolute(&path) {
+            Ok(ca) => ca,
+            Err(source) => return Err(BenchError::AbsolutePath { path, source }),
+        };
         print!("{}", issuer::broker_config(args.ci_issuer_addr, &ca));
         return Ok(());
     }
     if let Some(path) = &args.write_peer_jwks {
         let jwks = Peer::client_jwks(&Peer::signer(&args.certs)?);
-        return std::fs::write(path, jwks.to_string())
-            .map_err(|e| format!("{}: {e}", path.display()));
+        return std::fs::write(path, jwks.to_string()).map_err(|source| BenchError::Write {
+            path: path.clone(),
+            source,
+        });
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("starting the runtime: {e}"))?;
+        .map_err(BenchError::Runtime)?;
     let report = runtime.block_on(measure(args))?;
     let text = if args.json {
-        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        serde_json::to_string_pretty(&report)?
     } else if args.markdown {
         report.markdown()
     } else {
@@ -160,25 +172,36 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
 }
 
 /// The load of `args.scenario`, connected, and the admin revoking alongside it for `revoke`.
-async fn connect(args: &BenchArgs) -> Result<(Arc<dyn Load>, Option<revoker::Revoker>), String> {
+///
+/// Fails with [`BenchError::Target`] or [`BenchError::Key`] naming the file when dev material
+/// cannot be read, [`BenchError::Target`], [`BenchError::Revoker`] or [`BenchError::Http1`]
+/// naming the URL when the target cannot be reached or its URL is unusable,
+/// [`BenchError::Issuer`] when the CI issuer cannot start, and [`BenchError::Svid`],
+/// [`BenchError::BearerHeader`] or [`BenchError::Csr`] when a request's credentials cannot be
+/// made.
+async fn connect(
+    args: &BenchArgs,
+) -> Result<(Arc<dyn Load>, Option<revoker::Revoker>), BenchError> {
     let read = |name: &str| target::read_cert_file(&args.certs, name);
     let ca = read("tls-ca.pem")?;
     let grpc = format!("https://{}", args.grpc_addr);
-    let bearer = || -> Result<_, String> {
+    let bearer = || -> Result<_, BenchError> {
         let signer = target::dev_signer(&args.certs, tessera_testkit::dev::JWT_SVID_KID)?;
         let now = SystemClock.unix_seconds();
         let svid = signer
             .svid(tessera_testkit::dev::WORKLOAD_ID, "tessera", now, 3600)
-            .map_err(|e| e.to_string())?;
+            .map_err(BenchError::Svid)?;
         format!("Bearer {svid}")
             .parse()
             .map(Some)
-            .map_err(|_| "JWT-SVID is not a header value".to_owned())
+            .map_err(BenchError::BearerHeader)
     };
-    let mtls = || Ok::<_, String>(Some((read("workload.pem")?, read("workload-key.pem")?)));
+    let mtls = || -> Result<_, BenchError> {
+        Ok(Some((read("workload.pem")?, read("workload-key.pem")?)))
+    };
     let mint = |kind, bearer, identity, minted| async move {
         let channels = target::channels(&grpc, &ca, identity, args.connections).await?;
-        Ok::<_, String>(target::shared(GrpcMint {
+        Ok::<_, BenchError>(target::shared(GrpcMint {
             clients: channels.into_iter().map(BrokerClient::new).collect(),
             bearer,
             kind,
@@ -194,12 +217,9 @@ async fn connect(args: &BenchArgs) -> Result<(Arc<dyn Load>, Option<revoker::Rev
             return Ok((load, Some(revoker)));
         }
         Scenario::Exchange => {
-            let roots = tessera_core::keys::certificates(&args.certs.join("tls-ca.pem"))
-                .map_err(|e| e.to_string())?;
-            let cert = tessera_core::keys::certificates(&args.certs.join("server.pem"))
-                .map_err(|e| e.to_string())?;
-            let key = tessera_core::keys::private_key(&args.certs.join("server-key.pem"))
-                .map_err(|e| e.to_string())?;
+            let roots = tessera_core::keys::certificates(&args.certs.join("tls-ca.pem"))?;
+            let cert = tessera_core::keys::certificates(&args.certs.join("server.pem"))?;
+            let key = tessera_core::keys::private_key(&args.certs.join("server-key.pem"))?;
             let issuer =
                 issuer::CiIssuer::start(args.ci_issuer_addr, cert, key.to_rustls(), "tessera")
                     .await?;
@@ -220,25 +240,30 @@ async fn connect(args: &BenchArgs) -> Result<(Arc<dyn Load>, Option<revoker::Rev
     Ok((load, None))
 }
 
-/// A fresh P-256 CSR (DER) for `MintX509`.
-fn csr() -> Result<Vec<u8>, String> {
-    let key =
-        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
-    let csr = rcgen::CertificateParams::default()
-        .serialize_request(&key)
-        .map_err(|e| e.to_string())?;
+/// A fresh P-256 CSR (DER) for `MintX509`. Fails with rcgen's error if the key cannot be
+/// generated or the request cannot be signed.
+fn csr() -> Result<Vec<u8>, rcgen::Error> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let csr = rcgen::CertificateParams::default().serialize_request(&key)?;
     Ok(csr.der().to_vec())
 }
 
 /// Measures the crypto ceiling (first, on the calling thread, while the target is idle), then
-/// runs the steps `args` asks for; returns the report. Fails when the target cannot be reached.
-pub async fn measure(args: &BenchArgs) -> Result<Report, String> {
+/// runs the steps `args` asks for; returns the report.
+///
+/// Fails with [`BenchError::Ceiling`] when the ceiling cannot be measured and, as the steps
+/// do, when the target cannot be reached.
+pub async fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
     let ceiling = ceiling::measure(args.scenario.crypto(), args.ceiling_time)?;
     run_steps(args, ceiling).await
 }
 
 /// Runs the steps `args` asks for and returns the report.
-async fn run_steps(args: &BenchArgs, ceiling: Ceiling) -> Result<Report, String> {
+///
+/// Fails as [`connect`] does when the target cannot be reached, and with
+/// [`BenchError::Drive`], [`BenchError::Revoker`] or [`BenchError::RevokerTask`] when a
+/// step or its revocations cannot be run.
+async fn run_steps(args: &BenchArgs, ceiling: Ceiling) -> Result<Report, BenchError> {
     let (load, revoker) = connect(args).await?;
     let p99_limit = Duration::from_millis(args.p99_limit_ms);
     let step = |rate: f64| StepParams {
@@ -260,12 +285,12 @@ async fn run_steps(args: &BenchArgs, ceiling: Ceiling) -> Result<Report, String>
                 .zip(args.broker_pid.and_then(report::cpu_of))
                 .map(|(before, after)| before.per_request(&after, result.dispatched));
             let revoke = match revokes {
-                Some(task) => Some(task.await.map_err(|e| e.to_string())??),
+                Some(task) => Some(task.await??),
                 None => None,
             };
             let memory = args.broker_pid.and_then(report::memory_of);
             tokio::time::sleep(Duration::from_secs(1)).await;
-            Ok::<_, String>(StepReport {
+            Ok::<_, BenchError>(StepReport {
                 label,
                 sustained: result.sustained(p99_limit),
                 result,

@@ -12,11 +12,22 @@ use tonic::transport::Channel;
 
 use super::BenchArgs;
 use super::drive::{Load, StepParams};
-use super::target::{self, GrpcMint, MintKind};
+use super::target::{self, GrpcMint, MintKind, TargetError};
 use tessera_proto::RevokeRequest;
 use tessera_proto::admin_client::AdminClient;
 use tessera_proto::broker_client::BrokerClient;
 use tessera_proto::revoke_request::Selector;
+
+/// Why the `revoke` scenario could not connect or run.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokerError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("{url}: no admin connection")]
+    NoAdminConnection { url: String },
+    #[error("histogram: {0}")]
+    Histogram(#[from] hdrhistogram::CreationError),
+}
 
 /// Sends the revocations of one run.
 #[derive(Debug, Clone)]
@@ -37,8 +48,10 @@ pub struct RevokeSummary {
 }
 
 /// Connects the mint load (mTLS, the dev workload) and the admin (mTLS, the dev admin).
-/// Fails if either connection cannot be made.
-pub async fn connect(args: &BenchArgs) -> Result<(Arc<dyn Load>, Revoker), String> {
+///
+/// Fails with [`RevokerError::Target`] naming the file or URL if a certificate file cannot be
+/// read or either connection cannot be made.
+pub async fn connect(args: &BenchArgs) -> Result<(Arc<dyn Load>, Revoker), RevokerError> {
     let read = |name: &str| target::read_cert_file(&args.certs, name);
     let ca = read("tls-ca.pem")?;
     let url = format!("https://{}", args.grpc_addr);
@@ -56,7 +69,7 @@ pub async fn connect(args: &BenchArgs) -> Result<(Arc<dyn Load>, Revoker), Strin
         .await?
         .into_iter()
         .next()
-        .ok_or("no admin connection")?;
+        .ok_or_else(|| RevokerError::NoAdminConnection { url: url.clone() })?;
     Ok((
         load,
         Revoker {
@@ -68,10 +81,10 @@ pub async fn connect(args: &BenchArgs) -> Result<(Arc<dyn Load>, Revoker), Strin
 
 impl Revoker {
     /// Revokes `rate` credentials per second for as long as step `p` runs; returns their
-    /// latency. Fails only if the histogram cannot be built.
-    pub async fn run(self, rate: f64, p: StepParams) -> Result<RevokeSummary, String> {
-        let mut latency = Histogram::<u64>::new_with_bounds(1, 100_000_000, 3)
-            .map_err(|e| format!("histogram: {e}"))?;
+    /// latency. Fails with [`RevokerError::Histogram`] only if the histogram cannot be built;
+    /// refused revocations are counted, not failures.
+    pub async fn run(self, rate: f64, p: StepParams) -> Result<RevokeSummary, RevokerError> {
+        let mut latency = Histogram::<u64>::new_with_bounds(1, 100_000_000, 3)?;
         let (mut ok, mut errors) = (0, 0);
         let start = Instant::now() + p.warmup;
         let count = (p.duration.as_secs_f64() * rate).floor() as u64;

@@ -1,7 +1,7 @@
 //! The requests each scenario sends: gRPC mints (JWT-SVID bearer or mTLS, JWT or X.509), RFC
 //! 8693 exchanges over `/token`, and `client_credentials` grants to a peer OAuth server.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -10,12 +10,40 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::drive::{Load, Outcome};
-use super::http1::Http1Pool;
+use super::http1::{Http1Error, Http1Pool, Reply};
 use super::issuer::CiIssuer;
 use tessera_core::clock::{Clock, SystemClock};
 use tessera_proto::broker_client::BrokerClient;
 use tessera_proto::{MintJwtRequest, MintX509Request};
 use tessera_testkit::dev::JwtSvidSigner;
+use tessera_testkit::pki::PkiError;
+
+/// Why a scenario's target could not be set up. `Display` names the URL or file.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("{url}: {source}")]
+    Endpoint {
+        url: String,
+        source: tonic::transport::Error,
+    },
+    #[error("{url}: TLS configuration: {source}")]
+    Tls {
+        url: String,
+        source: tonic::transport::Error,
+    },
+    #[error("connecting to {url}: {source:?}")]
+    Connect {
+        url: String,
+        source: tonic::transport::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Signer { path: PathBuf, source: PkiError },
+}
 
 /// Destination and purpose of the dev grant (`certs-dev/tessera.toml`).
 pub const DESTINATION: &str = "https://ledger.example.org";
@@ -24,13 +52,17 @@ pub const PURPOSE: &str = "ledger:write";
 pub use tessera_testkit::fixtures::{CI_DESTINATION, CI_PURPOSE};
 
 /// Opens `connections` gRPC channels (HTTP/2 connections) to the broker at `url`, presenting
-/// the X509-SVID `identity` (cert, key PEM) when given. Fails if a connection cannot be made.
+/// the X509-SVID `identity` (cert, key PEM) when given.
+///
+/// Fails, naming `url`, with [`TargetError::Endpoint`] if it is not a valid endpoint, with
+/// [`TargetError::Tls`] if the TLS settings are refused, and with [`TargetError::Connect`] if a
+/// connection cannot be made.
 pub async fn channels(
     url: &str,
     ca_pem: &[u8],
     identity: Option<(Vec<u8>, Vec<u8>)>,
     connections: usize,
-) -> Result<Vec<Channel>, String> {
+) -> Result<Vec<Channel>, TargetError> {
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca_pem))
         .domain_name("localhost");
@@ -38,9 +70,15 @@ pub async fn channels(
         tls = tls.identity(Identity::from_pem(cert, key));
     }
     let endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| format!("{url}: {e}"))?
+        .map_err(|source| TargetError::Endpoint {
+            url: url.to_owned(),
+            source,
+        })?
         .tls_config(tls)
-        .map_err(|e| e.to_string())?
+        .map_err(|source| TargetError::Tls {
+            url: url.to_owned(),
+            source,
+        })?
         .tcp_nodelay(true)
         .buffer_size(64 * 1024);
     let mut out = Vec::with_capacity(connections);
@@ -49,7 +87,10 @@ pub async fn channels(
             endpoint
                 .connect()
                 .await
-                .map_err(|e| format!("connecting to {url}: {e:?}"))?,
+                .map_err(|source| TargetError::Connect {
+                    url: url.to_owned(),
+                    source,
+                })?,
         );
     }
     Ok(out)
@@ -139,8 +180,9 @@ pub fn status_outcome(status: &tonic::Status) -> Outcome {
     }
 }
 
-/// Maps an HTTP reply to an outcome: 200 is a credential, 503 is shedding.
-fn http_outcome(reply: Result<super::http1::Reply, String>) -> Outcome {
+/// Maps an HTTP reply to an outcome: 200 is a credential, 503 is shedding; no reply is an
+/// error.
+fn http_outcome(reply: Result<Reply, Http1Error>) -> Outcome {
     match reply {
         Ok(r) if r.status == hyper::StatusCode::OK => Outcome::Ok,
         Ok(r) if r.status == hyper::StatusCode::SERVICE_UNAVAILABLE => Outcome::Shed,
@@ -149,7 +191,7 @@ fn http_outcome(reply: Result<super::http1::Reply, String>) -> Outcome {
             r.status,
             String::from_utf8_lossy(&r.body)
         )),
-        Err(e) => Outcome::Error(e),
+        Err(e) => Outcome::Error(e.to_string()),
     }
 }
 
@@ -167,7 +209,7 @@ impl Load for Exchange {
     async fn call(&self, n: u64) -> Outcome {
         let token = match self.issuer.token(n, SystemClock.unix_seconds()) {
             Ok(token) => token,
-            Err(e) => return Outcome::Error(e),
+            Err(e) => return Outcome::Error(e.to_string()),
         };
         let form = form_urlencoded::Serializer::new(String::new())
             .append_pair(
@@ -199,12 +241,17 @@ pub struct Peer {
 pub const PEER_CLIENT_ID: &str = "bench-client";
 pub const PEER_KID: &str = "bench-client-1";
 
-/// Loads the dev JWT-SVID key from `certs` as a signer with `kid`. Fails if the file is
-/// missing or not a P-256 PKCS#8 key.
-pub fn dev_signer(certs: &Path, kid: &str) -> Result<JwtSvidSigner, String> {
+/// Loads the dev JWT-SVID key from `certs` as a signer with `kid`.
+///
+/// Fails, naming the file, with [`TargetError::ReadFile`] if it cannot be read and with
+/// [`TargetError::Signer`] if it is not a P-256 PKCS#8 key.
+pub fn dev_signer(certs: &Path, kid: &str) -> Result<JwtSvidSigner, TargetError> {
     let path = certs.join("jwt-svid-key.pem");
-    let pem = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    JwtSvidSigner::from_pkcs8_pem(&pem, kid).map_err(|e| e.to_string())
+    let pem = match std::fs::read_to_string(&path) {
+        Ok(pem) => pem,
+        Err(source) => return Err(TargetError::ReadFile { path, source }),
+    };
+    JwtSvidSigner::from_pkcs8_pem(&pem, kid).map_err(|source| TargetError::Signer { path, source })
 }
 
 /// Returns `signer`'s public key as an ordinary ES256 signing JWK (`use: sig`), for JWKS
@@ -216,15 +263,16 @@ pub fn signing_jwk(signer: &JwtSvidSigner) -> serde_json::Value {
     jwk
 }
 
-/// Reads `<certs>/<name>`; fails naming the file.
-pub fn read_cert_file(certs: &Path, name: &str) -> Result<Vec<u8>, String> {
+/// Reads `<certs>/<name>`. Fails with [`TargetError::ReadFile`] naming the file.
+pub fn read_cert_file(certs: &Path, name: &str) -> Result<Vec<u8>, TargetError> {
     let path = certs.join(name);
-    std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::read(&path).map_err(|source| TargetError::ReadFile { path, source })
 }
 
 impl Peer {
-    /// The peer client's key: the dev JWT-SVID key, reused under [`PEER_KID`].
-    pub fn signer(certs: &Path) -> Result<JwtSvidSigner, String> {
+    /// The peer client's key: the dev JWT-SVID key, reused under [`PEER_KID`]. Fails as
+    /// [`dev_signer`] does.
+    pub fn signer(certs: &Path) -> Result<JwtSvidSigner, TargetError> {
         dev_signer(certs, PEER_KID)
     }
 
@@ -263,4 +311,32 @@ impl Load for Peer {
 /// Shared so `Arc<dyn Load>` can be built from any scenario.
 pub fn shared<L: Load>(load: L) -> Arc<dyn Load> {
     Arc::new(load)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_cert_file_fails_naming_it() {
+        let certs = Path::new("/nonexistent-tessera-bench-certs");
+        let error = read_cert_file(certs, "tls-ca.pem").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("/nonexistent-tessera-bench-certs/tls-ca.pem: "),
+            "{error}"
+        );
+        let error = dev_signer(certs, PEER_KID).unwrap_err();
+        assert!(matches!(error, TargetError::ReadFile { .. }), "{error:?}");
+        assert!(error.to_string().contains("jwt-svid-key.pem"), "{error}");
+    }
+
+    #[test]
+    fn no_reply_is_an_error_outcome_naming_the_target() {
+        let outcome = http_outcome(Err(Http1Error::NoHost {
+            url: "http:/token".into(),
+        }));
+        assert_eq!(outcome, Outcome::Error("http:/token: no host".into()));
+    }
 }
