@@ -197,11 +197,16 @@ pub(crate) fn toml_str(s: &str) -> String {
 }
 
 /// Returns the EC public JWK members (`kty`, `crv`, `x`, `y`) of a P-256 certificate.
-fn jwk_of_cert(der: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+/// Fails when `der` is not a certificate.
+fn jwk_of_cert(
+    der: &[u8],
+) -> Result<
+    serde_json::Map<String, serde_json::Value>,
+    x509_parser::nom::Err<x509_parser::error::X509Error>,
+> {
     use base64::Engine;
     use x509_parser::prelude::FromDer;
-    let (_, cert) =
-        x509_parser::certificate::X509Certificate::from_der(der).map_err(|e| e.to_string())?;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)?;
     let point: &[u8] = &cert.public_key().subject_public_key.data;
     let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
     let mut map = serde_json::Map::new();
