@@ -75,7 +75,7 @@ impl CiIssuer {
             .local_addr()
             .map_err(|source| IssuerError::LocalAddr { addr, source })?;
         let url = format!("https://{bound}");
-        let jwk = super::target::signing_jwk(&signer);
+        let jwk = signer.signing_jwk();
         let documents = Arc::new(Documents {
             discovery: Bytes::from(
                 serde_json::json!({"issuer": url, "jwks_uri": format!("{url}/jwks")}).to_string(),

@@ -254,15 +254,6 @@ pub fn dev_signer(certs: &Path, kid: &str) -> Result<JwtSvidSigner, TargetError>
     JwtSvidSigner::from_pkcs8_pem(&pem, kid).map_err(|source| TargetError::Signer { path, source })
 }
 
-/// Returns `signer`'s public key as an ordinary ES256 signing JWK (`use: sig`), for JWKS
-/// that are not SPIFFE bundles.
-pub fn signing_jwk(signer: &JwtSvidSigner) -> serde_json::Value {
-    let mut jwk = signer.bundle_jwk();
-    jwk["use"] = "sig".into();
-    jwk["alg"] = "ES256".into();
-    jwk
-}
-
 /// Reads `<certs>/<name>`. Fails with [`TargetError::ReadFile`] naming the file.
 pub fn read_cert_file(certs: &Path, name: &str) -> Result<Vec<u8>, TargetError> {
     let path = certs.join(name);
@@ -278,7 +269,7 @@ impl Peer {
 
     /// Returns the JWKS the peer must be started with (`--client-jwks`).
     pub fn client_jwks(signer: &JwtSvidSigner) -> serde_json::Value {
-        serde_json::json!({ "keys": [signing_jwk(signer)] })
+        serde_json::json!({ "keys": [signer.signing_jwk()] })
     }
 }
 

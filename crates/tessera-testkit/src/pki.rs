@@ -236,6 +236,15 @@ impl JwtSvidSigner {
         })
     }
 
+    /// Returns the public key as an ordinary ES256 signing JWK (`use: sig`), for JWKS that are
+    /// not SPIFFE bundles (a fake OIDC issuer, an OAuth client).
+    pub fn signing_jwk(&self) -> serde_json::Value {
+        let mut jwk = self.bundle_jwk();
+        jwk["use"] = "sig".into();
+        jwk["alg"] = "ES256".into();
+        jwk
+    }
+
     /// Signs `claims` with header `{"alg":"ES256","kid":..,"typ":"JWT"}`.
     pub fn sign(&self, claims: &serde_json::Value) -> Result<String, PkiError> {
         let header = serde_json::json!({"alg": "ES256", "kid": self.kid, "typ": "JWT"});

@@ -4,9 +4,19 @@
 
 use tonic::{Code, Status};
 
-use crate::api::watch::WatchEnd;
 use crate::metrics::Metrics;
 use crate::refusal::{Class, Refusal};
+
+/// Why a watch stream ended before the watcher went away; rendered by [`watch_end`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchEnd {
+    /// The ledger could not be read (`UNAVAILABLE`).
+    Unreadable,
+    /// The server is shutting down (`UNAVAILABLE`); resume after `last`.
+    ShuttingDown { last: u64 },
+    /// The watcher fell too far behind the live events (`ABORTED`); resume after `last`.
+    FellBehind { last: u64 },
+}
 
 /// Returns the gRPC code of a refusal class.
 pub fn code(class: Class) -> Code {

@@ -12,7 +12,7 @@ use tonic::Status;
 use tessera_core::domain::Event;
 use tessera_ledger::Ledger;
 
-use crate::api::status;
+use crate::api::status::{self, WatchEnd};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::refusal::Refusal;
@@ -91,18 +91,6 @@ impl<T> std::fmt::Debug for WatchParams<T> {
             .field("since", &self.since)
             .finish_non_exhaustive()
     }
-}
-
-/// Why a watch stream ended before the watcher went away; rendered by
-/// [`crate::api::status::watch_end`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WatchEnd {
-    /// The ledger could not be read (`UNAVAILABLE`).
-    Unreadable,
-    /// The server is shutting down (`UNAVAILABLE`); resume after `last`.
-    ShuttingDown { last: u64 },
-    /// The watcher fell too far behind the live events (`ABORTED`); resume after `last`.
-    FellBehind { last: u64 },
 }
 
 /// Returns a stream of every retained event after `since`, then (once every event committed
