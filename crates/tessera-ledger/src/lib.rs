@@ -18,6 +18,7 @@
 //! `tessera-core`; this crate only keeps them.
 
 mod metrics;
+mod postgres;
 mod redb;
 
 use std::fmt;
@@ -25,6 +26,10 @@ use std::fmt;
 use async_trait::async_trait;
 
 pub use self::metrics::LedgerMetrics;
+pub use self::postgres::{
+    PostgresLedger, PostgresOptions, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION, migrate,
+    migrate_with,
+};
 pub use self::redb::{RedbLedger, RedbOptions};
 pub use tessera_core::domain::{
     CiEvidence, CredentialKind, CredentialRecord, Event, EventKind, EvidenceKind, NewRule,
@@ -112,6 +117,13 @@ pub enum LedgerError {
     Replay,
     #[error("{0}")]
     BadRequest(String),
+    /// The database was migrated by a newer build: this one refuses to use it rather than
+    /// misread it.
+    #[error(
+        "the ledger database has schema version {found}, newer than the {supported} this build \
+         supports: run a newer tessera"
+    )]
+    SchemaTooNew { found: u32, supported: u32 },
 }
 
 /// The durable record of issued credentials, revocation rules and events.
