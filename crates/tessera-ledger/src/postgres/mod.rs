@@ -413,4 +413,6 @@ mod testdb;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_replicas;
+#[cfg(test)]
 mod tests_restore;
