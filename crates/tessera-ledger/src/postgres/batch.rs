@@ -117,6 +117,48 @@ struct Pending {
     rule: Option<NewRule>,
 }
 
+/// The parameters of [`SEQUENCE_SQL`]: the pending events as columns, and the rules by id.
+struct Columns<'p> {
+    kinds: Vec<i16>,
+    ats: Vec<i64>,
+    ids: Vec<Option<&'p str>>,
+    jsons: Vec<Option<String>>,
+    /// Revocation id → (1-based event ordinal, cut-off, JSON); the last rule of an id wins,
+    /// as when stored one after the other.
+    rules: BTreeMap<&'p str, (i64, i64, String)>,
+}
+
+impl<'p> Columns<'p> {
+    /// Returns the columns of `pending`. Fails with `Storage` when a rule does not encode.
+    fn of(pending: &'p [Pending]) -> Result<Self, LedgerError> {
+        let mut c = Columns {
+            kinds: Vec::with_capacity(pending.len()),
+            ats: Vec::with_capacity(pending.len()),
+            ids: Vec::with_capacity(pending.len()),
+            jsons: Vec::with_capacity(pending.len()),
+            rules: BTreeMap::new(),
+        };
+        for (ordinal, p) in (1i64..).zip(pending) {
+            c.kinds.push(rows::event_code(p.kind));
+            c.ats.push(p.at);
+            c.ids
+                .push(p.credential.as_ref().map(|r| r.credential_id.as_str()));
+            let json = match &p.rule {
+                Some(rule) => {
+                    let json = serde_json::to_string(rule)
+                        .map_err(|e| LedgerError::Storage(format!("encoding a rule: {e}")))?;
+                    let entry = (ordinal, rule.effective_at, json.clone());
+                    c.rules.insert(rule.revocation_id.as_str(), entry);
+                    Some(json)
+                }
+                None => None,
+            };
+            c.jsons.push(json);
+        }
+        Ok(c)
+    }
+}
+
 /// The state of one batch transaction.
 struct Batch<'b> {
     txn: &'b Transaction<'b>,
@@ -402,7 +444,22 @@ impl Batch<'_> {
             )
             .await
             .map_err(pg(OP))?;
-        // Events in sequence order, up to the first that happened at or after the cut-off.
+        self.sweep_events(p.expired_before, limit).await?;
+        self.txn
+            .execute(
+                "DELETE FROM rules WHERE effective_at < $1",
+                &[&p.rules_before],
+            )
+            .await
+            .map_err(pg(OP))?;
+        self.outcomes.push(Outcome::Count(deleted));
+        Ok(())
+    }
+
+    /// Deletes up to `limit` of the oldest events, in sequence order, up to the first that
+    /// happened at or after `before`.
+    async fn sweep_events(&mut self, before: i64, limit: i64) -> Result<(), Failed> {
+        const OP: &str = "sweeping events";
         let oldest = self
             .txn
             .query(
@@ -414,7 +471,7 @@ impl Batch<'_> {
         let mut last_old = None;
         for row in &oldest {
             let at: i64 = rows::column(row, 1)?;
-            if at >= p.expired_before {
+            if at >= before {
                 break;
             }
             last_old = Some(rows::column::<i64>(row, 0)?);
@@ -425,14 +482,6 @@ impl Batch<'_> {
                 .await
                 .map_err(pg(OP))?;
         }
-        self.txn
-            .execute(
-                "DELETE FROM rules WHERE effective_at < $1",
-                &[&p.rules_before],
-            )
-            .await
-            .map_err(pg(OP))?;
-        self.outcomes.push(Outcome::Count(deleted));
         Ok(())
     }
 
@@ -445,30 +494,12 @@ impl Batch<'_> {
             return Ok(Vec::new());
         }
         let n = self.pending.len() as i64;
-        let (mut kinds, mut ats, mut ids, mut jsons) = (vec![], vec![], vec![], vec![]);
-        let mut by_rule: BTreeMap<&str, (i64, i64, String)> = BTreeMap::new();
-        for (ordinal, p) in (1i64..).zip(&self.pending) {
-            kinds.push(rows::event_code(p.kind));
-            ats.push(p.at);
-            ids.push(p.credential.as_ref().map(|c| c.credential_id.as_str()));
-            let json = match &p.rule {
-                Some(rule) => Some(
-                    serde_json::to_string(rule)
-                        .map_err(|e| LedgerError::Storage(format!("encoding a rule: {e}")))?,
-                ),
-                None => None,
-            };
-            if let (Some(rule), Some(json)) = (&p.rule, &json) {
-                // The last rule of an id wins, as when stored one after the other.
-                let entry = (ordinal, rule.effective_at, json.clone());
-                by_rule.insert(rule.revocation_id.as_str(), entry);
-            }
-            jsons.push(json);
-        }
-        let rule_ids: Vec<&str> = by_rule.keys().copied().collect();
-        let ordinals: Vec<i64> = by_rule.values().map(|v| v.0).collect();
-        let cutoffs: Vec<i64> = by_rule.values().map(|v| v.1).collect();
-        let rule_jsons: Vec<&str> = by_rule.values().map(|v| v.2.as_str()).collect();
+        let c = Columns::of(&self.pending)?;
+        let rule_ids: Vec<&str> = c.rules.keys().copied().collect();
+        let ordinals: Vec<i64> = c.rules.values().map(|v| v.0).collect();
+        let cutoffs: Vec<i64> = c.rules.values().map(|v| v.1).collect();
+        let rule_jsons: Vec<&str> = c.rules.values().map(|v| v.2.as_str()).collect();
+        let (kinds, ats, ids, jsons) = (&c.kinds, &c.ats, &c.ids, &c.jsons);
         let row = self
             .txn
             .query_one(
