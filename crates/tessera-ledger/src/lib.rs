@@ -17,6 +17,8 @@
 //! The domain types it stores ([`CredentialRecord`], [`RevocationRule`], [`Event`]) live in
 //! `tessera-core`; this crate only keeps them.
 
+#[cfg(test)]
+mod conformance;
 mod metrics;
 mod postgres;
 mod redb;

@@ -413,6 +413,8 @@ mod testdb;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_conformance;
+#[cfg(test)]
 mod tests_replicas;
 #[cfg(test)]
 mod tests_restore;
