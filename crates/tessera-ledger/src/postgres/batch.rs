@@ -62,7 +62,7 @@ fn pg(operation: &'static str) -> impl Fn(tokio_postgres::Error) -> Failed {
         retry: e.code().is_some_and(|code| {
             *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
         }),
-        error: LedgerError::Storage(format!("{operation}: {e}")),
+        error: LedgerError::Storage(format!("{operation}: {}", connect::chain(&e))),
     }
 }
 

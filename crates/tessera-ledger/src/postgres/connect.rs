@@ -21,10 +21,26 @@ pub(super) trait StorageContext<T> {
     fn ctx(self, operation: &'static str) -> Result<T, LedgerError>;
 }
 
-impl<T, E: std::fmt::Display> StorageContext<T> for Result<T, E> {
+impl<T, E: std::error::Error> StorageContext<T> for Result<T, E> {
     fn ctx(self, operation: &'static str) -> Result<T, LedgerError> {
-        self.map_err(|e| LedgerError::Storage(format!("{operation}: {e}")))
+        self.map_err(|e| LedgerError::Storage(format!("{operation}: {}", chain(&e))))
     }
+}
+
+/// Returns `e` and its sources, joined by ": " (the driver's errors say what failed only in
+/// their source: "db error", then the server's message).
+pub(super) fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
 }
 
 /// Returns the connection settings of `url` with the session settings, timeouts and TCP
@@ -98,9 +114,12 @@ pub(super) fn pool(options: &PostgresOptions) -> Result<Pool, LedgerError> {
 /// Returns a pooled connection. Fails with `Storage` when none can be had within the pool's
 /// timeouts (the database is down or every connection is busy).
 pub(super) async fn client(pool: &Pool, operation: &'static str) -> Result<Object, LedgerError> {
-    pool.get()
-        .await
-        .map_err(|e| LedgerError::Storage(format!("{operation}: no database connection: {e}")))
+    pool.get().await.map_err(|e| {
+        LedgerError::Storage(format!(
+            "{operation}: no database connection: {}",
+            chain(&e)
+        ))
+    })
 }
 
 /// Returns what `work` returns, or fails with `Storage` once `limit` has passed (the future is

@@ -14,6 +14,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_postgres::AsyncMessage;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::connect::StorageContext;
 use super::writer::Committed;
 use super::{EVENTS_CHANNEL, connect, reads};
 use crate::{Event, LedgerError};
@@ -173,11 +174,7 @@ impl Listener {
     /// or the connection breaks.
     async fn listen(&self) -> Result<(), LedgerError> {
         const OP: &str = "listening for ledger events";
-        let (client, mut connection) = self
-            .config
-            .connect(self.tls.clone())
-            .await
-            .map_err(|e| LedgerError::Storage(format!("{OP}: {e}")))?;
+        let (client, mut connection) = self.config.connect(self.tls.clone()).await.ctx(OP)?;
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
         let sql = format!("LISTEN {EVENTS_CHANNEL}");
         let listen = client.batch_execute(&sql);
@@ -186,7 +183,7 @@ impl Listener {
         loop {
             tokio::select! {
                 done = &mut listen, if !listening => {
-                    done.map_err(|e| LedgerError::Storage(format!("{OP}: {e}")))?;
+                    done.ctx(OP)?;
                     listening = true;
                     let _ = self.wakes.send(Wake::Reconnected);
                 }
@@ -196,7 +193,7 @@ impl Listener {
                         let _ = self.wakes.send(Wake::Notified(last));
                     }
                     Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(LedgerError::Storage(format!("{OP}: {e}"))),
+                    Some(Err(e)) => return Err(e).ctx(OP),
                     None if listening => return Ok(()),
                     None => return Err(LedgerError::Storage(format!("{OP}: connection closed"))),
                 },

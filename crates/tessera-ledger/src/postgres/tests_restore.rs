@@ -235,3 +235,100 @@ async fn a_database_outage_fails_writes_with_storage_and_the_ledger_recovers_by_
         .collect();
     assert_eq!(seen, vec![1, 2]);
 }
+
+#[tokio::test]
+async fn commits_are_measured_in_the_ledger_metrics() {
+    let db = TestDb::create().await;
+    let metrics = LedgerMetrics::default();
+    let options = PostgresOptions {
+        metrics: metrics.clone(),
+        ..db.options()
+    };
+    let ledger = PostgresLedger::connect(options).await.unwrap();
+    for id in ["a", "b", "c"] {
+        ledger.record(plain(sample(id, 1000))).await.unwrap();
+    }
+    assert_eq!(metrics.event_sequence.get(), 3);
+    assert_eq!(ledger.commits(), 3, "one commit per sequential record");
+}
+
+/// Returns whether the test server offers TLS.
+async fn server_has_tls(db: &TestDb) -> bool {
+    let ledger = db.ledger().await;
+    ledger
+        .read("test", |c| async move {
+            let row = c.query_one("SHOW ssl", &[]).await.unwrap();
+            Ok(row.get::<_, String>(0) == "on")
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn tls_to_the_database_verifies_its_certificate() {
+    let db = TestDb::create().await;
+    let has_tls = server_has_tls(&db).await;
+    // The test server's certificate (if any) is not signed by a Web PKI root.
+    let options = PostgresOptions {
+        url: db.url().replace("sslmode=disable", "sslmode=require"),
+        ..db.options()
+    };
+    let err = PostgresLedger::connect(options).await.unwrap_err();
+    let message = err.to_string().to_lowercase();
+    assert!(matches!(err, LedgerError::Storage(_)), "{err}");
+    if has_tls {
+        assert!(message.contains("certificate"), "{message}");
+    } else {
+        assert!(message.contains("tls"), "{message}");
+    }
+}
+
+/// Returns the DNS name the certificate `der` is for (its first DNS SAN, else its CN).
+fn certificate_name(der: &[u8]) -> String {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+    let san = cert.subject_alternative_name().unwrap().and_then(|san| {
+        san.value.general_names.iter().find_map(|name| match name {
+            GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+            _ => None,
+        })
+    });
+    san.unwrap_or_else(|| {
+        let cn = cert.subject().iter_common_name().next().unwrap();
+        cn.as_str().unwrap().to_owned()
+    })
+}
+
+#[tokio::test]
+async fn tls_to_a_server_whose_root_is_given_connects_and_records() {
+    use rustls::pki_types::pem::PemObject;
+    let db = TestDb::create().await;
+    let ledger = db.ledger().await;
+    assert!(
+        server_has_tls(&db).await,
+        "the test server must offer TLS (ssl = on, as Debian's PostgreSQL packages set up)"
+    );
+    let cert_file = ledger
+        .read("test", |c| async move {
+            let row = c.query_one("SHOW ssl_cert_file", &[]).await.unwrap();
+            Ok(row.get::<_, String>(0))
+        })
+        .await
+        .unwrap();
+    let cert = CertificateDer::from_pem_file(&cert_file).unwrap();
+    // Verify the certificate's own name, connect to the test server's address.
+    let name = certificate_name(&cert);
+    let url = db.url();
+    assert!(url.contains("@127.0.0.1:"), "a local test server: {url}");
+    let url = url
+        .replace("@127.0.0.1:", &format!("@{name}:"))
+        .replace("sslmode=disable", "sslmode=require&hostaddr=127.0.0.1");
+    let options = PostgresOptions {
+        url,
+        ca_certs: vec![cert],
+        ..db.options()
+    };
+    let tls = PostgresLedger::connect(options).await.unwrap();
+    tls.record(plain(sample("over-tls", 1000))).await.unwrap();
+    assert!(ledger.get("over-tls").await.unwrap().is_some());
+}
