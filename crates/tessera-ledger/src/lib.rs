@@ -14,6 +14,9 @@
 //! - `rules` (rule id → rule) and `events` (sequence → event), written through the same
 //!   group-commit path as credentials; `replay` (one-time evidence key → until) for CI tokens.
 //!
+//! In PostgreSQL ([`PostgresLedger`]) the `expiry`, `issued` and `x509_expiry` orders are
+//! indexes of `credentials`, and the sequence is one counter row shared by every replica.
+//!
 //! The domain types it stores ([`CredentialRecord`], [`RevocationRule`], [`Event`]) live in
 //! `tessera-core`; this crate only keeps them.
 

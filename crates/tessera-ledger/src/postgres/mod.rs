@@ -39,7 +39,9 @@
 //! # Expiry, replay guards, outages
 //! `expire` marks each credential it emits an `expired` event for (`credentials.expired`) and
 //! runs under a row lock (`expire_lock … FOR UPDATE`) shared with `sweep`, so two replicas
-//! expiring at once emit one event per credential. Replay guards are rows of `replay` (primary
+//! expiring at once emit one event per credential. (Where redb keeps a time cursor, a flag per
+//! credential also covers a credential another replica recorded, already past its expiry,
+//! after an expiry ran: it gets its event at the next call.) Replay guards are rows of `replay` (primary
 //! key), visible to every replica, swept after their `expires_at`. Waiting for a connection,
 //! connecting, and every operation are bounded ([`PostgresOptions::connect_timeout`],
 //! [`PostgresOptions::query_timeout`]): a database that is down makes operations fail with
@@ -83,6 +85,8 @@ const POLL: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct PostgresOptions {
     /// `postgres://user[:password]@host[:port]/database[?sslmode=disable|prefer|require]`.
+    /// The tables have plain names (`credentials`, `events`, `migrations`, …): give the ledger
+    /// a database of its own, or a schema with `options=-c%20search_path%3Dtessera`.
     pub url: String,
     /// Most connections in the pool (a LISTEN connection comes on top). Default 16.
     pub pool_size: usize,
