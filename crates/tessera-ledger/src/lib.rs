@@ -14,10 +14,16 @@
 //! - `rules` (rule id → rule) and `events` (sequence → event), written through the same
 //!   group-commit path as credentials; `replay` (one-time evidence key → until) for CI tokens.
 //!
+//! In PostgreSQL ([`PostgresLedger`]) the `expiry`, `issued` and `x509_expiry` orders are
+//! indexes of `credentials`, and the sequence is one counter row shared by every replica.
+//!
 //! The domain types it stores ([`CredentialRecord`], [`RevocationRule`], [`Event`]) live in
 //! `tessera-core`; this crate only keeps them.
 
+#[cfg(test)]
+mod conformance;
 mod metrics;
+mod postgres;
 mod redb;
 
 use std::fmt;
@@ -25,6 +31,10 @@ use std::fmt;
 use async_trait::async_trait;
 
 pub use self::metrics::LedgerMetrics;
+pub use self::postgres::{
+    PostgresLedger, PostgresOptions, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION, migrate,
+    migrate_with,
+};
 pub use self::redb::{RedbLedger, RedbOptions};
 pub use tessera_core::domain::{
     CiEvidence, CredentialKind, CredentialRecord, Event, EventKind, EvidenceKind, NewRule,
@@ -112,6 +122,13 @@ pub enum LedgerError {
     Replay,
     #[error("{0}")]
     BadRequest(String),
+    /// The database was migrated by a newer build: this one refuses to use it rather than
+    /// misread it.
+    #[error(
+        "the ledger database has schema version {found}, newer than the {supported} this build \
+         supports: run a newer tessera"
+    )]
+    SchemaTooNew { found: u32, supported: u32 },
 }
 
 /// The durable record of issued credentials, revocation rules and events.

@@ -210,7 +210,9 @@ impl From<&LedgerError> for Refusal {
                 "the broker is shutting down; retry on another replica",
             )
             .with_cause(e),
-            LedgerError::Storage(_) | LedgerError::Corrupt(_) => Refusal::new(
+            LedgerError::Storage(_)
+            | LedgerError::Corrupt(_)
+            | LedgerError::SchemaTooNew { .. } => Refusal::new(
                 Class::Unavailable,
                 OAuthCode::TemporarilyUnavailable,
                 "the ledger cannot be used now; retry shortly",

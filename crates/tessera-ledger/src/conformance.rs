@@ -1,0 +1,363 @@
+//! A conformance suite for any [`Ledger`] backend: the contract of the trait, checked through
+//! the trait alone. A backend plugs in with a [`Backend`] (which opens, and reopens, its
+//! ledger) and one [`conformance_tests!`] invocation, which makes one test per check.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{
+    CredentialKind, CredentialRecord, EventKind, EvidenceKind, Ledger, LedgerError, ListParams,
+    NewRule, RecordParams, ReplayGuard, Selector, Status, SweepParams,
+};
+
+/// Opens a backend's ledger on storage of its own, the same storage on every call.
+#[async_trait]
+pub(crate) trait Backend: Send + Sync {
+    /// Returns the ledger, opened anew (a backend that locks its storage may need the previous
+    /// ledger dropped first; the checks drop it).
+    async fn open(&self) -> Arc<dyn Ledger>;
+}
+
+/// Makes one `#[tokio::test]` per check of this module, each on a backend made by `$make` (an
+/// async expression returning something that implements [`Backend`]).
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance::conformance_tests!(@each $make;
+            records_are_read_back_and_counted,
+            sequences_have_no_gap_and_continue_after_reopen,
+            a_duplicate_id_is_refused_without_an_event,
+            a_replay_guard_holds_until_swept,
+            rules_come_back_oldest_first_with_their_sequence,
+            events_since_pages_through_the_sequence,
+            subscribers_get_committed_events_in_order_with_their_records,
+            expire_emits_one_event_per_credential_once,
+            list_pages_newest_first_through_filters,
+            scan_pages_in_id_order,
+            live_counts_and_x509_records_survive_a_reopen,
+            sweep_deletes_what_expired_and_keeps_the_rest,
+            close_refuses_writes_and_keeps_reads,
+        );
+    };
+    (@each $make:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let backend = $make.await;
+                $crate::conformance::$check(&backend).await;
+            }
+        )*
+    };
+}
+pub(crate) use conformance_tests;
+
+fn record(id: &str, expires_at: i64) -> CredentialRecord {
+    CredentialRecord {
+        credential_id: id.to_owned(),
+        kind: CredentialKind::Jwt,
+        workload: "spiffe://example.org/w".into(),
+        owner: "team".into(),
+        destination: "https://d".into(),
+        purpose: "read".into(),
+        grant: "g".into(),
+        evidence_kind: EvidenceKind::JwtSvid,
+        evidence_hash: "ab".repeat(32),
+        issued_at: expires_at - 100,
+        expires_at,
+        status: Status::Live,
+        ci: None,
+    }
+}
+
+fn plain(record: CredentialRecord) -> RecordParams {
+    RecordParams {
+        credential: record,
+        replay_guard: None,
+    }
+}
+
+fn rule(id: &str, at: i64) -> NewRule {
+    NewRule {
+        revocation_id: id.into(),
+        selector: Selector::Owner,
+        value: "team".into(),
+        effective_at: at,
+        reason: "conformance".into(),
+        revoked_by: "spiffe://example.org/admin".into(),
+    }
+}
+
+fn sweep_before(at: i64) -> SweepParams {
+    SweepParams {
+        expired_before: at,
+        rules_before: at,
+        limit: 1000,
+    }
+}
+
+pub(crate) async fn records_are_read_back_and_counted(backend: &dyn Backend) {
+    let ledger = backend.open().await;
+    assert!(ledger.is_empty().await.unwrap());
+    let mut ci = record("ci", 1000);
+    ci.ci = Some(crate::CiEvidence {
+        issuer: "https://issuer".into(),
+        subject: "repo:a/b".into(),
+        run_id: Some("7".into()),
+        jti: None,
+    });
+    ci.evidence_hash = "not hex".into();
+    for r in [record("a", 1000), ci.clone()] {
+        ledger.record(plain(r)).await.unwrap();
+    }
+    assert_eq!(ledger.get("a").await.unwrap(), Some(record("a", 1000)));
+    assert_eq!(ledger.get("ci").await.unwrap(), Some(ci));
+    assert_eq!(ledger.get("nope").await.unwrap(), None);
+    assert_eq!(ledger.len().await.unwrap(), 2);
+}
+
+pub(crate) async fn sequences_have_no_gap_and_continue_after_reopen(backend: &dyn Backend) {
+    let ledger = backend.open().await;
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let ledger = Arc::clone(&ledger);
+            tokio::spawn(async move { ledger.record(plain(record(&format!("c{i}"), 1000))).await })
+        })
+        .collect();
+    let mut sequences = BTreeSet::new();
+    for task in tasks {
+        sequences.insert(task.await.unwrap().unwrap());
+    }
+    assert_eq!(sequences, (1..=50).collect());
+    assert_eq!(ledger.last_sequence().await.unwrap(), 50);
+    drop(ledger);
+    let ledger = backend.open().await;
+    assert_eq!(ledger.last_sequence().await.unwrap(), 50);
+    let next = ledger.add_rule(rule("r", 10)).await.unwrap();
+    assert_eq!(next.sequence, 51);
+}
+
+pub(crate) async fn a_duplicate_id_is_refused_without_an_event(backend: &dyn Backend) {
+    let ledger = backend.open().await;
+    ledger.record(plain(record("same", 1000))).await.unwrap();
+    let mut other = record("same", 2000);
+    other.owner = "other".into();
+    let refused = ledger.record(plain(other)).await;
+    assert!(
+        matches!(&refused, Err(LedgerError::Duplicate(id)) if id == "same"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        ledger.get("same").await.unwrap(),
+        Some(record("same", 1000))
+    );
+    assert_eq!(ledger.last_sequence().await.unwrap(), 1);
+}
+
+pub(crate) async fn a_replay_guard_holds_until_swept(backend: &dyn Backend) {
+    let ledger = backend.open().await;
+    let guarded = |id: &str| RecordParams {
+        credential: record(id, 1000),
+        replay_guard: Some(ReplayGuard {
+            key: "token|dest|purpose".into(),
+            expires_at: 500,
+        }),
+    };
+    ledger.record(guarded("first")).await.unwrap();
+    let again = ledger.record(guarded("second")).await;
+    assert!(matches!(again, Err(LedgerError::Replay)), "{again:?}");
+    assert_eq!(ledger.get("second").await.unwrap(), None);
+    drop(ledger);
+    let ledger = backend.open().await;
+    let again = ledger.record(guarded("third")).await;
+    assert!(matches!(again, Err(LedgerError::Replay)), "after a reopen");
+    ledger.sweep(sweep_before(501)).await.unwrap();
+    ledger.record(guarded("fourth")).await.unwrap();
+}
+
+pub(crate) async fn rules_come_back_oldest_first_with_their_sequence(backend: &dyn Backend) {
+    let ledger = backend.open().await;
+    ledger.record(plain(record("a", 1000))).await.unwrap();
+    let second = ledger.add_rule(rule("zz", 10)).await.unwrap();
+    let third = ledger.add_rule(rule("aa", 20)).await.unwrap();
+    assert_eq!((second.sequence, third.sequence), (2, 3));
+    assert_eq!(second.rule, rule("zz", 10));
+    drop(ledger);
+    let ledger = backend.open().await;
+    assert_eq!(ledger.rules().await.unwrap(), vec![second, third]);
+}
+
+pub(crate) async fn events_since_pages_through_the_sequence(backend: &dyn Backend) {
+    let ledger = backend.open().await;
+    for i in 0..5 {
+        ledger
+            .record(plain(record(&format!("e{i}"), 1000)))
+            .await
+            .unwrap();
+    }
+    let stored = ledger.add_rule(rule("r", 10)).await.unwrap();
+    let first = ledger.events_since(0, 4).await.unwrap();
+    let rest = ledger.events_since(4, 100).await.unwrap();
+    let seqs: Vec<u64> = first.iter().chain(&rest).map(|e| e.sequence).collect();
+    assert_eq!(seqs, (1..=6).collect::<Vec<_>>());
+    assert_eq!(first[0].kind, EventKind::Issued);
+    assert_eq!(first[0].credential, Some(record("e0", 1000)));
+    assert_eq!(first[0].at, 900);
+    assert_eq!(rest[1].kind, EventKind::Revoked);
+    assert_eq!(rest[1].revocation, Some(stored));
+    assert!(ledger.events_since(6, 10).await.unwrap().is_empty());
+}
+
+pub(crate) async fn subscribers_get_committed_events_in_order_with_their_records(
+    backend: &dyn Backend,
+) {
+    let ledger = backend.open().await;
+    let mut live = ledger.subscribe();
+    ledger.record(plain(record("a", 150))).await.unwrap();
+    let stored = ledger.add_rule(rule("r", 10)).await.unwrap();
+    ledger.expire(200).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(live.recv().await.unwrap());
+    }
+    let summary: Vec<_> = got.iter().map(|e| (e.sequence, e.kind)).collect();
+    let expected = [
+        (1, EventKind::Issued),
+        (2, EventKind::Revoked),
+        (3, EventKind::Expired),
+    ];
+    assert_eq!(summary, expected);
+    assert_eq!(got[0].credential, Some(record("a", 150)));
+    assert_eq!(got[1].revocation, Some(stored));
+    assert_eq!(got[2].credential, Some(record("a", 150)));
+    assert!(got.iter().all(|e| e.committed.is_some()));
+}
+
+pub(crate) async fn expire_emits_one_event_per_credential_once(backend: &dyn Backend) {
+    let ledger = backend.open().await;
+    for (id, exp) in [("soon", 100), ("soon2", 150), ("later", 500)] {
+        ledger.record(plain(record(id, exp))).await.unwrap();
+    }
+    assert_eq!(ledger.expire(200).await.unwrap(), 2);
+    assert_eq!(ledger.expire(200).await.unwrap(), 0);
+    assert_eq!(ledger.expire(300).await.unwrap(), 0);
+    assert_eq!(ledger.expire(501).await.unwrap(), 1);
+    let expired: Vec<_> = ledger
+        .events_since(3, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.at, e.credential.unwrap().credential_id))
+        .collect();
+    let expected = [
+        (EventKind::Expired, 100, "soon".to_owned()),
+        (EventKind::Expired, 150, "soon2".to_owned()),
+        (EventKind::Expired, 500, "later".to_owned()),
+    ];
+    assert_eq!(expired, expected);
+}
+
+pub(crate) async fn list_pages_newest_first_through_filters(backend: &dyn Backend) {
+    let ledger = backend.open().await;
+    for i in 0..12 {
+        let mut r = record(&format!("id{i:02}"), 1000 + i);
+        r.purpose = if i % 3 == 0 { "write" } else { "read" }.into();
+        r.kind = if i % 2 == 0 {
+            CredentialKind::X509
+        } else {
+            CredentialKind::Jwt
+        };
+        ledger.record(plain(r)).await.unwrap();
+    }
+    let mut params = ListParams {
+        purpose: "write".into(),
+        kind: Some(CredentialKind::X509),
+        page_size: 1,
+        scan_limit: 100,
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = ledger.list(params.clone()).await.unwrap();
+        seen.extend(page.credentials.into_iter().map(|r| r.credential_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        params.page_token = page.next_page_token;
+    }
+    assert_eq!(seen, ["id06", "id00"]);
+    params.page_token = "garbage".into();
+    let bad = ledger.list(params).await;
+    assert!(matches!(bad, Err(LedgerError::BadRequest(_))), "{bad:?}");
+}
+
+pub(crate) async fn scan_pages_in_id_order(backend: &dyn Backend) {
+    let ledger = backend.open().await;
+    for id in ["m", "Z", "a", "b"] {
+        ledger.record(plain(record(id, 1000))).await.unwrap();
+    }
+    let ids = |rs: Vec<CredentialRecord>| rs.into_iter().map(|r| r.credential_id).collect();
+    let first: Vec<String> = ids(ledger.scan(None, 2).await.unwrap());
+    assert_eq!(first, ["Z", "a"]);
+    let rest: Vec<String> = ids(ledger.scan(Some("a".into()), 10).await.unwrap());
+    assert_eq!(rest, ["b", "m"]);
+}
+
+pub(crate) async fn live_counts_and_x509_records_survive_a_reopen(backend: &dyn Backend) {
+    let ledger = backend.open().await;
+    let mut cert = record("cert", 1500);
+    cert.kind = CredentialKind::X509;
+    for r in [record("j0", 960), record("j1", 960), cert.clone()] {
+        ledger.record(plain(r)).await.unwrap();
+    }
+    drop(ledger);
+    let ledger = backend.open().await;
+    let counts = ledger.live_counts(0).await.unwrap();
+    assert_eq!(counts.total(0), 3);
+    assert_eq!(counts.count(Selector::Owner, "team", 960), 1);
+    assert_eq!(ledger.live_counts(960).await.unwrap().total(960), 1);
+    assert_eq!(ledger.x509_records(0).await.unwrap(), vec![cert]);
+    assert!(ledger.x509_records(1500).await.unwrap().is_empty());
+}
+
+pub(crate) async fn sweep_deletes_what_expired_and_keeps_the_rest(backend: &dyn Backend) {
+    let ledger = backend.open().await;
+    for (id, exp) in [("old", 100), ("edge", 200), ("new", 300)] {
+        ledger.record(plain(record(id, exp))).await.unwrap();
+    }
+    ledger.add_rule(rule("dead", 150)).await.unwrap();
+    let live = ledger.add_rule(rule("live", 250)).await.unwrap();
+    assert_eq!(ledger.sweep(sweep_before(200)).await.unwrap(), 1);
+    assert_eq!(ledger.get("old").await.unwrap(), None);
+    assert!(ledger.get("edge").await.unwrap().is_some());
+    assert_eq!(ledger.rules().await.unwrap(), vec![live]);
+    assert_eq!(ledger.len().await.unwrap(), 2);
+    let kept: Vec<u64> = ledger
+        .events_since(0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.sequence)
+        .collect();
+    assert_eq!(
+        kept,
+        [3, 4, 5],
+        "events at 0 and 100 went, the sweep stops at 200"
+    );
+}
+
+pub(crate) async fn close_refuses_writes_and_keeps_reads(backend: &dyn Backend) {
+    let ledger = backend.open().await;
+    ledger.record(plain(record("before", 1000))).await.unwrap();
+    ledger.close().await.unwrap();
+    let after = ledger.record(plain(record("after", 1000))).await;
+    assert!(matches!(after, Err(LedgerError::Closed)), "{after:?}");
+    assert!(matches!(
+        ledger.expire(2000).await,
+        Err(LedgerError::Closed)
+    ));
+    assert!(ledger.get("before").await.unwrap().is_some());
+    assert_eq!(ledger.last_sequence().await.unwrap(), 1);
+    ledger.close().await.unwrap();
+}
