@@ -193,6 +193,12 @@ pub trait Ledger: Send + Sync + fmt::Debug + 'static {
     /// Returns how many records the ledger holds (live, revoked and not yet swept).
     async fn len(&self) -> Result<u64, LedgerError>;
 
+    /// Checks that the ledger can serve now (for `/readyz`): an embedded ledger always can; a
+    /// shared one answers a trivial query. Fails with `Storage` when it cannot.
+    async fn ping(&self) -> Result<(), LedgerError> {
+        Ok(())
+    }
+
     /// Returns true when the ledger holds no record.
     async fn is_empty(&self) -> Result<bool, LedgerError> {
         Ok(self.len().await? == 0)

@@ -13,6 +13,7 @@ pub mod config;
 pub mod issuer;
 pub mod limits;
 pub mod metrics;
+pub mod readiness;
 pub mod refusal;
 pub mod revoker;
 pub mod server;

@@ -4,14 +4,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tessera_core::clock::SharedClock;
-use tessera_ledger::{Ledger, LedgerError, RedbLedger, RedbOptions};
+use tessera_ledger::{
+    Ledger, LedgerError, PostgresLedger, PostgresOptions, RedbLedger, RedbOptions,
+};
 use tessera_proto as proto;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -27,8 +28,9 @@ use crate::api::token::TokenEndpoint;
 use crate::api::watch::Watches;
 use crate::assemble::{AssembleError, Services};
 use crate::audit::Audit;
-use crate::config::{Config, LedgerBackend};
+use crate::config::{Config, LedgerBackend, PostgresTarget};
 use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 use crate::revoker::Revoker;
 use crate::tls::{self, AcceptParams, ServerConfigParams, TlsConn};
 
@@ -102,7 +104,8 @@ impl ServerHandle {
     }
 }
 
-/// Opens the configured ledger, recording into `metrics`. Fails when it cannot be opened.
+/// Opens the configured ledger, recording into `metrics`. Fails when it cannot be opened: the
+/// redb file is unusable, or the database cannot be reached or has a newer schema.
 async fn open_ledger(config: &Config, metrics: &Metrics) -> Result<Arc<dyn Ledger>, ServerError> {
     match &config.ledger.backend {
         LedgerBackend::Redb(path) => {
@@ -127,6 +130,23 @@ async fn open_ledger(config: &Config, metrics: &Metrics) -> Result<Arc<dyn Ledge
                 })??;
             Ok(Arc::new(ledger))
         }
+        LedgerBackend::Postgres(target) => {
+            let options = postgres_options(target, metrics);
+            let ledger = PostgresLedger::connect(options).await?;
+            tracing::info!(url = %target.url, "connected to the PostgreSQL ledger");
+            Ok(Arc::new(ledger))
+        }
+    }
+}
+
+/// Returns the options of the PostgreSQL ledger at `target`, recording into `metrics`.
+pub fn postgres_options(target: &PostgresTarget, metrics: &Metrics) -> PostgresOptions {
+    PostgresOptions {
+        pool_size: target.pool_size,
+        connect_timeout: target.connect_timeout,
+        ca_certs: target.ca_certs.clone(),
+        metrics: metrics.ledger.clone(),
+        ..PostgresOptions::new(target.url.expose())
     }
 }
 
@@ -171,10 +191,19 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
     };
     let grpc_conns = tls::accept(grpc_listener, accept(grpc_tls));
     let http_conns = tls::accept(http_listener, accept(http_tls));
-    let ready = Arc::new(AtomicBool::new(false));
+    let ready = Readiness::new();
     let http_router = router(http_parts(&services, &config, Arc::clone(&ready)));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    tokio::spawn(crate::readiness::watch_ledger(
+        Arc::clone(&ready),
+        Arc::clone(&services.ledger),
+        health,
+        GRPC_SERVICES,
+        shutdown.clone(),
+    ));
     let grpc = tokio::spawn(serve_grpc(
         grpc_services(&services, &shutdown),
+        health_service,
         grpc_conns,
         shutdown.clone(),
     ));
@@ -185,7 +214,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
         config.ledger.sweep_interval,
         shutdown.clone(),
     ));
-    ready.store(true, Ordering::Release);
+    ready.set_serving(true);
     tracing::info!(%grpc_addr, %http_addr, issuer = %config.server.issuer, config = %config.source.display(), "tessera serving");
     let task = tokio::spawn(stop_when_cancelled(StopParams {
         shutdown: shutdown.clone(),
@@ -211,7 +240,7 @@ type Serving = JoinHandle<Result<(), ServerError>>;
 struct StopParams {
     shutdown: CancellationToken,
     grace: Duration,
-    ready: Arc<AtomicBool>,
+    ready: Arc<Readiness>,
     /// The gRPC and HTTPS serving tasks.
     serving: (Serving, Serving),
     sweeper: JoinHandle<()>,
@@ -224,7 +253,7 @@ struct StopParams {
 /// Fails when the gRPC server failed or the ledger cannot close.
 async fn stop_when_cancelled(p: StopParams) -> Result<(), ServerError> {
     p.shutdown.cancelled().await;
-    p.ready.store(false, Ordering::Release);
+    p.ready.set_serving(false);
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     let (grpc, http) = p.serving;
     let drained = tokio::time::timeout(p.grace, async { (grpc.await, http.await) }).await;
@@ -243,7 +272,7 @@ async fn stop_when_cancelled(p: StopParams) -> Result<(), ServerError> {
 }
 
 /// Returns what the HTTPS router serves, each endpoint with only what it uses.
-fn http_parts(s: &Services, config: &Config, ready: Arc<AtomicBool>) -> HttpParts {
+fn http_parts(s: &Services, config: &Config, ready: Arc<Readiness>) -> HttpParts {
     HttpParts {
         token: TokenEndpoint {
             issuer: Arc::clone(&s.issuer),
@@ -293,18 +322,17 @@ fn grpc_services(s: &Services, shutdown: &CancellationToken) -> (BrokerService, 
     (broker, admin)
 }
 
+/// The gRPC services whose health follows readiness ("" is the server as a whole).
+const GRPC_SERVICES: &[&str] = &["", "tessera.v1.Broker", "tessera.v1.Admin"];
+
 async fn serve_grpc(
     (broker, admin): (BrokerService, AdminService),
+    health_service: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
     conns: tokio::sync::mpsc::Receiver<std::io::Result<TlsConn>>,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<proto::broker_server::BrokerServer<BrokerService>>()
-        .await;
-    health
-        .set_serving::<proto::admin_server::AdminServer<AdminService>>()
-        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;

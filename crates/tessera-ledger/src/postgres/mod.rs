@@ -324,6 +324,16 @@ impl Ledger for PostgresLedger {
         self.request(Work::Expire(now), Answer::Count).await
     }
 
+    async fn ping(&self) -> Result<(), LedgerError> {
+        self.read("checking the database", |c| async move {
+            c.simple_query("SELECT 1")
+                .await
+                .ctx("checking the database")?;
+            Ok(())
+        })
+        .await
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }

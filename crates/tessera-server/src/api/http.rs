@@ -4,7 +4,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::http::{StatusCode, header};
@@ -17,6 +16,7 @@ use tessera_core::mint::JwtMinter;
 use super::introspect::IntrospectEndpoint;
 use super::token::TokenEndpoint;
 use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 use crate::revoker::Revoker;
 use crate::tls::PeerInfo;
 
@@ -31,8 +31,8 @@ pub struct HttpParts {
     /// `iss` of minted tokens; the base of every advertised URL.
     pub issuer: String,
     pub metrics: Arc<Metrics>,
-    /// Whether the broker accepts work (false while starting and once shutdown begins).
-    pub ready: Arc<AtomicBool>,
+    /// Whether the broker accepts work: started, not shutting down, ledger reachable.
+    pub ready: Arc<Readiness>,
 }
 
 impl fmt::Debug for HttpParts {
@@ -169,7 +169,7 @@ pub fn router(parts: HttpParts) -> Router {
         .route(
             "/readyz",
             get(move || async move {
-                if ready.load(Ordering::Acquire) {
+                if ready.is_ready() {
                     (StatusCode::OK, "ready\n")
                 } else {
                     (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")

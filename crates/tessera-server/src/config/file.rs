@@ -45,6 +45,9 @@ pub struct ServerSection {
 pub struct LedgerSection {
     pub path: Option<String>,
     pub url: Option<String>,
+    pub pool_size: Option<u32>,
+    pub connect_timeout: Option<String>,
+    pub ca_file: Option<String>,
     pub retain_expired: Option<String>,
     pub sweep_interval: Option<String>,
     pub fsync: Option<bool>,
