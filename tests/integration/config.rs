@@ -125,10 +125,34 @@ fn refuses_an_unknown_trust_domain() {
 }
 
 #[test]
-fn refuses_an_unsupported_ledger_url() {
+fn refuses_a_ledger_url_that_is_not_postgresql_naming_the_key() {
     let m =
-        error_after(|t, _| t.replace("[ledger]\npath", "[ledger]\nurl = \"postgres://x\"\n#path"));
-    assert_has(&m, &["ledger.url"]);
+        error_after(|t, _| t.replace("[ledger]\npath", "[ledger]\nurl = \"mysql://x/db\"\n#path"));
+    assert_has(&m, &["ledger.url", "postgres://"]);
+}
+
+#[test]
+fn a_postgresql_ledger_url_is_read_with_its_pool_and_never_shown_with_its_password() {
+    let fx = Fixture::new();
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    let text = text.replace(
+        "[ledger]\npath",
+        "[ledger]\nurl = \"postgres://tessera:s3cret@db.example:5432/tessera\"\npool_size = 4\nconnect_timeout = \"2s\"\n#path",
+    );
+    std::fs::write(&fx.config_path, text).unwrap();
+    let config = Config::load(&fx.config_path, &SystemClock).unwrap();
+    let tessera_server::config::LedgerBackend::Postgres(target) = &config.ledger.backend else {
+        panic!("expected a PostgreSQL ledger: {:?}", config.ledger.backend);
+    };
+    assert_eq!(target.pool_size, 4);
+    assert_eq!(target.connect_timeout, std::time::Duration::from_secs(2));
+    assert!(target.url.expose().contains("s3cret"));
+    let shown = format!("{config:?} {}", target.url);
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(
+        shown.contains("postgres://tessera:***@db.example:5432/tessera"),
+        "{shown}"
+    );
 }
 
 #[test]

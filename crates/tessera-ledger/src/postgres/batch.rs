@@ -13,12 +13,21 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use super::rows::{self, RECORD_COLUMNS};
-use super::writer::Work;
 use super::{EVENTS_CHANNEL, connect};
 use crate::{
     COUNTED, CredentialRecord, Event, EventKind, LedgerError, NewRule, RecordParams,
     RevocationRule, SweepParams, count_bucket,
 };
+
+/// What a write asks for.
+#[derive(Debug)]
+pub(super) enum Work {
+    Record(Box<RecordParams>),
+    AddRule(NewRule),
+    Expire(i64),
+    Sweep(SweepParams),
+    Close,
+}
 
 /// What became of one write of a committed batch.
 #[derive(Debug)]

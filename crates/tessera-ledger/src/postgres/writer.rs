@@ -11,22 +11,11 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 
+pub(super) use super::batch::Work;
 use super::batch::{self, Done, Outcome};
-use crate::{
-    Event, LedgerError, LedgerMetrics, NewRule, RecordParams, RevocationRule, SweepParams,
-};
+use crate::{Event, LedgerError, LedgerMetrics, RevocationRule};
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, LedgerError>>;
-
-/// What a write asks for.
-#[derive(Debug)]
-pub(super) enum Work {
-    Record(Box<RecordParams>),
-    AddRule(NewRule),
-    Expire(i64),
-    Sweep(SweepParams),
-    Close,
-}
 
 /// Where a write's answer goes.
 #[derive(Debug)]
