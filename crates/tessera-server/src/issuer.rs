@@ -246,7 +246,7 @@ impl Issuer {
                 replay_guard,
             })
             .await?;
-        self.parts.revocations.note_issued(&credential);
+        self.parts.revocations.note_issued_here(&credential);
         self.observe(&credential, &attestation.principal);
         Ok(())
     }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tessera_core::clock::SharedClock;
-use tessera_core::domain::{CredentialRecord, NewRule, RevocationRule, Selector, Status};
+use tessera_core::domain::{
+    CredentialRecord, Event, EventKind, NewRule, RevocationRule, Selector, Status,
+};
 use tessera_core::mint::crl::CRL_VALIDITY_SECS;
 use tessera_core::mint::{CrlCache, CrlParams, MintError, X509Minter};
 use tessera_core::policy::MAX_GRANT_TTL;
@@ -121,32 +123,64 @@ impl Revoker {
         Ok(())
     }
 
-    /// Applies every rule the ledger commits to the index until `stopping` fires or the ledger
-    /// stops publishing. A Revoke whose caller went away after the commit is still enforced
-    /// this way; a lagging subscription reloads every rule.
+    /// Follows what the ledger commits — on this replica or, on a shared ledger, any other —
+    /// until `stopping` fires or the ledger stops publishing: rules go into the index (a
+    /// Revoke whose caller went away after the commit is still enforced), credentials other
+    /// replicas issued are counted (covered counts, the CRL), expiries leave the live gauge.
+    /// A lagging subscription reloads every rule and the X.509 credentials the CRL may list.
     pub async fn follow_rules(self: Arc<Self>, stopping: CancellationToken) {
         let mut events = self.parts.ledger.subscribe();
-        let index = &self.parts.revocations;
         loop {
             let received = tokio::select! {
                 () = stopping.cancelled() => return,
                 received = events.recv() => received,
             };
             match received {
-                Ok(event) => {
-                    if let Some(rule) = &event.revocation {
-                        index.apply(rule);
-                    }
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    match self.parts.ledger.rules().await {
-                        Ok(rules) => rules.iter().for_each(|r| index.apply(r)),
-                        Err(e) => tracing::error!(error = %e, "reloading revocation rules failed"),
+                Ok(event) => self.follow(&event),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "revocation follower lagged; reloading rules");
+                    if let Err(e) = self.reload().await {
+                        tracing::error!(error = %e, "reloading revocation rules failed");
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
         }
+    }
+
+    /// Applies one committed event to the index and the gauges.
+    fn follow(&self, event: &Event) {
+        let index = &self.parts.revocations;
+        let metrics = &self.parts.metrics;
+        match (event.kind, &event.credential, &event.revocation) {
+            (EventKind::Revoked, _, Some(rule)) => {
+                index.apply(rule);
+                Metrics::set_count(&metrics.revocation_rules, index.rule_count() as u64);
+            }
+            (EventKind::Issued, Some(record), _) if index.note_committed(record) => {
+                metrics.live_credentials.inc();
+            }
+            (EventKind::Expired, _, _) => {
+                metrics.live_credentials.dec();
+            }
+            _ => {}
+        }
+    }
+
+    /// Reloads every rule and the X.509 credentials the CRL may list, after events were missed.
+    async fn reload(&self) -> Result<(), LedgerError> {
+        let index = &self.parts.revocations;
+        for rule in self.parts.ledger.rules().await? {
+            index.apply(&rule);
+        }
+        let now = self.parts.clock.unix_seconds();
+        let x509 = self
+            .parts
+            .ledger
+            .x509_records(now.saturating_sub(CRL_VALIDITY_SECS))
+            .await?;
+        x509.iter().for_each(|record| index.track_x509(record));
+        Ok(())
     }
 
     /// Returns the status of `record` now: revoked if a rule covers it, else expired or live.
@@ -232,18 +266,13 @@ impl Revoker {
         }))
     }
 
-    /// Records `expired` events for credentials whose expiry passed; returns how many.
+    /// Records `expired` events for credentials whose expiry passed; returns how many (the live
+    /// gauge follows the events, see [`Revoker::follow_rules`]).
     pub async fn expire(&self) -> Result<u64, LedgerError> {
-        let n = self
-            .parts
+        self.parts
             .ledger
             .expire(self.parts.clock.unix_seconds())
-            .await?;
-        self.parts
-            .metrics
-            .live_credentials
-            .dec_by(i64::try_from(n).unwrap_or(0));
-        Ok(n)
+            .await
     }
 
     /// Deletes from the ledger what `params` (from [`Revoker::forget`]) allows; returns how many

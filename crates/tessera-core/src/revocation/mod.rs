@@ -123,6 +123,9 @@ pub struct RevocationIndex {
     revision: AtomicU64,
     live: Mutex<LiveCounts>,
     x509: Mutex<X509Live>,
+    /// Credentials this replica noted at issue whose committed event has not come back through
+    /// the ledger subscription yet (id → expires_at): the echo is not counted twice.
+    echoes: Mutex<HashMap<Box<str>, i64>>,
 }
 
 impl RevocationIndex {
@@ -191,6 +194,10 @@ impl RevocationIndex {
         if let Ok(mut x509) = self.x509.lock() {
             x509.prune(now);
         }
+        // An echo that never came (a lagging subscription) is forgotten once it expired.
+        if let Ok(mut echoes) = self.echoes.lock() {
+            echoes.retain(|_, expires_at| *expires_at >= now);
+        }
     }
 
     /// Replaces the live counts with `counts` (loaded from the ledger at start) and tracks
@@ -207,6 +214,31 @@ impl RevocationIndex {
         self.revision.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Counts a credential this replica just recorded, before its reply leaves (so a revoke
+    /// and the CRL right after it see it), and expects its event back from the ledger's
+    /// subscription ([`RevocationIndex::note_committed`]).
+    pub fn note_issued_here(&self, record: &CredentialRecord) {
+        if let Ok(mut echoes) = self.echoes.lock() {
+            echoes.insert(record.credential_id.as_str().into(), record.expires_at);
+        }
+        self.note_issued(record);
+    }
+
+    /// Counts a credential whose `issued` event the ledger committed, unless this replica
+    /// already counted it at issue ([`RevocationIndex::note_issued_here`]). Returns true when
+    /// it was counted now: another replica issued it.
+    pub fn note_committed(&self, record: &CredentialRecord) -> bool {
+        let echo = self
+            .echoes
+            .lock()
+            .map(|mut echoes| echoes.remove(record.credential_id.as_str()).is_some())
+            .unwrap_or(false);
+        if !echo {
+            self.note_issued(record);
+        }
+        !echo
+    }
+
     /// Counts a newly issued credential. One issued in the same second as a rule that covers
     /// it changes the revision, so a cached CRL is rebuilt.
     pub fn note_issued(&self, record: &CredentialRecord) {
@@ -221,6 +253,15 @@ impl RevocationIndex {
         {
             x509.insert(record);
         }
+    }
+
+    /// Tracks an X.509 credential the CRL may have to list, without counting it (idempotent:
+    /// for reloading after missed events).
+    pub fn track_x509(&self, record: &CredentialRecord) {
+        if let Ok(mut x509) = self.x509.lock() {
+            x509.insert(record);
+        }
+        self.revision.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Returns how many credentials with `value` for `selector` are live at `now` (for
@@ -363,5 +404,42 @@ mod tests {
             .map(|r| r.serial_hex)
             .collect();
         assert_eq!(serials, vec!["s9"]);
+    }
+
+    #[test]
+    fn a_credential_counted_at_issue_is_not_counted_again_when_its_event_comes_back() {
+        let index = RevocationIndex::new();
+        let here = record("aa01", "spiffe://example.org/a", 1_000);
+        index.note_issued_here(&here);
+        assert!(!index.note_committed(&here), "the echo of our own issue");
+        assert_eq!(
+            index.live_count(Selector::Workload, "spiffe://example.org/a", 1_000),
+            1
+        );
+        let elsewhere = record("bb02", "spiffe://example.org/a", 1_000);
+        assert!(
+            index.note_committed(&elsewhere),
+            "issued by another replica"
+        );
+        assert_eq!(
+            index.live_count(Selector::Workload, "spiffe://example.org/a", 1_000),
+            2
+        );
+        index.apply(&rule(Selector::Workload, "spiffe://example.org/a", 1_000));
+        let serials: Vec<String> = index
+            .revoked_serials(1_000)
+            .into_iter()
+            .map(|s| s.serial_hex)
+            .collect();
+        assert!(serials.contains(&"bb02".to_owned()), "{serials:?}");
+    }
+
+    #[test]
+    fn an_echo_that_never_comes_is_forgotten_once_its_credential_expired() {
+        let index = RevocationIndex::new();
+        let here = record("cc03", "spiffe://example.org/a", 1_000);
+        index.note_issued_here(&here);
+        index.prune(0, here.expires_at + 1);
+        assert!(index.note_committed(&here), "no longer remembered as ours");
     }
 }
