@@ -18,6 +18,7 @@ mod loadgen;
 mod mint;
 mod refusals;
 mod relying_party;
+mod replicas;
 mod restart;
 mod revocation;
 mod token_exchange;

@@ -1,12 +1,13 @@
 //! A minimal HTTPS/1.1 client for the broker's HTTP port in tests: GETs and form POSTs,
 //! trusting the fixture's TLS CA, with an optional bearer token.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
 use rustls::pki_types::ServerName;
 
-use super::Env;
+use super::{Env, Fixture};
 
 /// A response of [`https_request`].
 #[derive(Debug)]
@@ -84,7 +85,20 @@ pub async fn https_request_as(
     form: Option<String>,
     bearer: Option<&str>,
 ) -> HttpReply {
-    let mut sender = connect(env).await;
+    https_request_to(&env.fx, env.http, method, path, form, bearer).await
+}
+
+/// Like [`https_request_as`], to the HTTPS port `http` of any server on `fx`'s material (a
+/// replica in a process of its own, say).
+pub async fn https_request_to(
+    fx: &Fixture,
+    http: SocketAddr,
+    method: &str,
+    path: &str,
+    form: Option<String>,
+    bearer: Option<&str>,
+) -> HttpReply {
+    let mut sender = connect(fx, http).await;
     let mut request = hyper::Request::builder()
         .method(method)
         .uri(path)
@@ -113,12 +127,12 @@ pub async fn https_request_as(
 
 type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
 
-/// Returns an HTTP/1.1 connection to the broker's HTTPS port, verified against the fixture's
+/// Returns an HTTP/1.1 connection to the HTTPS port `http`, verified against the fixture's
 /// TLS CA as `localhost`.
-async fn connect(env: &Env) -> Sender {
+async fn connect(fx: &Fixture, http: SocketAddr) -> Sender {
     let mut roots = rustls::RootCertStore::empty();
     roots
-        .add(env.fx.material.tls_ca.cert_der.clone().into())
+        .add(fx.material.tls_ca.cert_der.clone().into())
         .unwrap();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -126,7 +140,7 @@ async fn connect(env: &Env) -> Sender {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(env.http).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(http).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await

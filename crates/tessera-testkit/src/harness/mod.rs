@@ -21,7 +21,8 @@ use tonic::{Request, Status};
 use crate::dev::{Certified, DevMaterial, LeafSpec, pki};
 
 pub use self::https::{
-    HttpReply, https_get, https_request, https_request_as, post_form, post_form_as,
+    HttpReply, https_get, https_request, https_request_as, https_request_to, post_form,
+    post_form_as,
 };
 
 /// Destination and purpose granted to the dev workload.
@@ -119,6 +120,25 @@ impl Fixture {
         )
     }
 
+    /// Returns a channel to the gRPC port `grpc` of a server on this fixture's material
+    /// (trusting its TLS CA), presenting `identity` as client certificate when given. Panics if
+    /// it cannot connect.
+    pub async fn channel_to(&self, grpc: SocketAddr, identity: Option<&Certified>) -> Channel {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.material.tls_ca.cert_pem))
+            .domain_name("localhost");
+        if let Some(id) = identity {
+            tls = tls.identity(Identity::from_pem(&id.cert_pem, id.key_pem()));
+        }
+        Endpoint::from_shared(format!("https://{grpc}"))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
     /// Returns a JWT-SVID for `sub` with our audience, signed by the trust domain's JWT key.
     pub fn jwt_svid(&self, sub: &str) -> String {
         self.material
@@ -183,19 +203,7 @@ impl Env {
     /// Returns a channel to the gRPC port trusting the fixture's TLS CA, presenting `identity`
     /// as client certificate when given. Panics if it cannot connect.
     pub async fn channel(&self, identity: Option<&Certified>) -> Channel {
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.fx.material.tls_ca.cert_pem))
-            .domain_name("localhost");
-        if let Some(id) = identity {
-            tls = tls.identity(Identity::from_pem(&id.cert_pem, id.key_pem()));
-        }
-        Endpoint::from_shared(format!("https://{}", self.grpc))
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
+        self.fx.channel_to(self.grpc, identity).await
     }
 
     /// Returns the dev workload's client, over mTLS.

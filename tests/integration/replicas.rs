@@ -1,0 +1,768 @@
+//! Replicas: two and three `tessera serve` processes on one PostgreSQL database. Each test gets
+//! a database of its own and one fixture (signing material, grants) that every replica shares;
+//! each replica has its own config file and audit log, and listens on ports it picks itself
+//! (read from its log). Replicas are killed when the test ends, also when it fails.
+
+use std::collections::{BTreeSet, HashSet};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::json;
+use tessera_ledger::{EventKind, Ledger, PostgresLedger, PostgresOptions};
+use tessera_proto::admin_client::AdminClient;
+use tessera_proto::broker_client::BrokerClient;
+use tessera_proto::revoke_request::Selector;
+use tessera_proto::{
+    ListCredentialsRequest, MintX509Request, RevocationEvent, RevokeRequest, WatchEventsRequest,
+    WatchRevocationsRequest,
+};
+use tessera_testkit::dev::WORKLOAD_ID;
+use tessera_testkit::fixtures::ci_grant_toml;
+use tessera_testkit::postgres::TestDatabase;
+use tokio::time::{Instant, sleep, timeout};
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::ci::{EXCHANGE, ID_TOKEN, PUSH, REGISTRY, assert_oauth_error, claims_of};
+use crate::common::{DEST, Fixture, HttpReply, PURPOSE, csr_der, https_request_to, mint};
+use crate::issuer::TestIssuer;
+
+/// Bound on a replica starting and becoming ready.
+const START: Duration = Duration::from_secs(30);
+/// Bound on polling for something that happens through the ledger's fan-out (LISTEN/NOTIFY,
+/// or the publisher's one-second poll when a notification is lost).
+const FAN_OUT: Duration = Duration::from_secs(5);
+/// Bound on readiness following the database (checked every second; reconnects back off).
+const READINESS: Duration = Duration::from_secs(15);
+
+/// One `tessera serve` process; SIGKILLed when dropped.
+struct Replica {
+    name: String,
+    child: Child,
+    grpc: SocketAddr,
+    http: SocketAddr,
+    /// Its stderr (the log), printed when a test fails.
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Replica {
+    /// SIGKILLs the process (once) and reaps it.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            let tail = log.len().saturating_sub(40);
+            eprintln!("--- log of replica {} (last lines) ---", self.name);
+            for line in &log[tail..] {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// Replicas on one database and one fixture. Fields drop in order: the processes first, then
+/// the database, then the fixture's directory.
+struct Cluster {
+    replicas: Vec<Replica>,
+    db: TestDatabase,
+    fx: Fixture,
+}
+
+impl Cluster {
+    /// Starts `n` replicas on a fresh fixture and database.
+    async fn start(n: usize) -> Cluster {
+        Self::start_fixture(Fixture::new(), n).await
+    }
+
+    /// Starts `n` replicas (named a, b, c, …) on `fx` and a fresh database; returns once each
+    /// answers `/readyz` with 200.
+    async fn start_fixture(fx: Fixture, n: usize) -> Cluster {
+        let db = TestDatabase::create().await;
+        let mut cluster = Cluster {
+            replicas: Vec::new(),
+            db,
+            fx,
+        };
+        for i in 0..n {
+            let name = char::from(b'a' + u8::try_from(i).unwrap()).to_string();
+            let replica = cluster.spawn(&name).await;
+            cluster.replicas.push(replica);
+        }
+        for i in 0..n {
+            cluster.wait_ready(i).await;
+        }
+        cluster
+    }
+
+    /// Writes replica `name`'s config (the fixture's, on the database, with its own audit log)
+    /// and starts it; returns once it logged its addresses.
+    async fn spawn(&self, name: &str) -> Replica {
+        let dir = self.fx.path(&format!("replica-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config_path = dir.join("tessera.toml");
+        std::fs::write(&config_path, self.replica_config(&dir)).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .current_dir(&dir)
+            .env("TESSERA_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let lines = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("tessera serving")
+                    && let (Some(grpc), Some(http)) =
+                        (field(&line, "grpc_addr"), field(&line, "http_addr"))
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send((grpc, http));
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let mut replica = Replica {
+            name: name.to_owned(),
+            child,
+            grpc: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+        };
+        match timeout(START, rx).await {
+            Ok(Ok((grpc, http))) => (replica.grpc, replica.http) = (grpc, http),
+            _ => panic!(
+                "replica {name} did not log `tessera serving`; status {:?}",
+                replica.child.try_wait()
+            ),
+        }
+        replica
+    }
+
+    /// Returns the fixture's config with `[ledger] url` on this cluster's database (a small
+    /// pool, a short connect timeout) and `[audit] path` in `dir`.
+    fn replica_config(&self, dir: &std::path::Path) -> String {
+        let base = std::fs::read_to_string(&self.fx.config_path).unwrap();
+        let start = base.find("[ledger]\npath = ").unwrap() + "[ledger]\n".len();
+        let end = start + base[start..].find('\n').unwrap();
+        let ledger = format!(
+            "url = \"{}\"\npool_size = 4\nconnect_timeout = \"2s\"",
+            self.db.url()
+        );
+        let audit: PathBuf = dir.join("audit.log");
+        format!(
+            "{}{ledger}{}\n[audit]\npath = \"{}\"\n",
+            &base[..start],
+            &base[end..],
+            audit.display()
+        )
+    }
+
+    /// Polls replica `i`'s `/readyz` until it answers 200; panics past [`START`].
+    async fn wait_ready(&self, i: usize) {
+        let deadline = Instant::now() + START;
+        loop {
+            if self.readyz(i).await == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {} never became ready",
+                self.replicas[i].name
+            );
+            sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Polls `/readyz` of replica `i` until it answers `status`; panics past `within`.
+    async fn await_readyz(&self, i: usize, status: u16, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let now = self.readyz(i).await;
+            if now == status {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/readyz of replica {} still answers {now}, not {status}",
+                self.replicas[i].name
+            );
+            sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Polls the gRPC health of replica `i` until both "" and `tessera.v1.Broker` report
+    /// `status`; panics past `within`.
+    async fn await_health(&self, i: usize, status: ServingStatus, within: Duration) {
+        let grpc = self.replicas[i].grpc;
+        let mut health = HealthClient::new(self.fx.channel_to(grpc, None).await);
+        let deadline = Instant::now() + within;
+        for service in ["", "tessera.v1.Broker"] {
+            loop {
+                let request = HealthCheckRequest {
+                    service: service.into(),
+                };
+                let now = health.check(request).await.unwrap().into_inner().status();
+                if now == status {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "gRPC health of {service:?} on replica {} is still {now:?}",
+                    self.replicas[i].name
+                );
+                sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// Returns the status `/readyz` of replica `i` answers.
+    async fn readyz(&self, i: usize) -> u16 {
+        self.http(i, "GET", "/readyz", None, None).await.status
+    }
+
+    /// Sends one HTTPS request to replica `i`.
+    async fn http(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        form: Option<&[(&str, &str)]>,
+        bearer: Option<&str>,
+    ) -> HttpReply {
+        let form = form.map(|pairs| {
+            form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(pairs)
+                .finish()
+        });
+        let http = self.replicas[i].http;
+        https_request_to(&self.fx, http, method, path, form, bearer).await
+    }
+
+    /// Returns the dev workload's broker client on replica `i`.
+    async fn workload(&self, i: usize) -> BrokerClient<Channel> {
+        let grpc = self.replicas[i].grpc;
+        BrokerClient::new(
+            self.fx
+                .channel_to(grpc, Some(&self.fx.material.workload))
+                .await,
+        )
+    }
+
+    /// Returns the dev admin's admin client on replica `i`.
+    async fn admin(&self, i: usize) -> AdminClient<Channel> {
+        let grpc = self.replicas[i].grpc;
+        AdminClient::new(
+            self.fx
+                .channel_to(grpc, Some(&self.fx.material.admin))
+                .await,
+        )
+    }
+
+    /// Introspects `token` on replica `i` as a relying party; returns `active`.
+    async fn active(&self, i: usize, token: &str) -> bool {
+        let bearer = self.fx.jwt_svid("spiffe://example.org/ns/ledger/sa/rp");
+        let reply = self
+            .http(
+                i,
+                "POST",
+                "/introspect",
+                Some(&[("token", token)]),
+                Some(&bearer),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let body = reply.json();
+        if body["active"] == false {
+            assert_eq!(body, json!({"active": false}));
+        }
+        body["active"] == true
+    }
+
+    /// Returns a ledger opened directly on the cluster's database.
+    async fn ledger(&self) -> PostgresLedger {
+        let options = PostgresOptions {
+            pool_size: 2,
+            ..PostgresOptions::new(self.db.url())
+        };
+        PostgresLedger::connect(options).await.unwrap()
+    }
+}
+
+/// Returns the value of `key=value` in a log line.
+fn field(line: &str, key: &str) -> Option<SocketAddr> {
+    line.split(&format!("{key}="))
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Returns every credential id listed by `admin` for the dev workload, all pages.
+async fn listed(admin: &mut AdminClient<Channel>) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    let mut page_token = String::new();
+    loop {
+        let page = admin
+            .list_credentials(ListCredentialsRequest {
+                workload: WORKLOAD_ID.into(),
+                page_size: 500,
+                page_token,
+                ..ListCredentialsRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        ids.extend(page.credentials.into_iter().map(|c| c.credential_id));
+        if page.next_page_token.is_empty() {
+            return ids;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// Checks the whole event log of `ledger`: sequences 1, 2, 3, … with no gap and no duplicate;
+/// returns the credential ids of its `issued` events.
+async fn gap_free_issued(ledger: &PostgresLedger) -> BTreeSet<String> {
+    let mut issued = BTreeSet::new();
+    let mut last = 0;
+    loop {
+        let events = ledger.events_since(last, 1000).await.unwrap();
+        if events.is_empty() {
+            break;
+        }
+        for event in events {
+            assert_eq!(event.sequence, last + 1, "the event sequence has a gap");
+            last = event.sequence;
+            if event.kind == EventKind::Issued {
+                let id = event.credential.unwrap().credential_id;
+                assert!(issued.insert(id.clone()), "{id} issued twice");
+            }
+        }
+    }
+    assert_eq!(last, ledger.last_sequence().await.unwrap());
+    issued
+}
+
+/// Reads `stream` until a revocation rule arrives (skipping `caught_up` markers); panics past
+/// [`FAN_OUT`].
+async fn next_rule(stream: &mut tonic::Streaming<RevocationEvent>) -> RevocationEvent {
+    let deadline = Instant::now() + FAN_OUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = timeout(left, stream.next())
+            .await
+            .expect("no rule reached the watcher in time")
+            .expect("the watch ended")
+            .unwrap();
+        if !event.caught_up {
+            return event;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_minted_on_one_replica_are_listed_on_the_other() {
+    let cluster = Cluster::start(2).await;
+    let jwt = mint(&mut cluster.workload(0).await, DEST, PURPOSE, 60, None)
+        .await
+        .unwrap();
+    let x509 = cluster
+        .workload(1)
+        .await
+        .mint_x509(MintX509Request {
+            csr: csr_der(),
+            destination: DEST.into(),
+            purpose: PURPOSE.into(),
+            ttl_seconds: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let both = BTreeSet::from([jwt.credential_id, x509.credential_id]);
+    for i in 0..2 {
+        assert_eq!(
+            listed(&mut cluster.admin(i).await).await,
+            both,
+            "replica {i} lists what either minted"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_on_one_replica_reaches_introspection_and_watchers_on_the_other() {
+    let cluster = Cluster::start(2).await;
+    let mut minter = cluster.workload(0).await;
+    let first = mint(&mut minter, DEST, PURPOSE, 60, None).await.unwrap();
+    let second = mint(&mut minter, DEST, PURPOSE, 60, None).await.unwrap();
+    assert!(cluster.active(1, &first.token).await, "B knows A's token");
+    assert!(cluster.active(1, &second.token).await);
+    let mut watcher = cluster
+        .workload(1)
+        .await
+        .watch_revocations(WatchRevocationsRequest { since_sequence: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let caught_up = timeout(FAN_OUT, watcher.next()).await.unwrap().unwrap();
+    assert!(
+        caught_up.unwrap().caught_up,
+        "no rule yet: caught up at once"
+    );
+
+    let mut admin = cluster.admin(0).await;
+    let by_id = admin
+        .revoke(RevokeRequest {
+            selector: Some(Selector::CredentialId(first.credential_id.clone())),
+            reason: "replica test: one token".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let rule = next_rule(&mut watcher).await;
+    assert_eq!(
+        (
+            rule.revocation_id.as_str(),
+            rule.sequence,
+            rule.selector.as_str()
+        ),
+        (
+            by_id.revocation_id.as_str(),
+            by_id.sequence,
+            "credential_id"
+        )
+    );
+    assert_eq!(rule.value, first.credential_id);
+    let deadline = Instant::now() + FAN_OUT;
+    while cluster.active(1, &first.token).await {
+        assert!(
+            Instant::now() < deadline,
+            "B still accepts the revoked token"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        cluster.active(1, &second.token).await,
+        "a credential-id rule revokes that credential only"
+    );
+
+    let by_workload = admin
+        .revoke(RevokeRequest {
+            selector: Some(Selector::Workload(WORKLOAD_ID.into())),
+            reason: "replica test: the workload".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let rule = next_rule(&mut watcher).await;
+    assert_eq!(
+        (
+            rule.revocation_id.as_str(),
+            rule.selector.as_str(),
+            rule.value.as_str()
+        ),
+        (by_workload.revocation_id.as_str(), "workload", WORKLOAD_ID)
+    );
+    let deadline = Instant::now() + FAN_OUT;
+    while cluster.active(1, &second.token).await {
+        assert!(
+            Instant::now() < deadline,
+            "B still accepts the workload's token"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_mints_on_two_replicas_reach_a_third_as_one_gap_free_sequence() {
+    const CLIENTS_PER_REPLICA: usize = 4;
+    const MINTS_PER_CLIENT: usize = 25;
+    let cluster = Cluster::start(3).await;
+    let mut events = cluster
+        .admin(2)
+        .await
+        .watch_events(WatchEventsRequest { since_sequence: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut tasks = Vec::new();
+    for replica in 0..2 {
+        let client = cluster.workload(replica).await;
+        for _ in 0..CLIENTS_PER_REPLICA {
+            let mut client = client.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for _ in 0..MINTS_PER_CLIENT {
+                    let reply = mint(&mut client, DEST, PURPOSE, 60, None).await.unwrap();
+                    ids.push(reply.credential_id);
+                }
+                ids
+            }));
+        }
+    }
+    let mut received = BTreeSet::new();
+    for task in tasks {
+        received.extend(task.await.unwrap());
+    }
+    assert_eq!(received.len(), 2 * CLIENTS_PER_REPLICA * MINTS_PER_CLIENT);
+
+    let mut seen = BTreeSet::new();
+    let mut last = 0;
+    let deadline = Instant::now() + FAN_OUT;
+    while seen.len() < received.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(next) = timeout(left, events.next()).await else {
+            panic!(
+                "C's watcher got {} of {} credentials (last sequence {last})",
+                seen.len(),
+                received.len()
+            );
+        };
+        let event = next.expect("the watch ended").unwrap();
+        assert_eq!(
+            event.sequence,
+            last + 1,
+            "sequences strictly increase by one"
+        );
+        last = event.sequence;
+        assert_eq!(event.kind, "issued");
+        let id = event.credential.unwrap().credential_id;
+        assert!(received.contains(&id), "{id} was never handed out");
+        assert!(seen.insert(id.clone()), "{id} sent twice");
+    }
+    assert_eq!(seen, received);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ci_token_exchanged_on_one_replica_is_refused_as_a_replay_on_the_other() {
+    let issuer = TestIssuer::start().await;
+    let fx = Fixture::new();
+    let ca_file = fx.path("issuer-ca.pem");
+    issuer.write_ca(&ca_file);
+    fx.append_config(&(issuer.config(&ca_file) + &ci_grant_toml(&issuer.url("github"))));
+    let cluster = Cluster::start_fixture(fx, 2).await;
+    let exchange = |i: usize, token: String| {
+        let cluster = &cluster;
+        async move {
+            let pairs = [
+                ("grant_type", EXCHANGE),
+                ("subject_token", token.as_str()),
+                ("subject_token_type", ID_TOKEN),
+                ("audience", REGISTRY),
+                ("scope", PUSH),
+            ];
+            cluster.http(i, "POST", "/token", Some(&pairs), None).await
+        }
+    };
+    let token = issuer.github_token(json!({}));
+    let first = exchange(0, token.clone()).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_oauth_error(
+        &exchange(1, token).await,
+        "invalid_request",
+        "already exchanged",
+    );
+    let fresh = exchange(1, issuer.github_token(json!({}))).await;
+    assert_eq!(
+        fresh.status,
+        200,
+        "B exchanges a token never seen: {}",
+        fresh.text()
+    );
+}
+
+/// Mints on `client` until `stop` is set or a mint fails; returns the ids received.
+async fn mint_until(mut client: BrokerClient<Channel>, stop: Arc<AtomicBool>) -> Vec<String> {
+    let mut ids = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        match mint(&mut client, DEST, PURPOSE, 60, None).await {
+            Ok(reply) => ids.push(reply.credential_id),
+            Err(_) => break,
+        }
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_credential_received_from_either_replica_is_recorded_when_one_is_sigkilled() {
+    const CLIENTS_PER_REPLICA: usize = 6;
+    let mut cluster = Cluster::start(2).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (mut on_a, mut on_b) = (Vec::new(), Vec::new());
+    let (a, b) = (cluster.workload(0).await, cluster.workload(1).await);
+    for _ in 0..CLIENTS_PER_REPLICA {
+        on_a.push(tokio::spawn(mint_until(a.clone(), Arc::clone(&stop))));
+        on_b.push(tokio::spawn(mint_until(b.clone(), Arc::clone(&stop))));
+    }
+    // Kill A once both replicas are committing (its records exist), mid-flight.
+    let ledger = cluster.ledger().await;
+    let deadline = Instant::now() + START;
+    while ledger.len().await.unwrap() < 200 {
+        assert!(Instant::now() < deadline, "the load never got going");
+        sleep(Duration::from_millis(20)).await;
+    }
+    cluster.replicas[0].kill();
+    let mut received = BTreeSet::new();
+    let mut from_a = 0;
+    for task in on_a {
+        let ids = task.await.unwrap();
+        from_a += ids.len();
+        received.extend(ids);
+    }
+    // B keeps minting after A's death (its sessions held no lock B needs).
+    let after_kill = ledger.len().await.unwrap();
+    let deadline = Instant::now() + START;
+    while ledger.len().await.unwrap() < after_kill + 100 {
+        assert!(Instant::now() < deadline, "B stopped minting once A died");
+        sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in on_b {
+        received.extend(task.await.unwrap());
+    }
+    assert!(from_a > 0, "A handed out credentials before it was killed");
+
+    let issued = gap_free_issued(&ledger).await;
+    for id in &received {
+        assert!(
+            ledger.get(id).await.unwrap().is_some(),
+            "{id} was handed out but not recorded"
+        );
+    }
+    assert!(
+        received.is_subset(&issued),
+        "every credential handed out has its issued event"
+    );
+    assert_eq!(
+        listed(&mut cluster.admin(1).await).await,
+        issued,
+        "the survivor lists every recorded credential"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_cut_off_from_the_database_refuse_work_and_serve_again_once_it_is_back() {
+    let issuer = TestIssuer::start().await;
+    let fx = Fixture::new();
+    let ca_file = fx.path("issuer-ca.pem");
+    issuer.write_ca(&ca_file);
+    fx.append_config(&(issuer.config(&ca_file) + &ci_grant_toml(&issuer.url("github"))));
+    let cluster = Cluster::start_fixture(fx, 2).await;
+    let exchange = |i: usize| {
+        let (cluster, token) = (&cluster, issuer.github_token(json!({})));
+        async move {
+            let pairs = [
+                ("grant_type", EXCHANGE),
+                ("subject_token", token.as_str()),
+                ("subject_token_type", ID_TOKEN),
+                ("audience", REGISTRY),
+                ("scope", PUSH),
+            ];
+            cluster.http(i, "POST", "/token", Some(&pairs), None).await
+        }
+    };
+    let mut received = HashSet::new();
+    let reply = exchange(0).await; // also loads the issuer's keys
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    received.insert(jti(&reply));
+    let (mut a, mut b) = (cluster.workload(0).await, cluster.workload(1).await);
+    received.insert(
+        mint(&mut a, DEST, PURPOSE, 60, None)
+            .await
+            .unwrap()
+            .credential_id,
+    );
+
+    // Background load across the cut: whatever a client receives must be recorded.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn({
+        let (mut client, stop) = (b.clone(), Arc::clone(&stop));
+        async move {
+            let mut ids = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(reply) = mint(&mut client, DEST, PURPOSE, 60, None).await {
+                    ids.push(reply.credential_id);
+                }
+                sleep(Duration::from_millis(5)).await;
+            }
+            ids
+        }
+    });
+
+    cluster.db.allow_connections(false).await;
+    cluster.db.terminate_connections().await;
+    for i in 0..2 {
+        cluster.await_readyz(i, 503, READINESS).await;
+        cluster
+            .await_health(i, ServingStatus::NotServing, READINESS)
+            .await;
+    }
+    let status = mint(&mut a, DEST, PURPOSE, 60, None).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let status = mint(&mut b, DEST, PURPOSE, 60, None).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let reply = exchange(1).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(reply.json()["error"], "temporarily_unavailable");
+
+    cluster.db.allow_connections(true).await;
+    for i in 0..2 {
+        cluster.await_readyz(i, 200, READINESS).await;
+        cluster
+            .await_health(i, ServingStatus::Serving, READINESS)
+            .await;
+    }
+    received.insert(
+        mint(&mut a, DEST, PURPOSE, 60, None)
+            .await
+            .unwrap()
+            .credential_id,
+    );
+    received.insert(
+        mint(&mut b, DEST, PURPOSE, 60, None)
+            .await
+            .unwrap()
+            .credential_id,
+    );
+    let reply = exchange(1).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    received.insert(jti(&reply));
+    stop.store(true, Ordering::Relaxed);
+    received.extend(load.await.unwrap());
+
+    let ledger = cluster.ledger().await;
+    let issued = gap_free_issued(&ledger).await;
+    for id in &received {
+        assert!(issued.contains(id), "{id} was handed out but not recorded");
+    }
+}
+
+/// Returns the `jti` of the access token in a `/token` reply.
+fn jti(reply: &HttpReply) -> String {
+    let token = reply.json()["access_token"].as_str().unwrap().to_owned();
+    claims_of(&token)["jti"].as_str().unwrap().to_owned()
+}
