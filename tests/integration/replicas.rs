@@ -33,7 +33,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::ci::{EXCHANGE, ID_TOKEN, PUSH, REGISTRY, assert_oauth_error, claims_of};
-use crate::common::{DEST, Fixture, HttpReply, PURPOSE, csr_der, https_request_to, mint};
+use crate::common::{
+    DEST, Fixture, HttpReply, PURPOSE, crl_serials, csr_der, https_request_to, mint,
+};
 use crate::issuer::TestIssuer;
 
 /// Bound on a replica starting and becoming ready.
@@ -411,6 +413,64 @@ async fn credentials_minted_on_one_replica_are_listed_on_the_other() {
             "replica {i} lists what either minted"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_on_one_replica_counts_and_lists_what_the_other_issued() {
+    let cluster = Cluster::start(2).await;
+    let mut events_on_a = cluster
+        .admin(0)
+        .await
+        .watch_events(WatchEventsRequest { since_sequence: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let x509 = cluster
+        .workload(1)
+        .await
+        .mint_x509(MintX509Request {
+            csr: csr_der(),
+            destination: DEST.into(),
+            purpose: PURPOSE.into(),
+            ttl_seconds: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // A has followed B's issue once its own event stream carries it.
+    loop {
+        let event = timeout(FAN_OUT, events_on_a.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if event
+            .credential
+            .is_some_and(|c| c.credential_id == x509.credential_id)
+        {
+            break;
+        }
+    }
+    let reply = cluster
+        .admin(0)
+        .await
+        .revoke(RevokeRequest {
+            selector: Some(Selector::Workload(WORKLOAD_ID.into())),
+            reason: "replica test: what B issued".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        reply.credentials_revoked, 1,
+        "A counts the credential B issued"
+    );
+    let crl = cluster.http(0, "GET", "/crl", None, None).await;
+    assert_eq!(crl.status, 200);
+    assert!(
+        crl_serials(&crl.body).contains(&x509.credential_id),
+        "A's CRL lists B's revoked certificate"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
