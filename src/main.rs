@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod ledger;
 mod ops;
 
 use clap::{Parser, Subcommand};
@@ -87,6 +88,11 @@ enum Command {
     /// with the crypto ceiling measured in the same run.
     #[cfg(feature = "bench")]
     Bench(Box<tessera_bench::BenchArgs>),
+    /// Ledger maintenance: PostgreSQL schema migrations, moving an embedded ledger there.
+    Ledger {
+        #[command(subcommand)]
+        command: ledger::LedgerCommand,
+    },
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -139,6 +145,7 @@ fn main() -> ExitCode {
         Command::Dev {
             command: DevCommand::Certs { out },
         } => dev_certs(&out),
+        Command::Ledger { command } => ledger::run(command).map_err(|e| e.to_string()),
         Command::Audit {
             command: AuditCommand::Verify { file },
         } => match tessera_server::audit::verify(&file) {

@@ -14,6 +14,7 @@ mod durability;
 mod http;
 mod issuer;
 mod layout;
+mod ledger_cli;
 mod loadgen;
 mod mint;
 mod refusals;

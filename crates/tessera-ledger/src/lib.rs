@@ -22,6 +22,7 @@
 
 #[cfg(test)]
 mod conformance;
+mod copy;
 mod metrics;
 mod postgres;
 mod redb;
@@ -30,8 +31,10 @@ use std::fmt;
 
 use async_trait::async_trait;
 
+pub use self::copy::{CopyError, CopyReport, copy_redb_to_postgres, open_source};
 pub use self::metrics::LedgerMetrics;
 pub use self::postgres::{
+    EventRow, ImportBatch, ImportError, ImportedCredential, LiveCountRow, PostgresImport,
     PostgresLedger, PostgresOptions, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION, migrate,
     migrate_with,
 };

@@ -12,7 +12,7 @@ use futures::future::try_join_all;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
-use super::rows::{self, RECORD_COLUMNS};
+use super::rows::{self, RECORD_COLUMNS, RecordValues, credential_columns};
 use super::{EVENTS_CHANNEL, connect};
 use crate::{
     COUNTED, CredentialRecord, Event, EventKind, LedgerError, NewRule, RecordParams,
@@ -78,10 +78,11 @@ fn pg(operation: &'static str) -> impl Fn(tokio_postgres::Error) -> Failed {
 /// Inserts one record and its replay guard, unless the guard's key is stored (then `replay`
 /// is true) or the id is (then `inserted` is false). `guarded` is false when another
 /// transaction stored the same key meanwhile: the caller then deletes the record again.
-const RECORD_SQL: &str = "WITH c AS (
-    INSERT INTO credentials (credential_id, kind, workload, owner, destination, purpose,
-        grant_name, evidence_kind, evidence_hash, issued_at, expires_at, status, ci_issuer,
-        ci_subject, ci_run_id, ci_jti)
+const RECORD_SQL: &str = concat!(
+    "WITH c AS (
+    INSERT INTO credentials (",
+    credential_columns!(),
+    ")
     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16
     WHERE $17::text IS NULL OR NOT EXISTS (SELECT 1 FROM replay WHERE key = $17::text)
     ON CONFLICT (credential_id) DO NOTHING
@@ -93,7 +94,8 @@ const RECORD_SQL: &str = "WITH c AS (
     RETURNING 1
 )
 SELECT EXISTS (SELECT 1 FROM c), EXISTS (SELECT 1 FROM g),
-    EXISTS (SELECT 1 FROM replay WHERE key = $17::text)";
+    EXISTS (SELECT 1 FROM replay WHERE key = $17::text)"
+);
 
 /// Takes `$1` sequences from the counter (its row lock is held until COMMIT), stores the
 /// events (kinds `$2`, times `$3`, credential ids `$4`, rule JSON `$5`, in sequence order) and
@@ -242,60 +244,26 @@ async fn apply(client: &mut Object, works: &[Work]) -> Result<Done, Failed> {
 
 /// The parameters of [`RECORD_SQL`] for one record.
 struct RecordArgs<'a> {
-    p: &'a RecordParams,
-    codes: [i16; 3],
-    /// CI issuer, subject, run id and jti.
-    ci: [Option<&'a str>; 4],
+    values: RecordValues<'a>,
     guard_key: Option<&'a str>,
     guard_expires_at: Option<i64>,
 }
 
 impl<'a> RecordArgs<'a> {
     fn new(p: &'a RecordParams) -> Self {
-        let r = &p.credential;
         RecordArgs {
-            p,
-            codes: [
-                rows::kind_code(r.kind),
-                rows::evidence_code(r.evidence_kind),
-                rows::status_code(r.status),
-            ],
-            ci: match &r.ci {
-                Some(ci) => [
-                    Some(ci.issuer.as_str()),
-                    Some(ci.subject.as_str()),
-                    ci.run_id.as_deref(),
-                    ci.jti.as_deref(),
-                ],
-                None => [None; 4],
-            },
+            values: RecordValues::of(&p.credential),
             guard_key: p.replay_guard.as_ref().map(|g| g.key.as_str()),
             guard_expires_at: p.replay_guard.as_ref().map(|g| g.expires_at),
         }
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 18] {
-        let r = &self.p.credential;
-        [
-            &r.credential_id,
-            &self.codes[0],
-            &r.workload,
-            &r.owner,
-            &r.destination,
-            &r.purpose,
-            &r.grant,
-            &self.codes[1],
-            &r.evidence_hash,
-            &r.issued_at,
-            &r.expires_at,
-            &self.codes[2],
-            &self.ci[0],
-            &self.ci[1],
-            &self.ci[2],
-            &self.ci[3],
-            &self.guard_key,
-            &self.guard_expires_at,
-        ]
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        let mut params = Vec::with_capacity(18);
+        params.extend(self.values.params());
+        params.push(&self.guard_key);
+        params.push(&self.guard_expires_at);
+        params
     }
 }
 

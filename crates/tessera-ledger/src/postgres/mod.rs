@@ -46,10 +46,16 @@
 //! connecting, and every operation are bounded ([`PostgresOptions::connect_timeout`],
 //! [`PostgresOptions::query_timeout`]): a database that is down makes operations fail with
 //! `Storage` quickly, and the pool and the listener reconnect by themselves when it is back.
+//!
+//! # Importing a ledger
+//! [`import`] ([`PostgresImport`]) fills an empty database with a whole ledger, sequences
+//! kept, outside the writer; it requires the target to be quiescent (no broker on it) and
+//! detects one that is not.
 
 mod batch;
 mod connect;
 mod fanout;
+mod import;
 mod reads;
 mod rows;
 mod schema;
@@ -67,6 +73,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use self::connect::{StorageContext, timed};
+pub use self::import::{
+    EventRow, ImportBatch, ImportError, ImportedCredential, LiveCountRow, PostgresImport,
+};
 pub use self::schema::SCHEMA_VERSION;
 use self::writer::{Answer, Reply, Work, Writer, WriterMsg};
 use crate::{
@@ -428,6 +437,8 @@ mod testdb;
 mod tests;
 #[cfg(test)]
 mod tests_conformance;
+#[cfg(test)]
+mod tests_copy;
 #[cfg(test)]
 mod tests_replicas;
 #[cfg(test)]

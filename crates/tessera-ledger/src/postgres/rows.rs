@@ -2,7 +2,7 @@
 //! statuses (the same codes as the redb encoding), and the decoding of result rows.
 
 use tokio_postgres::Row;
-use tokio_postgres::types::FromSql;
+use tokio_postgres::types::{FromSql, ToSql};
 
 use crate::{
     CiEvidence, CredentialKind, CredentialRecord, EventKind, EvidenceKind, LedgerError, NewRule,
@@ -13,6 +13,72 @@ use crate::{
 pub(super) const RECORD_COLUMNS: &str = "c.credential_id, c.kind, c.workload, c.owner, \
      c.destination, c.purpose, c.grant_name, c.evidence_kind, c.evidence_hash, c.issued_at, \
      c.expires_at, c.status, c.ci_issuer, c.ci_subject, c.ci_run_id, c.ci_jti";
+
+/// The credential columns a record is written to, in the order of [`RecordValues::params`]
+/// (a macro, so that statements can be built with `concat!`).
+macro_rules! credential_columns {
+    () => {
+        "credential_id, kind, workload, owner, destination, purpose, grant_name, \
+         evidence_kind, evidence_hash, issued_at, expires_at, status, ci_issuer, ci_subject, \
+         ci_run_id, ci_jti"
+    };
+}
+pub(super) use credential_columns;
+
+/// A record as the values of the columns of [`credential_columns`].
+pub(super) struct RecordValues<'a> {
+    record: &'a CredentialRecord,
+    /// Kind, evidence kind and status codes.
+    codes: [i16; 3],
+    /// CI issuer, subject, run id and jti.
+    ci: [Option<&'a str>; 4],
+}
+
+impl<'a> RecordValues<'a> {
+    /// Returns the column values of `record`.
+    pub(super) fn of(record: &'a CredentialRecord) -> Self {
+        RecordValues {
+            record,
+            codes: [
+                kind_code(record.kind),
+                evidence_code(record.evidence_kind),
+                status_code(record.status),
+            ],
+            ci: match &record.ci {
+                Some(ci) => [
+                    Some(ci.issuer.as_str()),
+                    Some(ci.subject.as_str()),
+                    ci.run_id.as_deref(),
+                    ci.jti.as_deref(),
+                ],
+                None => [None; 4],
+            },
+        }
+    }
+
+    /// Returns the values, in the order of [`credential_columns`].
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 16] {
+        let r = self.record;
+        [
+            &r.credential_id,
+            &self.codes[0],
+            &r.workload,
+            &r.owner,
+            &r.destination,
+            &r.purpose,
+            &r.grant,
+            &self.codes[1],
+            &r.evidence_hash,
+            &r.issued_at,
+            &r.expires_at,
+            &self.codes[2],
+            &self.ci[0],
+            &self.ci[1],
+            &self.ci[2],
+            &self.ci[3],
+        ]
+    }
+}
 
 pub(super) fn kind_code(kind: CredentialKind) -> i16 {
     match kind {

@@ -5,6 +5,7 @@
 //! batch's events. Reads run on tokio's blocking pool.
 
 mod codec;
+mod export;
 mod reads;
 mod schema;
 mod writer;

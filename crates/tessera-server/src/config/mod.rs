@@ -443,8 +443,8 @@ fn ledger(check: &Checker<'_>, s: &file::LedgerSection) -> Result<LedgerConfig, 
             return Err(check.invalid("ledger", "set exactly one of `path` and `url`"));
         }
         (None, Some(url)) => LedgerBackend::Postgres(PostgresTarget {
-            url: DatabaseUrl::parse(url)
-                .map_err(|m| check.invalid("ledger.url", format!("`{url}`: {m}")))?,
+            // The URL may hold a password: the message never repeats it.
+            url: DatabaseUrl::parse(url).map_err(|m| check.invalid("ledger.url", m))?,
             pool_size: match s.pool_size {
                 None => DEFAULT_POOL_SIZE,
                 Some(0) => return Err(check.invalid("ledger.pool_size", "must be at least 1")),
