@@ -100,7 +100,7 @@ SELECT EXISTS (SELECT 1 FROM c), EXISTS (SELECT 1 FROM g),
 /// Takes `$1` sequences from the counter (its row lock is held until COMMIT), stores the
 /// events (kinds `$2`, times `$3`, credential ids `$4`, rule JSON `$5`, in sequence order) and
 /// the rules (ids `$6`, 1-based event ordinals `$7`, cut-offs `$8`, JSON `$9`), notifies the
-/// replicas with the last sequence, and returns it.
+/// replicas on channel `$10` with `<last sequence> <origin $11>`, and returns it.
 const SEQUENCE_SQL: &str = "WITH s AS (
     UPDATE ledger_sequence SET last = last + $1 RETURNING last
 ), e AS (
@@ -116,7 +116,7 @@ const SEQUENCE_SQL: &str = "WITH s AS (
         SET sequence = EXCLUDED.sequence, effective_at = EXCLUDED.effective_at,
             rule = EXCLUDED.rule
 ), n AS (
-    SELECT pg_notify($10, (SELECT last FROM s)::text)
+    SELECT pg_notify($10, (SELECT last FROM s)::text || ' ' || $11)
 )
 SELECT (SELECT last FROM s) FROM n";
 
@@ -173,6 +173,8 @@ impl<'p> Columns<'p> {
 /// The state of one batch transaction.
 struct Batch<'b> {
     txn: &'b Transaction<'b>,
+    /// This replica's id in notifications, so its own listener can skip them.
+    origin: &'b str,
     pending: Vec<Pending>,
     /// Live counts added by this batch: (expiry bucket, selector code, value) → how many.
     counts: BTreeMap<(i64, i16, String), i64>,
@@ -182,16 +184,16 @@ struct Batch<'b> {
 /// Applies `works` in order in one transaction and commits it; returns the outcomes and the
 /// events with their sequences. Fails (nothing written) when a statement or the commit fails;
 /// a connection that failed is not returned to the pool.
-pub(super) async fn commit(pool: &Pool, works: &[Work]) -> Result<Done, Failed> {
+pub(super) async fn commit(pool: &Pool, works: &[Work], origin: &str) -> Result<Done, Failed> {
     let mut client = connect::client(pool, "committing a ledger batch").await?;
-    let result = apply(&mut client, works).await;
+    let result = apply(&mut client, works, origin).await;
     if result.is_err() {
         drop(Object::take(client)); // its state is unknown: close it
     }
     result
 }
 
-async fn apply(client: &mut Object, works: &[Work]) -> Result<Done, Failed> {
+async fn apply(client: &mut Object, works: &[Work], origin: &str) -> Result<Done, Failed> {
     let txn = client
         .transaction()
         .await
@@ -207,6 +209,7 @@ async fn apply(client: &mut Object, works: &[Work]) -> Result<Done, Failed> {
     }
     let mut b = Batch {
         txn: &txn,
+        origin,
         pending: Vec::new(),
         counts: BTreeMap::new(),
         outcomes: Vec::with_capacity(works.len()),
@@ -492,6 +495,7 @@ impl Batch<'_> {
                     &cutoffs,
                     &rule_jsons,
                     &EVENTS_CHANNEL,
+                    &self.origin,
                 ],
             )
             .await

@@ -144,12 +144,25 @@ impl Publisher {
     }
 }
 
+/// Returns the last sequence a notification announces, or `None` when this replica (`origin`)
+/// sent it. A payload that cannot be read counts as foreign and wakes a full catch-up.
+fn foreign(payload: &str, origin: &str) -> Option<u64> {
+    let (last, from) = payload.split_once(' ').unwrap_or((payload, ""));
+    if from == origin {
+        return None;
+    }
+    Some(last.parse().unwrap_or(u64::MAX))
+}
+
 /// Holds a dedicated connection that LISTENs on [`EVENTS_CHANNEL`], reconnecting with
 /// backoff, and wakes the publisher on every notification and every (re)connection.
 pub(super) struct Listener {
     pub config: tokio_postgres::Config,
     pub tls: MakeRustlsConnect,
     pub wakes: mpsc::UnboundedSender<Wake>,
+    /// This replica's id: its own commits' notifications are skipped, since its writer hands
+    /// those batches to the publisher directly (a read per local commit would only cost).
+    pub origin: String,
 }
 
 impl Listener {
@@ -189,8 +202,9 @@ impl Listener {
                 }
                 message = messages.next() => match message {
                     Some(Ok(AsyncMessage::Notification(n))) => {
-                        let last = n.payload().parse().unwrap_or(u64::MAX);
-                        let _ = self.wakes.send(Wake::Notified(last));
+                        if let Some(last) = foreign(n.payload(), &self.origin) {
+                            let _ = self.wakes.send(Wake::Notified(last));
+                        }
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => return Err(e).ctx(OP),
@@ -199,5 +213,22 @@ impl Listener {
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::foreign;
+
+    #[test]
+    fn a_replica_skips_its_own_notifications_and_follows_everyone_elses() {
+        assert_eq!(foreign("42 a1b2", "a1b2"), None);
+        assert_eq!(foreign("42 c3d4", "a1b2"), Some(42));
+        assert_eq!(
+            foreign("42", "a1b2"),
+            Some(42),
+            "an older replica's payload"
+        );
+        assert_eq!(foreign("garbage", "a1b2"), Some(u64::MAX));
     }
 }

@@ -216,6 +216,8 @@ impl PostgresLedger {
             reads::last_sequence(&client).await
         })
         .await?;
+        let origin = tessera_core::mint::random_hex::<8>()
+            .map_err(|e| LedgerError::Storage(format!("opening the ledger: {e}")))?;
         let commits = Arc::new(AtomicU64::new(0));
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -226,6 +228,7 @@ impl PostgresLedger {
                 pool: pool.clone(),
                 rx,
                 linger: options.linger,
+                origin: origin.clone(),
                 max_batch: options.max_batch,
                 query_timeout: options.query_timeout,
                 metrics: options.metrics.clone(),
@@ -248,6 +251,7 @@ impl PostgresLedger {
             config: connect::pg_config(&options.url, options.connect_timeout)?,
             tls: connect::tls(&options.ca_certs)?,
             wakes: wake,
+            origin,
         };
         Ok(PostgresLedger {
             pool,

@@ -48,6 +48,8 @@ pub(super) struct Writer {
     pub pool: Pool,
     pub rx: mpsc::UnboundedReceiver<WriterMsg>,
     pub linger: Duration,
+    /// This replica's id in the notifications its commits send.
+    pub origin: String,
     pub max_batch: usize,
     pub query_timeout: Duration,
     pub metrics: LedgerMetrics,
@@ -143,8 +145,11 @@ impl Writer {
     async fn commit_with_retries(&self, works: &[Work]) -> Result<Done, LedgerError> {
         let mut attempt = 1;
         loop {
-            let tried =
-                tokio::time::timeout(self.query_timeout, batch::commit(&self.pool, works)).await;
+            let tried = tokio::time::timeout(
+                self.query_timeout,
+                batch::commit(&self.pool, works, &self.origin),
+            )
+            .await;
             match tried {
                 Ok(Ok(done)) => return Ok(done),
                 Ok(Err(err)) if err.retry && attempt < ATTEMPTS => {
