@@ -411,4 +411,6 @@ mod test_support;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_conformance;
+#[cfg(test)]
 mod tests_restore;
