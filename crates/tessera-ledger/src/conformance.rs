@@ -9,8 +9,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::{
-    CredentialKind, CredentialRecord, EventKind, EvidenceKind, Ledger, LedgerError, ListParams,
-    NewRule, RecordParams, ReplayGuard, Selector, Status, SweepParams,
+    CredentialKind, CredentialRecord, EventKind, Ledger, LedgerError, ListParams, NewRule,
+    RecordParams, ReplayGuard, Selector, SweepParams,
 };
 
 /// Opens a backend's ledger on storage of its own, the same storage on every call.
@@ -53,40 +53,16 @@ macro_rules! conformance_tests {
 }
 pub(crate) use conformance_tests;
 
+/// Returns a live JWT record (see [`crate::test_records::sample`]).
 fn record(id: &str, expires_at: i64) -> CredentialRecord {
-    CredentialRecord {
-        credential_id: id.to_owned(),
-        kind: CredentialKind::Jwt,
-        workload: "spiffe://example.org/w".into(),
-        owner: "team".into(),
-        destination: "https://d".into(),
-        purpose: "read".into(),
-        grant: "g".into(),
-        evidence_kind: EvidenceKind::JwtSvid,
-        evidence_hash: "ab".repeat(32),
-        issued_at: expires_at - 100,
-        expires_at,
-        status: Status::Live,
-        ci: None,
-    }
+    crate::test_records::sample(id, expires_at)
 }
 
-fn plain(record: CredentialRecord) -> RecordParams {
-    RecordParams {
-        credential: record,
-        replay_guard: None,
-    }
-}
+use crate::test_records::plain;
 
+/// Returns an owner rule `id` on `team`, effective at `at`.
 fn rule(id: &str, at: i64) -> NewRule {
-    NewRule {
-        revocation_id: id.into(),
-        selector: Selector::Owner,
-        value: "team".into(),
-        effective_at: at,
-        reason: "conformance".into(),
-        revoked_by: "spiffe://example.org/admin".into(),
-    }
+    crate::test_records::rule(id, Selector::Owner, "team", at)
 }
 
 fn sweep_before(at: i64) -> SweepParams {

@@ -26,6 +26,8 @@ mod copy;
 mod metrics;
 mod postgres;
 mod redb;
+#[cfg(test)]
+mod test_records;
 
 use std::fmt;
 

@@ -6,53 +6,9 @@ use std::collections::BTreeSet;
 
 use super::testdb::TestDb;
 use super::*;
-use crate::{CredentialKind, EventKind, EvidenceKind, ReplayGuard, Selector, Status};
+use crate::{CredentialKind, EventKind, EvidenceKind, Selector, Status};
 
-pub(super) fn sample(id: &str, expires_at: i64) -> CredentialRecord {
-    CredentialRecord {
-        credential_id: id.to_owned(),
-        kind: CredentialKind::Jwt,
-        workload: "spiffe://example.org/w".into(),
-        owner: "team".into(),
-        destination: "https://d".into(),
-        purpose: "read".into(),
-        grant: "g".into(),
-        evidence_kind: EvidenceKind::JwtSvid,
-        evidence_hash: "00".repeat(32),
-        issued_at: expires_at - 100,
-        expires_at,
-        status: Status::Live,
-        ci: None,
-    }
-}
-
-pub(super) fn plain(record: CredentialRecord) -> RecordParams {
-    RecordParams {
-        credential: record,
-        replay_guard: None,
-    }
-}
-
-pub(super) fn guarded(record: CredentialRecord, key: &str) -> RecordParams {
-    RecordParams {
-        credential: record,
-        replay_guard: Some(ReplayGuard {
-            key: key.into(),
-            expires_at: 500,
-        }),
-    }
-}
-
-pub(super) fn rule(id: &str, selector: Selector, value: &str, at: i64) -> NewRule {
-    NewRule {
-        revocation_id: id.into(),
-        selector,
-        value: value.into(),
-        effective_at: at,
-        reason: "test".into(),
-        revoked_by: "spiffe://example.org/ops/admin".into(),
-    }
-}
+pub(super) use crate::test_records::{guarded, plain, rule, sample};
 
 #[tokio::test]
 async fn records_are_readable_after_reconnect() {

@@ -3,55 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::{CredentialKind, EvidenceKind, Selector, Status};
 
-/// Returns a live JWT record `id` of workload `spiffe://example.org/w` (owner `team`, purpose
-/// `read`), issued 100 s before `expires_at`.
-pub(super) fn sample(id: &str, expires_at: i64) -> CredentialRecord {
-    CredentialRecord {
-        credential_id: id.to_owned(),
-        kind: CredentialKind::Jwt,
-        workload: "spiffe://example.org/w".into(),
-        owner: "team".into(),
-        destination: "https://d".into(),
-        purpose: "read".into(),
-        grant: "g".into(),
-        evidence_kind: EvidenceKind::JwtSvid,
-        evidence_hash: "00".repeat(32),
-        issued_at: expires_at - 100,
-        expires_at,
-        status: Status::Live,
-        ci: None,
-    }
-}
-
-/// Returns [`sample`] as an X.509 record of workload `spiffe://example.org/x`.
-pub(super) fn x509(id: &str, expires_at: i64) -> CredentialRecord {
-    let mut record = sample(id, expires_at);
-    record.kind = CredentialKind::X509;
-    record.workload = "spiffe://example.org/x".into();
-    record
-}
-
-/// Returns the params that record `record` without a replay guard.
-pub(super) fn plain(record: CredentialRecord) -> RecordParams {
-    RecordParams {
-        credential: record,
-        replay_guard: None,
-    }
-}
-
-/// Returns a revocation rule `id` on `selector` = `value`, effective at `at`.
-pub(super) fn rule(id: &str, selector: Selector, value: &str, at: i64) -> NewRule {
-    NewRule {
-        revocation_id: id.into(),
-        selector,
-        value: value.into(),
-        effective_at: at,
-        reason: "test".into(),
-        revoked_by: "spiffe://example.org/ops/admin".into(),
-    }
-}
+pub(super) use crate::test_records::{plain, rule, sample, x509};
 
 /// Returns the path of the ledger file in `dir`.
 pub(super) fn ledger_path(dir: &tempfile::TempDir) -> PathBuf {
