@@ -353,14 +353,19 @@ impl Batch<'_> {
             values.push(value);
             ns.push(n);
         }
-        self.txn
-            .execute(
+        // Prepared once per connection: a batch is on the mint path.
+        let statement = self
+            .txn
+            .prepare_cached(
                 "INSERT INTO live_counts (expires_at, selector, value, n)
                  SELECT * FROM unnest($1::bigint[], $2::smallint[], $3::text[], $4::bigint[])
                  ON CONFLICT (expires_at, selector, value)
                  DO UPDATE SET n = live_counts.n + EXCLUDED.n",
-                &[&buckets, &codes, &values, &ns],
             )
+            .await
+            .map_err(pg("storing live counts"))?;
+        self.txn
+            .execute(&statement, &[&buckets, &codes, &values, &ns])
             .await
             .map_err(pg("storing live counts"))?;
         Ok(())
@@ -480,10 +485,15 @@ impl Batch<'_> {
         let cutoffs: Vec<i64> = c.rules.values().map(|v| v.1).collect();
         let rule_jsons: Vec<&str> = c.rules.values().map(|v| v.2.as_str()).collect();
         let (kinds, ats, ids, jsons) = (&c.kinds, &c.ats, &c.ids, &c.jsons);
+        let statement = self
+            .txn
+            .prepare_cached(SEQUENCE_SQL)
+            .await
+            .map_err(pg(OP))?;
         let row = self
             .txn
             .query_one(
-                SEQUENCE_SQL,
+                &statement,
                 &[
                     &n,
                     &kinds,
