@@ -72,7 +72,8 @@ pub enum ImportError {
     /// The target already holds a ledger (or part of one).
     #[error(
         "the target database is not empty ({credentials} credentials, {events} events, \
-         {rules} rules): copy into a new, empty database"
+         {rules} rules): copy into a new, empty database (a copy that failed part-way leaves \
+         one behind: drop and re-create the database, then copy again)"
     )]
     NotEmpty {
         credentials: u64,

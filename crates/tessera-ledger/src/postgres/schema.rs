@@ -27,8 +27,11 @@ pub(super) async fn apply(client: &mut Client) -> Result<u32, LedgerError> {
     txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .ctx(OP)?;
+    // `SET LOCAL`: the NOTICE "already exists, skipping" of every start after the first is
+    // not worth a log line.
     txn.batch_execute(
-        "CREATE TABLE IF NOT EXISTS migrations (
+        "SET LOCAL client_min_messages = warning;
+         CREATE TABLE IF NOT EXISTS migrations (
              version integer PRIMARY KEY,
              applied_at timestamptz NOT NULL DEFAULT now()
          )",
