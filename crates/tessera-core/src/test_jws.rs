@@ -132,3 +132,54 @@ pub(crate) fn unsigned(header: &Value, claims: &Value) -> String {
         b64(claims.to_string().as_bytes())
     )
 }
+
+/// What a table case does to a valid token before it is verified.
+pub(crate) enum Change {
+    None,
+    Header(fn(&mut Value)),
+    Claims(fn(&mut Value)),
+    /// The token from the header and claims, the signing key and a second key.
+    Token(fn(&Value, &Value, &TestKey, &TestKey) -> String),
+}
+
+impl Change {
+    /// Returns the token of the case: header `h` and claims `c`, changed, signed by `key`
+    /// (or whatever a [`Change::Token`] makes of them, with `other` as the second key).
+    pub(crate) fn token(
+        &self,
+        mut h: Value,
+        mut c: Value,
+        key: &TestKey,
+        other: &TestKey,
+    ) -> String {
+        match self {
+            Change::None => key.sign(&h, &c),
+            Change::Header(f) => {
+                f(&mut h);
+                key.sign(&h, &c)
+            }
+            Change::Claims(f) => {
+                f(&mut c);
+                key.sign(&h, &c)
+            }
+            Change::Token(f) => f(&h, &c, key, other),
+        }
+    }
+}
+
+/// One case of a token table: its name, what it changes, and the refusal it must get
+/// (`None`: accepted).
+pub(crate) struct Case<E> {
+    pub name: &'static str,
+    pub change: Change,
+    pub refused: Option<E>,
+}
+
+/// Returns a [`Case`].
+pub(crate) fn case<E>(name: &'static str, change: Change, refused: Option<E>) -> Case<E> {
+    Case {
+        name,
+        change,
+        refused,
+    }
+}

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::keys::BundleJwk;
-use crate::test_jws::{TestKey, unsigned};
+use crate::test_jws::{Case, Change, TestKey, case, unsigned};
 use crate::test_pki::{NOW, TD, WORKLOAD};
 
 const AUDIENCE: &str = "tessera";
@@ -34,30 +34,8 @@ fn claims() -> Value {
     json!({"sub": WORKLOAD, "aud": [AUDIENCE], "exp": NOW + 300, "iat": NOW})
 }
 
-/// What a case does to a valid token: change its header or claims before signing, or replace
-/// the token outright.
-enum Change {
-    None,
-    Header(fn(&mut Value)),
-    Claims(fn(&mut Value)),
-    /// The token from the header and claims, the domain key and a second key.
-    Token(fn(&Value, &Value, &TestKey, &TestKey) -> String),
-}
-
-struct Case {
-    name: &'static str,
-    change: Change,
-    /// `None`: accepted.
-    refused: Option<JwtSvidError>,
-}
-
-fn cases() -> Vec<Case> {
+fn cases() -> Vec<Case<JwtSvidError>> {
     use JwtSvidError as E;
-    let case = |name, change, refused| Case {
-        name,
-        change,
-        refused,
-    };
     vec![
         case("a_valid_jwt_svid_is_accepted", Change::None, None),
         case(
@@ -254,19 +232,8 @@ fn each_jwt_svid_rule_refuses_its_violation_and_nothing_else() {
     )
     .unwrap();
     for case in cases() {
-        let (mut h, mut c) = (header(), claims());
-        let token = match case.change {
-            Change::None => key.sign(&h, &c),
-            Change::Header(f) => {
-                f(&mut h);
-                key.sign(&h, &c)
-            }
-            Change::Claims(f) => {
-                f(&mut c);
-                key.sign(&h, &c)
-            }
-            Change::Token(f) => f(&h, &c, &key, &other),
-        };
+        let (h, c) = (header(), claims());
+        let token = case.change.token(h, c, &key, &other);
         match (&case.refused, verifier.verify(&token, NOW)) {
             (None, Ok(a)) => assert_eq!(a.evidence_kind, EvidenceKind::JwtSvid, "{}", case.name),
             (Some(want), Err(got)) => assert_eq!(&got, want, "{}", case.name),

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::clock::ManualClock;
 use crate::http_client::HttpsClient;
-use crate::test_jws::{TestKey, unsigned};
+use crate::test_jws::{Case, Change, TestKey, case, unsigned};
 use crate::test_pki::NOW;
 
 const GITHUB: &str = "https://token.actions.githubusercontent.com";
@@ -95,27 +95,8 @@ fn remove(v: &mut Value, key: &str) {
     v.as_object_mut().unwrap().remove(key);
 }
 
-enum Change {
-    None,
-    Header(fn(&mut Value)),
-    Claims(fn(&mut Value)),
-    /// The token from the header and claims, the issuer's key and a stranger's.
-    Token(fn(&Value, &Value, &TestKey, &TestKey) -> String),
-}
-
-struct Case {
-    name: &'static str,
-    change: Change,
-    refused: Option<OidcError>,
-}
-
-fn cases() -> Vec<Case> {
+fn cases() -> Vec<Case<OidcError>> {
     use OidcError as E;
-    let case = |name, change, refused| Case {
-        name,
-        change,
-        refused,
-    };
     vec![
         case("a_valid_github_token_is_accepted", Change::None, None),
         case(
@@ -272,19 +253,8 @@ async fn each_ci_token_check_refuses_its_violation_and_nothing_else() {
     let stranger = TestKey::es256();
     let verifier = verifier(&key).await;
     for case in cases() {
-        let (mut h, mut c) = (header(), github_claims());
-        let token = match case.change {
-            Change::None => key.sign(&h, &c),
-            Change::Header(f) => {
-                f(&mut h);
-                key.sign(&h, &c)
-            }
-            Change::Claims(f) => {
-                f(&mut c);
-                key.sign(&h, &c)
-            }
-            Change::Token(f) => f(&h, &c, &key, &stranger),
-        };
+        let (h, c) = (header(), github_claims());
+        let token = case.change.token(h, c, &key, &stranger);
         match (&case.refused, verifier.verify(&token).await) {
             (None, Ok(a)) => assert_eq!(a.evidence_kind, EvidenceKind::Oidc, "{}", case.name),
             (Some(want), Err(got)) => assert_eq!(&got, want, "{}", case.name),
