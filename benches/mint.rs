@@ -90,7 +90,7 @@ impl MintPath {
                 destination: &request.destination,
                 purpose: &request.purpose,
                 ttl: d.ttl,
-                now: SystemClock.unix_seconds(),
+                issued_ms: SystemClock.unix_millis(),
                 cnf_x5t_s256: a.cnf_x5t_s256.as_deref(),
             })
             .unwrap()
@@ -217,7 +217,7 @@ fn mint(c: &mut Criterion) {
                 purpose: &x509_request.purpose,
                 csr: &csr,
                 ttl: decision.ttl,
-                now,
+                issued_ms: now * 1000,
             });
             black_box(minted.unwrap());
         });

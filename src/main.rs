@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod evidence;
 mod ledger;
 mod ops;
 
@@ -66,6 +67,11 @@ enum Command {
         #[command(flatten)]
         connection: ops::Connection,
     },
+    /// Revocations: the evidence that access is gone (admin).
+    Revocation {
+        #[command(subcommand)]
+        command: RevocationCommand,
+    },
     /// Lists credentials, newest first (admin).
     Ls {
         #[command(flatten)]
@@ -102,6 +108,20 @@ enum Command {
     Dev {
         #[command(subcommand)]
         command: DevCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RevocationCommand {
+    /// Shows a rule, what it covered, until when access could last, and who enforced it.
+    Show {
+        /// The revocation id (from `tessera revoke` or a watch stream).
+        id: String,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connection: ops::Connection,
     },
 }
 
@@ -160,6 +180,14 @@ fn main() -> ExitCode {
             reason,
             connection,
         } => ops::revoke(connection, selector, reason),
+        Command::Revocation {
+            command:
+                RevocationCommand::Show {
+                    id,
+                    json,
+                    connection,
+                },
+        } => evidence::show(connection, id, json),
         Command::Ls {
             filters,
             connection,

@@ -71,13 +71,13 @@ pub struct ListArgs {
     json: bool,
 }
 
-type Result<T> = std::result::Result<T, String>;
+pub(crate) type Result<T> = std::result::Result<T, String>;
 
 fn read(path: &PathBuf) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))
 }
 
-async fn connect(c: &Connection) -> Result<AdminClient<Channel>> {
+pub(crate) async fn connect(c: &Connection) -> Result<AdminClient<Channel>> {
     let channel = tessera_client::mint::connect(tessera_client::mint::ConnectParams {
         url: c.server.clone(),
         ca_pem: read(&c.ca)?,
@@ -89,11 +89,11 @@ async fn connect(c: &Connection) -> Result<AdminClient<Channel>> {
     Ok(AdminClient::new(channel))
 }
 
-fn status(e: tonic::Status) -> String {
+pub(crate) fn status(e: tonic::Status) -> String {
     format!("{:?}: {}", e.code(), e.message())
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -237,7 +237,8 @@ pub fn watch(c: Connection, since: u64, json: bool) -> Result<()> {
                     "credential": e.credential.as_ref().map(credential_json),
                     "revocation": e.revocation.as_ref().map(|r| serde_json::json!({
                         "revocation_id": r.revocation_id, "selector": r.selector, "value": r.value,
-                        "effective_at": r.effective_at, "reason": r.reason})),
+                        "effective_at": r.effective_at, "effective_at_ms": r.effective_at_ms,
+                        "reason": r.reason})),
                 });
                 println!("{value}");
             } else if let Some(r) = &e.revocation {

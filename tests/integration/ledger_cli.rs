@@ -129,8 +129,10 @@ fn embedded_ledger(path: &Path) {
             selector: Selector::CredentialId,
             value: "a".into(),
             effective_at: 4_000_000_001,
+            effective_at_ms: None,
             reason: "test".into(),
             revoked_by: "spiffe://example.org/ops/admin".into(),
+            scope: None,
         };
         ledger.add_rule(rule).await.unwrap();
         ledger.close().await.unwrap();

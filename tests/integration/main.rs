@@ -10,7 +10,9 @@
 mod ci;
 mod common;
 mod config;
+mod cutoffs;
 mod durability;
+mod evidence;
 mod http;
 mod issuer;
 mod layout;

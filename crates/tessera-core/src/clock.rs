@@ -15,6 +15,11 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     fn unix_seconds(&self) -> i64 {
         i64::try_from(self.now().as_secs()).unwrap_or(i64::MAX)
     }
+
+    /// Returns the current time in whole Unix milliseconds.
+    fn unix_millis(&self) -> i64 {
+        i64::try_from(self.now().as_millis()).unwrap_or(i64::MAX)
+    }
 }
 
 /// A shared clock handle.
@@ -53,6 +58,11 @@ impl ManualClock {
             .fetch_add(seconds.saturating_mul(1000), Ordering::SeqCst);
     }
 
+    /// Moves the clock forward (or back, with a negative value) by `millis`.
+    pub fn advance_ms(&self, millis: i64) {
+        self.millis.fetch_add(millis, Ordering::SeqCst);
+    }
+
     /// Sets the clock to `unix_seconds`.
     pub fn set(&self, unix_seconds: i64) {
         self.millis
@@ -79,5 +89,7 @@ mod tests {
         assert_eq!(clock.unix_seconds(), 1_060);
         clock.set(5);
         assert_eq!(clock.unix_seconds(), 5);
+        clock.advance_ms(1_250);
+        assert_eq!((clock.unix_seconds(), clock.unix_millis()), (6, 6_250));
     }
 }

@@ -39,6 +39,7 @@ macro_rules! conformance_tests {
             live_counts_and_x509_records_survive_a_reopen,
             sweep_deletes_what_expired_and_keeps_the_rest,
             close_refuses_writes_and_keeps_reads,
+            the_newest_issue_time_is_read_from_the_newest_ids,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
@@ -336,4 +337,31 @@ pub(crate) async fn close_refuses_writes_and_keeps_reads(backend: &dyn Backend) 
     assert!(ledger.get("before").await.unwrap().is_some());
     assert_eq!(ledger.last_sequence().await.unwrap(), 1);
     ledger.close().await.unwrap();
+}
+
+pub(crate) async fn the_newest_issue_time_is_read_from_the_newest_ids(backend: &dyn Backend) {
+    use tessera_core::domain::id::jwt_id;
+    let ledger = backend.open().await;
+    assert_eq!(ledger.newest_issue_ms().await.unwrap(), None);
+    let at = |ms: i64, fill: u8| {
+        let mut r = record(&jwt_id(ms, &[fill; 16]), 0);
+        r.issued_at = ms.div_euclid(1000);
+        r.expires_at = r.issued_at + 300;
+        plain(r)
+    };
+    let mut old = record("old-format-id", 0);
+    old.issued_at = 900;
+    old.expires_at = 1200;
+    for params in [
+        plain(old),
+        at(950_456, 0),
+        at(950_123, 0xff),
+        at(940_999, 1),
+    ] {
+        ledger.record(params).await.unwrap();
+    }
+    assert_eq!(ledger.newest_issue_ms().await.unwrap(), Some(950_456));
+    drop(ledger);
+    let ledger = backend.open().await;
+    assert_eq!(ledger.newest_issue_ms().await.unwrap(), Some(950_456));
 }

@@ -198,6 +198,12 @@ pub trait Ledger: Send + Sync + fmt::Debug + 'static {
     /// Returns how many records the ledger holds (live, revoked and not yet swept).
     async fn len(&self) -> Result<u64, LedgerError>;
 
+    /// Returns the issue time in unix milliseconds of the newest record held
+    /// ([`CredentialRecord::issued_at_ms`]), or `None` when it holds none: at start, so that a
+    /// rule's cut-off is never before an issue already recorded, whatever the clock says.
+    /// Reads only the records of the newest issue second.
+    async fn newest_issue_ms(&self) -> Result<Option<i64>, LedgerError>;
+
     /// Checks that the ledger can serve now (for `/readyz`): an embedded ledger always can; a
     /// shared one answers a trivial query. Fails with `Storage` when it cannot.
     async fn ping(&self) -> Result<(), LedgerError> {

@@ -54,14 +54,20 @@ pub(crate) fn guarded(record: CredentialRecord, key: &str) -> RecordParams {
     }
 }
 
-/// Returns a revocation rule `id` on `selector` = `value`, effective at `at`.
+/// Returns a revocation rule `id` on `selector` = `value`, effective at `at` (its cut-off 7 ms
+/// into that second, so a store that drops the milliseconds is caught).
 pub(crate) fn rule(id: &str, selector: Selector, value: &str, at: i64) -> NewRule {
     NewRule {
         revocation_id: id.into(),
         selector,
         value: value.into(),
         effective_at: at,
+        effective_at_ms: Some(at * 1000 + 7),
         reason: "test".into(),
         revoked_by: "spiffe://example.org/ops/admin".into(),
+        scope: Some(tessera_core::domain::RuleScope {
+            covered: 3,
+            access_ends_at: Some(at + 600),
+        }),
     }
 }

@@ -25,6 +25,7 @@ use tessera_ledger::Ledger;
 use crate::api::caller::Callers;
 use crate::audit::{Audit, AuditError, AuditLog};
 use crate::config::Config;
+use crate::enforcement::Enforcement;
 use crate::issuer::{Issuer, IssuerParts};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -76,6 +77,8 @@ pub struct Services {
     pub attestor: Arc<Attestor>,
     pub issuer: Arc<Issuer>,
     pub revoker: Arc<Revoker>,
+    /// The evidence of each rule's enforcement on this replica.
+    pub enforcement: Arc<Enforcement>,
     pub callers: Callers,
     pub jwt: Arc<JwtMinter>,
     pub ledger: Arc<dyn Ledger>,
@@ -135,10 +138,14 @@ pub fn services(
         metrics: Arc::clone(&metrics),
         clock: Arc::clone(&clock),
     }));
+    let enforcement = Arc::new(Enforcement::new(
+        metrics.revocation_enforced_seconds.clone(),
+    ));
     let revoker = Arc::new(Revoker::new(RevokerParts {
         ledger: Arc::clone(&ledger),
         revocations,
         x509,
+        enforcement: Arc::clone(&enforcement),
         audit: audit.clone(),
         metrics: Arc::clone(&metrics),
         clock: Arc::clone(&clock),
@@ -153,6 +160,7 @@ pub fn services(
         attestor,
         issuer,
         revoker,
+        enforcement,
         callers,
         jwt,
         ledger,
@@ -248,7 +256,7 @@ fn self_test_domain(
         purpose: "self-test",
         csr: &csr,
         ttl: Duration::from_secs(60),
-        now,
+        issued_ms: now * 1000,
     })?;
     let chain: Vec<CertificateDer<'_>> = minted.chain.iter().map(|c| c.as_slice().into()).collect();
     let roots: Vec<CertificateDer<'static>> = roots

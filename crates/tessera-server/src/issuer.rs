@@ -155,6 +155,13 @@ impl Issuer {
         decision.ttl.min(Duration::from_secs(left))
     }
 
+    /// Returns the issue time of a credential signed now, in unix milliseconds: never at or
+    /// before the cut-off of a rule this broker knows (DESIGN.md "Credential ids").
+    fn issue_ms(&self) -> i64 {
+        let now_ms = self.parts.clock.unix_millis();
+        self.parts.revocations.cutoffs().issue_ms(now_ms)
+    }
+
     /// Signs, records and returns a JWT for an `authorized` request (kind jwt). Fails when
     /// signing fails or the record cannot be made durable; nothing unrecorded is returned.
     pub async fn issue_jwt(
@@ -162,13 +169,14 @@ impl Issuer {
         authorized: Authorized,
         request: &CredentialRequest,
     ) -> Result<MintedJwt, IssueError> {
-        let now = self.parts.clock.unix_seconds();
+        let issued_ms = self.issue_ms();
+        let now = issued_ms.div_euclid(1000);
         let minted = self.parts.jwt.mint(MintJwtParams {
             workload: &authorized.decision.grant.workload,
             destination: &request.destination,
             purpose: &request.purpose,
             ttl: Self::ttl(&authorized.decision, now),
-            now,
+            issued_ms,
             cnf_x5t_s256: authorized.attestation.cnf_x5t_s256.as_deref(),
         })?;
         let issued = Issued {
@@ -191,7 +199,8 @@ impl Issuer {
         csr: &VerifiedCsr,
     ) -> Result<IssuedX509, IssueError> {
         let minter = self.parts.x509.as_ref().ok_or(IssueError::NoMintCa)?;
-        let now = self.parts.clock.unix_seconds();
+        let issued_ms = self.issue_ms();
+        let now = issued_ms.div_euclid(1000);
         let grant = &authorized.decision.grant;
         let minted = minter.mint(MintX509Params {
             workload: &grant.workload,
@@ -199,7 +208,7 @@ impl Issuer {
             purpose: &request.purpose,
             csr,
             ttl: Self::ttl(&authorized.decision, now),
-            now,
+            issued_ms,
         })?;
         let issued = Issued {
             kind: CredentialKind::X509,

@@ -10,6 +10,7 @@ pub mod api;
 pub mod assemble;
 pub mod audit;
 pub mod config;
+pub mod enforcement;
 pub mod issuer;
 pub mod limits;
 pub mod metrics;

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub revocation_rules: Gauge,
     pub watchers: Gauge,
     pub revoke_delivery_seconds: Histogram,
+    /// A rule's cut-off → a relying party's acknowledgement of it.
+    pub revocation_enforced_seconds: Histogram,
     /// The ledger's handles (commit latency, batch size, last sequence), registered here.
     pub ledger: LedgerMetrics,
     registry: Registry,
@@ -52,6 +54,7 @@ impl Metrics {
         let revocation_rules = Gauge::default();
         let watchers = Gauge::default();
         let revoke_delivery_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
+        let revocation_enforced_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 18));
         let ledger = LedgerMetrics::default();
         let mut r = Registry::with_prefix("tessera");
         r.register("credentials_issued", "Credentials issued", issued.clone());
@@ -82,6 +85,11 @@ impl Metrics {
             revoke_delivery_seconds.clone(),
         );
         r.register(
+            "revocation_enforced_seconds",
+            "Revocation cut-off to a relying party's acknowledgement",
+            revocation_enforced_seconds.clone(),
+        );
+        r.register(
             "ledger_commit_seconds",
             "Ledger batch commit latency",
             ledger.commit_seconds.clone(),
@@ -98,6 +106,7 @@ impl Metrics {
             revocation_rules,
             watchers,
             revoke_delivery_seconds,
+            revocation_enforced_seconds,
             ledger,
             registry: r,
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tessera_core::clock::SharedClock;
 use tessera_core::domain::{
-    CredentialRecord, Event, EventKind, NewRule, RevocationRule, Selector, Status,
+    CredentialRecord, Event, EventKind, NewRule, RevocationRule, RuleScope, Selector, Status,
 };
 use tessera_core::mint::crl::CRL_VALIDITY_SECS;
 use tessera_core::mint::{CrlCache, CrlParams, MintError, X509Minter};
@@ -18,6 +18,7 @@ use tessera_ledger::{Ledger, LedgerError, SweepParams};
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::Audit;
+use crate::enforcement::{Enforcement, Fetched};
 use crate::metrics::Metrics;
 
 /// Why a revoke did not happen.
@@ -55,6 +56,8 @@ pub struct RevokerParts {
     pub revocations: Arc<RevocationIndex>,
     /// The mint CA's signer, for the CRL; `None` without a mint CA.
     pub x509: Option<Arc<X509Minter>>,
+    /// Keeps the evidence of each rule in force here.
+    pub enforcement: Arc<Enforcement>,
     pub audit: Audit,
     pub metrics: Arc<Metrics>,
     pub clock: SharedClock,
@@ -99,6 +102,10 @@ impl Revoker {
         let index = &self.parts.revocations;
         for rule in ledger.rules().await? {
             index.apply(&rule);
+            self.parts.enforcement.rule_in_force(&rule);
+        }
+        if let Some(newest) = ledger.newest_issue_ms().await? {
+            index.cutoffs().note_issue(newest);
         }
         let now = self.parts.clock.unix_seconds();
         let counts = ledger.live_counts(now).await?;
@@ -155,6 +162,7 @@ impl Revoker {
         match (event.kind, &event.credential, &event.revocation) {
             (EventKind::Revoked, _, Some(rule)) => {
                 index.apply(rule);
+                self.parts.enforcement.rule_in_force(rule);
                 Metrics::set_count(&metrics.revocation_rules, index.rule_count() as u64);
             }
             (EventKind::Issued, Some(record), _) if index.note_committed(record) => {
@@ -172,6 +180,7 @@ impl Revoker {
         let index = &self.parts.revocations;
         for rule in self.parts.ledger.rules().await? {
             index.apply(&rule);
+            self.parts.enforcement.rule_in_force(&rule);
         }
         let now = self.parts.clock.unix_seconds();
         let x509 = self
@@ -183,6 +192,11 @@ impl Revoker {
         Ok(())
     }
 
+    /// Returns the id of the rule that revokes `record`, if any.
+    pub fn revoked_by(&self, record: &CredentialRecord) -> Option<String> {
+        self.parts.revocations.revoked_by(record)
+    }
+
     /// Returns the status of `record` now: revoked if a rule covers it, else expired or live.
     pub fn status_of(&self, record: &CredentialRecord) -> Status {
         if self.parts.revocations.revoked_by(record).is_some() {
@@ -191,23 +205,14 @@ impl Revoker {
         record.status_at(self.parts.clock.unix_seconds())
     }
 
-    /// Revokes every credential `p.selector` selects that was issued up to now: the rule is
+    /// Revokes every credential `p.selector` selects that was issued up to now (to the
+    /// millisecond, and never less than the newest issue recorded): the rule is
     /// durable and enforced before this returns, at the same cost however many it covers.
     /// Fails with `NotFound` for an unknown credential id, or when the ledger cannot store it.
     pub async fn revoke(&self, p: RevokeParams) -> Result<RevokeOutcome, RevokeError> {
-        let now = self.parts.clock.unix_seconds();
-        let covered = match p.selector {
-            Selector::CredentialId => {
-                let record = self
-                    .parts
-                    .ledger
-                    .get(&p.value)
-                    .await?
-                    .ok_or_else(|| RevokeError::NotFound(p.value.clone()))?;
-                u64::from(self.status_of(&record) == Status::Live)
-            }
-            selector => self.parts.revocations.live_count(selector, &p.value, now),
-        };
+        let scope = self.scope_of(p.selector, &p.value).await?;
+        let now_ms = self.parts.clock.unix_millis();
+        let cutoff_ms = self.parts.revocations.cutoffs().cutoff_ms(now_ms);
         let rule = self
             .parts
             .ledger
@@ -215,14 +220,44 @@ impl Revoker {
                 revocation_id: tessera_core::mint::random_hex::<16>()?,
                 selector: p.selector,
                 value: p.value,
-                effective_at: now,
+                effective_at: cutoff_ms.div_euclid(1000),
+                effective_at_ms: Some(cutoff_ms),
                 reason: p.reason,
                 revoked_by: p.revoked_by,
+                scope: Some(scope),
             })
             .await?;
         self.parts.revocations.apply(&rule);
-        self.observe(&rule, covered);
-        Ok(RevokeOutcome { rule, covered })
+        self.parts.enforcement.rule_in_force(&rule);
+        self.observe(&rule, scope.covered);
+        Ok(RevokeOutcome {
+            rule,
+            covered: scope.covered,
+        })
+    }
+
+    /// Returns what a rule on `selector` = `value` made now covers: how many live credentials,
+    /// and when the last of them expires. Fails with `NotFound` for an unknown credential id.
+    async fn scope_of(&self, selector: Selector, value: &str) -> Result<RuleScope, RevokeError> {
+        let now = self.parts.clock.unix_seconds();
+        if selector == Selector::CredentialId {
+            let record = self
+                .parts
+                .ledger
+                .get(value)
+                .await?
+                .ok_or_else(|| RevokeError::NotFound(value.to_owned()))?;
+            let live = self.status_of(&record) == Status::Live;
+            return Ok(RuleScope {
+                covered: u64::from(live),
+                access_ends_at: live.then_some(record.expires_at),
+            });
+        }
+        let index = &self.parts.revocations;
+        Ok(RuleScope {
+            covered: index.live_count(selector, value, now),
+            access_ends_at: index.latest_expiry(selector, value, now),
+        })
     }
 
     /// Counts, audits and logs a rule now in force.
@@ -251,10 +286,12 @@ impl Revoker {
         );
     }
 
-    /// Returns the DER CRL of the mint CA, or `None` when no mint CA is configured. Fails when
-    /// the CA cannot sign it.
+    /// Returns the DER CRL of the mint CA, or `None` when no mint CA is configured, and counts
+    /// the fetch as evidence of enforcement. Fails when the CA cannot sign it.
     pub fn crl(&self) -> Option<Result<Bytes, MintError>> {
         let minter = self.parts.x509.as_deref()?;
+        let now_ms = self.parts.clock.unix_millis();
+        self.parts.enforcement.fetched(Fetched::Crl, now_ms);
         let index = &self.parts.revocations;
         let now = self.parts.clock.unix_seconds();
         let revoked = || index.revoked_serials(now);
@@ -293,6 +330,9 @@ impl Revoker {
             .saturating_sub(CRL_VALIDITY_SECS)
             .saturating_sub(60);
         self.parts.revocations.prune(rules_before, now);
+        self.parts
+            .enforcement
+            .forget_before(rules_before.saturating_mul(1000));
         Metrics::set_count(
             &self.parts.metrics.revocation_rules,
             self.parts.revocations.rule_count() as u64,

@@ -285,6 +285,7 @@ fn http_parts(s: &Services, config: &Config, ready: Arc<Readiness>) -> HttpParts
             jwt: Arc::clone(&s.jwt),
             ledger: Arc::clone(&s.ledger),
             revoker: Arc::clone(&s.revoker),
+            enforcement: Arc::clone(&s.enforcement),
             metrics: Arc::clone(&s.metrics),
             clock: Arc::clone(&s.clock),
         },
@@ -311,6 +312,8 @@ fn grpc_services(s: &Services, shutdown: &CancellationToken) -> (BrokerService, 
         limits: s.limits.clone(),
         audit: s.audit.clone(),
         metrics: Arc::clone(&s.metrics),
+        enforcement: Arc::clone(&s.enforcement),
+        clock: Arc::clone(&s.clock),
     };
     let admin = AdminService {
         callers: s.callers.clone(),
@@ -318,6 +321,8 @@ fn grpc_services(s: &Services, shutdown: &CancellationToken) -> (BrokerService, 
         ledger: Arc::clone(&s.ledger),
         watches,
         metrics: Arc::clone(&s.metrics),
+        enforcement: Arc::clone(&s.enforcement),
+        clock: Arc::clone(&s.clock),
     };
     (broker, admin)
 }

@@ -3,11 +3,11 @@
 
 use std::sync::atomic::Ordering;
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use tonic::transport::Channel;
 
 use tessera_proto::broker_client::BrokerClient;
-use tessera_proto::{RevocationEvent, WatchRevocationsRequest};
+use tessera_proto::{AcknowledgeRevocationsRequest, RevocationEvent, WatchRevocationsRequest};
 
 use super::RelyingParty;
 
@@ -52,16 +52,56 @@ impl Drop for NotFollowingOnDrop<'_> {
     }
 }
 
+/// Acknowledgements of applied rules, sent in batches: whenever the stream has nothing more
+/// ready, or a batch is full. A failed send is logged and not retried (the evidence of one
+/// relying party is missing; enforcement is not affected).
+struct Acks<'a> {
+    client: Option<&'a mut BrokerClient<Channel>>,
+    pending: Vec<String>,
+}
+
+/// Rule ids acknowledged per call, at most (the broker's limit).
+const ACK_BATCH: usize = 1000;
+
+impl Acks<'_> {
+    fn note(&mut self, event: &RevocationEvent) {
+        if self.client.is_some() && !event.caught_up && !event.revocation_id.is_empty() {
+            self.pending.push(event.revocation_id.clone());
+        }
+    }
+
+    async fn flush(&mut self) {
+        let Some(client) = self.client.as_deref_mut() else {
+            return;
+        };
+        if self.pending.is_empty() {
+            return;
+        }
+        let revocation_ids = std::mem::take(&mut self.pending);
+        let request = AcknowledgeRevocationsRequest { revocation_ids };
+        if let Err(status) = client.acknowledge_revocations(request).await {
+            tracing::warn!(code = ?status.code(), message = status.message(), "acknowledging revocations failed");
+        }
+    }
+}
+
 impl RelyingParty {
     /// Opens `WatchRevocations` from [`Self::last_sequence`] and follows it (see
     /// [`Self::follow_stream`]) until it ends; returns why (the caller reconnects and calls
-    /// again). Call it from one task at a time.
+    /// again). Every rule applied is acknowledged to the broker (`AcknowledgeRevocations`), as
+    /// evidence that this relying party enforces it. Call it from one task at a time.
     pub async fn follow(&self, client: &mut BrokerClient<Channel>) -> StreamEnd {
         let request = WatchRevocationsRequest {
             since_sequence: self.last_sequence(),
         };
         match client.watch_revocations(request).await {
-            Ok(response) => self.follow_stream(response.into_inner()).await,
+            Ok(response) => {
+                let acks = Acks {
+                    client: Some(client),
+                    pending: Vec::new(),
+                };
+                self.follow_acknowledging(response.into_inner(), acks).await
+            }
             Err(status) => StreamEnd::refused(&status),
         }
     }
@@ -69,8 +109,20 @@ impl RelyingParty {
     /// Applies every event of an open revocation stream until it ends; returns why. The relying
     /// party counts as up to date (accepts tokens no rule covers) only from the stream's
     /// caught-up marker until the stream ends: before the marker, the replay of rules committed
-    /// while it was not following may still be under way.
+    /// while it was not following may still be under way. Acknowledges nothing (there is no
+    /// client to send with); [`Self::follow`] does.
     pub async fn follow_stream<S>(&self, stream: S) -> StreamEnd
+    where
+        S: Stream<Item = Result<RevocationEvent, tonic::Status>>,
+    {
+        let acks = Acks {
+            client: None,
+            pending: Vec::new(),
+        };
+        self.follow_acknowledging(stream, acks).await
+    }
+
+    async fn follow_acknowledging<S>(&self, stream: S, mut acks: Acks<'_>) -> StreamEnd
     where
         S: Stream<Item = Result<RevocationEvent, tonic::Status>>,
     {
@@ -78,15 +130,34 @@ impl RelyingParty {
         let _reset = NotFollowingOnDrop(self);
         self.following.store(false, Ordering::Release);
         loop {
-            match stream.next().await {
+            let next = match stream.next().now_or_never() {
+                Some(next) if acks.pending.len() < ACK_BATCH => next,
+                ready => {
+                    // Nothing more is ready (or a batch is full): tell the broker what is
+                    // enforced before waiting.
+                    acks.flush().await;
+                    match ready {
+                        Some(next) => next,
+                        None => stream.next().await,
+                    }
+                }
+            };
+            match next {
                 Some(Ok(event)) => {
                     self.apply(&event);
+                    acks.note(&event);
                     if event.caught_up {
                         self.following.store(true, Ordering::Release);
                     }
                 }
-                Some(Err(status)) => return StreamEnd::failed(&status),
-                None => return StreamEnd::Closed,
+                Some(Err(status)) => {
+                    acks.flush().await;
+                    return StreamEnd::failed(&status);
+                }
+                None => {
+                    acks.flush().await;
+                    return StreamEnd::Closed;
+                }
             }
         }
     }

@@ -23,6 +23,7 @@ use jsonwebtoken::jwk::JwkSet;
 use serde_json::Value;
 
 use tessera_core::clock::SharedClock;
+use tessera_core::domain::id;
 use tessera_core::policy::MAX_GRANT_TTL;
 use tessera_proto::RevocationEvent;
 
@@ -147,7 +148,7 @@ impl RelyingParty {
         if !event.caught_up
             && let Ok(mut rules) = self.rules.write()
         {
-            rules.insert(&event.selector, &event.value, event.effective_at);
+            rules.insert(&event.selector, &event.value, cutoff_ms(event));
             rules.prune(self.prune_before());
         }
         self.last_sequence
@@ -170,13 +171,15 @@ impl RelyingParty {
         self.rules.read().map_or(0, |rules| rules.len())
     }
 
-    /// Returns the cut-off before which a rule covers nothing that can still be accepted.
+    /// Returns the cut-off (unix milliseconds) before which a rule covers nothing that can
+    /// still be accepted.
     fn prune_before(&self) -> i64 {
         let max_ttl = i64::try_from(MAX_GRANT_TTL.as_secs()).unwrap_or(i64::MAX);
         self.clock
             .unix_seconds()
             .saturating_sub(max_ttl)
             .saturating_sub(LEEWAY_SECS)
+            .saturating_mul(1000)
     }
 
     /// Returns true while a revocation stream is open and has replayed every rule committed
@@ -205,13 +208,23 @@ impl RelyingParty {
         let Ok(rules) = self.rules.read() else {
             return Verdict::Introspect(claims);
         };
-        match rules.coverage(&claims, iat) {
+        let jti = claims["jti"].as_str().unwrap_or_default();
+        match rules.coverage(&claims, id::issued_ms(jti, iat)) {
             Coverage::Revoked(selector) => Verdict::Refuse(Refusal::Revoked(selector.as_str())),
             Coverage::Unknown => Verdict::Introspect(claims),
             // Not up to date with the broker (yet, or any more): a rule may be missing, so ask.
             Coverage::None if !self.is_following() => Verdict::Introspect(claims),
             Coverage::None => Verdict::Accept(claims),
         }
+    }
+}
+
+/// Returns the cut-off of `event` in unix milliseconds; a broker from before millisecond
+/// cut-offs sends only seconds, which cover their whole second.
+fn cutoff_ms(event: &RevocationEvent) -> i64 {
+    match event.effective_at_ms {
+        0 => event.effective_at.saturating_mul(1000).saturating_add(999),
+        ms => ms,
     }
 }
 

@@ -72,8 +72,8 @@ pub(super) enum Coverage {
     Unknown,
 }
 
-/// Rules by selector and value, each with its cut-off (the newest `effective_at`: tokens
-/// issued at or before it are revoked), plus a queue to drop them by cut-off. `Debug` shows
+/// Rules by selector and value, each with its cut-off in unix milliseconds (the newest
+/// `effective_at_ms`: tokens issued at or before it are revoked), plus a queue to drop them by cut-off. `Debug` shows
 /// counts, not the (possibly millions of) rules.
 #[derive(Default)]
 pub(super) struct Rules {
@@ -95,34 +95,34 @@ impl std::fmt::Debug for Rules {
 }
 
 impl Rules {
-    /// Adds a rule: tokens with `selector` = `value` issued at or before `effective_at`.
-    pub(super) fn insert(&mut self, selector: &str, value: &str, effective_at: i64) {
+    /// Adds a rule: tokens with `selector` = `value` issued at or before `cutoff_ms`.
+    pub(super) fn insert(&mut self, selector: &str, value: &str, cutoff_ms: i64) {
         let Some(selector) = Selector::parse(selector) else {
             // Owner (or unknown) rules: only the newest cut-off matters, every token issued at
             // or before it goes to introspection.
             self.unmatchable_cut = Some(
                 self.unmatchable_cut
-                    .map_or(effective_at, |cut| cut.max(effective_at)),
+                    .map_or(cutoff_ms, |cut| cut.max(cutoff_ms)),
             );
             return;
         };
         match self.cuts[selector.index()].entry(value.to_owned()) {
             // Replayed again, or older than the cut-off held: nothing to do.
-            Entry::Occupied(held) if *held.get() >= effective_at => return,
+            Entry::Occupied(held) if *held.get() >= cutoff_ms => return,
             Entry::Occupied(mut held) => {
-                held.insert(effective_at);
+                held.insert(cutoff_ms);
             }
             Entry::Vacant(slot) => {
-                slot.insert(effective_at);
+                slot.insert(cutoff_ms);
             }
         }
         self.by_cut
-            .entry(effective_at)
+            .entry(cutoff_ms)
             .or_default()
             .push((selector, value.to_owned()));
     }
 
-    /// Drops every rule whose cut-off is before `before`; returns how many were dropped. Costs
+    /// Drops every rule whose cut-off is before `before` (unix milliseconds); returns how many were dropped. Costs
     /// one step per dropped queue entry.
     pub(super) fn prune(&mut self, before: i64) -> usize {
         let mut dropped = 0;
@@ -146,18 +146,19 @@ impl Rules {
         dropped
     }
 
-    /// Returns what the rules say about a token issued at `iat` with these claims.
-    pub(super) fn coverage(&self, claims: &Value, iat: i64) -> Coverage {
+    /// Returns what the rules say about a token issued at `issued_ms` (unix milliseconds) with
+    /// these claims.
+    pub(super) fn coverage(&self, claims: &Value, issued_ms: i64) -> Coverage {
         for selector in Selector::ALL {
             let value = claims[selector.claim()].as_str().unwrap_or_default();
             if self.cuts[selector.index()]
                 .get(value)
-                .is_some_and(|cut| iat <= *cut)
+                .is_some_and(|cut| issued_ms <= *cut)
             {
                 return Coverage::Revoked(selector);
             }
         }
-        if self.unmatchable_cut.is_some_and(|cut| iat <= cut) {
+        if self.unmatchable_cut.is_some_and(|cut| issued_ms <= cut) {
             return Coverage::Unknown;
         }
         Coverage::None

@@ -55,7 +55,7 @@ impl Harness {
                 destination: DEST,
                 purpose,
                 ttl: Duration::from_secs(3600),
-                now: self.clock.unix_seconds(),
+                issued_ms: self.clock.unix_millis(),
                 cnf_x5t_s256: thumbprint.as_deref(),
             })
             .unwrap();
@@ -87,8 +87,18 @@ fn rule(sequence: u64, selector: &str, value: &str, effective_at: i64) -> Revoca
         selector: selector.into(),
         value: value.into(),
         effective_at,
+        // As an older broker sends it: seconds only, covering the whole second.
+        effective_at_ms: 0,
         reason: "test".into(),
         caught_up: false,
+    }
+}
+
+/// Returns a rule with a millisecond cut-off, as this broker sends it.
+fn rule_ms(sequence: u64, selector: &str, value: &str, cutoff_ms: i64) -> RevocationEvent {
+    RevocationEvent {
+        effective_at_ms: cutoff_ms,
+        ..rule(sequence, selector, value, cutoff_ms.div_euclid(1000))
     }
 }
 
@@ -152,6 +162,31 @@ async fn a_token_revoked_while_disconnected_is_not_accepted_before_the_replay_co
         h.rp.check(&fresh, Presentation::bearer(PURPOSE)),
         Verdict::Introspect(_)
     ));
+}
+
+#[tokio::test]
+async fn a_millisecond_cut_off_spares_a_token_minted_one_millisecond_later() {
+    let h = Harness::new();
+    let tx = h.following().await;
+    h.clock.advance_ms(500);
+    let (before, _) = h.mint(PURPOSE, None);
+    let cutoff = h.clock.unix_millis();
+    h.clock.advance_ms(1);
+    let (after, _) = h.mint(PURPOSE, None);
+    tx.unbounded_send(Ok(rule_ms(1, "workload", WORKLOAD, cutoff)))
+        .unwrap();
+    wait_until(|| h.rp.last_sequence() == 1).await;
+    assert_eq!(
+        h.rp.check(&before, Presentation::bearer(PURPOSE)),
+        revoked("workload")
+    );
+    assert!(
+        matches!(
+            h.rp.check(&after, Presentation::bearer(PURPOSE)),
+            Verdict::Accept(_)
+        ),
+        "issued in the same second, one millisecond after the cut-off"
+    );
 }
 
 #[tokio::test]

@@ -411,7 +411,7 @@ fn minted() -> (Vec<Vec<u8>>, Ca) {
             purpose: "read",
             csr: &csr,
             ttl: Duration::from_secs(300),
-            now: NOW,
+            issued_ms: NOW * 1000,
         })
         .unwrap();
     (minted.chain, root)

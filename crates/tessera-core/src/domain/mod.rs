@@ -3,10 +3,11 @@
 //! a stage of the flow.
 
 mod event;
+pub mod id;
 mod kinds;
 mod record;
 
-pub use self::event::{Event, EventKind, NewRule, RevocationRule};
+pub use self::event::{Event, EventKind, NewRule, RevocationRule, RuleScope};
 pub use self::kinds::{CredentialKind, EvidenceKind, Selector, Status, UnknownName};
 pub use self::record::{CiEvidence, CredentialRecord};
 

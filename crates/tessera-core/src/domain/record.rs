@@ -44,6 +44,12 @@ pub struct CiEvidence {
 }
 
 impl CredentialRecord {
+    /// Returns the issue time in unix milliseconds: read from a time-ordered id, else the start
+    /// of the recorded issue second (ids of the older, random format).
+    pub fn issued_at_ms(&self) -> i64 {
+        super::id::issued_ms(&self.credential_id, self.issued_at)
+    }
+
     /// The status as of `now` (unix seconds): a live record past `expires_at` reads as expired.
     pub fn status_at(&self, now: i64) -> Status {
         match self.status {

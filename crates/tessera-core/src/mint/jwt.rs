@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{MintError, random_bytes};
+use crate::domain::id;
 use crate::keys::SecretKey;
 use crate::spiffe_id::SpiffeId;
 
@@ -102,8 +103,9 @@ pub struct MintJwtParams<'a> {
     pub destination: &'a str,
     pub purpose: &'a str,
     pub ttl: Duration,
-    /// Unix seconds now.
-    pub now: i64,
+    /// Issue time in unix milliseconds (see [`crate::revocation::CutOffs::issue_ms`]): the
+    /// `jti` starts with it, `iat` and `nbf` are its second.
+    pub issued_ms: i64,
     /// `x5t#S256` of the caller's client certificate, when attested over mTLS.
     pub cnf_x5t_s256: Option<&'a str>,
 }
@@ -225,20 +227,25 @@ impl JwtMinter {
         &self.jwks
     }
 
-    /// Signs a token for `params`; `nbf` = `iat` = now, `exp` = now + ttl, `jti` 16 random bytes.
-    /// Fails only when the random generator or signer fails.
+    /// Signs a token for `params`; `nbf` = `iat` = the issue second, `exp` = `iat` + ttl, `jti`
+    /// time-ordered ([`crate::domain::id::jwt_id`]). Fails only when the random generator or
+    /// signer fails.
     pub fn mint(&self, params: MintJwtParams<'_>) -> Result<MintedJwt, MintError> {
-        let jti = URL_SAFE_NO_PAD.encode(random_bytes::<16>()?);
+        let jti = id::jwt_id(
+            params.issued_ms,
+            &random_bytes::<{ id::JTI_RANDOM_BYTES }>()?,
+        );
+        let now = params.issued_ms.div_euclid(1000);
         let ttl = i64::try_from(params.ttl.as_secs()).unwrap_or(i64::MAX);
-        let expires_at = params.now.saturating_add(ttl);
+        let expires_at = now.saturating_add(ttl);
         let claims = Claims {
             iss: &self.issuer,
             sub: params.workload.as_str(),
             aud: params.destination,
             scope: params.purpose,
             client_id: params.workload.as_str(),
-            iat: params.now,
-            nbf: params.now,
+            iat: now,
+            nbf: now,
             exp: expires_at,
             jti: &jti,
             cnf: params.cnf_x5t_s256.map(|x5t_s256| Cnf { x5t_s256 }),
@@ -255,7 +262,7 @@ impl JwtMinter {
         Ok(MintedJwt {
             token,
             jti,
-            issued_at: params.now,
+            issued_at: now,
             expires_at,
         })
     }

@@ -1,6 +1,6 @@
 //! The JWT minter (DESIGN.md "What is minted", RFC 9068 shape, `standards.md` §6.3 and §7.8):
 //! header `typ: at+jwt` with the RFC 7638 thumbprint as `kid`, exactly the designed claims,
-//! `cnf` only when given, `jti` of 128 random bits, and `verify` round trips.
+//! `cnf` only when given, `jti` of the issue millisecond and 128 random bits, and `verify` round trips.
 
 use std::collections::BTreeSet;
 
@@ -30,7 +30,7 @@ fn mint(minter: &JwtMinter, cnf: Option<&str>) -> MintedJwt {
             destination: "https://db.example.org",
             purpose: "read:orders",
             ttl: Duration::from_secs(TTL),
-            now: NOW,
+            issued_ms: NOW * 1000,
             cnf_x5t_s256: cnf,
         })
         .unwrap()
@@ -114,10 +114,15 @@ fn the_claims_are_exactly_iss_sub_aud_scope_client_id_iat_nbf_exp_jti() {
 }
 
 #[test]
-fn the_jti_holds_at_least_128_random_bits_and_differs_per_token() {
+fn the_jti_is_the_issue_millisecond_then_128_random_bits_and_differs_per_token() {
     let [minter, _] = minters();
     let (a, b) = (mint(&minter, None), mint(&minter, None));
-    assert!(URL_SAFE_NO_PAD.decode(&a.jti).unwrap().len() >= 16);
+    assert_eq!(URL_SAFE_NO_PAD.decode(&a.jti).unwrap().len(), 6 + 16);
+    assert_eq!(
+        crate::domain::id::embedded_ms(&a.jti),
+        Some(NOW * 1000),
+        "time-ordered: the issue millisecond first"
+    );
     assert_ne!(a.jti, b.jti);
     assert_ne!(a.token, b.token);
 }

@@ -12,6 +12,7 @@ use super::{MintError, random_bytes};
 use crate::csr::VerifiedCsr;
 use crate::der::{self, tag};
 use crate::domain::BINDING_UUID;
+use crate::domain::id;
 use crate::spiffe_id::SpiffeId;
 
 /// How far `notBefore` is backdated for clock skew, in seconds.
@@ -25,8 +26,9 @@ pub struct MintX509Params<'a> {
     pub purpose: &'a str,
     pub csr: &'a VerifiedCsr,
     pub ttl: Duration,
-    /// Unix seconds now.
-    pub now: i64,
+    /// Issue time in unix milliseconds: the serial's high bits; `notBefore` (less the
+    /// backdating) and `notAfter` count from its second.
+    pub issued_ms: i64,
 }
 
 /// A signed X.509-SVID. Holds no secret.
@@ -128,17 +130,14 @@ impl X509Minter {
     /// Signs a leaf for `params`. Fails when the random generator or signer fails, or the times
     /// cannot be encoded.
     pub fn mint(&self, p: MintX509Params<'_>) -> Result<MintedX509, MintError> {
-        let mut serial = random_bytes::<16>()?;
-        serial[0] = (serial[0] & 0x7f) | 0x01; // positive, always 16 bytes, 126 random bits
-        let serial_hex: String = serial.iter().map(|b| format!("{b:02x}")).collect();
-        let expires_at = self.expiry(p.now, p.ttl);
-        if expires_at <= p.now {
+        let serial = id::x509_serial(p.issued_ms, &random_bytes::<{ id::SERIAL_RANDOM_BYTES }>()?);
+        let serial_hex = id::hex(&serial);
+        let now = p.issued_ms.div_euclid(1000);
+        let expires_at = self.expiry(now, p.ttl);
+        if expires_at <= now {
             return Err(MintError::CaExpired(self.ca.not_after()));
         }
-        let not_before = p
-            .now
-            .saturating_sub(BACKDATE_SECS)
-            .max(self.ca.not_before());
+        let not_before = now.saturating_sub(BACKDATE_SECS).max(self.ca.not_before());
         let time = |t| der::time(t).map_err(|e| MintError::Key(format!("time out of range: {e}")));
         let validity = der::sequence(&[&time(not_before)?, &time(expires_at)?]);
         let spki = p.csr.spki_der();
@@ -160,7 +159,7 @@ impl X509Minter {
         Ok(MintedX509 {
             chain,
             serial_hex,
-            issued_at: p.now,
+            issued_at: now,
             expires_at,
         })
     }

@@ -32,7 +32,7 @@ fn mint_with(
         purpose: PURPOSE,
         csr: &csr,
         ttl: Duration::from_secs(TTL),
-        now,
+        issued_ms: now * 1000,
     });
     (minted, key.subject_public_key_info())
 }
@@ -127,10 +127,14 @@ fn a_minted_leaf_follows_the_x509_svid_profile() {
         .unwrap();
     assert_eq!(aki.0, ca_ski.as_slice());
 
-    // Positive 16-byte serial, hex = credential id.
+    // Positive 17-byte serial led by the issue millisecond, hex = credential id.
     let serial = leaf.raw_serial();
-    assert_eq!(serial.len(), 16);
-    assert!(serial[0] & 0x80 == 0 && serial[0] != 0);
+    assert_eq!(serial.len(), 17);
+    assert!(serial[0] & 0x80 == 0);
+    assert_eq!(
+        crate::domain::id::embedded_ms(&minted.serial_hex),
+        Some(minted.issued_at * 1000)
+    );
     let hex: String = serial.iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(minted.serial_hex, hex);
 

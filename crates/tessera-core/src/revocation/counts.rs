@@ -80,6 +80,18 @@ impl LiveCounts {
         })
     }
 
+    /// Returns the end of the last expiry minute of a counted credential with `value` for
+    /// `selector` that is live at `now`: none of them outlives it. `None` when none is live
+    /// (and always for `credential_id`).
+    pub fn latest_expiry(&self, selector: Selector, value: &str, now: i64) -> Option<i64> {
+        let slot = slot(selector)?;
+        let buckets = self.by_selector[slot].get(value)?;
+        buckets
+            .range(now.saturating_add(1)..)
+            .next_back()
+            .map(|(at, _)| *at)
+    }
+
     /// Returns how many credentials expire after `now` (each is counted once per selector;
     /// this sums one of them).
     pub fn total(&self, now: i64) -> u64 {

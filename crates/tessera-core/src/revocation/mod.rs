@@ -1,15 +1,19 @@
 //! The in-memory revocation index (DESIGN.md invariant 2): rules by `(selector, value)`, so
 //! "is this credential revoked?" is at most five hash lookups however many credentials a rule
 //! covers. Also counts live credentials per selector value (for the Revoke reply) and keeps the
-//! live X.509 credentials the CRL may have to list. Rebuilt from the ledger at start.
+//! live X.509 credentials the CRL may have to list, and the order of issue times and cut-offs
+//! ([`CutOffs`]). Cut-offs and issue times are compared in milliseconds. Rebuilt from the
+//! ledger at start.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 mod counts;
+mod cutoff;
 
 pub use self::counts::{BUCKET_SECS, COUNTED, LiveCounts, bucket as count_bucket};
+pub use self::cutoff::CutOffs;
 use crate::domain::{CredentialKind, CredentialRecord, RevocationRule, Selector};
 use crate::mint::RevokedSerial;
 use crate::mint::crl::CRL_VALIDITY_SECS;
@@ -17,7 +21,8 @@ use crate::mint::crl::CRL_VALIDITY_SECS;
 /// The strongest rule for one `(selector, value)`.
 #[derive(Debug, Clone)]
 struct RuleEntry {
-    effective_at: i64,
+    /// Unix milliseconds.
+    cutoff_ms: i64,
     revocation_id: String,
 }
 
@@ -28,7 +33,7 @@ struct X509Entry {
     owner: Arc<str>,
     destination: Arc<str>,
     purpose: Arc<str>,
-    issued_at: i64,
+    issued_ms: i64,
     expires_at: i64,
 }
 
@@ -56,7 +61,7 @@ impl X509Live {
             owner: self.intern(&record.owner),
             destination: self.intern(&record.destination),
             purpose: self.intern(&record.purpose),
-            issued_at: record.issued_at,
+            issued_ms: record.issued_at_ms(),
             expires_at: record.expires_at,
         };
         self.by_serial
@@ -79,7 +84,8 @@ struct Values<'a> {
     owner: &'a str,
     destination: &'a str,
     purpose: &'a str,
-    issued_at: i64,
+    /// Unix milliseconds.
+    issued_ms: i64,
 }
 
 impl<'a> Values<'a> {
@@ -90,7 +96,7 @@ impl<'a> Values<'a> {
             owner: &record.owner,
             destination: &record.destination,
             purpose: &record.purpose,
-            issued_at: record.issued_at,
+            issued_ms: record.issued_at_ms(),
         }
     }
 
@@ -101,7 +107,7 @@ impl<'a> Values<'a> {
             owner: &e.owner,
             destination: &e.destination,
             purpose: &e.purpose,
-            issued_at: e.issued_at,
+            issued_ms: e.issued_ms,
         }
     }
 
@@ -126,6 +132,7 @@ pub struct RevocationIndex {
     /// Credentials this replica noted at issue whose committed event has not come back through
     /// the ledger subscription yet (id → expires_at): the echo is not counted twice.
     echoes: Mutex<HashMap<Box<str>, i64>>,
+    cutoffs: CutOffs,
 }
 
 impl RevocationIndex {
@@ -144,8 +151,15 @@ impl RevocationIndex {
         self.rules.read().map(|r| r.len()).unwrap_or_default()
     }
 
+    /// Returns the order of issue times and cut-offs: what mints and revokes take their
+    /// times from.
+    pub fn cutoffs(&self) -> &CutOffs {
+        &self.cutoffs
+    }
+
     /// Enforces `rule` from now on. A later rule for the same value widens the cut-off.
     pub fn apply(&self, rule: &RevocationRule) {
+        self.cutoffs.note_cutoff(rule.rule.cutoff_ms());
         {
             let mut rules = self
                 .rules
@@ -153,11 +167,11 @@ impl RevocationIndex {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let key = (rule.rule.selector, rule.rule.value.clone());
             let entry = RuleEntry {
-                effective_at: rule.rule.effective_at,
+                cutoff_ms: rule.rule.cutoff_ms(),
                 revocation_id: rule.rule.revocation_id.clone(),
             };
             match rules.get(&key) {
-                Some(existing) if existing.effective_at >= entry.effective_at => {}
+                Some(existing) if existing.cutoff_ms >= entry.cutoff_ms => {}
                 _ => {
                     rules.insert(key, entry);
                 }
@@ -178,15 +192,16 @@ impl RevocationIndex {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         Selector::ALL.iter().find_map(|selector| {
             let entry = rules.get(&(*selector, values.get(*selector).to_owned()))?;
-            (values.issued_at <= entry.effective_at).then(|| entry.revocation_id.clone())
+            (values.issued_ms <= entry.cutoff_ms).then(|| entry.revocation_id.clone())
         })
     }
 
-    /// Drops rules whose `effective_at` is before `rules_before`: everything they could cover
-    /// has expired.
+    /// Drops rules whose cut-off is before `rules_before` (unix seconds): everything they could
+    /// cover has expired.
     pub fn prune(&self, rules_before: i64, now: i64) {
+        let before_ms = rules_before.saturating_mul(1000);
         if let Ok(mut rules) = self.rules.write() {
-            rules.retain(|_, r| r.effective_at >= rules_before);
+            rules.retain(|_, r| r.cutoff_ms >= before_ms);
         }
         if let Ok(mut live) = self.live.lock() {
             live.prune(now);
@@ -239,9 +254,11 @@ impl RevocationIndex {
         !echo
     }
 
-    /// Counts a newly issued credential. One issued in the same second as a rule that covers
-    /// it changes the revision, so a cached CRL is rebuilt.
+    /// Counts a newly issued credential and notes its issue time. One issued at or before the
+    /// cut-off of a rule that covers it (another replica's, arriving late) changes the
+    /// revision, so a cached CRL is rebuilt.
     pub fn note_issued(&self, record: &CredentialRecord) {
+        self.cutoffs.note_issue(record.issued_at_ms());
         if record.kind == CredentialKind::X509 && self.revoked_by(record).is_some() {
             self.revision.fetch_add(1, Ordering::AcqRel);
         }
@@ -272,6 +289,13 @@ impl RevocationIndex {
         live.count(selector, value, now)
     }
 
+    /// Returns the end of the last expiry minute of a live credential with `value` for
+    /// `selector` at `now`, or `None` when none is live (see [`LiveCounts::latest_expiry`]).
+    pub fn latest_expiry(&self, selector: Selector, value: &str, now: i64) -> Option<i64> {
+        let live = self.live.lock().ok()?;
+        live.latest_expiry(selector, value, now)
+    }
+
     /// Returns the revoked X.509 credentials for the CRL: each stays listed until one CRL
     /// period after it expires (RFC 5280 §3.3).
     pub fn revoked_serials(&self, now: i64) -> Vec<RevokedSerial> {
@@ -286,7 +310,7 @@ impl RevocationIndex {
                 let values = Values::of_x509(serial, e);
                 self.revoked_by_values(&values).map(|_| RevokedSerial {
                     serial_hex: serial.to_string(),
-                    revoked_at: self.cut_off(&values),
+                    revoked_at: self.cut_off(&values).div_euclid(1000),
                 })
             })
             .collect();
@@ -294,19 +318,19 @@ impl RevocationIndex {
         out
     }
 
-    /// Returns when the credential of `values` was revoked: the earliest rule cut-off that
-    /// covers it.
+    /// Returns when the credential of `values` was revoked, in unix milliseconds: the earliest
+    /// rule cut-off that covers it.
     fn cut_off(&self, values: &Values<'_>) -> i64 {
         let Ok(rules) = self.rules.read() else {
-            return values.issued_at;
+            return values.issued_ms;
         };
         Selector::ALL
             .iter()
             .filter_map(|s| rules.get(&(*s, values.get(*s).to_owned())))
-            .filter(|e| values.issued_at <= e.effective_at)
-            .map(|e| e.effective_at)
+            .filter(|e| values.issued_ms <= e.cutoff_ms)
+            .map(|e| e.cutoff_ms)
             .min()
-            .unwrap_or(values.issued_at)
+            .unwrap_or(values.issued_ms)
     }
 }
 
@@ -340,8 +364,10 @@ mod tests {
                 selector,
                 value: value.into(),
                 effective_at: at,
+                effective_at_ms: None,
                 reason: "test".into(),
                 revoked_by: "admin".into(),
+                scope: None,
             },
             sequence: 1,
         }
@@ -358,6 +384,26 @@ mod tests {
     }
 
     #[test]
+    fn a_millisecond_cut_off_spares_what_was_issued_one_millisecond_later() {
+        let index = RevocationIndex::new();
+        let at = |ms: i64| {
+            let id = crate::domain::id::jwt_id(ms, &[9; 16]);
+            record(&id, "w", ms.div_euclid(1000))
+        };
+        let mut cut = rule(Selector::Workload, "w", 100);
+        cut.rule.effective_at_ms = Some(100_500);
+        index.apply(&cut);
+        assert!(index.revoked_by(&at(100_499)).is_some());
+        assert!(index.revoked_by(&at(100_500)).is_some());
+        assert!(index.revoked_by(&at(100_501)).is_none());
+        assert!(
+            index.revoked_by(&record("old-format", "w", 100)).is_some(),
+            "an id without a time counts from the start of its recorded second"
+        );
+        assert_eq!(index.cutoffs().issue_ms(90_000), 100_501);
+    }
+
+    #[test]
     fn counts_live_credentials_per_value_and_lists_revoked_serials() {
         let index = RevocationIndex::new();
         for (i, w) in ["w", "w", "x"].iter().enumerate() {
@@ -370,6 +416,12 @@ mod tests {
             "expired at 400, counted to the end of its minute"
         );
         assert_eq!(index.live_count(Selector::Owner, "team", 200), 3);
+        assert_eq!(
+            index.latest_expiry(Selector::Workload, "w", 200),
+            Some(420),
+            "expiring at 400: no later than the end of that minute"
+        );
+        assert_eq!(index.latest_expiry(Selector::Workload, "w", 420), None);
         let before = index.revision();
         index.apply(&rule(Selector::Workload, "w", 150));
         assert!(index.revision() > before);

@@ -402,6 +402,13 @@ impl Ledger for PostgresLedger {
         .await
     }
 
+    async fn newest_issue_ms(&self) -> Result<Option<i64>, LedgerError> {
+        self.read("reading the newest issue time", |c| async move {
+            reads::newest_issue_ms(&c).await
+        })
+        .await
+    }
+
     async fn close(&self) -> Result<(), LedgerError> {
         self.closed.store(true, Ordering::Release);
         let (reply, answered) = oneshot::channel();

@@ -165,6 +165,28 @@ pub(super) async fn len(client: &Client) -> Result<u64, LedgerError> {
     Ok(u64::try_from(n).unwrap_or_default())
 }
 
+/// Returns [`Ledger::newest_issue_ms`](crate::Ledger::newest_issue_ms) from the records of the
+/// newest issue second (the `credentials_issued` index). Fails with `Storage` when they cannot
+/// be read.
+pub(super) async fn newest_issue_ms(client: &Client) -> Result<Option<i64>, LedgerError> {
+    const OP: &str = "reading the newest issue time";
+    let rows = client
+        .query(
+            "SELECT credential_id, issued_at FROM credentials \
+             WHERE issued_at = (SELECT max(issued_at) FROM credentials)",
+            &[],
+        )
+        .await
+        .ctx(OP)?;
+    let mut newest = None;
+    for row in &rows {
+        let id: String = rows::column(row, 0)?;
+        let second: i64 = rows::column(row, 1)?;
+        newest = newest.max(Some(tessera_core::domain::id::issued_ms(&id, second)));
+    }
+    Ok(newest)
+}
+
 /// Where a page starts: strictly below `(issued_at, id)`, or at it too when `inclusive`.
 struct Bound {
     issued_at: i64,

@@ -425,8 +425,10 @@ mod tests {
                 selector: crate::Selector::Owner,
                 value: "team".into(),
                 effective_at: 43,
+                effective_at_ms: Some(43_210),
                 reason: "why".into(),
                 revoked_by: "admin".into(),
+                scope: None,
             },
             sequence: 8,
         };

@@ -185,6 +185,25 @@ impl RedbLedger {
     }
 }
 
+/// Returns [`Ledger::newest_issue_ms`]: the latest issue millisecond among the ids of the
+/// newest issue second (ids within one second do not sort by time as strings).
+fn newest_issue_ms(db: &Database) -> Result<Option<i64>, LedgerError> {
+    const OP: &str = "reading the newest issue time";
+    let txn = db.begin_read().ctx(OP)?;
+    let issued = txn.open_table(ISSUED).ctx(OP)?;
+    let Some((last, _)) = issued.last().ctx(OP)? else {
+        return Ok(None);
+    };
+    let second = last.value().0;
+    let mut newest = None;
+    for entry in issued.range((second, "")..).ctx(OP)? {
+        let (key, _) = entry.ctx(OP)?;
+        let ms = tessera_core::domain::id::issued_ms(key.value().1, second);
+        newest = newest.max(Some(ms));
+    }
+    Ok(newest)
+}
+
 /// Reads one page of [`Ledger::list`].
 fn list_page(db: &Database, p: &ListParams) -> Result<CredentialPage, LedgerError> {
     const OP: &str = "listing credentials";
@@ -241,7 +260,8 @@ impl Ledger for RedbLedger {
     }
 
     async fn add_rule(&self, rule: NewRule) -> Result<RevocationRule, LedgerError> {
-        self.request(|reply| WriterMsg::AddRule(rule, reply)).await
+        self.request(|reply| WriterMsg::AddRule(Box::new(rule), reply))
+            .await
     }
 
     async fn rules(&self) -> Result<Vec<RevocationRule>, LedgerError> {
@@ -369,6 +389,10 @@ impl Ledger for RedbLedger {
             txn.open_table(CREDENTIALS).ctx(OP)?.len().ctx(OP)
         })
         .await
+    }
+
+    async fn newest_issue_ms(&self) -> Result<Option<i64>, LedgerError> {
+        self.read(newest_issue_ms).await
     }
 
     async fn close(&self) -> Result<(), LedgerError> {

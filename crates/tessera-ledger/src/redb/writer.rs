@@ -33,7 +33,7 @@ pub(super) struct PendingRecord {
 /// What the writer thread is asked to do.
 pub(super) enum WriterMsg {
     Record(Box<PendingRecord>, Reply<u64>),
-    AddRule(NewRule, Reply<RevocationRule>),
+    AddRule(Box<NewRule>, Reply<RevocationRule>),
     Expire(i64, Reply<u64>),
     Sweep(SweepParams, Reply<u64>),
     Close(Reply<()>),
@@ -42,7 +42,7 @@ pub(super) enum WriterMsg {
 /// A [`WriterMsg`] with room for its result, filled in while the batch is applied.
 enum Job {
     Record(Box<PendingRecord>, Reply<u64>, Result<u64, LedgerError>),
-    AddRule(NewRule, Reply<RevocationRule>, Option<RevocationRule>),
+    AddRule(Box<NewRule>, Reply<RevocationRule>, Option<RevocationRule>),
     Expire(i64, Reply<u64>, u64),
     Sweep(SweepParams, Reply<u64>, u64),
     Close(Reply<()>),

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use tessera_core::clock::SharedClock;
 use tessera_core::domain::{CredentialKind, Selector, Status as CredentialStatus};
 use tessera_ledger::{Ledger, ListParams};
 use tessera_proto as proto;
@@ -14,8 +15,9 @@ use super::convert;
 use super::grpc::evidence;
 use super::status::{refuse, status};
 use super::watch::{WatchStream, Watches};
+use crate::enforcement::Enforcement;
 use crate::metrics::Metrics;
-use crate::refusal::{OAuthCode, Refusal};
+use crate::refusal::{Class, OAuthCode, Refusal};
 use crate::revoker::{RevokeParams, Revoker};
 
 /// Longest revocation reason accepted, in bytes.
@@ -32,6 +34,9 @@ pub struct AdminService {
     /// The admins' watch streams.
     pub watches: Watches,
     pub metrics: Arc<Metrics>,
+    /// The evidence of each rule's enforcement.
+    pub enforcement: Arc<Enforcement>,
+    pub clock: SharedClock,
 }
 
 impl fmt::Debug for AdminService {
@@ -195,5 +200,38 @@ impl proto::admin_server::Admin for AdminService {
             .open(request.get_ref().since_sequence, convert, None)
             .map_err(|r| status(r, &self.metrics))?;
         Ok(Response::new(stream))
+    }
+
+    async fn get_revocation(
+        &self,
+        request: Request<proto::GetRevocationRequest>,
+    ) -> Result<Response<proto::GetRevocationResponse>, Status> {
+        self.admin(&request, "get_revocation").await?;
+        let id = request.get_ref().revocation_id.as_str();
+        let not_found = || {
+            let message = format!(
+                "no revocation rule has id `{id}` (rules are dropped once everything they \
+                 covered has expired)"
+            );
+            status(
+                Refusal::new(Class::NotFound, OAuthCode::InvalidRequest, message),
+                &self.metrics,
+            )
+        };
+        if id.is_empty() {
+            return Err(not_found());
+        }
+        let rules = self
+            .ledger
+            .rules()
+            .await
+            .map_err(|e| refuse(&e, &self.metrics))?;
+        let rule = rules
+            .into_iter()
+            .find(|r| r.rule.revocation_id == id)
+            .ok_or_else(not_found)?;
+        let report = self.enforcement.report(id).unwrap_or_default();
+        let now = self.clock.unix_seconds();
+        Ok(Response::new(convert::evidence(&rule, report, now)))
     }
 }

@@ -1,6 +1,8 @@
 //! Domain → wire types for credentials, rules and events.
 
 use tessera_core::domain::{CredentialRecord, Event, RevocationRule, Status};
+
+use crate::enforcement::EnforcementReport;
 use tessera_proto as proto;
 
 /// A credential as the Admin API shows it, with its current `status`.
@@ -26,6 +28,7 @@ pub fn revocation(rule: &RevocationRule) -> proto::RevocationEvent {
         selector: rule.rule.selector.as_str().to_owned(),
         value: rule.rule.value.clone(),
         effective_at: rule.rule.effective_at,
+        effective_at_ms: rule.rule.cutoff_ms(),
         reason: rule.rule.reason.clone(),
         caught_up: false,
     }
@@ -48,5 +51,39 @@ pub fn event(e: &Event, status_of: impl Fn(&CredentialRecord) -> Status) -> prot
         at: e.at,
         credential: e.credential.as_ref().map(|c| credential(c, status_of(c))),
         revocation: e.revocation.as_ref().map(revocation),
+    }
+}
+
+/// The evidence of a rule's enforcement, as `Admin/GetRevocation` answers it at `now` (unix
+/// seconds).
+pub fn evidence(
+    rule: &RevocationRule,
+    report: EnforcementReport,
+    now: i64,
+) -> proto::GetRevocationResponse {
+    let scope = rule.rule.scope.unwrap_or_default();
+    let cutoff_ms = rule.rule.cutoff_ms();
+    let acknowledgements = report
+        .acknowledgements
+        .into_iter()
+        .map(|(relying_party, at_ms)| proto::Acknowledgement {
+            relying_party,
+            acknowledged_at_ms: at_ms,
+            after_ms: at_ms.saturating_sub(cutoff_ms).max(0),
+        })
+        .collect();
+    let access_ends_at = scope.access_ends_at.unwrap_or_default();
+    proto::GetRevocationResponse {
+        rule: Some(revocation(rule)),
+        revoked_by: rule.rule.revoked_by.clone(),
+        credentials_covered: scope.covered,
+        access_ends_at,
+        acknowledgements,
+        crl_fetches_after: report.crl_fetches_after,
+        status_list_fetches_after: report.status_list_fetches_after,
+        introspections_refused: report.introspections_refused,
+        introspections_accepted: report.introspections_accepted,
+        accepted_credential_ids: report.accepted_credential_ids,
+        access_ended: access_ends_at <= now,
     }
 }

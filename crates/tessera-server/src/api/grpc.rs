@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use tessera_core::attest::{AttestError, Evidence};
+use tessera_core::clock::SharedClock;
 use tessera_core::csr::VerifiedCsr;
 use tessera_core::domain::CredentialKind;
 use tessera_core::request::CredentialRequest;
@@ -15,11 +16,15 @@ use super::convert;
 use super::status::{refuse, status};
 use super::watch::{WatchStream, Watches};
 use crate::audit::Audit;
+use crate::enforcement::Enforcement;
 use crate::issuer::{IssueError, Issuer};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::refusal::Refusal;
+use crate::refusal::{OAuthCode, Refusal};
 use crate::tls::PeerInfo;
+
+/// Revocation ids one AcknowledgeRevocations call may carry.
+pub const MAX_ACKNOWLEDGED: usize = 1000;
 
 /// What the Broker service uses.
 #[derive(Clone)]
@@ -31,6 +36,9 @@ pub struct BrokerService {
     pub limits: Limits,
     pub audit: Audit,
     pub metrics: Arc<Metrics>,
+    /// Where relying parties' acknowledgements of rules go.
+    pub enforcement: Arc<Enforcement>,
+    pub clock: SharedClock,
 }
 
 impl fmt::Debug for BrokerService {
@@ -172,5 +180,31 @@ impl proto::broker_server::Broker for BrokerService {
             )
             .map_err(|r: Refusal| status(r, &self.metrics))?;
         Ok(Response::new(stream))
+    }
+
+    async fn acknowledge_revocations(
+        &self,
+        request: Request<proto::AcknowledgeRevocationsRequest>,
+    ) -> Result<Response<proto::AcknowledgeRevocationsResponse>, Status> {
+        let evidence = evidence(&request).map_err(|e| refuse(&e, &self.metrics))?;
+        let relying_party = self
+            .callers
+            .workload(evidence, "AcknowledgeRevocations")
+            .await
+            .map_err(|r| status(r, &self.metrics))?;
+        let ids = &request.get_ref().revocation_ids;
+        if ids.len() > MAX_ACKNOWLEDGED {
+            let message = format!("at most {MAX_ACKNOWLEDGED} revocation ids per call");
+            return Err(status(
+                Refusal::invalid(OAuthCode::InvalidRequest, message),
+                &self.metrics,
+            ));
+        }
+        let acknowledged =
+            self.enforcement
+                .acknowledged(relying_party.as_str(), ids, self.clock.unix_millis());
+        Ok(Response::new(proto::AcknowledgeRevocationsResponse {
+            acknowledged,
+        }))
     }
 }

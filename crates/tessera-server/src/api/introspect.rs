@@ -16,6 +16,7 @@ use tessera_ledger::Ledger;
 
 use super::caller::Callers;
 use super::oauth::render;
+use crate::enforcement::Enforcement;
 use crate::metrics::Metrics;
 use crate::refusal::{OAuthCode, Refusal};
 use crate::revoker::{RevokeParams, Revoker};
@@ -29,6 +30,8 @@ pub struct IntrospectEndpoint {
     pub jwt: Arc<JwtMinter>,
     pub ledger: Arc<dyn Ledger>,
     pub revoker: Arc<Revoker>,
+    /// Counts introspections each rule refused, and active answers a later rule covers.
+    pub enforcement: Arc<Enforcement>,
     pub metrics: Arc<Metrics>,
     pub clock: SharedClock,
 }
@@ -105,14 +108,22 @@ pub async fn introspect(
         Ok(token) => token,
         Err(r) => return endpoint.refuse(r),
     };
-    match endpoint.minted_record(&token).await {
-        Some((mut claims, record)) if endpoint.revoker.status_of(&record) == Status::Live => {
-            claims.insert("active".into(), Value::Bool(true));
-            claims.insert("token_type".into(), Value::String("Bearer".into()));
-            json(StatusCode::OK, Value::Object(claims))
-        }
-        _ => json(StatusCode::OK, json!({"active": false})),
+    let inactive = || json(StatusCode::OK, json!({"active": false}));
+    let Some((mut claims, record)) = endpoint.minted_record(&token).await else {
+        return inactive();
+    };
+    if let Some(rule) = endpoint.revoker.revoked_by(&record) {
+        endpoint.enforcement.refused(&rule);
+        return inactive();
     }
+    if endpoint.revoker.status_of(&record) != Status::Live {
+        return inactive();
+    }
+    let now_ms = endpoint.clock.unix_millis();
+    endpoint.enforcement.accepted(&record, now_ms);
+    claims.insert("active".into(), Value::Bool(true));
+    claims.insert("token_type".into(), Value::String("Bearer".into()));
+    json(StatusCode::OK, Value::Object(claims))
 }
 
 /// Handles `POST /revoke`: the token's own workload or an admin revokes it at once; unknown and

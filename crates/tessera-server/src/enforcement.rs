@@ -1,0 +1,309 @@
+//! Evidence that a revocation is enforced (DESIGN.md "Evidence that access is gone"): which
+//! relying parties acknowledged each rule and how long after its cut-off, how often the CRL and
+//! the status lists were fetched after it, how many introspections it refused, and any
+//! introspection answered active for a credential it covers after its cut-off (a replica that
+//! had not applied it yet) — which must be none, and is shown when it is not.
+//!
+//! What this replica saw since it started, held in memory with bounded size: acknowledgements
+//! sent to another replica are shown there.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+
+use prometheus_client::metrics::histogram::Histogram;
+use tessera_core::domain::{CredentialRecord, RevocationRule, Selector};
+
+/// Fetch times (CRL, status lists) remembered, at most, per kind.
+const FETCHES_KEPT: usize = 65_536;
+/// Introspections answered active that are remembered, at most, to check later rules against.
+const ACCEPTED_KEPT: usize = 65_536;
+/// How long an active answer is remembered: longer than any replica takes to apply a rule.
+const ACCEPTED_FOR_MS: i64 = 10 * 60 * 1000;
+/// Relying parties remembered per rule, at most.
+const ACKS_PER_RULE: usize = 10_000;
+/// Ids of wrongly accepted credentials listed per rule, at most.
+const ACCEPTED_IDS_LISTED: usize = 20;
+
+/// A fetched resource that tells relying parties about revocations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetched {
+    Crl,
+    StatusList,
+}
+
+/// What one replica knows of how a rule is enforced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnforcementReport {
+    /// Relying party → unix milliseconds of its first acknowledgement.
+    pub acknowledgements: BTreeMap<String, i64>,
+    pub crl_fetches_after: u64,
+    pub status_list_fetches_after: u64,
+    pub introspections_refused: u64,
+    pub introspections_accepted: u64,
+    pub accepted_credential_ids: Vec<String>,
+}
+
+/// A rule as this replica enforces it.
+#[derive(Debug)]
+struct Seen {
+    selector: Selector,
+    value: String,
+    cutoff_ms: i64,
+    report: EnforcementReport,
+}
+
+impl Seen {
+    /// Returns true when this rule covers `record`.
+    fn covers(&self, record: &CredentialRecord) -> bool {
+        self.selector.value_of(record) == self.value && record.issued_at_ms() <= self.cutoff_ms
+    }
+}
+
+/// An introspection answered active.
+#[derive(Debug)]
+struct Accepted {
+    at_ms: i64,
+    record: CredentialRecord,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    rules: HashMap<String, Seen>,
+    crl: VecDeque<i64>,
+    status_lists: VecDeque<i64>,
+    accepted: VecDeque<Accepted>,
+}
+
+/// The evidence store of one replica.
+#[derive(Debug)]
+pub struct Enforcement {
+    state: Mutex<State>,
+    /// `tessera_revocation_enforced_seconds`: cut-off → a relying party's acknowledgement.
+    enforced_seconds: Histogram,
+}
+
+impl Enforcement {
+    /// An empty store observing acknowledgement delays into `enforced_seconds`.
+    pub fn new(enforced_seconds: Histogram) -> Self {
+        Enforcement {
+            state: Mutex::new(State::default()),
+            enforced_seconds,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts keeping evidence for `rule`, now enforced here, and counts the introspections
+    /// this replica answered active after its cut-off for credentials it covers.
+    pub fn rule_in_force(&self, rule: &RevocationRule) {
+        let mut state = self.state();
+        let id = rule.rule.revocation_id.clone();
+        if state.rules.contains_key(&id) {
+            return;
+        }
+        let mut seen = Seen {
+            selector: rule.rule.selector,
+            value: rule.rule.value.clone(),
+            cutoff_ms: rule.rule.cutoff_ms(),
+            report: EnforcementReport::default(),
+        };
+        for accepted in &state.accepted {
+            if accepted.at_ms > seen.cutoff_ms && seen.covers(&accepted.record) {
+                note_accepted(&mut seen.report, &accepted.record.credential_id);
+            }
+        }
+        state.rules.insert(id, seen);
+    }
+
+    /// Records that `relying_party` enforces the rules `ids` from `now_ms`; returns how many
+    /// of them name a rule enforced here. Only a relying party's first acknowledgement of a
+    /// rule counts.
+    pub fn acknowledged(&self, relying_party: &str, ids: &[String], now_ms: i64) -> u32 {
+        let mut state = self.state();
+        let mut known = 0;
+        for id in ids {
+            let Some(seen) = state.rules.get_mut(id) else {
+                continue;
+            };
+            known += 1;
+            let acks = &mut seen.report.acknowledgements;
+            if acks.len() < ACKS_PER_RULE && !acks.contains_key(relying_party) {
+                acks.insert(relying_party.to_owned(), now_ms);
+                let after = now_ms.saturating_sub(seen.cutoff_ms).max(0);
+                self.enforced_seconds.observe(after as f64 / 1000.0);
+            }
+        }
+        known
+    }
+
+    /// Notes a fetch of the CRL or of a status list at `now_ms`.
+    pub fn fetched(&self, what: Fetched, now_ms: i64) {
+        let mut state = self.state();
+        let log = match what {
+            Fetched::Crl => &mut state.crl,
+            Fetched::StatusList => &mut state.status_lists,
+        };
+        if log.len() == FETCHES_KEPT {
+            log.pop_front();
+        }
+        log.push_back(now_ms);
+    }
+
+    /// Notes an introspection refused because rule `revocation_id` covers the token.
+    pub fn refused(&self, revocation_id: &str) {
+        if let Some(seen) = self.state().rules.get_mut(revocation_id) {
+            seen.report.introspections_refused += 1;
+        }
+    }
+
+    /// Notes an introspection answered active at `now_ms` for `record`: a rule applied later
+    /// with an earlier cut-off that covers it counts it as accepted after the revoke.
+    pub fn accepted(&self, record: &CredentialRecord, now_ms: i64) {
+        let mut state = self.state();
+        while state.accepted.front().is_some_and(|a| {
+            a.at_ms < now_ms - ACCEPTED_FOR_MS || state.accepted.len() >= ACCEPTED_KEPT
+        }) {
+            state.accepted.pop_front();
+        }
+        state.accepted.push_back(Accepted {
+            at_ms: now_ms,
+            record: record.clone(),
+        });
+    }
+
+    /// Returns what this replica knows of the enforcement of rule `revocation_id`, or `None`
+    /// when it does not enforce it (unknown, or forgotten once everything it covered expired).
+    pub fn report(&self, revocation_id: &str) -> Option<EnforcementReport> {
+        let state = self.state();
+        let seen = state.rules.get(revocation_id)?;
+        let after = |log: &VecDeque<i64>| log.iter().filter(|at| **at > seen.cutoff_ms).count();
+        let mut report = seen.report.clone();
+        report.crl_fetches_after = after(&state.crl) as u64;
+        report.status_list_fetches_after = after(&state.status_lists) as u64;
+        Some(report)
+    }
+
+    /// Forgets the evidence of rules whose cut-off is before `before_ms` (the ledger drops
+    /// them too: everything they covered has expired).
+    pub fn forget_before(&self, before_ms: i64) {
+        self.state()
+            .rules
+            .retain(|_, seen| seen.cutoff_ms >= before_ms);
+    }
+}
+
+/// Counts one covered credential answered active after the cut-off.
+fn note_accepted(report: &mut EnforcementReport, credential_id: &str) {
+    report.introspections_accepted += 1;
+    if report.accepted_credential_ids.len() < ACCEPTED_IDS_LISTED {
+        report
+            .accepted_credential_ids
+            .push(credential_id.to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tessera_core::domain::{CredentialKind, EvidenceKind, NewRule, Status};
+
+    use super::*;
+
+    fn record(id: &str, issued_at: i64) -> CredentialRecord {
+        CredentialRecord {
+            credential_id: id.into(),
+            kind: CredentialKind::Jwt,
+            workload: "spiffe://example.org/w".into(),
+            owner: "team".into(),
+            destination: "https://d".into(),
+            purpose: "p".into(),
+            grant: "g".into(),
+            evidence_kind: EvidenceKind::JwtSvid,
+            evidence_hash: String::new(),
+            issued_at,
+            expires_at: issued_at + 300,
+            status: Status::Live,
+            ci: None,
+        }
+    }
+
+    fn rule(id: &str, cutoff_ms: i64) -> RevocationRule {
+        RevocationRule {
+            rule: NewRule {
+                revocation_id: id.into(),
+                selector: Selector::Workload,
+                value: "spiffe://example.org/w".into(),
+                effective_at: cutoff_ms / 1000,
+                effective_at_ms: Some(cutoff_ms),
+                reason: "test".into(),
+                revoked_by: "admin".into(),
+                scope: None,
+            },
+            sequence: 1,
+        }
+    }
+
+    fn store() -> Enforcement {
+        Enforcement::new(Histogram::new([0.1, 1.0]))
+    }
+
+    #[test]
+    fn acknowledgements_count_once_per_relying_party_and_only_for_known_rules() {
+        let e = store();
+        e.rule_in_force(&rule("r1", 10_000));
+        let ids = ["r1".to_owned(), "unknown".to_owned()];
+        assert_eq!(e.acknowledged("spiffe://example.org/rp", &ids, 10_040), 1);
+        assert_eq!(e.acknowledged("spiffe://example.org/rp", &ids, 99_000), 1);
+        let report = e.report("r1").unwrap();
+        assert_eq!(
+            report.acknowledgements,
+            BTreeMap::from([("spiffe://example.org/rp".to_owned(), 10_040)])
+        );
+        assert!(e.report("unknown").is_none());
+    }
+
+    #[test]
+    fn fetches_count_only_after_the_cut_off() {
+        let e = store();
+        e.rule_in_force(&rule("r1", 10_000));
+        e.fetched(Fetched::Crl, 9_999);
+        e.fetched(Fetched::Crl, 10_001);
+        e.fetched(Fetched::StatusList, 10_002);
+        e.fetched(Fetched::StatusList, 10_003);
+        let report = e.report("r1").unwrap();
+        assert_eq!(
+            (report.crl_fetches_after, report.status_list_fetches_after),
+            (1, 2)
+        );
+    }
+
+    #[test]
+    fn an_active_answer_after_the_cut_off_for_a_covered_token_is_shown() {
+        let e = store();
+        let covered = record("c1", 9);
+        let later = record("c2", 11);
+        e.accepted(&covered, 9_500);
+        e.accepted(&covered, 10_200);
+        e.accepted(&later, 11_500);
+        e.rule_in_force(&rule("r1", 10_000));
+        e.refused("r1");
+        let report = e.report("r1").unwrap();
+        assert_eq!(
+            report.introspections_accepted, 1,
+            "only the one after the cut-off"
+        );
+        assert_eq!(report.accepted_credential_ids, vec!["c1".to_owned()]);
+        assert_eq!(report.introspections_refused, 1);
+    }
+
+    #[test]
+    fn evidence_is_forgotten_with_its_rule() {
+        let e = store();
+        e.rule_in_force(&rule("r1", 10_000));
+        e.forget_before(10_001);
+        assert!(e.report("r1").is_none());
+    }
+}
