@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 mod counts;
+mod log;
 
 pub use self::counts::{BUCKET_SECS, COUNTED, LiveCounts, bucket as count_bucket};
+pub use self::log::{RuleLog, RuleSnapshot};
 use crate::domain::{CredentialKind, CredentialRecord, RevocationRule, Selector};
 use crate::mint::RevokedSerial;
 use crate::mint::crl::CRL_VALIDITY_SECS;
