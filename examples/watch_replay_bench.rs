@@ -110,7 +110,10 @@ async fn seed(path: &std::path::Path, issued: usize, rules: usize, now: i64) -> 
 async fn channel(addr: std::net::SocketAddr, m: &DevMaterial) -> Result<Channel, Error> {
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&m.tls_ca.cert_pem))
-        .identity(Identity::from_pem(&m.workload.cert_pem, m.workload.key_pem()))
+        .identity(Identity::from_pem(
+            &m.workload.cert_pem,
+            m.workload.key_pem(),
+        ))
         .domain_name("localhost");
     Ok(Endpoint::from_shared(format!("https://{addr}"))?
         .tls_config(tls)?
@@ -140,9 +143,7 @@ async fn replay(client: &mut BrokerClient<Channel>) -> Result<usize, Error> {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let arg = |n: usize, default: usize| -> Result<usize, Error> {
-        Ok(std::env::args()
-            .nth(n)
-            .map_or(Ok(default), |s| s.parse())?)
+        Ok(std::env::args().nth(n).map_or(Ok(default), |s| s.parse())?)
     };
     let (issued, rules, replays) = (arg(1, 68_000)?, arg(2, 100)?, arg(3, 50)?);
     let dir = tempfile::tempdir()?;

@@ -162,7 +162,10 @@ mod tests {
         );
         log.restore([rule(1, 100), rule(3, 100), rule(5, 100), rule(6, 100)], 6);
         let snapshot = log.after(0, 10);
-        assert_eq!((sequences(&snapshot), snapshot.through), (vec![1, 3, 5, 6], 6));
+        assert_eq!(
+            (sequences(&snapshot), snapshot.through),
+            (vec![1, 3, 5, 6], 6)
+        );
         assert!(log.note(7, None));
     }
 

@@ -155,7 +155,10 @@ async fn next(stream: &mut WatchStream<proto::RevocationEvent>) -> proto::Revoca
 }
 
 fn ids(rules: &[Arc<RevocationRule>]) -> Vec<&str> {
-    rules.iter().map(|r| r.rule.revocation_id.as_str()).collect()
+    rules
+        .iter()
+        .map(|r| r.rule.revocation_id.as_str())
+        .collect()
 }
 
 #[tokio::test]
@@ -169,7 +172,10 @@ async fn a_resume_replays_exactly_the_rules_after_its_sequence_without_reading_e
         watchers: &watchers,
     };
     let last = ledger.last_sequence().await.unwrap();
-    assert_eq!(ids(&source.rules(0, last).await.unwrap()), ["r0", "r1", "r2"]);
+    assert_eq!(
+        ids(&source.rules(0, last).await.unwrap()),
+        ["r0", "r1", "r2"]
+    );
     assert_eq!(
         ids(&source.rules(sequences[0], last).await.unwrap()),
         ["r1", "r2"]

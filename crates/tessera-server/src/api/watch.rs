@@ -181,12 +181,7 @@ async fn replay_rules<T>(
     caught_up: fn(u64) -> T,
 ) -> Result<Option<u64>, WatchEnd> {
     // Read after subscribing: whatever is committed later arrives live.
-    let target = p
-        .watches
-        .ledger
-        .last_sequence()
-        .await
-        .map_err(unreadable)?;
+    let target = p.watches.ledger.last_sequence().await.map_err(unreadable)?;
     for r in p.source().rules(p.since, target).await? {
         if tx.send(Ok(rule(&r))).await.is_err() {
             return Ok(None);

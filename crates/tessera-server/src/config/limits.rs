@@ -35,7 +35,10 @@ pub(super) fn watch(
 
 /// Returns the RFC 7009 rate of `[server]`; the burst defaults to twice the rate when only the
 /// rate is set. Fails when either is 0.
-pub(super) fn revoke_rate(check: &Checker<'_>, s: &file::ServerSection) -> Result<Rate, ConfigError> {
+pub(super) fn revoke_rate(
+    check: &Checker<'_>,
+    s: &file::ServerSection,
+) -> Result<Rate, ConfigError> {
     let per_second = match s.revoke_rate_per_workload {
         Some(0) => {
             return Err(check.invalid(
