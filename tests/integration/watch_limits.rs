@@ -97,6 +97,26 @@ async fn a_full_event_pool_does_not_stop_relying_parties_from_following_revocati
 }
 
 #[tokio::test]
+async fn a_full_revocation_pool_does_not_stop_admins_from_watching_events() {
+    let mut env = start_with("max_revocation_watchers = 2\nmax_watchers_per_identity = 2").await;
+    let mut broker = env.workload_client().await;
+    let _held = [
+        follow(&mut broker, 0).await.unwrap(),
+        follow(&mut broker, 0).await.unwrap(),
+    ];
+    let mut other = broker_as(&env, OTHER_RP).await;
+    let refused = follow(&mut other, 0).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("WatchRevocations"),
+        "{refused:?}"
+    );
+    let mut admin = env.admin_client().await;
+    assert!(watch_events(&mut admin, 0).await.is_ok());
+    env.shutdown().await;
+}
+
+#[tokio::test]
 async fn one_identity_at_its_share_cannot_lock_out_another_relying_party_or_an_admin() {
     let mut env = start_with("max_watchers_per_identity = 2").await;
     let mut greedy = broker_as(&env, WORKLOAD_ID).await;
