@@ -25,4 +25,5 @@ mod replicas;
 mod restart;
 mod revocation;
 mod token_exchange;
+mod watch_limits;
 mod x509;

@@ -18,7 +18,7 @@ use tessera_core::domain::CredentialKind;
 use tessera_core::http_client::{HttpError, HttpsClient};
 use tessera_core::mint::{JwtMinter, MintCa, MintError, MintX509Params, X509Minter};
 use tessera_core::policy::{Access, Policy};
-use tessera_core::revocation::RevocationIndex;
+use tessera_core::revocation::{RevocationIndex, RuleLog};
 use tessera_core::spiffe_id::{SpiffeId, SpiffeIdError};
 use tessera_ledger::Ledger;
 
@@ -30,6 +30,7 @@ use crate::issuer::{Issuer, IssuerParts};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::revoker::{Revoker, RevokerParts};
+use crate::watchers::Watchers;
 
 /// Why the configured material cannot serve.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +84,10 @@ pub struct Services {
     pub jwt: Arc<JwtMinter>,
     pub ledger: Arc<dyn Ledger>,
     pub limits: Limits,
+    /// The watch stream pools and the replay gate.
+    pub watchers: Watchers,
+    /// Every rule in force by sequence (kept by the revoker; watch replays read it).
+    pub rules: Arc<RuleLog>,
     pub audit: Audit,
     pub metrics: Arc<Metrics>,
     pub clock: SharedClock,
@@ -141,9 +146,11 @@ pub fn services(
     let enforcement = Arc::new(Enforcement::new(
         metrics.revocation_enforced_seconds.clone(),
     ));
+    let rules = Arc::new(RuleLog::new());
     let revoker = Arc::new(Revoker::new(RevokerParts {
         ledger: Arc::clone(&ledger),
         revocations,
+        rules: Arc::clone(&rules),
         x509,
         enforcement: Arc::clone(&enforcement),
         audit: audit.clone(),
@@ -164,7 +171,9 @@ pub fn services(
         callers,
         jwt,
         ledger,
-        limits: Limits::new(config.server.max_in_flight, config.server.max_watchers),
+        limits: Limits::new(config.server.max_in_flight),
+        watchers: Watchers::new(config.server.watch),
+        rules,
         audit,
         metrics,
         clock,

@@ -1,6 +1,6 @@
 //! One place classifies why a request was not served. Every error a request can meet becomes a
-//! [`Refusal`]: a [`Class`] (invalid, unauthenticated, denied, not found, overloaded,
-//! unavailable, internal), what the caller is told, the OAuth error code it has on HTTP, and the
+//! [`Refusal`]: a [`Class`] (invalid, unauthenticated, denied, not found, out of range,
+//! overloaded, rate limited, unavailable, internal), what the caller is told, the OAuth error code it has on HTTP, and the
 //! internal cause that is logged but never returned. The gRPC status (`api::status`) and the
 //! OAuth JSON (`api::token`) only render a refusal; logging and the `tessera_refused` metric
 //! happen once, in [`Refusal::observe`].
@@ -15,7 +15,9 @@ use tessera_ledger::LedgerError;
 use crate::issuer::IssueError;
 use crate::limits::Overloaded;
 use crate::metrics::Metrics;
+use crate::rate_limit::RateLimited;
 use crate::revoker::RevokeError;
+use crate::watchers::WatchRefusal;
 
 /// What kind of refusal: decides the gRPC code and the HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,8 +30,12 @@ pub enum Class {
     Denied,
     /// What the request names does not exist (`NOT_FOUND`).
     NotFound,
+    /// A position past the end, e.g. a sequence not yet assigned (`OUT_OF_RANGE`, HTTP 400).
+    OutOfRange,
     /// At capacity: retry shortly (`RESOURCE_EXHAUSTED`, HTTP 503).
     Overloaded,
+    /// This caller went past its own rate: retry later (`RESOURCE_EXHAUSTED`, HTTP 429).
+    RateLimited,
     /// A dependency is down: retry (`UNAVAILABLE`, HTTP 503).
     Unavailable,
     /// A fault of the broker (`INTERNAL`, HTTP 500).
@@ -44,7 +50,9 @@ impl Class {
             Class::Unauthenticated => "unauthenticated",
             Class::Denied => "denied",
             Class::NotFound => "not_found",
+            Class::OutOfRange => "out_of_range",
             Class::Overloaded => "overloaded",
+            Class::RateLimited => "rate_limited",
             Class::Unavailable => "unavailable",
             Class::Internal => "internal",
         }
@@ -61,6 +69,8 @@ pub enum OAuthCode {
     UnauthorizedClient,
     UnsupportedGrantType,
     TemporarilyUnavailable,
+    /// RFC 8628 §3.5 (registered for OAuth extensions): the client must slow down.
+    SlowDown,
     ServerError,
 }
 
@@ -75,6 +85,7 @@ impl OAuthCode {
             OAuthCode::UnauthorizedClient => "unauthorized_client",
             OAuthCode::UnsupportedGrantType => "unsupported_grant_type",
             OAuthCode::TemporarilyUnavailable => "temporarily_unavailable",
+            OAuthCode::SlowDown => "slow_down",
             OAuthCode::ServerError => "server_error",
         }
     }
@@ -89,6 +100,8 @@ pub struct Refusal {
     pub message: String,
     /// The internal cause, logged at warn/error level; `None` when `message` says it all.
     pub cause: Option<String>,
+    /// Seconds after which the caller may retry (HTTP `Retry-After`), when known.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl Refusal {
@@ -99,6 +112,7 @@ impl Refusal {
             oauth,
             message: message.into(),
             cause: None,
+            retry_after_secs: None,
         }
     }
 
@@ -273,6 +287,32 @@ impl From<Overloaded> for Refusal {
             OAuthCode::TemporarilyUnavailable,
             e.to_string(),
         )
+    }
+}
+
+impl From<&WatchRefusal> for Refusal {
+    fn from(e: &WatchRefusal) -> Self {
+        match e {
+            WatchRefusal::PoolFull { .. }
+            | WatchRefusal::IdentityFull { .. }
+            | WatchRefusal::ReplaysBusy { .. } => Refusal::new(
+                Class::Overloaded,
+                OAuthCode::TemporarilyUnavailable,
+                e.to_string(),
+            ),
+            WatchRefusal::BeyondLast { .. } => {
+                Refusal::new(Class::OutOfRange, OAuthCode::InvalidRequest, e.to_string())
+            }
+        }
+    }
+}
+
+impl From<&RateLimited> for Refusal {
+    fn from(e: &RateLimited) -> Self {
+        Refusal {
+            retry_after_secs: Some(e.retry_after_secs),
+            ..Refusal::new(Class::RateLimited, OAuthCode::SlowDown, e.to_string())
+        }
     }
 }
 

@@ -15,7 +15,19 @@ use super::{Class, OAuthCode, Refusal};
 use crate::api::oauth::http_status;
 use crate::api::status::code;
 use crate::issuer::IssueError;
+use crate::rate_limit::RateLimited;
 use crate::revoker::RevokeError;
+use crate::watchers::{Pool, WatchRefusal};
+
+fn rate_limited() -> RateLimited {
+    RateLimited {
+        caller: "spiffe://example.org/w".into(),
+        action: "revocations",
+        per_second: 10,
+        burst: 20,
+        retry_after_secs: 3,
+    }
+}
 
 fn policy(e: PolicyError) -> IssueError {
     IssueError::Policy(e)
@@ -214,9 +226,36 @@ fn revoke_access_request_csr_and_load_errors_have_their_class() {
             OAuthCode::TemporarilyUnavailable,
         ),
         (
-            Refusal::from(crate::limits::Overloaded::Watchers),
+            Refusal::from(&WatchRefusal::PoolFull {
+                pool: Pool::Events,
+                max: 1,
+            }),
             Overloaded,
             OAuthCode::TemporarilyUnavailable,
+        ),
+        (
+            Refusal::from(&WatchRefusal::IdentityFull {
+                pool: Pool::Revocations,
+                identity: "spiffe://example.org/w".into(),
+                max: 1,
+            }),
+            Overloaded,
+            OAuthCode::TemporarilyUnavailable,
+        ),
+        (
+            Refusal::from(&WatchRefusal::ReplaysBusy { resume: 7 }),
+            Overloaded,
+            OAuthCode::TemporarilyUnavailable,
+        ),
+        (
+            Refusal::from(&WatchRefusal::BeyondLast { since: 9, last: 7 }),
+            OutOfRange,
+            OAuthCode::InvalidRequest,
+        ),
+        (
+            Refusal::from(&rate_limited()),
+            RateLimited,
+            OAuthCode::SlowDown,
         ),
     ];
     for (refusal, class, oauth) in cases {
@@ -254,6 +293,18 @@ fn each_class_renders_to_one_grpc_code_and_one_http_status() {
             Code::NotFound,
             StatusCode::BAD_REQUEST,
             StatusCode::BAD_REQUEST,
+        ),
+        (
+            Class::OutOfRange,
+            Code::OutOfRange,
+            StatusCode::BAD_REQUEST,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Class::RateLimited,
+            Code::ResourceExhausted,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS,
         ),
         (
             Class::Overloaded,
@@ -304,5 +355,31 @@ fn an_oauth_rendering_carries_the_code_the_description_and_retry_after_on_503() 
         metrics
             .encode()
             .contains("tessera_refused_total{reason=\"unavailable\"} 1")
+    );
+}
+
+#[test]
+fn a_rate_limited_caller_gets_429_slow_down_with_its_retry_after_and_is_counted() {
+    use http_body_util::BodyExt;
+    let metrics = crate::metrics::Metrics::new();
+    let response = crate::api::oauth::render(Refusal::from(&rate_limited()), &metrics, true);
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "3");
+    let body = futures::executor::block_on(response.into_body().collect())
+        .unwrap()
+        .to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["error"], "slow_down");
+    assert!(
+        json["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("spiffe://example.org/w"),
+        "{json}"
+    );
+    assert!(
+        metrics
+            .encode()
+            .contains("tessera_refused_total{reason=\"rate_limited\"} 1")
     );
 }

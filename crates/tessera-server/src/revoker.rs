@@ -2,8 +2,9 @@
 //! credential's status, revoke, serve the CRL, and decide what the ledger may forget. A
 //! [`Revoker`] holds only what revocation needs.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use bytes::Bytes;
 use tessera_core::clock::SharedClock;
@@ -13,7 +14,7 @@ use tessera_core::domain::{
 use tessera_core::mint::crl::CRL_VALIDITY_SECS;
 use tessera_core::mint::{CrlCache, CrlParams, MintError, X509Minter};
 use tessera_core::policy::MAX_GRANT_TTL;
-use tessera_core::revocation::RevocationIndex;
+use tessera_core::revocation::{RevocationIndex, RuleLog};
 use tessera_ledger::{Ledger, LedgerError, SweepParams};
 use tokio_util::sync::CancellationToken;
 
@@ -54,6 +55,9 @@ pub struct RevokeOutcome {
 pub struct RevokerParts {
     pub ledger: Arc<dyn Ledger>,
     pub revocations: Arc<RevocationIndex>,
+    /// Every rule in force by sequence, for watchers that resume (the index keeps only the
+    /// strongest rule per value).
+    pub rules: Arc<RuleLog>,
     /// The mint CA's signer, for the CRL; `None` without a mint CA.
     pub x509: Option<Arc<X509Minter>>,
     /// Keeps the evidence of each rule in force here.
@@ -69,10 +73,15 @@ impl fmt::Debug for RevokerParts {
     }
 }
 
+/// Single-credential revokes in progress: a queue per credential id.
+type Revoking = std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+
 /// Revokes credentials by rule and answers what is revoked.
 pub struct Revoker {
     parts: RevokerParts,
     crl: CrlCache,
+    /// Single-credential revokes in progress, by credential id (see [`Revoker::revoke_once`]).
+    revoking: Revoking,
 }
 
 impl fmt::Debug for Revoker {
@@ -89,6 +98,7 @@ impl Revoker {
         Revoker {
             parts,
             crl: CrlCache::default(),
+            revoking: Revoking::default(),
         }
     }
 
@@ -100,10 +110,7 @@ impl Revoker {
         let started = std::time::Instant::now();
         let ledger = &self.parts.ledger;
         let index = &self.parts.revocations;
-        for rule in ledger.rules().await? {
-            index.apply(&rule);
-            self.parts.enforcement.rule_in_force(&rule);
-        }
+        self.load_rules().await?;
         if let Some(newest) = ledger.newest_issue_ms().await? {
             index.cutoffs().note_issue(newest);
         }
@@ -142,21 +149,27 @@ impl Revoker {
                 () = stopping.cancelled() => return,
                 received = events.recv() => received,
             };
-            match received {
-                Ok(event) => self.follow(&event),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "revocation follower lagged; reloading rules");
-                    if let Err(e) = self.reload().await {
-                        tracing::error!(error = %e, "reloading revocation rules failed");
-                    }
-                }
+            let missed = match received {
+                Ok(event) => (!self.follow(&event)).then_some(0),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => Some(missed),
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            if let Some(missed) = missed {
+                tracing::warn!(missed, "revocation follower missed events; reloading rules");
+                if let Err(e) = self.reload().await {
+                    tracing::error!(error = %e, "reloading revocation rules failed");
+                }
             }
         }
     }
 
-    /// Applies one committed event to the index and the gauges.
-    fn follow(&self, event: &Event) {
+    /// Applies one committed event to the index, the rule log and the gauges. Returns false
+    /// when the event does not follow the last one seen: events were missed.
+    fn follow(&self, event: &Event) -> bool {
+        let in_order = self
+            .parts
+            .rules
+            .note(event.sequence, event.revocation.as_ref());
         let index = &self.parts.revocations;
         let metrics = &self.parts.metrics;
         match (event.kind, &event.credential, &event.revocation) {
@@ -173,15 +186,26 @@ impl Revoker {
             }
             _ => {}
         }
+        in_order
+    }
+
+    /// Loads every stored rule into the index and the rule log, which is then complete up to
+    /// the last sequence read before the rules. Fails when the ledger cannot be read.
+    async fn load_rules(&self) -> Result<(), LedgerError> {
+        let through = self.parts.ledger.last_sequence().await?;
+        let rules = self.parts.ledger.rules().await?;
+        for rule in &rules {
+            self.parts.revocations.apply(rule);
+            self.parts.enforcement.rule_in_force(rule);
+        }
+        self.parts.rules.restore(rules, through);
+        Ok(())
     }
 
     /// Reloads every rule and the X.509 credentials the CRL may list, after events were missed.
     async fn reload(&self) -> Result<(), LedgerError> {
         let index = &self.parts.revocations;
-        for rule in self.parts.ledger.rules().await? {
-            index.apply(&rule);
-            self.parts.enforcement.rule_in_force(&rule);
-        }
+        self.load_rules().await?;
         let now = self.parts.clock.unix_seconds();
         let x509 = self
             .parts
@@ -260,6 +284,22 @@ impl Revoker {
         })
     }
 
+    /// Revokes the credential of `record` (`p` selects it by id) unless it is no longer live:
+    /// a second request, even one concurrent with the first on this replica, waits for it and
+    /// adds no rule. Returns `None` when nothing was revoked. Fails as [`Revoker::revoke`].
+    pub async fn revoke_once(
+        &self,
+        record: &CredentialRecord,
+        p: RevokeParams,
+    ) -> Result<Option<RevokeOutcome>, RevokeError> {
+        let claim = Claim::new(&self.revoking, &record.credential_id);
+        let _turn = claim.lock.lock().await;
+        if self.status_of(record) != Status::Live {
+            return Ok(None);
+        }
+        self.revoke(p).await.map(Some)
+    }
+
     /// Counts, audits and logs a rule now in force.
     fn observe(&self, rule: &RevocationRule, covered: u64) {
         Metrics::set_count(
@@ -333,6 +373,7 @@ impl Revoker {
         self.parts
             .enforcement
             .forget_before(rules_before.saturating_mul(1000));
+        self.parts.rules.prune(rules_before);
         Metrics::set_count(
             &self.parts.metrics.revocation_rules,
             self.parts.revocations.rule_count() as u64,
@@ -343,6 +384,41 @@ impl Revoker {
             expired_before: now.saturating_sub(retain_secs).min(rules_before),
             rules_before,
             limit,
+        }
+    }
+}
+
+/// One request's place in the queue of revokes of one credential; leaves it when dropped (also
+/// when the request is cancelled), forgetting the credential once no one else waits.
+struct Claim<'a> {
+    revoking: &'a Revoking,
+    id: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> Claim<'a> {
+    fn new(revoking: &'a Revoking, id: &str) -> Self {
+        let lock = Arc::clone(
+            revoking
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(id.to_owned())
+                .or_default(),
+        );
+        Claim {
+            revoking,
+            id: id.to_owned(),
+            lock,
+        }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut revoking = self.revoking.lock().unwrap_or_else(PoisonError::into_inner);
+        // Clones are taken under this lock: two left (the map's and ours) means no one waits.
+        if Arc::strong_count(&self.lock) == 2 {
+            revoking.remove(&self.id);
         }
     }
 }

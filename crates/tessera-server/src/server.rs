@@ -30,6 +30,7 @@ use crate::assemble::{AssembleError, Services};
 use crate::audit::Audit;
 use crate::config::{Config, LedgerBackend, PostgresTarget};
 use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
 use crate::readiness::Readiness;
 use crate::revoker::Revoker;
 use crate::tls::{self, AcceptParams, ServerConfigParams, TlsConn};
@@ -286,6 +287,11 @@ fn http_parts(s: &Services, config: &Config, ready: Arc<Readiness>) -> HttpParts
             ledger: Arc::clone(&s.ledger),
             revoker: Arc::clone(&s.revoker),
             enforcement: Arc::clone(&s.enforcement),
+            revoke_rate: Arc::new(RateLimiter::new(
+                config.server.revoke_rate,
+                "revocations",
+                Arc::clone(&s.clock),
+            )),
             metrics: Arc::clone(&s.metrics),
             clock: Arc::clone(&s.clock),
         },
@@ -300,8 +306,9 @@ fn http_parts(s: &Services, config: &Config, ready: Arc<Readiness>) -> HttpParts
 /// Returns the Broker and Admin gRPC services, each with only what it uses.
 fn grpc_services(s: &Services, shutdown: &CancellationToken) -> (BrokerService, AdminService) {
     let watches = Watches {
-        limits: s.limits.clone(),
+        watchers: s.watchers.clone(),
         ledger: Arc::clone(&s.ledger),
+        rules: Arc::clone(&s.rules),
         stopping: shutdown.clone(),
         metrics: Arc::clone(&s.metrics),
     };

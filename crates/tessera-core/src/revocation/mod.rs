@@ -11,9 +11,11 @@ use std::sync::{Arc, Mutex, RwLock};
 
 mod counts;
 mod cutoff;
+mod log;
 
 pub use self::counts::{BUCKET_SECS, COUNTED, LiveCounts, bucket as count_bucket};
 pub use self::cutoff::CutOffs;
+pub use self::log::{RuleLog, RuleSnapshot};
 use crate::domain::{CredentialKind, CredentialRecord, RevocationRule, Selector};
 use crate::mint::RevokedSerial;
 use crate::mint::crl::CRL_VALIDITY_SECS;

@@ -14,11 +14,12 @@ use super::caller::Callers;
 use super::convert;
 use super::grpc::evidence;
 use super::status::{refuse, status};
-use super::watch::{WatchStream, Watches};
+use super::watch::{Replay, WatchRequest, WatchStream, Watches};
 use crate::enforcement::Enforcement;
 use crate::metrics::Metrics;
 use crate::refusal::{Class, OAuthCode, Refusal};
 use crate::revoker::{RevokeParams, Revoker};
+use crate::watchers::Pool;
 
 /// Longest revocation reason accepted, in bytes.
 pub const MAX_REASON_LEN: usize = 1024;
@@ -190,14 +191,22 @@ impl proto::admin_server::Admin for AdminService {
         &self,
         request: Request<proto::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        self.admin(&request, "watch_events").await?;
+        let admin = self.admin(&request, "watch_events").await?;
         let revoker = Arc::clone(&self.revoker);
         let convert = Box::new(move |e: &tessera_core::domain::Event| {
             Some(convert::event(e, |c| revoker.status_of(c)))
         });
+        let watch = WatchRequest {
+            pool: Pool::Events,
+            identity: admin.to_string(),
+            since: request.get_ref().since_sequence,
+            convert,
+            replay: Replay::Events,
+        };
         let stream = self
             .watches
-            .open(request.get_ref().since_sequence, convert, None)
+            .open(watch)
+            .await
             .map_err(|r| status(r, &self.metrics))?;
         Ok(Response::new(stream))
     }

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use super::caller::Callers;
 use super::convert;
 use super::status::{refuse, status};
-use super::watch::{WatchStream, Watches};
+use super::watch::{Replay, WatchRequest, WatchStream, Watches};
 use crate::audit::Audit;
 use crate::enforcement::Enforcement;
 use crate::issuer::{IssueError, Issuer};
@@ -22,6 +22,7 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::refusal::{OAuthCode, Refusal};
 use crate::tls::PeerInfo;
+use crate::watchers::Pool;
 
 /// Revocation ids one AcknowledgeRevocations call may carry.
 pub const MAX_ACKNOWLEDGED: usize = 1000;
@@ -164,20 +165,28 @@ impl proto::broker_server::Broker for BrokerService {
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
         // Any workload may follow revocations (relying parties do); CI tokens only exchange.
         let evidence = evidence(&request).map_err(|e| refuse(&e, &self.metrics))?;
-        self.callers
+        let caller = self
+            .callers
             .workload(evidence, "WatchRevocations")
             .await
             .map_err(|r| status(r, &self.metrics))?;
         let convert = Box::new(|e: &tessera_core::domain::Event| {
             e.revocation.as_ref().map(convert::revocation)
         });
+        let watch = WatchRequest {
+            pool: Pool::Revocations,
+            identity: caller.to_string(),
+            since: request.get_ref().since_sequence,
+            convert,
+            replay: Replay::Rules {
+                rule: convert::revocation,
+                caught_up: convert::caught_up,
+            },
+        };
         let stream = self
             .watches
-            .open(
-                request.get_ref().since_sequence,
-                convert,
-                Some(Box::new(convert::caught_up)),
-            )
+            .open(watch)
+            .await
             .map_err(|r: Refusal| status(r, &self.metrics))?;
         Ok(Response::new(stream))
     }

@@ -1,5 +1,7 @@
 //! `POST /introspect` (RFC 7662) and `POST /revoke` (RFC 7009) for tokens this broker minted.
 //! Both need an authenticated caller: an X509-SVID client certificate or a JWT-SVID bearer.
+//! Each workload's revocations are rate-limited (admins are not: they revoke through the Admin
+//! service too, which has no limit); revoking a token twice adds one rule.
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use super::caller::Callers;
 use super::oauth::render;
 use crate::enforcement::Enforcement;
 use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
 use crate::refusal::{OAuthCode, Refusal};
 use crate::revoker::{RevokeParams, Revoker};
 use crate::tls::PeerInfo;
@@ -32,6 +35,8 @@ pub struct IntrospectEndpoint {
     pub revoker: Arc<Revoker>,
     /// Counts introspections each rule refused, and active answers a later rule covers.
     pub enforcement: Arc<Enforcement>,
+    /// RFC 7009 revocations per workload.
+    pub revoke_rate: Arc<RateLimiter>,
     pub metrics: Arc<Metrics>,
     pub clock: SharedClock,
 }
@@ -127,7 +132,8 @@ pub async fn introspect(
 }
 
 /// Handles `POST /revoke`: the token's own workload or an admin revokes it at once; unknown and
-/// invalid tokens get 200 too.
+/// invalid tokens get 200 too, and so does a token already revoked (no second rule). A workload
+/// past its rate gets 429 `slow_down` with `Retry-After`.
 pub async fn revoke(
     endpoint: Arc<IntrospectEndpoint>,
     peer: PeerInfo,
@@ -138,6 +144,11 @@ pub async fn revoke(
         Ok(id) => id,
         Err(r) => return endpoint.refuse(r),
     };
+    if !endpoint.callers.access().is_admin(&who)
+        && let Err(e) = endpoint.revoke_rate.take(who.as_str())
+    {
+        return endpoint.refuse(Refusal::from(&e));
+    }
     let token = match token_param(&body) {
         Ok(token) => token,
         Err(r) => return endpoint.refuse(r),
@@ -153,11 +164,11 @@ pub async fn revoke(
     }
     let params = RevokeParams {
         selector: Selector::CredentialId,
-        value: record.credential_id,
+        value: record.credential_id.clone(),
         reason: "revoked by its holder (RFC 7009)".into(),
         revoked_by: who.to_string(),
     };
-    match endpoint.revoker.revoke(params).await {
+    match endpoint.revoker.revoke_once(&record, params).await {
         Ok(_) => StatusCode::OK.into_response(),
         Err(e) => endpoint.refuse(Refusal::from(&e)),
     }

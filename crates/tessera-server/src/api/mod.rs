@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod http;
 pub mod introspect;
 pub mod oauth;
+mod replay;
 pub mod status;
 pub mod token;
 pub mod watch;

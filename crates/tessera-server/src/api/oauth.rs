@@ -1,5 +1,5 @@
 //! Renders a [`Refusal`] as an RFC 6749 §5.2 error: JSON `{error, error_description}` with
-//! `Cache-Control: no-store`, and `Retry-After` on a 503. The class picks the HTTP status, the
+//! `Cache-Control: no-store`, and `Retry-After` on a 503 or 429. The class picks the HTTP status, the
 //! refusal's OAuth code the `error`. Logging and counting happen in [`Refusal::observe`], here,
 //! once per refused request.
 
@@ -16,9 +16,12 @@ use crate::refusal::{Class, OAuthCode, Refusal};
 pub fn http_status(class: Class, client_auth: bool) -> StatusCode {
     match class {
         Class::Unauthenticated if client_auth => StatusCode::UNAUTHORIZED,
-        Class::Invalid | Class::Unauthenticated | Class::Denied | Class::NotFound => {
-            StatusCode::BAD_REQUEST
-        }
+        Class::Invalid
+        | Class::Unauthenticated
+        | Class::Denied
+        | Class::NotFound
+        | Class::OutOfRange => StatusCode::BAD_REQUEST,
+        Class::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         Class::Overloaded | Class::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Class::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -35,10 +38,15 @@ pub fn render(refusal: Refusal, metrics: &Metrics, client_auth: bool) -> Respons
     };
     let body = json!({"error": code.as_str(), "error_description": refusal.message});
     let mut response = (status, no_store_json(), body.to_string()).into_response();
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    let retry_after = match (refusal.retry_after_secs, status) {
+        (Some(secs), _) => Some(HeaderValue::from(secs)),
+        (None, StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS) => {
+            Some(HeaderValue::from_static("1"))
+        }
+        (None, _) => None,
+    };
+    if let Some(value) = retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     response
 }

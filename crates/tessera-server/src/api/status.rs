@@ -6,10 +6,13 @@ use tonic::{Code, Status};
 
 use crate::metrics::Metrics;
 use crate::refusal::{Class, Refusal};
+use crate::watchers::WatchRefusal;
 
 /// Why a watch stream ended before the watcher went away; rendered by [`watch_end`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEnd {
+    /// Refused while replaying (no replay turn came in time): classified as any refusal.
+    Refused(WatchRefusal),
     /// The ledger could not be read (`UNAVAILABLE`).
     Unreadable,
     /// The server is shutting down (`UNAVAILABLE`); resume after `last`.
@@ -25,7 +28,8 @@ pub fn code(class: Class) -> Code {
         Class::Unauthenticated => Code::Unauthenticated,
         Class::Denied => Code::PermissionDenied,
         Class::NotFound => Code::NotFound,
-        Class::Overloaded => Code::ResourceExhausted,
+        Class::OutOfRange => Code::OutOfRange,
+        Class::Overloaded | Class::RateLimited => Code::ResourceExhausted,
         Class::Unavailable => Code::Unavailable,
         Class::Internal => Code::Internal,
     }
@@ -45,9 +49,11 @@ where
     status(Refusal::from(error), metrics)
 }
 
-/// Returns the status that ends a watch stream, naming the sequence to resume from.
-pub fn watch_end(end: WatchEnd) -> Status {
+/// Returns the status that ends a watch stream, naming the sequence to resume from; a refusal
+/// is observed (logged and counted) as every refusal is.
+pub fn watch_end(end: WatchEnd, metrics: &Metrics) -> Status {
     match end {
+        WatchEnd::Refused(refusal) => refuse(&refusal, metrics),
         WatchEnd::Unreadable => Status::unavailable("events cannot be read; retry"),
         WatchEnd::ShuttingDown { last } => Status::unavailable(format!(
             "the broker is shutting down; resume with since_sequence = {last}"

@@ -36,7 +36,14 @@ pub struct ServerSection {
     pub audience: Option<String>,
     pub shutdown_grace: Option<String>,
     pub max_in_flight: Option<usize>,
+    /// Deprecated: the size of each watcher pool unless its own key is set.
     pub max_watchers: Option<usize>,
+    pub max_revocation_watchers: Option<usize>,
+    pub max_event_watchers: Option<usize>,
+    pub max_watchers_per_identity: Option<usize>,
+    pub max_replays: Option<usize>,
+    pub revoke_rate_per_workload: Option<u32>,
+    pub revoke_burst_per_workload: Option<u32>,
 }
 
 /// `[ledger]`.

@@ -74,8 +74,10 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Credential requests handled at once; more are refused with RESOURCE_EXHAUSTED.
     pub max_in_flight: usize,
-    /// Event streams open at once; more are refused with RESOURCE_EXHAUSTED.
-    pub max_watchers: usize,
+    /// Watch stream pools, per-identity share and replay concurrency.
+    pub watch: crate::watchers::WatchLimits,
+    /// RFC 7009 revocations each workload may make.
+    pub revoke_rate: crate::rate_limit::Rate,
 }
 
 /// Where the ledger lives.
@@ -346,7 +348,7 @@ impl Config {
             (None, LedgerBackend::Redb(ledger)) => ledger.with_file_name("audit.log"),
             (None, LedgerBackend::Postgres(_)) => PathBuf::from("tessera-data/audit.log"),
         };
-        let mut warnings = Vec::new();
+        let mut warnings = limits::warnings(&file.server);
         let mut cx = grant::GrantContext {
             today: today(clock),
             known: &known,
@@ -424,9 +426,8 @@ fn server(check: &Checker<'_>, s: &file::ServerSection) -> Result<ServerConfig, 
             .max_in_flight
             .unwrap_or(crate::limits::DEFAULT_MAX_IN_FLIGHT)
             .max(1),
-        max_watchers: s
-            .max_watchers
-            .unwrap_or(crate::limits::DEFAULT_MAX_WATCHERS),
+        watch: limits::watch(check, s)?,
+        revoke_rate: limits::revoke_rate(check, s)?,
         shutdown_grace: check.duration(
             "server.shutdown_grace",
             s.shutdown_grace.as_deref(),
@@ -542,6 +543,7 @@ fn trust_domains(
 }
 
 mod grant;
+mod limits;
 mod oidc;
 
 #[cfg(test)]
