@@ -92,6 +92,7 @@ impl MintPath {
                 ttl: d.ttl,
                 now: SystemClock.unix_seconds(),
                 cnf_x5t_s256: a.cnf_x5t_s256.as_deref(),
+                status: None,
             })
             .unwrap()
     }

@@ -170,6 +170,7 @@ impl Issuer {
             ttl: Self::ttl(&authorized.decision, now),
             now,
             cnf_x5t_s256: authorized.attestation.cnf_x5t_s256.as_deref(),
+            status: None,
         })?;
         let issued = Issued {
             kind: CredentialKind::Jwt,
@@ -309,6 +310,7 @@ fn credential_record(
             Principal::Ci(ci) => Some(ci.evidence()),
             Principal::Spiffe(_) => None,
         },
+        status_list: None,
     }
 }
 

@@ -57,6 +57,7 @@ impl Harness {
                 ttl: Duration::from_secs(3600),
                 now: self.clock.unix_seconds(),
                 cnf_x5t_s256: thumbprint.as_deref(),
+                status: None,
             })
             .unwrap();
         (minted.token, minted.jti)
