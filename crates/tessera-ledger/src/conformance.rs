@@ -308,9 +308,7 @@ fn with_status(id: &str, expires_at: i64, idx: u32) -> CredentialRecord {
     r
 }
 
-pub(crate) async fn status_list_entries_are_kept_and_paged_in_expiry_order(
-    backend: &dyn Backend,
-) {
+pub(crate) async fn status_list_entries_are_kept_and_paged_in_expiry_order(backend: &dyn Backend) {
     let ledger = backend.open().await;
     let expected = [
         with_status("b", 900, 0),

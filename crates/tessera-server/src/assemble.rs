@@ -29,6 +29,7 @@ use crate::issuer::{Issuer, IssuerParts};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::revoker::{Revoker, RevokerParts};
+use crate::status_list::{StatusListParts, StatusLists};
 
 /// Why the configured material cannot serve.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +77,7 @@ pub struct Services {
     pub attestor: Arc<Attestor>,
     pub issuer: Arc<Issuer>,
     pub revoker: Arc<Revoker>,
+    pub status_lists: Arc<StatusLists>,
     pub callers: Callers,
     pub jwt: Arc<JwtMinter>,
     pub ledger: Arc<dyn Ledger>,
@@ -123,6 +125,13 @@ pub fn services(
         Arc::clone(&clock),
     );
     let revocations = Arc::new(RevocationIndex::new());
+    let status_lists = Arc::new(StatusLists::new(StatusListParts {
+        issuer: config.server.issuer.clone(),
+        jwt: Arc::clone(&jwt),
+        ledger: Arc::clone(&ledger),
+        clock: Arc::clone(&clock),
+        config: config.status_list,
+    }));
     let issuer = Arc::new(Issuer::new(IssuerParts {
         attestor: Arc::clone(&attestor),
         policy: Policy::new(config.grants.clone()),
@@ -131,6 +140,7 @@ pub fn services(
         bundles,
         ledger: Arc::clone(&ledger),
         revocations: Arc::clone(&revocations),
+        status_lists: Arc::clone(&status_lists),
         audit: audit.clone(),
         metrics: Arc::clone(&metrics),
         clock: Arc::clone(&clock),
@@ -153,6 +163,7 @@ pub fn services(
         attestor,
         issuer,
         revoker,
+        status_lists,
         callers,
         jwt,
         ledger,

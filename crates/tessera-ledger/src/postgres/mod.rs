@@ -394,9 +394,10 @@ impl Ledger for PostgresLedger {
         &self,
         scan: StatusScan,
     ) -> Result<Vec<CredentialRecord>, LedgerError> {
-        self.read("reading credentials with a status list entry", |c| async move {
-            reads::status_list_records(&c, &scan).await
-        })
+        self.read(
+            "reading credentials with a status list entry",
+            |c| async move { reads::status_list_records(&c, &scan).await },
+        )
         .await
     }
 

@@ -167,10 +167,7 @@ pub(super) async fn status_list_records(
            AND (c.expires_at, c.credential_id) > ($2, $3)
          ORDER BY c.expires_at, c.credential_id LIMIT $4"
     );
-    let (at, id) = scan
-        .after
-        .clone()
-        .unwrap_or((i64::MIN, String::new()));
+    let (at, id) = scan.after.clone().unwrap_or((i64::MIN, String::new()));
     let limit = rows::bigint(scan.limit as u64);
     let found = client
         .query(&sql, &[&scan.expires_after, &at, &id, &limit])

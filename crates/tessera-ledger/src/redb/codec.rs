@@ -145,7 +145,10 @@ fn decode_record_fields(
     };
     let status_list = if flags & HAS_STATUS != 0 {
         let list = r.string()?;
-        Some(StatusListRef { list, idx: r.u32()? })
+        Some(StatusListRef {
+            list,
+            idx: r.u32()?,
+        })
     } else {
         None
     };
@@ -434,7 +437,11 @@ mod tests {
         assert_eq!(bytes[4] & HAS_STATUS, 0);
         assert_eq!(decode_record(&old.credential_id, &bytes).unwrap(), old);
         let new = encode_record(&with_status(old.clone()));
-        assert_eq!(&new[5..bytes.len()], &bytes[5..], "the fields before are unchanged");
+        assert_eq!(
+            &new[5..bytes.len()],
+            &bytes[5..],
+            "the fields before are unchanged"
+        );
     }
 
     #[test]

@@ -10,5 +10,6 @@ pub mod http;
 pub mod introspect;
 pub mod oauth;
 pub mod status;
+pub mod status_list;
 pub mod token;
 pub mod watch;
