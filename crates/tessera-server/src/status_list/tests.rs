@@ -10,6 +10,8 @@ use tessera_core::keys::SecretKey;
 use tessera_core::status_list::{DecodedList, INVALID, StatusListClaims};
 use tessera_ledger::{RecordParams, RedbLedger, RedbOptions};
 
+use tokio_util::sync::CancellationToken;
+
 use super::*;
 
 const ISSUER: &str = "https://tessera.example.org";
@@ -308,5 +310,3 @@ async fn the_follower_applies_committed_rules_and_lists_other_replicas_credentia
     stopping.cancel();
     assert!(flipped, "the bit of another replica's credential was set");
 }
-
-use tokio_util::sync::CancellationToken;
