@@ -22,5 +22,7 @@ mod relying_party;
 mod replicas;
 mod restart;
 mod revocation;
+mod status_list;
+mod status_list_npm;
 mod token_exchange;
 mod x509;
