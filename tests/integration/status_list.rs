@@ -290,3 +290,93 @@ async fn a_rule_covering_100000_credentials_flips_all_their_bits() {
     assert!(statuses[..COVERED].iter().all(|s| s == 1));
     assert!(statuses[COVERED..].iter().all(|s| s == 0));
 }
+
+/// Starts a server whose issuer is its real HTTPS address (`https://localhost:<port>`), so
+/// that the URIs in `status` claims can be fetched.
+async fn start_fetchable() -> Env {
+    let fx = crate::common::Fixture::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    let text = text
+        .replacen(
+            "issuer = \"https://127.0.0.1:0\"",
+            &format!("issuer = \"https://localhost:{port}\""),
+            1,
+        )
+        .replacen(
+            "http_addr = \"127.0.0.1:0\"",
+            &format!("http_addr = \"127.0.0.1:{port}\""),
+            1,
+        );
+    std::fs::write(&fx.config_path, text).unwrap();
+    Env::start_fixture(fx).await
+}
+
+#[tokio::test]
+async fn the_client_sdk_reads_a_revocation_offline_from_the_list() {
+    use tessera_client::relying_party::status_list::{
+        StatusError, StatusLists as RpLists, StatusListsParams, TokenStatus,
+    };
+    let mut env = start_fetchable().await;
+    let issuer = env.fx.config().server.issuer;
+    assert!(issuer.starts_with("https://localhost:"), "{issuer}");
+    let mut client = env.workload_client().await;
+    let minted = mint(&mut client, DEST, PURPOSE, 60, None).await.unwrap();
+    let token_claims = claims(&minted.token);
+    let jwks = serde_json::from_value(jwks(&env).await).unwrap();
+    let roots = [env.fx.material.tls_ca.cert_der.clone().into()];
+    let clock: SharedClock = Arc::new(tessera_core::clock::SystemClock);
+    let params = StatusListsParams {
+        issuer: &issuer,
+        jwks: &jwks,
+        roots: &roots,
+        clock: &clock,
+    };
+    let cached = RpLists::new(params).unwrap();
+    // Served once the lists are rebuilt after the start (503 before: not a statement).
+    let mut first = cached.status(&token_claims).await;
+    for _ in 0..100 {
+        if !matches!(first, Err(StatusError::Fetch(_))) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        first = cached.status(&token_claims).await;
+    }
+    assert_eq!(first.unwrap(), TokenStatus::Valid);
+
+    env.admin_client()
+        .await
+        .revoke(RevokeRequest {
+            selector: Some(RevokeSelector::CredentialId(minted.credential_id.clone())),
+            reason: "sdk status list test".into(),
+        })
+        .await
+        .unwrap();
+    let (path, _, idx) = entry(&env, &minted.token);
+    fetch_until(&env, &path, |jwt| bit(jwt, idx) == 1).await;
+    let fresh = RpLists::new(params).unwrap();
+    assert_eq!(
+        fresh.status(&token_claims).await.unwrap(),
+        TokenStatus::Invalid
+    );
+    assert_eq!(
+        cached.status(&token_claims).await.unwrap(),
+        TokenStatus::Valid,
+        "a fetched list is used for its ttl"
+    );
+    let mut foreign = token_claims.clone();
+    foreign["status"]["status_list"]["uri"] = json!("https://elsewhere.example.org/statuslists/x");
+    assert!(matches!(
+        fresh.status(&foreign).await,
+        Err(StatusError::ForeignList(_))
+    ));
+    assert!(matches!(
+        fresh.status(&json!({})).await,
+        Err(StatusError::NoStatus)
+    ));
+    env.shutdown().await;
+}

@@ -116,10 +116,10 @@ impl EncodedList {
         let mut encoder =
             flate2::write::ZlibEncoder::new(Vec::with_capacity(256), flate2::Compression::best());
         // Writing into a Vec cannot fail.
-        let compressed = match encoder.write_all(bytes).and_then(|()| encoder.finish()) {
-            Ok(out) => out,
-            Err(_) => Vec::new(),
-        };
+        let compressed: Vec<u8> = encoder
+            .write_all(bytes)
+            .and_then(|()| encoder.finish())
+            .unwrap_or_default();
         EncodedList {
             bits: 1,
             lst: URL_SAFE_NO_PAD.encode(compressed),
