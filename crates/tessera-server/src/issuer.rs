@@ -308,7 +308,6 @@ fn credential_record(
     request: &CredentialRequest,
     issued: Issued<'_>,
 ) -> CredentialRecord {
-    let status_list = issued.status_list.clone();
     let grant = &decision.grant;
     CredentialRecord {
         credential_id: issued.id.to_owned(),
@@ -327,7 +326,7 @@ fn credential_record(
             Principal::Ci(ci) => Some(ci.evidence()),
             Principal::Spiffe(_) => None,
         },
-        status_list,
+        status_list: issued.status_list,
     }
 }
 
