@@ -210,7 +210,7 @@ fn sizes() {
             let at = lists.allocate(now).unwrap();
             name = at.list.to_string();
             // Every 1000/per_mille-th credential is revoked; its index is pseudo-random.
-            let revoked = per_mille > 0 && (i as u32) % (1000 / per_mille) == 0;
+            let revoked = per_mille > 0 && (i as u32).is_multiple_of(1000 / per_mille);
             let workload = if revoked {
                 "spiffe://bench/revoked"
             } else {
