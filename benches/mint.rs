@@ -92,6 +92,7 @@ impl MintPath {
                 ttl: d.ttl,
                 issued_ms: SystemClock.unix_millis(),
                 cnf_x5t_s256: a.cnf_x5t_s256.as_deref(),
+                status: None,
             })
             .unwrap()
     }

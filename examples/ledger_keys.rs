@@ -57,6 +57,7 @@ fn record(i: u64, start_ms: i64, ordered: bool) -> CredentialRecord {
         expires_at: issued_ms.div_euclid(1000) + 3600,
         status: Status::Live,
         ci: None,
+        status_list: None,
     }
 }
 

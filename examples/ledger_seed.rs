@@ -69,6 +69,7 @@ fn record(i: u64, now: i64, x509_percent: u64, workloads: u64, delay: i64) -> Cr
         expires_at: now + delay + ttl_left,
         status: Status::Live,
         ci: None,
+        status_list: None,
     }
 }
 

@@ -90,6 +90,7 @@ async fn seed(url: &str, count: usize, now: i64) -> Result<(Duration, u64), Erro
                         expires_at: now + 3000 + (i % 600) as i64,
                         status: Status::Live,
                         ci: None,
+                        status_list: None,
                     };
                     ledger
                         .record(RecordParams {

@@ -58,6 +58,7 @@ async fn seed(path: &std::path::Path, count: usize, now: i64) -> Result<Duration
                         expires_at: now + 3000 + (i % 600) as i64,
                         status: Status::Live,
                         ci: None,
+                        status_list: None,
                     };
                     ledger
                         .record(RecordParams {

@@ -56,6 +56,7 @@ fn record(i: usize, now: i64) -> CredentialRecord {
         expires_at: now + 3000 + (i % 600) as i64,
         status: Status::Live,
         ci: None,
+        status_list: None,
     }
 }
 

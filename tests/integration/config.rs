@@ -254,3 +254,38 @@ fn refuses_a_ci_grant_for_an_unconfigured_issuer_and_a_root_workload() {
     });
     assert_has(&m, &["grant[1].workload", "needs a path"]);
 }
+
+#[test]
+fn status_list_keys_have_defaults_bounds_and_no_unknown_key() {
+    let fx = Fixture::new();
+    let config = Config::load(&fx.config_path, &SystemClock).unwrap();
+    let defaults = config.status_list;
+    assert_eq!(
+        (defaults.max_lag, defaults.ttl, defaults.window),
+        (
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_secs(3600)
+        )
+    );
+    fx.append_config("\n[status_list]\nmax_lag = \"250ms\"\nttl = \"30s\"\nwindow = \"10m\"\n");
+    let config = Config::load(&fx.config_path, &SystemClock).unwrap();
+    assert_eq!(
+        config.status_list.max_lag,
+        std::time::Duration::from_millis(250)
+    );
+    assert_eq!(
+        config.status_list.window,
+        std::time::Duration::from_secs(600)
+    );
+    for (toml, key) in [
+        ("max_lag = \"0s\"", "status_list.max_lag"),
+        ("ttl = \"2d\"", "status_list.ttl"),
+        ("window = \"30s\"", "status_list.window"),
+        ("window = \"soon\"", "status_list.window"),
+        ("size = 8", "size"),
+    ] {
+        let m = error_after(|t, _| format!("{t}\n[status_list]\n{toml}\n"));
+        assert_has(&m, &[key]);
+    }
+}

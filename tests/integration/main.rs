@@ -24,6 +24,8 @@ mod relying_party;
 mod replicas;
 mod restart;
 mod revocation;
+mod status_list;
+mod status_list_npm;
 mod token_exchange;
 mod watch_limits;
 mod x509;

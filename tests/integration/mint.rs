@@ -59,6 +59,7 @@ async fn mints_a_jwt_over_mtls_with_exactly_the_contract_claims() {
         "exp",
         "jti",
         "cnf",
+        "status",
     ]
     .into();
     assert_eq!(claim_names(&claims), expected);
@@ -80,6 +81,16 @@ async fn mints_a_jwt_over_mtls_with_exactly_the_contract_claims() {
         &env.fx.material.workload.cert_der,
     );
     assert_eq!(claims["cnf"]["x5t#S256"], URL_SAFE_NO_PAD.encode(leaf_hash));
+    let entry = &claims["status"]["status_list"];
+    assert!(entry["idx"].is_u64(), "{entry}");
+    assert!(
+        entry["uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://127.0.0.1:0/statuslists/"),
+        "{entry}"
+    );
+    assert_eq!(entry.as_object().unwrap().len(), 2, "{entry}");
     env.shutdown().await;
 }
 

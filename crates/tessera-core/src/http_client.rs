@@ -40,6 +40,15 @@ pub enum HttpError {
     Config(String),
 }
 
+/// The one extra header a request carries, if any.
+#[derive(Debug, Clone, Copy)]
+enum ExtraHeader<'a> {
+    /// `authorization: Bearer <token>`.
+    Bearer(&'a str),
+    /// `accept: <media type>`.
+    Accept(&'a str),
+}
+
 /// A successful (2xx) response.
 #[derive(Debug, Clone)]
 pub struct HttpResponse {
@@ -94,6 +103,12 @@ impl HttpsClient {
         self.send(url, "GET", None, None).await
     }
 
+    /// Like [`HttpsClient::get`], asking for media type `accept` (`Accept` header).
+    pub async fn get_accept(&self, url: &str, accept: &str) -> Result<HttpResponse, HttpError> {
+        self.send(url, "GET", None, Some(ExtraHeader::Accept(accept)))
+            .await
+    }
+
     /// POSTs an `application/x-www-form-urlencoded` body; returns the response whatever its
     /// status (OAuth endpoints answer errors with JSON bodies). Fails like [`HttpsClient::get`]
     /// otherwise.
@@ -108,7 +123,8 @@ impl HttpsClient {
         form: String,
         bearer: &str,
     ) -> Result<HttpResponse, HttpError> {
-        self.send(url, "POST", Some(form), Some(bearer)).await
+        self.send(url, "POST", Some(form), Some(ExtraHeader::Bearer(bearer)))
+            .await
     }
 
     async fn send(
@@ -116,9 +132,9 @@ impl HttpsClient {
         url: &str,
         method: &str,
         form: Option<String>,
-        bearer: Option<&str>,
+        extra: Option<ExtraHeader<'_>>,
     ) -> Result<HttpResponse, HttpError> {
-        tokio::time::timeout(REQUEST_TIMEOUT, self.send_inner(url, method, form, bearer))
+        tokio::time::timeout(REQUEST_TIMEOUT, self.send_inner(url, method, form, extra))
             .await
             .map_err(|_| HttpError::Timeout(url.to_owned()))?
     }
@@ -128,7 +144,7 @@ impl HttpsClient {
         url: &str,
         method: &str,
         form: Option<String>,
-        bearer: Option<&str>,
+        extra: Option<ExtraHeader<'_>>,
     ) -> Result<HttpResponse, HttpError> {
         let uri: hyper::Uri = url.parse().map_err(|_| HttpError::Url(url.to_owned()))?;
         let host = uri
@@ -165,8 +181,14 @@ impl HttpsClient {
         if form.is_some() {
             builder = builder.header(CONTENT_TYPE, "application/x-www-form-urlencoded");
         }
-        if let Some(token) = bearer {
-            builder = builder.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        match extra {
+            Some(ExtraHeader::Bearer(token)) => {
+                builder = builder.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+            Some(ExtraHeader::Accept(accept)) => {
+                builder = builder.header(hyper::header::ACCEPT, accept)
+            }
+            None => {}
         }
         let request = builder
             .body(Full::new(Bytes::from(form.unwrap_or_default())))

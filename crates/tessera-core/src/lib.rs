@@ -5,7 +5,7 @@
 //! [`mint`] (sign) → the ledger (another crate) → [`revocation`] (which rules cover what).
 //!
 //! [`domain`] holds the types every stage shares and imports none of them; [`keys`],
-//! [`spiffe_id`], [`clock`], [`der`], [`csr`], [`request`] and [`http_client`] are leaves too.
+//! [`spiffe_id`], [`status_list`], [`clock`], [`der`], [`csr`], [`request`] and [`http_client`] are leaves too.
 
 pub mod attest;
 pub mod clock;
@@ -20,6 +20,7 @@ pub mod policy;
 pub mod request;
 pub mod revocation;
 pub mod spiffe_id;
+pub mod status_list;
 
 #[cfg(test)]
 mod test_jws;

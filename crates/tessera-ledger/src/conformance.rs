@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use crate::{
     CredentialKind, CredentialRecord, EventKind, Ledger, LedgerError, ListParams, NewRule,
-    RecordParams, ReplayGuard, Selector, SweepParams,
+    RecordParams, ReplayGuard, Selector, StatusListRef, StatusScan, SweepParams,
 };
 
 /// Opens a backend's ledger on storage of its own, the same storage on every call.
@@ -37,6 +37,7 @@ macro_rules! conformance_tests {
             list_pages_newest_first_through_filters,
             scan_pages_in_id_order,
             live_counts_and_x509_records_survive_a_reopen,
+            status_list_entries_are_kept_and_paged_in_expiry_order,
             sweep_deletes_what_expired_and_keeps_the_rest,
             close_refuses_writes_and_keeps_reads,
             the_newest_issue_time_is_read_from_the_newest_ids,
@@ -296,6 +297,59 @@ pub(crate) async fn live_counts_and_x509_records_survive_a_reopen(backend: &dyn 
     assert_eq!(ledger.live_counts(960).await.unwrap().total(960), 1);
     assert_eq!(ledger.x509_records(0).await.unwrap(), vec![cert]);
     assert!(ledger.x509_records(1500).await.unwrap().is_empty());
+}
+
+/// Returns [`record`] with entry `idx` of list `1767225600-00abcdef01234567`.
+fn with_status(id: &str, expires_at: i64, idx: u32) -> CredentialRecord {
+    let mut r = record(id, expires_at);
+    r.status_list = Some(StatusListRef {
+        list: "1767225600-00abcdef01234567".into(),
+        idx,
+    });
+    r
+}
+
+pub(crate) async fn status_list_entries_are_kept_and_paged_in_expiry_order(backend: &dyn Backend) {
+    let ledger = backend.open().await;
+    let expected = [
+        with_status("b", 900, 0),
+        with_status("a", 1000, u32::MAX),
+        with_status("c", 1000, 7),
+    ];
+    for r in [&expected[2], &expected[0], &expected[1]] {
+        ledger.record(plain(r.clone())).await.unwrap();
+    }
+    ledger.record(plain(record("none", 1000))).await.unwrap();
+    drop(ledger);
+    let ledger = backend.open().await;
+    assert_eq!(ledger.get("a").await.unwrap().as_ref(), Some(&expected[1]));
+    assert_eq!(ledger.get("none").await.unwrap().unwrap().status_list, None);
+    let scan = StatusScan {
+        expires_after: 0,
+        after: None,
+        limit: 2,
+    };
+    let first = ledger.status_list_records(scan.clone()).await.unwrap();
+    assert_eq!(first, expected[..2], "no record without an entry");
+    let next = scan.next(&first).unwrap();
+    let rest = ledger.status_list_records(next.clone()).await.unwrap();
+    assert_eq!(rest, expected[2..]);
+    assert_eq!(next.next(&rest), None, "a short page is the last");
+    let live = StatusScan {
+        expires_after: 900,
+        ..scan.clone()
+    };
+    let ids: Vec<String> = ledger
+        .status_list_records(live)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.credential_id)
+        .collect();
+    assert_eq!(ids, ["a", "c"], "only what expires after 900");
+    ledger.sweep(sweep_before(950)).await.unwrap();
+    let after_sweep = ledger.status_list_records(scan.clone()).await.unwrap();
+    assert_eq!(after_sweep, expected[1..], "swept records leave the index");
 }
 
 pub(crate) async fn sweep_deletes_what_expired_and_keeps_the_rest(backend: &dyn Backend) {

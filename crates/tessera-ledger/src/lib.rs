@@ -43,7 +43,7 @@ pub use self::postgres::{
 pub use self::redb::{RedbLedger, RedbOptions};
 pub use tessera_core::domain::{
     CiEvidence, CredentialKind, CredentialRecord, Event, EventKind, EvidenceKind, NewRule,
-    RevocationRule, Selector, Status,
+    RevocationRule, Selector, Status, StatusListRef,
 };
 pub use tessera_core::revocation::{BUCKET_SECS, COUNTED, LiveCounts, count_bucket};
 
@@ -109,6 +109,31 @@ pub struct SweepParams {
     pub rules_before: i64,
     /// At most this many records are deleted in one call (bounds the write transaction).
     pub limit: usize,
+}
+
+/// Parameters of [`Ledger::status_list_records`]: one page of the records that carry a status
+/// list entry, in (expires_at, credential id) order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusScan {
+    /// Only records whose `expires_at` is strictly after this unix time.
+    pub expires_after: i64,
+    /// Resume strictly after this (expires_at, credential id): the last record of the previous
+    /// page. `None` starts at the beginning.
+    pub after: Option<(i64, String)>,
+    /// Records returned at most.
+    pub limit: usize,
+}
+
+impl StatusScan {
+    /// Returns the scan of the page that follows `page` (its last record), or `None` when
+    /// `page` was the last one (shorter than the limit).
+    pub fn next(&self, page: &[CredentialRecord]) -> Option<StatusScan> {
+        let last = page.last().filter(|_| page.len() >= self.limit)?;
+        Some(StatusScan {
+            after: Some((last.expires_at, last.credential_id.clone())),
+            ..self.clone()
+        })
+    }
 }
 
 /// Errors of the ledger. The message names the operation; callers map every variant to an
@@ -190,6 +215,15 @@ pub trait Ledger: Send + Sync + fmt::Debug + 'static {
     /// ones until a period past expiry), in expiry order. Fails when the ledger cannot be read
     /// or a record is corrupt.
     async fn x509_records(&self, after: i64) -> Result<Vec<CredentialRecord>, LedgerError>;
+
+    /// Returns one page of the records that carry a status list entry and expire after
+    /// `scan.expires_after` (status lists are rebuilt from them at start), in (expires_at, id)
+    /// order; reads no other record. Fails when the ledger cannot be read or a record is
+    /// corrupt.
+    async fn status_list_records(
+        &self,
+        scan: StatusScan,
+    ) -> Result<Vec<CredentialRecord>, LedgerError>;
 
     /// Deletes expired records, old events, dead rules and replay guards; returns how many
     /// records were deleted.

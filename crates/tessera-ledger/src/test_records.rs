@@ -24,6 +24,7 @@ pub(crate) fn sample(id: &str, expires_at: i64) -> CredentialRecord {
         expires_at,
         status: Status::Live,
         ci: None,
+        status_list: None,
     }
 }
 

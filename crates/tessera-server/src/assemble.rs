@@ -30,6 +30,7 @@ use crate::issuer::{Issuer, IssuerParts};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::revoker::{Revoker, RevokerParts};
+use crate::status_list::{StatusListParts, StatusLists};
 use crate::watchers::Watchers;
 
 /// Why the configured material cannot serve.
@@ -80,6 +81,7 @@ pub struct Services {
     pub revoker: Arc<Revoker>,
     /// The evidence of each rule's enforcement on this replica.
     pub enforcement: Arc<Enforcement>,
+    pub status_lists: Arc<StatusLists>,
     pub callers: Callers,
     pub jwt: Arc<JwtMinter>,
     pub ledger: Arc<dyn Ledger>,
@@ -131,6 +133,13 @@ pub fn services(
         Arc::clone(&clock),
     );
     let revocations = Arc::new(RevocationIndex::new());
+    let status_lists = Arc::new(StatusLists::new(StatusListParts {
+        issuer: config.server.issuer.clone(),
+        jwt: Arc::clone(&jwt),
+        ledger: Arc::clone(&ledger),
+        clock: Arc::clone(&clock),
+        config: config.status_list,
+    }));
     let issuer = Arc::new(Issuer::new(IssuerParts {
         attestor: Arc::clone(&attestor),
         policy: Policy::new(config.grants.clone()),
@@ -139,6 +148,7 @@ pub fn services(
         bundles,
         ledger: Arc::clone(&ledger),
         revocations: Arc::clone(&revocations),
+        status_lists: Arc::clone(&status_lists),
         audit: audit.clone(),
         metrics: Arc::clone(&metrics),
         clock: Arc::clone(&clock),
@@ -168,6 +178,7 @@ pub fn services(
         issuer,
         revoker,
         enforcement,
+        status_lists,
         callers,
         jwt,
         ledger,

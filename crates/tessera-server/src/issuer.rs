@@ -10,9 +10,10 @@ use std::time::Duration;
 use tessera_core::attest::{AttestError, Attestation, Attestor, Evidence, Principal};
 use tessera_core::clock::SharedClock;
 use tessera_core::csr::VerifiedCsr;
-use tessera_core::domain::{CredentialKind, CredentialRecord, Status};
+use tessera_core::domain::{CredentialKind, CredentialRecord, Status, StatusListRef};
 use tessera_core::mint::{
-    JwtMinter, MintError, MintJwtParams, MintX509Params, MintedJwt, MintedX509, X509Minter,
+    JwtMinter, MintError, MintJwtParams, MintX509Params, MintedJwt, MintedX509, StatusClaim,
+    X509Minter,
 };
 use tessera_core::policy::{DecideParams, Decision, Policy, PolicyError};
 use tessera_core::request::CredentialRequest;
@@ -21,6 +22,7 @@ use tessera_ledger::{Ledger, LedgerError, RecordParams, ReplayGuard};
 
 use crate::audit::Audit;
 use crate::metrics::{IssuedLabels, Metrics};
+use crate::status_list::StatusLists;
 
 /// Why a credential was not issued.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,8 @@ pub struct IssuerParts {
     pub ledger: Arc<dyn Ledger>,
     /// Told of every credential recorded (live counts per selector).
     pub revocations: Arc<RevocationIndex>,
+    /// Gives every JWT its status list entry, and lists it.
+    pub status_lists: Arc<StatusLists>,
     pub audit: Audit,
     pub metrics: Arc<Metrics>,
     pub clock: SharedClock,
@@ -90,12 +94,13 @@ impl fmt::Debug for Issuer {
 }
 
 /// What was issued, for the ledger record and the log line.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Issued<'a> {
     kind: CredentialKind,
     id: &'a str,
     issued_at: i64,
     expires_at: i64,
+    status_list: Option<StatusListRef>,
 }
 
 impl Issuer {
@@ -171,6 +176,7 @@ impl Issuer {
     ) -> Result<MintedJwt, IssueError> {
         let issued_ms = self.issue_ms();
         let now = issued_ms.div_euclid(1000);
+        let entry = self.parts.status_lists.allocate(now)?;
         let minted = self.parts.jwt.mint(MintJwtParams {
             workload: &authorized.decision.grant.workload,
             destination: &request.destination,
@@ -178,12 +184,20 @@ impl Issuer {
             ttl: Self::ttl(&authorized.decision, now),
             issued_ms,
             cnf_x5t_s256: authorized.attestation.cnf_x5t_s256.as_deref(),
+            status: Some(StatusClaim {
+                idx: entry.idx,
+                uri: &entry.uri,
+            }),
         })?;
         let issued = Issued {
             kind: CredentialKind::Jwt,
             id: &minted.jti,
             issued_at: minted.issued_at,
             expires_at: minted.expires_at,
+            status_list: Some(StatusListRef {
+                list: entry.list.to_string(),
+                idx: entry.idx,
+            }),
         };
         self.record(&authorized, request, issued).await?;
         Ok(minted)
@@ -215,6 +229,7 @@ impl Issuer {
             id: &minted.serial_hex,
             issued_at: minted.issued_at,
             expires_at: minted.expires_at,
+            status_list: None,
         };
         self.record(&authorized, request, issued).await?;
         let trust_bundle = self
@@ -242,6 +257,8 @@ impl Issuer {
             decision,
         } = authorized;
         let credential = credential_record(attestation, decision, request, issued);
+        // Listed before it is durable: a rule committed meanwhile cannot miss it.
+        self.parts.status_lists.note_issued(&credential);
         let replay_guard = attestation.one_time.as_ref().map(|once| ReplayGuard {
             key: replay_key(&once.key, request),
             expires_at: once
@@ -318,6 +335,7 @@ fn credential_record(
             Principal::Ci(ci) => Some(ci.evidence()),
             Principal::Spiffe(_) => None,
         },
+        status_list: issued.status_list,
     }
 }
 

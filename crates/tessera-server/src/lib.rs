@@ -1,6 +1,6 @@
 //! Tessera's server: the wire edge ([`api`]: gRPC and HTTPS), TLS ([`tls`]), the issuing and
-//! revoking handles ([`issuer`], [`revoker`]), wiring from configuration ([`config`],
-//! [`assemble`], [`server`]), the audit log and metrics. It sits on `tessera-core` (the flow)
+//! revoking handles ([`issuer`], [`revoker`]), the Token Status Lists ([`status_list`]),
+//! wiring from configuration ([`config`], [`assemble`], [`server`]), the audit log and metrics. It sits on `tessera-core` (the flow)
 //! and `tessera-ledger` (storage); only this crate knows the wire types of `tessera-proto`.
 //!
 //! A request flows one way: `api` → [`refusal`] on failure, else `issuer` (attest → policy →
@@ -19,5 +19,6 @@ pub mod readiness;
 pub mod refusal;
 pub mod revoker;
 pub mod server;
+pub mod status_list;
 pub mod tls;
 pub mod watchers;

@@ -172,6 +172,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
     services.revoker.restore().await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(Arc::clone(&services.revoker).follow_rules(shutdown.clone()));
+    crate::status_list::start(Arc::clone(&services.status_lists), shutdown.clone()).await?;
     let tls_for = |alpn: &[&[u8]]| {
         tls::server_config(ServerConfigParams {
             cert_chain: &config.server.tls_cert_chain,
@@ -296,6 +297,7 @@ fn http_parts(s: &Services, config: &Config, ready: Arc<Readiness>) -> HttpParts
             clock: Arc::clone(&s.clock),
         },
         revoker: Arc::clone(&s.revoker),
+        status_lists: Arc::clone(&s.status_lists),
         jwt: Arc::clone(&s.jwt),
         issuer: config.server.issuer.clone(),
         metrics: Arc::clone(&s.metrics),

@@ -8,12 +8,16 @@
 //! the rules committed before it opened (until its caught-up marker), and when an owner rule
 //! (which cannot be matched from a token's claims) may cover them.
 //!
+//! Without a revocation stream, [`status_list`] reads a token's status offline from the
+//! broker's Token Status Lists instead (at most one list `ttl` late).
+//!
 //! Rules are dropped once nothing they cover can still be valid (minted tokens live at most
 //! [`MAX_GRANT_TTL`]), so memory and the cost of a check stay bounded by the revocations of the
 //! last hour, whatever the history.
 
 mod follow;
 mod rules;
+pub mod status_list;
 mod verify;
 
 use std::sync::RwLock;

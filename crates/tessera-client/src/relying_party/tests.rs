@@ -57,6 +57,7 @@ impl Harness {
                 ttl: Duration::from_secs(3600),
                 issued_ms: self.clock.unix_millis(),
                 cnf_x5t_s256: thumbprint.as_deref(),
+                status: None,
             })
             .unwrap();
         (minted.token, minted.jti)

@@ -14,9 +14,36 @@ use super::{JwksError, Presentation, Refusal};
 /// the longest token lifetime, so no token a dropped rule covered can still be accepted.
 pub(super) const LEEWAY_SECS: i64 = 60;
 
+/// Verification keys by `kid`, with the algorithm each is for.
+pub(super) type Keys = HashMap<String, (DecodingKey, Algorithm)>;
+
+/// Returns the keys of `jwks` that carry a `kid` and an `alg`. Fails when a key has an
+/// unsupported `alg` or cannot be read, or none is usable.
+pub(super) fn keys(jwks: &JwkSet) -> Result<Keys, JwksError> {
+    let mut keys = HashMap::new();
+    for jwk in &jwks.keys {
+        let (Some(kid), Some(alg)) = (&jwk.common.key_id, jwk.common.key_algorithm) else {
+            continue;
+        };
+        let alg: Algorithm = alg
+            .to_string()
+            .parse()
+            .map_err(|_| JwksError::UnsupportedAlg { kid: kid.clone() })?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|source| JwksError::BadKey {
+            kid: kid.clone(),
+            source,
+        })?;
+        keys.insert(kid.clone(), (key, alg));
+    }
+    if keys.is_empty() {
+        return Err(JwksError::NoKey);
+    }
+    Ok(keys)
+}
+
 /// The keys and claims a token must match.
 pub(super) struct Verifier {
-    keys: HashMap<String, (DecodingKey, Algorithm)>,
+    keys: Keys,
     validation: Validation,
 }
 
@@ -32,24 +59,7 @@ impl Verifier {
     /// Returns a verifier for tokens from `issuer` for `destination` signed by a key of `jwks`.
     /// Fails when a key has an unsupported `alg` or cannot be read, or none is usable.
     pub(super) fn new(issuer: &str, destination: &str, jwks: &JwkSet) -> Result<Self, JwksError> {
-        let mut keys = HashMap::new();
-        for jwk in &jwks.keys {
-            let (Some(kid), Some(alg)) = (&jwk.common.key_id, jwk.common.key_algorithm) else {
-                continue;
-            };
-            let alg: Algorithm = alg
-                .to_string()
-                .parse()
-                .map_err(|_| JwksError::UnsupportedAlg { kid: kid.clone() })?;
-            let key = DecodingKey::from_jwk(jwk).map_err(|source| JwksError::BadKey {
-                kid: kid.clone(),
-                source,
-            })?;
-            keys.insert(kid.clone(), (key, alg));
-        }
-        if keys.is_empty() {
-            return Err(JwksError::NoKey);
-        }
+        let keys = keys(jwks)?;
         let mut validation = Validation::new(Algorithm::ES256);
         validation.set_audience(&[destination]);
         validation.set_issuer(&[issuer]);

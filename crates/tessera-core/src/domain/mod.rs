@@ -9,7 +9,7 @@ mod record;
 
 pub use self::event::{Event, EventKind, NewRule, RevocationRule, RuleScope};
 pub use self::kinds::{CredentialKind, EvidenceKind, Selector, Status, UnknownName};
-pub use self::record::{CiEvidence, CredentialRecord};
+pub use self::record::{CiEvidence, CredentialRecord, StatusListRef};
 
 /// UUID `09c15247-e845-453b-9ded-52714c0be66d` as an integer: the arc of [`BINDING_OID`].
 pub const BINDING_UUID: u128 = 12_966_834_110_432_767_641_313_908_341_871_470_189;

@@ -29,6 +29,18 @@ pub struct CredentialRecord {
     /// Who the CI token named, when the evidence was a CI / Kubernetes OIDC token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ci: Option<CiEvidence>,
+    /// Where the credential's status is published (the JWT's `status` claim); `None` for
+    /// X.509 credentials and for JWTs minted before status lists existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_list: Option<StatusListRef>,
+}
+
+/// A credential's entry in a Token Status List: the list's name (its URI is
+/// `<issuer>/statuslists/<list>`) and the credential's index in it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StatusListRef {
+    pub list: String,
+    pub idx: u32,
 }
 
 /// The CI identity behind a credential minted for an OIDC token.

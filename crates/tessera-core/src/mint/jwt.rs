@@ -94,6 +94,21 @@ struct Claims<'a> {
     jti: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     cnf: Option<Cnf<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<StatusMechanisms<'a>>,
+}
+
+/// The `status` claim (draft-ietf-oauth-status-list): the only mechanism used is a list.
+#[derive(Serialize)]
+struct StatusMechanisms<'a> {
+    status_list: StatusClaim<'a>,
+}
+
+/// Where a minted token's status is published: index `idx` of the list at `uri`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StatusClaim<'a> {
+    pub idx: u32,
+    pub uri: &'a str,
 }
 
 /// Parameters of [`JwtMinter::mint`].
@@ -108,6 +123,8 @@ pub struct MintJwtParams<'a> {
     pub issued_ms: i64,
     /// `x5t#S256` of the caller's client certificate, when attested over mTLS.
     pub cnf_x5t_s256: Option<&'a str>,
+    /// The token's entry in a status list (its `status` claim).
+    pub status: Option<StatusClaim<'a>>,
 }
 
 /// A signed JWT and its ids. `Debug` does not print the token.
@@ -227,6 +244,28 @@ impl JwtMinter {
         &self.jwks
     }
 
+    /// Signs `claims` as a JWT with header `typ` and the `alg` and `kid` of minted tokens (for
+    /// other documents the broker publishes, e.g. Status List Tokens). Fails when the claims
+    /// do not serialize or the signer fails.
+    pub fn sign_claims(&self, typ: &str, claims: &impl Serialize) -> Result<String, MintError> {
+        let header = json!({"alg": self.key.alg(), "kid": self.kid, "typ": typ});
+        let header_b64 = URL_SAFE_NO_PAD.encode(header.to_string());
+        let claims_json = serde_json::to_vec(claims).map_err(|_| MintError::Sign)?;
+        self.sign(&header_b64, &claims_json)
+    }
+
+    /// Returns the compact JWS of `claims_json` under the encoded `header_b64`.
+    fn sign(&self, header_b64: &str, claims_json: &[u8]) -> Result<String, MintError> {
+        let mut token = String::with_capacity(header_b64.len() + claims_json.len() * 4 / 3 + 100);
+        token.push_str(header_b64);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(claims_json, &mut token);
+        let signature = self.key.sign(&self.rng, token.as_bytes())?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
+        Ok(token)
+    }
+
     /// Signs a token for `params`; `nbf` = `iat` = the issue second, `exp` = `iat` + ttl, `jti`
     /// time-ordered ([`crate::domain::id::jwt_id`]). Fails only when the random generator or
     /// signer fails.
@@ -249,16 +288,12 @@ impl JwtMinter {
             exp: expires_at,
             jti: &jti,
             cnf: params.cnf_x5t_s256.map(|x5t_s256| Cnf { x5t_s256 }),
+            status: params
+                .status
+                .map(|status_list| StatusMechanisms { status_list }),
         };
         let claims_json = serde_json::to_vec(&claims).map_err(|_| MintError::Sign)?;
-        let mut token =
-            String::with_capacity(self.header_b64.len() + claims_json.len() * 4 / 3 + 100);
-        token.push_str(&self.header_b64);
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(&claims_json, &mut token);
-        let signature = self.key.sign(&self.rng, token.as_bytes())?;
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
+        let token = self.sign(&self.header_b64, &claims_json)?;
         Ok(MintedJwt {
             token,
             jti,

@@ -32,6 +32,7 @@ fn mint(minter: &JwtMinter, cnf: Option<&str>) -> MintedJwt {
             ttl: Duration::from_secs(TTL),
             issued_ms: NOW * 1000,
             cnf_x5t_s256: cnf,
+            status: None,
         })
         .unwrap()
 }
@@ -136,6 +137,51 @@ fn cnf_x5t_s256_is_present_only_when_the_caller_was_attested_over_mtls() {
         json!({"x5t#S256": x5t})
     );
     assert!(part(&mint(&minter, None).token, 1).get("cnf").is_none());
+}
+
+#[test]
+fn the_status_claim_points_at_the_list_entry_when_given() {
+    let [minter, _] = minters();
+    let uri = "https://tessera.example.org/statuslists/1767225600-00abcdef01234567";
+    let token = minter
+        .mint(MintJwtParams {
+            workload: &WORKLOAD.parse().unwrap(),
+            destination: "https://db.example.org",
+            purpose: "read:orders",
+            ttl: Duration::from_secs(TTL),
+            issued_ms: NOW * 1000,
+            cnf_x5t_s256: None,
+            status: Some(StatusClaim { idx: 41, uri }),
+        })
+        .unwrap()
+        .token;
+    assert_eq!(
+        part(&token, 1)["status"],
+        json!({"status_list": {"idx": 41, "uri": uri}})
+    );
+    assert!(part(&mint(&minter, None).token, 1).get("status").is_none());
+}
+
+#[test]
+fn sign_claims_uses_the_minting_key_with_the_given_typ() {
+    for minter in minters() {
+        let token = minter
+            .sign_claims("statuslist+jwt", &json!({"sub": "s", "iat": NOW}))
+            .unwrap();
+        assert_eq!(
+            part(&token, 0),
+            json!({"alg": minter.alg(), "kid": minter.kid(), "typ": "statuslist+jwt"})
+        );
+        assert_eq!(part(&token, 1), json!({"sub": "s", "iat": NOW}));
+        let (input, signature) = token.rsplit_once('.').unwrap();
+        let key = jsonwebtoken::DecodingKey::from_jwk(&published_jwk(&minter)).unwrap();
+        let alg: jsonwebtoken::Algorithm = minter.alg().parse().unwrap();
+        assert!(jsonwebtoken::crypto::verify(signature, input.as_bytes(), &key, alg).unwrap());
+        assert!(
+            minter.verify(&token, NOW).is_none(),
+            "not an access token: verify refuses it"
+        );
+    }
 }
 
 #[test]

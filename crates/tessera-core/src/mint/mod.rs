@@ -7,7 +7,7 @@ mod x509;
 
 pub use self::ca::{MintCa, key_identifier};
 pub use self::crl::{CrlCache, CrlParams, RevokedSerial};
-pub use self::jwt::{JwtMinter, MintJwtParams, MintedJwt};
+pub use self::jwt::{JwtMinter, MintJwtParams, MintedJwt, StatusClaim};
 pub use self::x509::{MintX509Params, MintedX509, X509Minter};
 
 /// Why minting failed: only key problems, found at start-up, or a failing signer.

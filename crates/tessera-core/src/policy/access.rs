@@ -116,6 +116,7 @@ mod tests {
             expires_at: 300,
             status: Status::Live,
             ci: None,
+            status_list: None,
         }
     }
 

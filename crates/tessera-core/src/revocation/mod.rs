@@ -356,6 +356,7 @@ mod tests {
             expires_at: issued_at + 300,
             status: Status::Live,
             ci: None,
+            status_list: None,
         }
     }
 

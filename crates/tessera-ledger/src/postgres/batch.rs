@@ -83,18 +83,18 @@ const RECORD_SQL: &str = concat!(
     INSERT INTO credentials (",
     credential_columns!(),
     ")
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16
-    WHERE $17::text IS NULL OR NOT EXISTS (SELECT 1 FROM replay WHERE key = $17::text)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18
+    WHERE $19::text IS NULL OR NOT EXISTS (SELECT 1 FROM replay WHERE key = $19::text)
     ON CONFLICT (credential_id) DO NOTHING
     RETURNING 1
 ), g AS (
     INSERT INTO replay (key, expires_at)
-    SELECT $17::text, $18::bigint WHERE $17::text IS NOT NULL AND EXISTS (SELECT 1 FROM c)
+    SELECT $19::text, $20::bigint WHERE $19::text IS NOT NULL AND EXISTS (SELECT 1 FROM c)
     ON CONFLICT (key) DO NOTHING
     RETURNING 1
 )
 SELECT EXISTS (SELECT 1 FROM c), EXISTS (SELECT 1 FROM g),
-    EXISTS (SELECT 1 FROM replay WHERE key = $17::text)"
+    EXISTS (SELECT 1 FROM replay WHERE key = $19::text)"
 );
 
 /// Takes `$1` sequences from the counter (its row lock is held until COMMIT), stores the
@@ -262,7 +262,7 @@ impl<'a> RecordArgs<'a> {
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        let mut params = Vec::with_capacity(18);
+        let mut params = Vec::with_capacity(20);
         params.extend(self.values.params());
         params.push(&self.guard_key);
         params.push(&self.guard_expires_at);

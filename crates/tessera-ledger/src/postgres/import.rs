@@ -252,7 +252,7 @@ async fn copy_credentials(
         .map(|c| (RecordValues::of(&c.record), &c.expired))
         .collect();
     let rows = values.iter().map(|(v, expired)| {
-        let mut row = Vec::with_capacity(17);
+        let mut row = Vec::with_capacity(19);
         row.extend(v.params());
         row.push(*expired as &(dyn ToSql + Sync));
         row

@@ -80,7 +80,7 @@ pub use self::schema::SCHEMA_VERSION;
 use self::writer::{Answer, Reply, Work, Writer, WriterMsg};
 use crate::{
     CredentialPage, CredentialRecord, Event, Ledger, LedgerError, LedgerMetrics, ListParams,
-    LiveCounts, NewRule, RecordParams, RevocationRule, SweepParams,
+    LiveCounts, NewRule, RecordParams, RevocationRule, StatusScan, SweepParams,
 };
 
 /// The channel every committing batch NOTIFYs (payload: its last sequence).
@@ -387,6 +387,17 @@ impl Ledger for PostgresLedger {
         self.read("reading live X.509 credentials", |c| async move {
             reads::x509_records(&c, after).await
         })
+        .await
+    }
+
+    async fn status_list_records(
+        &self,
+        scan: StatusScan,
+    ) -> Result<Vec<CredentialRecord>, LedgerError> {
+        self.read(
+            "reading credentials with a status list entry",
+            |c| async move { reads::status_list_records(&c, &scan).await },
+        )
         .await
     }
 

@@ -7,7 +7,7 @@ use super::connect::StorageContext;
 use super::rows::{self, RECORD_COLUMNS};
 use crate::{
     CredentialPage, CredentialRecord, Event, LedgerError, ListParams, LiveCounts, RevocationRule,
-    Selector,
+    Selector, StatusScan,
 };
 
 /// Returns the record with this id, or `None`. Fails with `Storage` when the database cannot
@@ -152,6 +152,27 @@ pub(super) async fn x509_records(
         .query(&sql, &[&kind, &after])
         .await
         .ctx("reading live X.509 credentials")?;
+    found.iter().map(rows::record).collect()
+}
+
+/// Returns the page of records with a status list entry that `scan` asks for, in (expires_at,
+/// id) order. Fails as [`get`] does.
+pub(super) async fn status_list_records(
+    client: &Client,
+    scan: &StatusScan,
+) -> Result<Vec<CredentialRecord>, LedgerError> {
+    let sql = format!(
+        "SELECT {RECORD_COLUMNS} FROM credentials c
+         WHERE c.status_list IS NOT NULL AND c.expires_at > $1
+           AND (c.expires_at, c.credential_id) > ($2, $3)
+         ORDER BY c.expires_at, c.credential_id LIMIT $4"
+    );
+    let (at, id) = scan.after.clone().unwrap_or((i64::MIN, String::new()));
+    let limit = rows::bigint(scan.limit as u64);
+    let found = client
+        .query(&sql, &[&scan.expires_after, &at, &id, &limit])
+        .await
+        .ctx("reading credentials with a status list entry")?;
     found.iter().map(rows::record).collect()
 }
 

@@ -6,13 +6,14 @@ use tokio_postgres::types::{FromSql, ToSql};
 
 use crate::{
     CiEvidence, CredentialKind, CredentialRecord, EventKind, EvidenceKind, LedgerError, NewRule,
-    Status,
+    Status, StatusListRef,
 };
 
 /// The credential columns, in the order [`record_at`] reads them, for a table aliased `c`.
 pub(super) const RECORD_COLUMNS: &str = "c.credential_id, c.kind, c.workload, c.owner, \
      c.destination, c.purpose, c.grant_name, c.evidence_kind, c.evidence_hash, c.issued_at, \
-     c.expires_at, c.status, c.ci_issuer, c.ci_subject, c.ci_run_id, c.ci_jti";
+     c.expires_at, c.status, c.ci_issuer, c.ci_subject, c.ci_run_id, c.ci_jti, c.status_list, \
+     c.status_idx";
 
 /// The credential columns a record is written to, in the order of [`RecordValues::params`]
 /// (a macro, so that statements can be built with `concat!`).
@@ -20,7 +21,7 @@ macro_rules! credential_columns {
     () => {
         "credential_id, kind, workload, owner, destination, purpose, grant_name, \
          evidence_kind, evidence_hash, issued_at, expires_at, status, ci_issuer, ci_subject, \
-         ci_run_id, ci_jti"
+         ci_run_id, ci_jti, status_list, status_idx"
     };
 }
 pub(super) use credential_columns;
@@ -32,6 +33,8 @@ pub(super) struct RecordValues<'a> {
     codes: [i16; 3],
     /// CI issuer, subject, run id and jti.
     ci: [Option<&'a str>; 4],
+    /// The status list and the index in it.
+    status: (Option<&'a str>, Option<i64>),
 }
 
 impl<'a> RecordValues<'a> {
@@ -53,11 +56,15 @@ impl<'a> RecordValues<'a> {
                 ],
                 None => [None; 4],
             },
+            status: match &record.status_list {
+                Some(s) => (Some(s.list.as_str()), Some(i64::from(s.idx))),
+                None => (None, None),
+            },
         }
     }
 
     /// Returns the values, in the order of [`credential_columns`].
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 16] {
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 18] {
         let r = self.record;
         [
             &r.credential_id,
@@ -76,6 +83,8 @@ impl<'a> RecordValues<'a> {
             &self.ci[1],
             &self.ci[2],
             &self.ci[3],
+            &self.status.0,
+            &self.status.1,
         ]
     }
 }
@@ -165,6 +174,15 @@ pub(super) fn record_at(row: &Row, at: usize) -> Result<Option<CredentialRecord>
         }),
         None => None,
     };
+    let status_list = match column::<Option<String>>(row, at + 16)? {
+        Some(list) => {
+            let idx: i64 = column(row, at + 17)?;
+            let idx = u32::try_from(idx)
+                .map_err(|_| LedgerError::Corrupt(format!("status list index {idx}")))?;
+            Some(StatusListRef { list, idx })
+        }
+        None => None,
+    };
     Ok(Some(CredentialRecord {
         kind: from_code(
             "credential kind",
@@ -194,6 +212,7 @@ pub(super) fn record_at(row: &Row, at: usize) -> Result<Option<CredentialRecord>
             &[Status::Live, Status::Revoked, Status::Expired],
         )?,
         ci,
+        status_list,
         credential_id,
     }))
 }

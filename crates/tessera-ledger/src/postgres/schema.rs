@@ -9,10 +9,13 @@ use super::connect::StorageContext;
 use crate::LedgerError;
 
 /// The migrations of this build: version, then SQL. Versions start at 1 and have no gaps.
-const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("migrations/0001_initial.sql")),
+    (2, include_str!("migrations/0002_status_list.sql")),
+];
 
 /// The schema version this build creates and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Key of the advisory lock migrations hold (any constant shared by every build).
 const MIGRATION_LOCK: i64 = 0x0074_6573_7365_7261; // "tessera"

@@ -38,7 +38,12 @@ fn ci(id: &str, expires_at: i64, kind: CredentialKind) -> CredentialRecord {
 /// `expired` event remains, and a record recorded already past the cursor.
 async fn fill(ledger: &RedbLedger) {
     ledger.record(plain(sample("gone", 100))).await.unwrap();
-    ledger.record(plain(sample("a", 1000))).await.unwrap();
+    let mut listed = sample("a", 1000);
+    listed.status_list = Some(crate::StatusListRef {
+        list: "1767225600-00abcdef01234567".into(),
+        idx: 3,
+    });
+    ledger.record(plain(listed)).await.unwrap();
     ledger.record(plain(x509("x", 1200))).await.unwrap();
     let mut revoked = x509("xr", 1300);
     revoked.status = Status::Revoked;
@@ -111,6 +116,15 @@ async fn assert_same(source: &RedbLedger, target: &PostgresLedger) {
         assert_eq!(
             target.x509_records(now).await.unwrap(),
             source.x509_records(now).await.unwrap()
+        );
+        let scan = crate::StatusScan {
+            expires_after: now,
+            after: None,
+            limit: 100,
+        };
+        assert_eq!(
+            target.status_list_records(scan.clone()).await.unwrap(),
+            source.status_list_records(scan).await.unwrap()
         );
     }
     assert_eq!(target.len().await.unwrap(), source.len().await.unwrap());

@@ -3,9 +3,11 @@
 //! A record (the value under its credential id, which is not repeated):
 //! `tag 0x01 | kind u8 | evidence kind u8 | status u8 | flags u8 | issued_at i64 LE |
 //! expires_at i64 LE | workload | owner | destination | purpose | grant | evidence hash |
-//! [ci issuer | ci subject | [run id] | [jti]]`, where every string is a LEB128 length then
-//! UTF-8 bytes, and the evidence hash is 32 raw bytes when it is 64 lowercase hex digits
-//! (flag `HASH_RAW`), else a string.
+//! [ci issuer | ci subject | [run id] | [jti]] | [status list | status idx u32 LE]`, where
+//! every string is a LEB128 length then UTF-8 bytes, and the evidence hash is 32 raw bytes when
+//! it is 64 lowercase hex digits (flag `HASH_RAW`), else a string. The status list reference
+//! (flag `HAS_STATUS`) came later: records written before it lack the flag and decode with
+//! none.
 //!
 //! An event: `kind u8 | at i64 LE | payload`; the payload of `issued` and `expired` is the
 //! credential id (the record is read from the credentials table), of `revoked` the JSON of
@@ -13,7 +15,7 @@
 
 use crate::{
     CiEvidence, CredentialKind, CredentialRecord, EventKind, EvidenceKind, LedgerError,
-    RevocationRule, Status,
+    RevocationRule, Status, StatusListRef,
 };
 
 const RECORD_TAG: u8 = 1;
@@ -21,6 +23,7 @@ const HAS_CI: u8 = 1;
 const HAS_RUN_ID: u8 = 1 << 1;
 const HAS_JTI: u8 = 1 << 2;
 const HASH_RAW: u8 = 1 << 3;
+const HAS_STATUS: u8 = 1 << 4;
 
 /// Returns the stored bytes of `record` (its id excluded: it is the key).
 pub(super) fn encode_record(record: &CredentialRecord) -> Vec<u8> {
@@ -31,6 +34,9 @@ pub(super) fn encode_record(record: &CredentialRecord) -> Vec<u8> {
         flags |= HAS_CI;
         flags |= if ci.run_id.is_some() { HAS_RUN_ID } else { 0 };
         flags |= if ci.jti.is_some() { HAS_JTI } else { 0 };
+    }
+    if record.status_list.is_some() {
+        flags |= HAS_STATUS;
     }
     out.extend_from_slice(&[
         RECORD_TAG,
@@ -60,6 +66,10 @@ pub(super) fn encode_record(record: &CredentialRecord) -> Vec<u8> {
         for s in [&ci.run_id, &ci.jti].into_iter().flatten() {
             put_str(&mut out, s);
         }
+    }
+    if let Some(status) = &record.status_list {
+        put_str(&mut out, &status.list);
+        out.extend_from_slice(&status.idx.to_le_bytes());
     }
     out
 }
@@ -133,6 +143,15 @@ fn decode_record_fields(
     } else {
         None
     };
+    let status_list = if flags & HAS_STATUS != 0 {
+        let list = r.string()?;
+        Some(StatusListRef {
+            list,
+            idx: r.u32()?,
+        })
+    } else {
+        None
+    };
     r.end()?;
     Ok(CredentialRecord {
         credential_id: credential_id.to_owned(),
@@ -160,6 +179,7 @@ fn decode_record_fields(
             &[Status::Live, Status::Revoked, Status::Expired],
         )?,
         ci,
+        status_list,
     })
 }
 
@@ -307,6 +327,12 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
 
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let mut le = [0u8; 4];
+        le.copy_from_slice(self.take(4)?);
+        Ok(u32::from_le_bytes(le))
+    }
+
     fn i64(&mut self) -> Result<i64, DecodeError> {
         let mut le = [0u8; 8];
         le.copy_from_slice(self.take(8)?);
@@ -363,6 +389,7 @@ mod tests {
             expires_at: -5,
             status: Status::Revoked,
             ci,
+            status_list: None,
         }
     }
 
@@ -379,6 +406,7 @@ mod tests {
             record(Some(ci), "not hex"),
             record(None, &"AB".repeat(32)),
             record(None, ""),
+            with_status(record(None, &"ab".repeat(32))),
         ] {
             let bytes = encode_record(&r);
             assert_eq!(decode_record(&r.credential_id, &bytes).unwrap(), r);
@@ -393,19 +421,50 @@ mod tests {
         );
     }
 
+    fn with_status(mut r: CredentialRecord) -> CredentialRecord {
+        r.status_list = Some(StatusListRef {
+            list: "1767225600-00abcdef01234567".into(),
+            idx: u32::MAX - 1,
+        });
+        r
+    }
+
+    #[test]
+    fn a_record_written_before_status_lists_decodes_without_one() {
+        // Bytes as the encoding wrote them before `HAS_STATUS` existed: no flag, no fields.
+        let old = record(None, &"ab".repeat(32));
+        let bytes = encode_record(&old);
+        assert_eq!(bytes[4] & HAS_STATUS, 0);
+        assert_eq!(decode_record(&old.credential_id, &bytes).unwrap(), old);
+        let new = encode_record(&with_status(old.clone()));
+        assert_eq!(
+            &new[5..bytes.len()],
+            &bytes[5..],
+            "the fields before are unchanged"
+        );
+    }
+
     #[test]
     fn corrupt_record_bytes_are_an_error_never_a_panic() {
-        let bytes = encode_record(&record(None, &"ab".repeat(32)));
+        for bytes in [
+            encode_record(&record(None, &"ab".repeat(32))),
+            encode_record(&with_status(record(None, &"ab".repeat(32)))),
+        ] {
+            corrupt_bytes_are_an_error(&bytes);
+        }
+    }
+
+    fn corrupt_bytes_are_an_error(bytes: &[u8]) {
         for len in 0..bytes.len() {
             let err = decode_record("id", &bytes[..len]).unwrap_err();
             assert!(matches!(err, LedgerError::Corrupt(ref m) if m.contains("credential id")));
         }
-        let mut trailing = bytes.clone();
+        let mut trailing = bytes.to_vec();
         trailing.push(0);
         assert!(decode_record("id", &trailing).is_err());
         assert!(decode_record("id", b"{\"credential_id\":\"x\"}").is_err());
         for i in 0..bytes.len() {
-            let mut flipped = bytes.clone();
+            let mut flipped = bytes.to_vec();
             flipped[i] ^= 0xff;
             let _ = decode_record("id", &flipped);
         }

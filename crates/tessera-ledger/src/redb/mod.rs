@@ -25,7 +25,7 @@ use tokio::sync::{broadcast, oneshot};
 use self::writer::{PendingRecord, Reply, Writer, WriterMsg};
 use super::{
     CredentialPage, CredentialRecord, Event, Ledger, LedgerError, ListParams, LiveCounts, NewRule,
-    RecordParams, RevocationRule, SweepParams,
+    RecordParams, RevocationRule, StatusScan, SweepParams,
 };
 
 /// Credential id → [`codec::encode_record`] of its [`CredentialRecord`].
@@ -46,6 +46,10 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const LIVE_COUNTS: TableDefinition<(i64, u8, &str), u64> = TableDefinition::new("live_counts");
 /// (expires_at, credential id) → () of X.509 credentials only (restored for the CRL).
 const X509_EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("x509_expiry");
+/// (expires_at, credential id) → () of credentials with a status list entry only (status lists
+/// are rebuilt from them at start). Added without a schema version: files from before hold no
+/// such record, so the table starts empty.
+const STATUS_EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("status_expiry");
 /// Ledger metadata.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -376,6 +380,14 @@ impl Ledger for RedbLedger {
 
     async fn x509_records(&self, after: i64) -> Result<Vec<CredentialRecord>, LedgerError> {
         self.read(move |db| reads::x509_records(db, after)).await
+    }
+
+    async fn status_list_records(
+        &self,
+        scan: StatusScan,
+    ) -> Result<Vec<CredentialRecord>, LedgerError> {
+        self.read(move |db| reads::status_list_records(db, &scan))
+            .await
     }
 
     async fn sweep(&self, params: SweepParams) -> Result<u64, LedgerError> {

@@ -4,8 +4,8 @@
 use ::redb::{Database, ReadableDatabase, ReadableTable};
 
 use super::codec::{self, StoredEvent};
-use super::{CREDENTIALS, LIVE_COUNTS, StorageContext, X509_EXPIRY};
-use crate::{CredentialRecord, Event, EventKind, LedgerError, LiveCounts, Selector};
+use super::{CREDENTIALS, LIVE_COUNTS, STATUS_EXPIRY, StorageContext, X509_EXPIRY};
+use crate::{CredentialRecord, Event, EventKind, LedgerError, LiveCounts, Selector, StatusScan};
 
 /// Returns the counts of credentials expiring after `now`. Fails with `Corrupt` on a selector
 /// code no selector has, `Storage` when the table cannot be read.
@@ -37,6 +37,35 @@ pub(super) fn x509_records(
     let credentials = txn.open_table(CREDENTIALS).ctx(OP)?;
     let mut out = Vec::new();
     for entry in index.range((after.saturating_add(1), "")..).ctx(OP)? {
+        let (key, _) = entry.ctx(OP)?;
+        let (_, id) = key.value();
+        if let Some(bytes) = credentials.get(id).ctx(OP)? {
+            out.push(codec::decode_record(id, bytes.value())?);
+        }
+    }
+    Ok(out)
+}
+
+/// Returns one page of the records with a status list entry that `scan` asks for (one that was
+/// swept meanwhile is skipped). Fails with `Corrupt` on an undecodable record.
+pub(super) fn status_list_records(
+    db: &Database,
+    scan: &StatusScan,
+) -> Result<Vec<CredentialRecord>, LedgerError> {
+    use std::ops::Bound;
+    const OP: &str = "reading credentials with a status list entry";
+    let txn = db.begin_read().ctx(OP)?;
+    let index = txn.open_table(STATUS_EXPIRY).ctx(OP)?;
+    let credentials = txn.open_table(CREDENTIALS).ctx(OP)?;
+    let first = (scan.expires_after.saturating_add(1), "");
+    let range = match &scan.after {
+        Some((at, id)) if (*at, id.as_str()) >= first => index
+            .range::<(i64, &str)>((Bound::Excluded((*at, id.as_str())), Bound::Unbounded))
+            .ctx(OP)?,
+        _ => index.range(first..).ctx(OP)?,
+    };
+    let mut out = Vec::new();
+    for entry in range.take(scan.limit) {
         let (key, _) = entry.ctx(OP)?;
         let (_, id) = key.value();
         if let Some(bytes) = credentials.get(id).ctx(OP)? {

@@ -13,7 +13,8 @@ use ::redb::{Database, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use super::codec;
 use super::{
     CREDENTIALS, EVENTS, EXPIRY, ISSUED, LAST_SEQUENCE_KEY, LIVE_COUNTS, META, REPLAY,
-    REPLAY_EXPIRY, RULES, SCHEMA_VERSION, SCHEMA_VERSION_KEY, StorageContext, X509_EXPIRY, decode,
+    REPLAY_EXPIRY, RULES, SCHEMA_VERSION, SCHEMA_VERSION_KEY, STATUS_EXPIRY, StorageContext,
+    X509_EXPIRY, decode,
 };
 use crate::{COUNTED, CredentialKind, CredentialRecord, Event, LedgerError};
 
@@ -26,7 +27,7 @@ pub(super) fn init_schema(db: &Database) -> Result<u64, LedgerError> {
     let txn = db.begin_write().ctx(OP)?;
     let last_sequence;
     {
-        for table in [EXPIRY, REPLAY_EXPIRY, ISSUED, X509_EXPIRY] {
+        for table in [EXPIRY, REPLAY_EXPIRY, ISSUED, X509_EXPIRY, STATUS_EXPIRY] {
             txn.open_table(table).ctx(OP)?;
         }
         txn.open_table(REPLAY).ctx(OP)?;

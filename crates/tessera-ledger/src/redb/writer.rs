@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, oneshot};
 use super::codec;
 use super::{
     CREDENTIALS, EVENTS, EXPIRED_CURSOR_KEY, EXPIRY, ISSUED, LAST_SEQUENCE_KEY, LIVE_COUNTS, META,
-    REPLAY, REPLAY_EXPIRY, RULES, RedbOptions, StorageContext, X509_EXPIRY,
+    REPLAY, REPLAY_EXPIRY, RULES, RedbOptions, STATUS_EXPIRY, StorageContext, X509_EXPIRY,
 };
 use crate::{
     COUNTED, CredentialKind, CredentialRecord, Event, EventKind, LedgerError, NewRule,
@@ -114,6 +114,7 @@ struct Batch<'t> {
     meta: Table<'t, &'static str, u64>,
     live_counts: Table<'t, (i64, u8, &'static str), u64>,
     x509: Table<'t, (i64, &'static str), ()>,
+    status: Table<'t, (i64, &'static str), ()>,
     /// Live counts added by this batch's records, written once per key by `flush_counts`.
     counts: HashMap<(i64, u8, String), u64>,
     last_sequence: u64,
@@ -226,6 +227,7 @@ fn apply(
         meta: txn.open_table(META).ctx(OP)?,
         live_counts: txn.open_table(LIVE_COUNTS).ctx(OP)?,
         x509: txn.open_table(X509_EXPIRY).ctx(OP)?,
+        status: txn.open_table(STATUS_EXPIRY).ctx(OP)?,
         counts: HashMap::new(),
         last_sequence,
         emitted: Vec::new(),
@@ -309,6 +311,9 @@ impl Batch<'_> {
         self.issued.insert((p.record.issued_at, id), ()).ctx(OP)?;
         if p.record.kind == CredentialKind::X509 {
             self.x509.insert((p.record.expires_at, id), ()).ctx(OP)?;
+        }
+        if p.record.status_list.is_some() {
+            self.status.insert((p.record.expires_at, id), ()).ctx(OP)?;
         }
         for selector in COUNTED {
             let value = selector.value_of(&p.record).to_owned();
@@ -417,6 +422,7 @@ impl Batch<'_> {
         for (expires_at, id) in &expired {
             self.expiry.remove((*expires_at, id.as_str())).ctx(OP)?;
             self.x509.remove((*expires_at, id.as_str())).ctx(OP)?;
+            self.status.remove((*expires_at, id.as_str())).ctx(OP)?;
             if let Some(bytes) = self
                 .credentials
                 .remove(id.as_str())

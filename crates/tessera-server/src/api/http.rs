@@ -1,5 +1,5 @@
 //! The HTTPS endpoints: JWKS and discovery, RFC 8693 `/token`, RFC 7662 `/introspect`, RFC
-//! 7009 `/revoke`, the CRL, Prometheus metrics, and health. Each route holds only the state it
+//! 7009 `/revoke`, the CRL, the Token Status Lists, Prometheus metrics, and health. Each route holds only the state it
 //! uses; responses that never change are built once.
 
 use std::fmt;
@@ -18,6 +18,7 @@ use super::token::TokenEndpoint;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::revoker::Revoker;
+use crate::status_list::StatusLists;
 use crate::tls::PeerInfo;
 
 /// What the HTTP router serves.
@@ -26,6 +27,8 @@ pub struct HttpParts {
     pub introspect: IntrospectEndpoint,
     /// Serves the CRL.
     pub revoker: Arc<Revoker>,
+    /// Serves the Token Status Lists.
+    pub status_lists: Arc<StatusLists>,
     /// Publishes its JWKS and algorithm.
     pub jwt: Arc<JwtMinter>,
     /// `iss` of minted tokens; the base of every advertised URL.
@@ -122,6 +125,7 @@ pub fn router(parts: HttpParts) -> Router {
     let token = Arc::new(parts.token);
     let introspect = Arc::new(parts.introspect);
     let revoker = parts.revoker;
+    let status_lists = parts.status_lists;
     let metrics = parts.metrics;
     let ready = parts.ready;
     Router::new()
@@ -153,6 +157,14 @@ pub fn router(parts: HttpParts) -> Router {
             form_route(&introspect, super::introspect::revoke),
         )
         .route("/crl", get(move || async move { crl_response(&revoker) }))
+        .route(
+            "/statuslists/{list}",
+            get(
+                move |axum::extract::Path(list): axum::extract::Path<String>| {
+                    super::status_list::serve(Arc::clone(&status_lists), list)
+                },
+            ),
+        )
         .route(
             "/metrics",
             get(move || async move {

@@ -11,5 +11,6 @@ pub mod introspect;
 pub mod oauth;
 mod replay;
 pub mod status;
+pub mod status_list;
 pub mod token;
 pub mod watch;

@@ -94,6 +94,12 @@ impl Ledger for Counting {
     async fn newest_issue_ms(&self) -> Result<Option<i64>, LedgerError> {
         self.inner.newest_issue_ms().await
     }
+    async fn status_list_records(
+        &self,
+        scan: tessera_ledger::StatusScan,
+    ) -> Result<Vec<CredentialRecord>, LedgerError> {
+        self.inner.status_list_records(scan).await
+    }
     async fn close(&self) -> Result<(), LedgerError> {
         self.inner.close().await
     }
@@ -115,6 +121,7 @@ fn record(i: usize) -> RecordParams {
             expires_at: 2_000,
             status: Status::Live,
             ci: None,
+            status_list: None,
         },
         replay_guard: None,
     }

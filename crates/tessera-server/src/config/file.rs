@@ -21,6 +21,8 @@ pub struct FileConfig {
     pub audit: AuditSection,
     #[serde(default)]
     pub grant: Vec<GrantSection>,
+    #[serde(default)]
+    pub status_list: super::status_list::StatusListSection,
 }
 
 /// `[server]`.

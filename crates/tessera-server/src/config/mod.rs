@@ -57,6 +57,8 @@ pub struct Config {
     /// The audit log file (`[audit] path`, default `audit.log` beside the ledger).
     pub audit_path: PathBuf,
     pub grants: Vec<Grant>,
+    /// `[status_list]`.
+    pub status_list: crate::status_list::StatusListConfig,
     /// Things that load but deserve an operator's attention (wildcard CI trust).
     pub warnings: Vec<String>,
 }
@@ -186,13 +188,14 @@ pub struct SigningConfig {
 /// A value that is not of the form its key takes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadValue {
-    #[error("`{0}` is not a duration like 90s, 5m, 1h")]
+    #[error("`{0}` is not a duration like 500ms, 90s, 5m, 1h")]
     Duration(String),
     #[error("`{0}` is not a size like 67108864, \"512KiB\" or \"64MiB\"")]
     Size(String),
 }
 
-/// Parses durations written as `90s`, `5m`, `1h` or `2d` (a whole number and one unit).
+/// Parses durations written as `250ms`, `90s`, `5m`, `1h` or `2d` (a whole number and one
+/// unit).
 ///
 /// Fails with a message saying the accepted forms.
 pub fn parse_duration(text: &str) -> Result<Duration, BadValue> {
@@ -205,6 +208,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, BadValue> {
         .parse()
         .map_err(|_| BadValue::Duration(text.to_owned()))?;
     let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
         "s" => n,
         "m" => n.saturating_mul(60),
         "h" => n.saturating_mul(3600),
@@ -343,6 +347,7 @@ impl Config {
             admin_ids.push(id);
         }
         let oidc_issuers = oidc::issuers(&check, &file.oidc_issuer)?;
+        let status_list = status_list::status_list(&check, &file.status_list)?;
         let audit_path = match (&file.audit.path, &ledger.backend) {
             (Some(path), _) => PathBuf::from(path),
             (None, LedgerBackend::Redb(ledger)) => ledger.with_file_name("audit.log"),
@@ -382,6 +387,7 @@ impl Config {
             admin_ids,
             audit_path,
             grants,
+            status_list,
             warnings,
         })
     }
@@ -545,6 +551,7 @@ fn trust_domains(
 mod grant;
 mod limits;
 mod oidc;
+mod status_list;
 
 #[cfg(test)]
 mod tests {
@@ -556,6 +563,7 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("5 minutes").is_err());
