@@ -6,6 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
 use tessera_client::relying_party::RelyingParty;
 use tessera_core::clock::SystemClock;
 use tessera_proto::broker_client::BrokerClient;
@@ -79,6 +82,12 @@ async fn a_revocation_shows_what_it_covered_and_who_enforced_it() {
     }
     let (status, _, _) = https_get(&env, "/crl").await;
     assert_eq!(status, 200);
+    let claims = tokens[0].token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+    let uri = claims["status"]["status_list"]["uri"].as_str().unwrap();
+    let path = &uri[uri.find("/statuslists/").unwrap()..];
+    assert_eq!(https_get(&env, path).await.0, 200);
     let got = wait_for(&env, &reply.revocation_id, |e| {
         !e.acknowledgements.is_empty()
     })
@@ -100,6 +109,7 @@ async fn a_revocation_shows_what_it_covered_and_who_enforced_it() {
     assert_eq!(got.introspections_refused, 2);
     assert_eq!(got.introspections_accepted, 0, "{got:?}");
     assert!(got.crl_fetches_after >= 1);
+    assert!(got.status_list_fetches_after >= 1);
     assert!(rp.rule_count() >= 1);
     let metrics = String::from_utf8(https_get(&env, "/metrics").await.2).unwrap();
     assert!(

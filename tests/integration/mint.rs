@@ -75,7 +75,13 @@ async fn mints_a_jwt_over_mtls_with_exactly_the_contract_claims() {
     assert_eq!(reply.expires_at, iat + 120);
     let jti = claims["jti"].as_str().unwrap();
     assert_eq!(jti, reply.credential_id);
-    assert_eq!(URL_SAFE_NO_PAD.decode(jti).unwrap().len(), 16);
+    assert_eq!(
+        URL_SAFE_NO_PAD.decode(jti).unwrap().len(),
+        6 + 16,
+        "the issue millisecond, then 128 random bits"
+    );
+    let issued_ms = tessera_core::domain::id::embedded_ms(jti).unwrap();
+    assert_eq!(issued_ms.div_euclid(1000), iat);
     let leaf_hash = aws_lc_rs::digest::digest(
         &aws_lc_rs::digest::SHA256,
         &env.fx.material.workload.cert_der,

@@ -190,3 +190,35 @@ async fn a_token_bound_to_the_workload_certificate_is_refused_without_it() {
     ));
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_relying_party_ahead_of_the_broker_starts_over_from_the_first_rule() {
+    let mut env = Env::start().await;
+    let rule = revoke(&env, Selector::Purpose("old:one".into())).await;
+    let rp = relying_party(&env).await;
+    // As if it had followed a broker whose ledger has since been replaced.
+    rp.apply(&RevocationEvent {
+        sequence: 999,
+        caught_up: true,
+        ..RevocationEvent::default()
+    });
+    let mut client = BrokerClient::new(env.channel(Some(&env.fx.material.workload)).await);
+    let end = rp.follow(&mut client).await;
+    assert!(
+        matches!(
+            &end,
+            StreamEnd::Refused {
+                code: tonic::Code::OutOfRange,
+                ..
+            }
+        ),
+        "{end:?}"
+    );
+    assert_eq!(rp.last_sequence(), 0, "resumes from the start next time");
+    let following = Arc::clone(&rp);
+    tokio::spawn(async move { following.follow(&mut client).await });
+    caught_up(&rp).await;
+    assert!(rp.last_sequence() >= rule.sequence);
+    assert_eq!(rp.rule_count(), 1);
+    env.shutdown().await;
+}

@@ -24,6 +24,7 @@ use crate::api::admin::AdminService;
 use crate::api::grpc::BrokerService;
 use crate::api::http::{HttpParts, router};
 use crate::api::introspect::IntrospectEndpoint;
+use crate::api::status_list::StatusListEndpoint;
 use crate::api::token::TokenEndpoint;
 use crate::api::watch::Watches;
 use crate::assemble::{AssembleError, Services};
@@ -297,7 +298,11 @@ fn http_parts(s: &Services, config: &Config, ready: Arc<Readiness>) -> HttpParts
             clock: Arc::clone(&s.clock),
         },
         revoker: Arc::clone(&s.revoker),
-        status_lists: Arc::clone(&s.status_lists),
+        status_lists: StatusListEndpoint {
+            lists: Arc::clone(&s.status_lists),
+            enforcement: Arc::clone(&s.enforcement),
+            clock: Arc::clone(&s.clock),
+        },
         jwt: Arc::clone(&s.jwt),
         issuer: config.server.issuer.clone(),
         metrics: Arc::clone(&s.metrics),

@@ -89,7 +89,9 @@ impl RelyingParty {
     /// Opens `WatchRevocations` from [`Self::last_sequence`] and follows it (see
     /// [`Self::follow_stream`]) until it ends; returns why (the caller reconnects and calls
     /// again). Every rule applied is acknowledged to the broker (`AcknowledgeRevocations`), as
-    /// evidence that this relying party enforces it. Call it from one task at a time.
+    /// evidence that this relying party enforces it. When the broker answers `OUT_OF_RANGE`
+    /// (its ledger is behind the sequence held here), the next call resumes from 0. Call it
+    /// from one task at a time.
     pub async fn follow(&self, client: &mut BrokerClient<Channel>) -> StreamEnd {
         let request = WatchRevocationsRequest {
             since_sequence: self.last_sequence(),
@@ -102,7 +104,19 @@ impl RelyingParty {
                 };
                 self.follow_acknowledging(response.into_inner(), acks).await
             }
-            Err(status) => StreamEnd::refused(&status),
+            Err(status) => {
+                if status.code() == tonic::Code::OutOfRange {
+                    // The broker's sequence is behind ours: its ledger was replaced or reset.
+                    // Start over from 0 on the next call, so every rule it holds is replayed.
+                    tracing::warn!(
+                        since = self.last_sequence(),
+                        message = status.message(),
+                        "the broker does not know our resume sequence; replaying from the start"
+                    );
+                    self.last_sequence.store(0, Ordering::Release);
+                }
+                StreamEnd::refused(&status)
+            }
         }
     }
 

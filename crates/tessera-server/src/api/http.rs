@@ -14,11 +14,11 @@ use serde_json::json;
 use tessera_core::mint::JwtMinter;
 
 use super::introspect::IntrospectEndpoint;
+use super::status_list::StatusListEndpoint;
 use super::token::TokenEndpoint;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::revoker::Revoker;
-use crate::status_list::StatusLists;
 use crate::tls::PeerInfo;
 
 /// What the HTTP router serves.
@@ -28,7 +28,7 @@ pub struct HttpParts {
     /// Serves the CRL.
     pub revoker: Arc<Revoker>,
     /// Serves the Token Status Lists.
-    pub status_lists: Arc<StatusLists>,
+    pub status_lists: StatusListEndpoint,
     /// Publishes its JWKS and algorithm.
     pub jwt: Arc<JwtMinter>,
     /// `iss` of minted tokens; the base of every advertised URL.
@@ -161,7 +161,7 @@ pub fn router(parts: HttpParts) -> Router {
             "/statuslists/{list}",
             get(
                 move |axum::extract::Path(list): axum::extract::Path<String>| {
-                    super::status_list::serve(Arc::clone(&status_lists), list)
+                    super::status_list::serve(status_lists.clone(), list)
                 },
             ),
         )
