@@ -9,10 +9,14 @@ use super::connect::StorageContext;
 use crate::LedgerError;
 
 /// The migrations of this build: version, then SQL. Versions start at 1 and have no gaps.
-const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("migrations/0001_initial.sql")),
+    // TODO(lead): 2 is the Token Status List's migration, on another branch.
+    (3, include_str!("migrations/0003_ssf.sql")),
+];
 
 /// The schema version this build creates and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Key of the advisory lock migrations hold (any constant shared by every build).
 const MIGRATION_LOCK: i64 = 0x0074_6573_7365_7261; // "tessera"
