@@ -17,4 +17,5 @@ pub mod readiness;
 pub mod refusal;
 pub mod revoker;
 pub mod server;
+pub mod ssf;
 pub mod tls;

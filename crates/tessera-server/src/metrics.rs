@@ -34,6 +34,8 @@ pub struct Metrics {
     pub revoke_delivery_seconds: Histogram,
     /// The ledger's handles (commit latency, batch size, last sequence), registered here.
     pub ledger: LedgerMetrics,
+    /// The Shared Signals transmitter's (`tessera_ssf_*`).
+    pub ssf: crate::ssf::metrics::SsfMetrics,
     registry: Registry,
 }
 
@@ -91,6 +93,7 @@ impl Metrics {
             "Writes per ledger commit",
             ledger.batch_size.clone(),
         );
+        let ssf = crate::ssf::metrics::SsfMetrics::register(&mut r);
         Metrics {
             issued,
             refused,
@@ -99,6 +102,7 @@ impl Metrics {
             watchers,
             revoke_delivery_seconds,
             ledger,
+            ssf,
             registry: r,
         }
     }

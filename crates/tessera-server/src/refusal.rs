@@ -16,6 +16,7 @@ use crate::issuer::IssueError;
 use crate::limits::Overloaded;
 use crate::metrics::Metrics;
 use crate::revoker::RevokeError;
+use crate::ssf::management::SsfError;
 
 /// What kind of refusal: decides the gRPC code and the HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -273,6 +274,32 @@ impl From<Overloaded> for Refusal {
             OAuthCode::TemporarilyUnavailable,
             e.to_string(),
         )
+    }
+}
+
+impl From<&SsfError> for Refusal {
+    fn from(e: &SsfError) -> Self {
+        match e {
+            SsfError::Stream(_) | SsfError::Disabled | SsfError::NotPolled => {
+                Refusal::invalid(OAuthCode::InvalidRequest, e.to_string())
+            }
+            SsfError::UnknownStream(_) => {
+                Refusal::new(Class::NotFound, OAuthCode::InvalidRequest, e.to_string())
+            }
+            SsfError::OwnerFull(_) | SsfError::Full(_) | SsfError::TooSoon(_) => Refusal::new(
+                Class::Overloaded,
+                OAuthCode::TemporarilyUnavailable,
+                e.to_string(),
+            ),
+            SsfError::Corrupt(..) => Refusal::new(
+                Class::Internal,
+                OAuthCode::ServerError,
+                "the stream cannot be read",
+            )
+            .with_cause(e),
+            SsfError::Ledger(e) => e.into(),
+            SsfError::Sign(e) => e.into(),
+        }
     }
 }
 

@@ -33,6 +33,8 @@ pub struct HttpParts {
     pub metrics: Arc<Metrics>,
     /// Whether the broker accepts work: started, not shutting down, ledger reachable.
     pub ready: Arc<Readiness>,
+    /// The Shared Signals transmitter (`/.well-known/ssf-configuration`, `/ssf/*`).
+    pub ssf: crate::ssf::Transmitter,
 }
 
 impl fmt::Debug for HttpParts {
@@ -124,6 +126,7 @@ pub fn router(parts: HttpParts) -> Router {
     let revoker = parts.revoker;
     let metrics = parts.metrics;
     let ready = parts.ready;
+    let ssf = parts.ssf.routes();
     Router::new()
         .route(
             "/.well-known/jwks.json",
@@ -176,5 +179,6 @@ pub fn router(parts: HttpParts) -> Router {
                 }
             }),
         )
+        .merge(ssf)
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
 }

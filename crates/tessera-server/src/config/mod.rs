@@ -18,6 +18,7 @@ use tessera_core::spiffe_id::{SpiffeId, TrustDomain};
 
 pub use self::file::FileConfig;
 pub use self::oidc::OidcIssuerConfig;
+pub use self::ssf::SsfConfig;
 pub use tessera_core::attest::TrustDomainBundle as TrustDomainConfig;
 
 pub use tessera_core::policy::MAX_GRANT_TTL;
@@ -57,6 +58,8 @@ pub struct Config {
     /// The audit log file (`[audit] path`, default `audit.log` beside the ledger).
     pub audit_path: PathBuf,
     pub grants: Vec<Grant>,
+    /// `[ssf]`: the Shared Signals transmitter.
+    pub ssf: SsfConfig,
     /// Things that load but deserve an operator's attention (wildcard CI trust).
     pub warnings: Vec<String>,
 }
@@ -341,6 +344,7 @@ impl Config {
             admin_ids.push(id);
         }
         let oidc_issuers = oidc::issuers(&check, &file.oidc_issuer)?;
+        let ssf = ssf::ssf(&check, &file.ssf)?;
         let audit_path = match (&file.audit.path, &ledger.backend) {
             (Some(path), _) => PathBuf::from(path),
             (None, LedgerBackend::Redb(ledger)) => ledger.with_file_name("audit.log"),
@@ -380,6 +384,7 @@ impl Config {
             admin_ids,
             audit_path,
             grants,
+            ssf,
             warnings,
         })
     }
@@ -543,6 +548,7 @@ fn trust_domains(
 
 mod grant;
 mod oidc;
+mod ssf;
 
 #[cfg(test)]
 mod tests {
