@@ -22,5 +22,6 @@ mod relying_party;
 mod replicas;
 mod restart;
 mod revocation;
+mod ssf;
 mod token_exchange;
 mod x509;

@@ -195,6 +195,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
     let http_conns = tls::accept(http_listener, accept(http_tls));
     let ready = Readiness::new();
     let ssf = transmitter(&services, &config, &shutdown)?;
+    let ssf_tasks = ssf.tasks();
     let http_router = router(http_parts(&services, &config, Arc::clone(&ready), ssf));
     let (health, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(crate::readiness::watch_ledger(
@@ -225,6 +226,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
         ready,
         serving: (grpc, http),
         sweeper,
+        background: ssf_tasks,
         ledger: Arc::clone(&services.ledger),
         audit: services.audit.clone(),
     }));
@@ -247,6 +249,8 @@ struct StopParams {
     /// The gRPC and HTTPS serving tasks.
     serving: (Serving, Serving),
     sweeper: JoinHandle<()>,
+    /// Background tasks that end once `shutdown` fires (the Shared Signals transmitter's).
+    background: tokio_util::task::TaskTracker,
     ledger: Arc<dyn Ledger>,
     audit: Audit,
 }
@@ -264,6 +268,10 @@ async fn stop_when_cancelled(p: StopParams) -> Result<(), ServerError> {
         tracing::warn!(grace = ?p.grace, "in-flight requests did not finish within the grace period");
     }
     p.sweeper.abort();
+    p.background.close();
+    if tokio::time::timeout(p.grace, p.background.wait()).await.is_err() {
+        tracing::warn!("shared signals tasks did not stop within the grace period");
+    }
     p.ledger.close().await?;
     let audit = p.audit;
     let _ = tokio::task::spawn_blocking(move || audit.flush()).await;

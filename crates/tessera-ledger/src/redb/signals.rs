@@ -44,9 +44,11 @@ struct Lease {
     until_ms: i64,
 }
 
-/// Creates the tables of this module in `txn` (at open).
+/// Creates the tables of this module in `txn` (at open), and forgets every push lease: only
+/// one process opens the file, so a lease left by an earlier one (stopped or crashed) is stale.
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), LedgerError> {
     const OP: &str = "creating the shared signals tables";
+    txn.delete_table(LEASES).ctx(OP)?;
     txn.open_table(STREAMS).ctx(OP)?;
     txn.open_table(SETS).ctx(OP)?;
     txn.open_table(SET_IDS).ctx(OP)?;

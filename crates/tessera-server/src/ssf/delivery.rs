@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::push::{PushContext, PushTask};
 use super::stream::{Delivery, StreamConfig};
@@ -26,6 +27,8 @@ pub struct Deliveries {
     push: Arc<PushContext>,
     /// Stops every push task at shutdown.
     stopping: CancellationToken,
+    /// Tracks the push tasks, so shutdown can wait for them.
+    tasks: TaskTracker,
 }
 
 impl std::fmt::Debug for Deliveries {
@@ -35,12 +38,14 @@ impl std::fmt::Debug for Deliveries {
 }
 
 impl Deliveries {
-    /// Returns an empty registry whose push tasks use `push` and stop with `stopping`.
-    pub fn new(push: PushContext, stopping: CancellationToken) -> Self {
+    /// Returns an empty registry whose push tasks use `push`, stop with `stopping` and are
+    /// tracked by `tasks`.
+    pub fn new(push: PushContext, stopping: CancellationToken, tasks: TaskTracker) -> Self {
         Deliveries {
             slots: Mutex::new(HashMap::new()),
             push: Arc::new(push),
             stopping,
+            tasks,
         }
     }
 
@@ -104,7 +109,7 @@ impl Deliveries {
                     wake: slot.wake.subscribe(),
                     stop: stop.clone(),
                 };
-                tokio::spawn(Arc::clone(&self.push).run(task));
+                self.tasks.spawn(Arc::clone(&self.push).run(task));
                 slot.push = Some((tx, stop));
             }
             (None, false) => {}

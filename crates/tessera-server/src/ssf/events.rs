@@ -215,9 +215,8 @@ pub fn rfc4514_subject(der: &[u8]) -> Option<String> {
             rdn.iter()
                 .map(|attr| {
                     let oid = attr.attr_type();
-                    let key = registry
-                        .get(oid)
-                        .map_or_else(|| oid.to_id_string(), |e| e.sn().to_owned());
+                    let key = x509_parser::objects::oid2abbrev(oid, registry)
+                        .map_or_else(|_| oid.to_id_string(), str::to_owned);
                     let value = attr.as_str().map_or_else(|_| "#".to_owned(), escape_dn);
                     format!("{key}={value}")
                 })

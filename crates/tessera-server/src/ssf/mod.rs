@@ -34,6 +34,7 @@ use tessera_core::clock::SharedClock;
 use tessera_core::mint::{JwtMinter, MintError};
 use tessera_ledger::{Ledger, StreamLimits};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use self::delivery::Deliveries;
 use self::events::SetBuilder;
@@ -91,6 +92,8 @@ pub struct Transmitter {
     management: Arc<Management>,
     polls: Polls,
     discovery: Bytes,
+    /// The follower and the push tasks.
+    tasks: TaskTracker,
 }
 
 impl Transmitter {
@@ -115,7 +118,8 @@ impl Transmitter {
             max_backoff: p.config.max_backoff,
             holder: tessera_core::mint::random_hex::<8>()?,
         };
-        let deliveries = Arc::new(Deliveries::new(push, p.stopping.clone()));
+        let tasks = TaskTracker::new();
+        let deliveries = Arc::new(Deliveries::new(push, p.stopping.clone(), tasks.clone()));
         let follower = Follower {
             ledger: Arc::clone(&p.ledger),
             sets: Arc::clone(&sets),
@@ -124,7 +128,7 @@ impl Transmitter {
             clock: Arc::clone(&p.clock),
             max_queue: p.config.max_queue,
         };
-        tokio::spawn(follower.run(p.stopping.clone()));
+        tasks.spawn(follower.run(p.stopping.clone()));
         let management = Arc::new(Management {
             callers: p.callers,
             ledger: p.ledger,
@@ -149,7 +153,14 @@ impl Transmitter {
             },
             management,
             discovery: discovery::document(&p.issuer),
+            tasks,
         })
+    }
+
+    /// Returns the tracker of the background tasks (they end once `stopping` fires), so a
+    /// shutdown can wait for them before it closes the ledger.
+    pub fn tasks(&self) -> TaskTracker {
+        self.tasks.clone()
     }
 
     /// Returns the routes of the Shared Signals endpoints.

@@ -292,7 +292,7 @@ impl PushContext {
             };
             let delivered = !batch.is_empty()
                 && self
-                    .deliver(&task.stream_id, &mut conn, target, &batch)
+                    .deliver(&task, &mut conn, target, &batch)
                     .await;
             if delivered {
                 backoff = FIRST_BACKOFF;
@@ -300,6 +300,23 @@ impl PushContext {
                 self.pause(&task, backoff).await;
                 backoff = (backoff * 2).min(self.max_backoff);
             }
+        }
+        if lease_until > 0 {
+            self.release_lease(&task.stream_id).await;
+        }
+    }
+
+    /// Lets another replica take the stream's push lease at once (this one is stopping).
+    async fn release_lease(&self, stream_id: &str) {
+        let now_ms = self.now_ms();
+        let params = LeaseParams {
+            stream_id: stream_id.to_owned(),
+            holder: self.holder.clone(),
+            now_ms,
+            until_ms: now_ms.saturating_sub(1),
+        };
+        if let Err(e) = self.ledger.lease_stream(params).await {
+            tracing::debug!(stream_id, error = %e, "releasing the push lease failed");
         }
     }
 
@@ -368,23 +385,27 @@ impl PushContext {
         }
     }
 
-    /// Pushes `batch` in order until one must be retried, then acknowledges what the receiver
-    /// answered; returns whether every SET was answered.
+    /// Pushes `batch` in order until one must be retried (or the task stops), then
+    /// acknowledges what the receiver answered; returns whether every SET was answered.
     async fn deliver(
         &self,
-        stream_id: &str,
+        task: &PushTask,
         conn: &mut Option<Connection>,
         target: Target<'_>,
         batch: &[PendingSet],
     ) -> bool {
+        let stream_id = task.stream_id.as_str();
         let mut answered = Vec::with_capacity(batch.len());
         let mut complete = true;
         for set in batch {
-            match self
-                .client
-                .push(conn, target.url, target.authorization, &set.set)
-                .await
-            {
+            let pushed = tokio::select! {
+                pushed = self.client.push(conn, target.url, target.authorization, &set.set) => pushed,
+                () = task.stop.cancelled() => {
+                    complete = false;
+                    break;
+                }
+            };
+            match pushed {
                 Ok(Pushed::Accepted) => {
                     let waited = self.now_ms().saturating_sub(set.queued_at_ms).max(0);
                     self.metrics.push_seconds.observe(waited as f64 / 1000.0);
