@@ -269,7 +269,10 @@ async fn stop_when_cancelled(p: StopParams) -> Result<(), ServerError> {
     }
     p.sweeper.abort();
     p.background.close();
-    if tokio::time::timeout(p.grace, p.background.wait()).await.is_err() {
+    if tokio::time::timeout(p.grace, p.background.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("shared signals tasks did not stop within the grace period");
     }
     p.ledger.close().await?;

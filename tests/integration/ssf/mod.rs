@@ -14,12 +14,15 @@ use tessera_testkit::dev::{ADMIN_ID, WORKLOAD_ID};
 use tonic::transport::Channel;
 
 use self::receiver::{Mode, Receiver};
-use crate::common::{DEST, Env, Fixture, HttpReply, PURPOSE, csr_der, https_get, https_request_as, mint};
+use crate::common::{
+    DEST, Env, Fixture, HttpReply, PURPOSE, csr_der, https_get, https_request_as, mint,
+};
 
 /// The relying party that receives signals.
 const RP: &str = "spiffe://example.org/ns/ledger/sa/rp";
 const OTHER_RP: &str = "spiffe://example.org/ns/shop/sa/rp";
-const CREDENTIAL_CHANGE: &str = "https://schemas.openid.net/secevent/caep/event-type/credential-change";
+const CREDENTIAL_CHANGE: &str =
+    "https://schemas.openid.net/secevent/caep/event-type/credential-change";
 const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
 const VERIFICATION: &str = "https://schemas.openid.net/secevent/ssf/event-type/verification";
 
@@ -37,7 +40,14 @@ fn fixture(extra: &str) -> Fixture {
 /// Sends a Shared Signals request as `who` (a JWT-SVID bearer), with a JSON body when given.
 async fn ssf(env: &Env, method: &str, path: &str, body: Option<Value>, who: &str) -> HttpReply {
     let bearer = env.fx.jwt_svid(who);
-    https_request_as(env, method, path, body.map(|b| b.to_string()), Some(&bearer)).await
+    https_request_as(
+        env,
+        method,
+        path,
+        body.map(|b| b.to_string()),
+        Some(&bearer),
+    )
+    .await
 }
 
 /// Creates a stream as `who`; returns its configuration. Panics unless it is created.
@@ -111,7 +121,11 @@ async fn verify(env: &Env, set: &str, aud: &str) -> Value {
     for claim in ["iss", "iat", "jti", "aud", "sub_id", "events"] {
         assert!(claims.get(claim).is_some(), "{claim} missing from {claims}");
     }
-    assert_eq!(claims["events"].as_object().unwrap().len(), 1, "one event per SET");
+    assert_eq!(
+        claims["events"].as_object().unwrap().len(),
+        1,
+        "one event per SET"
+    );
     claims
 }
 
@@ -145,7 +159,14 @@ async fn wait_for_metric(env: &Env, prefix: &str) {
 
 /// Polls `stream_id` as `who` with `request`; returns the reply.
 async fn poll(env: &Env, who: &str, stream_id: &str, request: Value) -> HttpReply {
-    ssf(env, "POST", &format!("/ssf/poll/{stream_id}"), Some(request), who).await
+    ssf(
+        env,
+        "POST",
+        &format!("/ssf/poll/{stream_id}"),
+        Some(request),
+        who,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -179,8 +200,14 @@ async fn a_push_receiver_gets_verified_sets_for_a_credential_and_a_selector() {
     let sets = receiver.wait_for(2).await;
     {
         let seen = receiver.seen.lock().unwrap();
-        assert_eq!(seen.authorization.as_deref(), Some("Bearer receiver-secret"));
-        assert_eq!(seen.content_type.as_deref(), Some("application/secevent+jwt"));
+        assert_eq!(
+            seen.authorization.as_deref(),
+            Some("Bearer receiver-secret")
+        );
+        assert_eq!(
+            seen.content_type.as_deref(),
+            Some("application/secevent+jwt")
+        );
     }
     let iss = issuer(&env).await;
     let change = verify(&env, &sets[0], RP).await;
@@ -202,15 +229,30 @@ async fn a_push_receiver_gets_verified_sets_for_a_credential_and_a_selector() {
     );
     let event = &session["events"][SESSION_REVOKED];
     assert!(event["event_timestamp"].as_i64().unwrap() > 0);
-    let listed = ssf(&env, "GET", &format!("/ssf/streams?stream_id={stream_id}"), None, RP).await;
-    assert_eq!(listed.json()["delivery"]["authorization_header"], "Bearer receiver-secret");
+    let listed = ssf(
+        &env,
+        "GET",
+        &format!("/ssf/streams?stream_id={stream_id}"),
+        None,
+        RP,
+    )
+    .await;
+    assert_eq!(
+        listed.json()["delivery"]["authorization_header"],
+        "Bearer receiver-secret"
+    );
     env.shutdown().await;
 }
 
 #[tokio::test]
 async fn poll_returns_sets_until_they_are_acknowledged() {
     let mut env = Env::start_fixture(fixture("")).await;
-    let stream = create(&env, RP, json!({"delivery": {"method": "urn:ietf:rfc:8936"}})).await;
+    let stream = create(
+        &env,
+        RP,
+        json!({"delivery": {"method": "urn:ietf:rfc:8936"}}),
+    )
+    .await;
     let stream_id = stream["stream_id"].as_str().unwrap();
     let iss = issuer(&env).await;
     assert_eq!(
@@ -243,7 +285,10 @@ async fn poll_returns_sets_until_they_are_acknowledged() {
     let claims = verify(&env, set.as_str().unwrap(), RP).await;
     assert_eq!(&claims["jti"], jti);
     assert_eq!(claims["txn"], revocation);
-    assert_eq!(claims["sub_id"], json!({"format": "uri", "uri": WORKLOAD_ID}));
+    assert_eq!(
+        claims["sub_id"],
+        json!({"format": "uri", "uri": WORKLOAD_ID})
+    );
     let event = &claims["events"][CREDENTIAL_CHANGE];
     assert_eq!(event["credential_type"], "x509");
     assert_eq!(event["x509_serial"], minted.credential_id);
@@ -252,7 +297,13 @@ async fn poll_returns_sets_until_they_are_acknowledged() {
     let again = poll(&env, RP, stream_id, json!({"returnImmediately": true})).await;
     assert!(again.json()["sets"].get(jti).is_some());
     // Acknowledged: gone.
-    let acked = poll(&env, RP, stream_id, json!({"ack": [jti], "returnImmediately": true})).await;
+    let acked = poll(
+        &env,
+        RP,
+        stream_id,
+        json!({"ack": [jti], "returnImmediately": true}),
+    )
+    .await;
     assert_eq!(acked.json(), json!({"sets": {}, "moreAvailable": false}));
     env.shutdown().await;
 }
@@ -271,7 +322,10 @@ async fn a_verification_event_echoes_the_state_and_is_rate_limited() {
     let sets = polled.json()["sets"].clone();
     let set = sets.as_object().unwrap().values().next().unwrap();
     let claims = verify(&env, set.as_str().unwrap(), RP).await;
-    assert_eq!(claims["sub_id"], json!({"format": "opaque", "id": stream_id}));
+    assert_eq!(
+        claims["sub_id"],
+        json!({"format": "opaque", "id": stream_id})
+    );
     assert_eq!(claims["events"][VERIFICATION], json!({"state": "abc-123"}));
     env.shutdown().await;
 }
@@ -340,15 +394,39 @@ async fn a_receiver_cannot_see_or_change_another_receivers_stream() {
     assert_eq!(ssf(&env, "GET", &status, None, OTHER_RP).await.status, 404);
     assert_eq!(ssf(&env, "DELETE", &one, None, OTHER_RP).await.status, 404);
     let patch = json!({"stream_id": stream_id, "description": "mine now"});
-    assert_eq!(ssf(&env, "PATCH", "/ssf/streams", Some(patch), OTHER_RP).await.status, 404);
-    let polled = poll(&env, OTHER_RP, &stream_id, json!({"returnImmediately": true})).await;
+    assert_eq!(
+        ssf(&env, "PATCH", "/ssf/streams", Some(patch), OTHER_RP)
+            .await
+            .status,
+        404
+    );
+    let polled = poll(
+        &env,
+        OTHER_RP,
+        &stream_id,
+        json!({"returnImmediately": true}),
+    )
+    .await;
     assert_eq!(polled.status, 404);
-    assert_eq!(ssf(&env, "GET", "/ssf/streams", None, OTHER_RP).await.json(), json!([]));
+    assert_eq!(
+        ssf(&env, "GET", "/ssf/streams", None, OTHER_RP)
+            .await
+            .json(),
+        json!([])
+    );
     // An admin sees every stream, without the receiver's secret.
     let seen = ssf(&env, "GET", &one, None, ADMIN_ID).await;
     assert_eq!(seen.status, 200);
     assert_eq!(seen.json()["delivery"]["authorization_header"], "***");
-    assert_eq!(ssf(&env, "GET", "/ssf/streams", None, ADMIN_ID).await.json().as_array().unwrap().len(), 1);
+    assert_eq!(
+        ssf(&env, "GET", "/ssf/streams", None, ADMIN_ID)
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     // The owner still has it, and deletes it.
     assert_eq!(ssf(&env, "GET", &one, None, RP).await.status, 200);
     assert_eq!(ssf(&env, "DELETE", &one, None, RP).await.status, 204);
@@ -359,7 +437,8 @@ async fn a_receiver_cannot_see_or_change_another_receivers_stream() {
 #[tokio::test]
 async fn bad_stream_requests_are_refused_as_the_spec_says() {
     let mut env = Env::start_fixture(fixture("max_streams_per_identity = 1\n")).await;
-    let push = |url: &str| json!({"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": url}});
+    let push =
+        |url: &str| json!({"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": url}});
     let bad = [
         push("http://receiver.example.org/events"),
         push("not a url"),
@@ -374,7 +453,12 @@ async fn bad_stream_requests_are_refused_as_the_spec_says() {
     }
     let anonymous = https_request_as(&env, "GET", "/ssf/streams", None, None).await;
     assert_eq!(anonymous.status, 401);
-    let stream = create(&env, RP, json!({"events_requested": [SESSION_REVOKED, "urn:x"]})).await;
+    let stream = create(
+        &env,
+        RP,
+        json!({"events_requested": [SESSION_REVOKED, "urn:x"]}),
+    )
+    .await;
     assert_eq!(stream["events_delivered"], json!([SESSION_REVOKED]));
     let full = ssf(&env, "POST", "/ssf/streams", Some(json!({})), RP).await;
     assert_eq!(full.status, 429, "one stream per identity");

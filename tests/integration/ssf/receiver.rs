@@ -84,7 +84,8 @@ impl Receiver {
                         let serve = serve.clone();
                         async move { serve.answer(request).await }
                     });
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     let connection = builder.serve_connection(TokioIo::new(tls), service);
                     tokio::select! {
                         () = stop.cancelled() => {}
@@ -195,8 +196,8 @@ impl Serve {
 /// The fixture's `localhost` server certificate and key, as a rustls server config.
 fn tls_config(fx: &Fixture) -> Arc<rustls::ServerConfig> {
     let cert = rustls::pki_types::CertificateDer::from(fx.material.server.cert_der.clone());
-    let key = rustls::pki_types::PrivateKeyDer::try_from(fx.material.server.key.serialize_der())
-        .unwrap();
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(fx.material.server.key.serialize_der()).unwrap();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -84,3 +84,58 @@ pub(super) fn ssf(check: &Checker<'_>, s: &file::SsfSection) -> Result<SsfConfig
         )?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::path::Path;
+
+    use super::*;
+
+    fn checked(s: &file::SsfSection) -> Result<SsfConfig, ConfigError> {
+        ssf(
+            &Checker {
+                file: Path::new("t.toml"),
+            },
+            s,
+        )
+    }
+
+    #[test]
+    fn defaults_apply_and_zero_limits_are_refused_naming_the_key() {
+        let config = checked(&file::SsfSection::default()).unwrap();
+        assert_eq!(config.max_streams, DEFAULT_MAX_STREAMS);
+        assert_eq!(config.max_queue, DEFAULT_MAX_QUEUE);
+        assert!(config.extra_roots.is_empty());
+        let zero = file::SsfSection {
+            max_queue: Some(0),
+            ..Default::default()
+        };
+        assert!(
+            checked(&zero)
+                .unwrap_err()
+                .to_string()
+                .contains("ssf.max_queue")
+        );
+        let backoff = file::SsfSection {
+            max_backoff: Some("0s".into()),
+            ..Default::default()
+        };
+        assert!(
+            checked(&backoff)
+                .unwrap_err()
+                .to_string()
+                .contains("ssf.max_backoff")
+        );
+        let missing = file::SsfSection {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..Default::default()
+        };
+        assert!(
+            checked(&missing)
+                .unwrap_err()
+                .to_string()
+                .contains("ssf.ca_file")
+        );
+    }
+}

@@ -135,6 +135,8 @@ impl Deliveries {
     /// Returns a receiver that changes when SETs are queued for the stream, or `None` when this
     /// replica does not know it (yet).
     pub fn waiter(&self, stream_id: &str) -> Option<watch::Receiver<u64>> {
-        self.slots().get(stream_id).map(|slot| slot.wake.subscribe())
+        self.slots()
+            .get(stream_id)
+            .map(|slot| slot.wake.subscribe())
     }
 }

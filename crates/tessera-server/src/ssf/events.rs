@@ -109,7 +109,10 @@ fn credential_change(
 fn selector_subject(selector: Selector, value: &str) -> Value {
     let (member, id) = match selector {
         Selector::Workload => ("tessera_workload", json!({"format": "uri", "uri": value})),
-        Selector::Destination => ("tessera_destination", json!({"format": "opaque", "id": value})),
+        Selector::Destination => (
+            "tessera_destination",
+            json!({"format": "opaque", "id": value}),
+        ),
         Selector::Purpose => ("tessera_purpose", json!({"format": "opaque", "id": value})),
         Selector::Owner | Selector::CredentialId => {
             ("tessera_owner", json!({"format": "opaque", "id": value}))
@@ -136,11 +139,8 @@ impl SetBuilder {
         let (kind, sub_id, mut event) = match (rule.selector, p.record) {
             (Selector::CredentialId, None) => return Ok(None),
             (Selector::CredentialId, Some(record)) => {
-                let (sub_id, event) = credential_change(
-                    record,
-                    &self.issuer,
-                    self.x509_issuer.as_deref(),
-                );
+                let (sub_id, event) =
+                    credential_change(record, &self.issuer, self.x509_issuer.as_deref());
                 (EventType::CredentialChange, sub_id, event)
             }
             (selector, _) => {

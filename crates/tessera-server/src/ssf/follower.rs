@@ -94,7 +94,10 @@ impl Follower {
             match received {
                 Ok(event) => take_rule(event, cursor, &mut rules),
                 Err(RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "shared signals follower lagged; catching up from the rules");
+                    tracing::warn!(
+                        missed,
+                        "shared signals follower lagged; catching up from the rules"
+                    );
                     behind = true;
                     continue;
                 }
@@ -185,7 +188,10 @@ impl Follower {
         self.metrics.queued.inc_by(done.queued);
         if done.dropped > 0 {
             self.metrics.dropped.inc_by(done.dropped);
-            tracing::warn!(dropped = done.dropped, "stream queues full: oldest SETs dropped");
+            tracing::warn!(
+                dropped = done.dropped,
+                "stream queues full: oldest SETs dropped"
+            );
         }
         *cursor = last;
         let mut woken = queued_for;

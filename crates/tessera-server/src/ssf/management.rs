@@ -50,7 +50,10 @@ pub enum SsfError {
     TooSoon(u64),
     #[error("the stream is disabled: enable it first")]
     Disabled,
-    #[error("the stream delivers by push ({}): it cannot be polled", super::stream::PUSH)]
+    #[error(
+        "the stream delivers by push ({}): it cannot be polled",
+        super::stream::PUSH
+    )]
     NotPolled,
     #[error("stream `{0}` is stored unreadably: {1}")]
     Corrupt(String, String),
@@ -154,7 +157,11 @@ pub fn json_reply(status: StatusCode, body: &Value) -> Response {
 }
 
 fn no_content() -> Response {
-    (StatusCode::NO_CONTENT, [(header::CACHE_CONTROL, "no-store")]).into_response()
+    (
+        StatusCode::NO_CONTENT,
+        [(header::CACHE_CONTROL, "no-store")],
+    )
+        .into_response()
 }
 
 impl Management {
@@ -278,7 +285,10 @@ impl Management {
     async fn read(&self, who: &Receiver, query: Option<&str>) -> Result<Response, SsfError> {
         if let Some(id) = query_stream_id(query) {
             let (stored, config) = self.visible(who, &id).await?;
-            return Ok(json_reply(StatusCode::OK, &self.render(who, &stored, &config)));
+            return Ok(json_reply(
+                StatusCode::OK,
+                &self.render(who, &stored, &config),
+            ));
         }
         let mut list = Vec::new();
         for stored in self.ledger.streams().await? {
@@ -287,7 +297,9 @@ impl Management {
             }
             match serde_json::from_str::<StreamConfig>(&stored.config) {
                 Ok(config) => list.push(self.render(who, &stored, &config)),
-                Err(e) => tracing::error!(stream_id = %stored.stream_id, error = %e, "stored stream is unreadable"),
+                Err(e) => {
+                    tracing::error!(stream_id = %stored.stream_id, error = %e, "stored stream is unreadable")
+                }
             }
         }
         Ok(json_reply(StatusCode::OK, &Value::Array(list)))
@@ -323,7 +335,10 @@ impl Management {
         self.save(&stored, &next).await?;
         let op = if replace { "replace" } else { "update" };
         self.audit("ssf_stream_updated", who, &stored, json!({"op": op}));
-        Ok(json_reply(StatusCode::OK, &self.render(who, &stored, &next)))
+        Ok(json_reply(
+            StatusCode::OK,
+            &self.render(who, &stored, &next),
+        ))
     }
 
     async fn delete(&self, who: &Receiver, query: Option<&str>) -> Result<Response, SsfError> {

@@ -72,7 +72,9 @@ impl SsfMetrics {
 
     /// Counts SETs acknowledged through `method`.
     pub fn delivered(&self, method: &'static str, n: u64) {
-        self.delivered.get_or_create(&MethodLabels { method }).inc_by(n);
+        self.delivered
+            .get_or_create(&MethodLabels { method })
+            .inc_by(n);
     }
 
     /// Counts one failed delivery for `reason`.

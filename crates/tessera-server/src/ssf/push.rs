@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tessera_core::clock::SharedClock;
-use tessera_ledger::{AckParams, Ledger, LeaseParams, PendingParams, PendingSet};
+use tessera_ledger::{AckParams, LeaseParams, Ledger, PendingParams, PendingSet};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -177,7 +177,10 @@ impl PushClient {
     /// Opens a TLS connection (HTTP/1.1) to `uri`'s host.
     async fn connect(&self, uri: &hyper::Uri, authority: String) -> Result<Connection, PushError> {
         let host = uri.host().unwrap_or_default();
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let port = uri.port_u16().unwrap_or(443);
         let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
             .await
@@ -209,10 +212,16 @@ fn classify(status: u16, body: &[u8]) -> Result<Pushed, PushError> {
             let err = error["err"].as_str().unwrap_or("invalid_request");
             let description = error["description"].as_str().unwrap_or_default();
             match err {
-                "invalid_key" | "invalid_issuer" | "invalid_audience" | "authentication_failed"
+                "invalid_key"
+                | "invalid_issuer"
+                | "invalid_audience"
+                | "authentication_failed"
                 | "access_denied" => Err(PushError::Refused(err.to_owned())),
                 other => Ok(Pushed::Rejected(
-                    format!("{other}: {description}").chars().take(300).collect(),
+                    format!("{other}: {description}")
+                        .chars()
+                        .take(300)
+                        .collect(),
                 )),
             }
         }
@@ -290,10 +299,8 @@ impl PushContext {
                 url: endpoint_url,
                 authorization: authorization_header.as_ref(),
             };
-            let delivered = !batch.is_empty()
-                && self
-                    .deliver(&task, &mut conn, target, &batch)
-                    .await;
+            let delivered =
+                !batch.is_empty() && self.deliver(&task, &mut conn, target, &batch).await;
             if delivered {
                 backoff = FIRST_BACKOFF;
             } else {
@@ -455,7 +462,10 @@ mod tests {
             classify(400, body),
             Ok(Pushed::Rejected("invalid_request: bad jti".into()))
         );
-        assert!(matches!(classify(400, b"not json"), Ok(Pushed::Rejected(_))));
+        assert!(matches!(
+            classify(400, b"not json"),
+            Ok(Pushed::Rejected(_))
+        ));
     }
 
     #[test]

@@ -36,7 +36,10 @@ pub enum StreamError {
     EndpointUrl(&'static str),
     #[error("`delivery.authorization_header` must be 1 to {MAX_HEADER} visible ASCII characters")]
     AuthorizationHeader,
-    #[error("`events_requested` names no event this transmitter supports: {}", supported_list())]
+    #[error(
+        "`events_requested` names no event this transmitter supports: {}",
+        supported_list()
+    )]
     NoSupportedEvent,
     #[error("`{field}` is longer than {max}")]
     TooLong { field: &'static str, max: usize },
@@ -333,7 +336,11 @@ fn delivered(requested: Option<&[String]>) -> Result<Vec<EventType>, StreamError
     // Unknown URIs are ignored (SSF 1.0 §8.1.1), but at least one must be known.
     let known: Vec<EventType> = EventType::SUPPORTED
         .into_iter()
-        .filter(|e| requested.iter().any(|uri| EventType::requestable(uri) == Some(*e)))
+        .filter(|e| {
+            requested
+                .iter()
+                .any(|uri| EventType::requestable(uri) == Some(*e))
+        })
         .collect();
     if known.is_empty() {
         return Err(StreamError::NoSupportedEvent);
@@ -369,7 +376,11 @@ impl StreamConfig {
 
     /// Applies a PATCH: members present replace the current ones, missing ones stay. Fails
     /// when a member is invalid or a transmitter-supplied one does not match (nothing changes).
-    pub fn patch(&self, request: &StreamRequest, issuer: &str) -> Result<StreamConfig, StreamError> {
+    pub fn patch(
+        &self,
+        request: &StreamRequest,
+        issuer: &str,
+    ) -> Result<StreamConfig, StreamError> {
         self.check_transmitter_members(request, issuer)?;
         let mut next = self.clone();
         if let Some(d) = &request.delivery {
@@ -419,7 +430,8 @@ impl StreamConfig {
             return Err(StreamError::Mismatch("aud"));
         }
         let same_set = |given: &[String], expected: &[EventType]| {
-            given.len() == expected.len() && expected.iter().all(|e| given.iter().any(|g| g == e.uri()))
+            given.len() == expected.len()
+                && expected.iter().all(|e| given.iter().any(|g| g == e.uri()))
         };
         if let Some(supported) = &request.events_supported
             && !same_set(supported, &EventType::SUPPORTED)
@@ -444,7 +456,11 @@ impl StreamConfig {
             } => {
                 let mut d = json!({"method": PUSH, "endpoint_url": endpoint_url.as_str()});
                 if let (Some(header), Some(obj)) = (authorization_header, d.as_object_mut()) {
-                    let shown = if p.show_secret { header.expose() } else { "***" };
+                    let shown = if p.show_secret {
+                        header.expose()
+                    } else {
+                        "***"
+                    };
                     obj.insert("authorization_header".into(), json!(shown));
                 }
                 d
