@@ -16,7 +16,7 @@ use crate::issuer::IssueError;
 use crate::limits::Overloaded;
 use crate::metrics::Metrics;
 use crate::revoker::RevokeError;
-use crate::ssf::management::SsfError;
+use crate::ssf::error::SsfError;
 
 /// What kind of refusal: decides the gRPC code and the HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -309,7 +309,7 @@ fn an_oauth_rendering_carries_the_code_the_description_and_retry_after_on_503() 
 
 #[test]
 fn shared_signals_errors_have_their_class_and_ssf_http_status() {
-    use crate::ssf::management::SsfError;
+    use crate::ssf::error::SsfError;
     use crate::ssf::reply;
     use crate::ssf::stream::StreamError;
     let cases: Vec<(SsfError, Class, u16)> = vec![

@@ -15,14 +15,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tessera_core::attest::Evidence;
 use tessera_core::clock::SharedClock;
-use tessera_core::mint::MintError;
 use tessera_core::spiffe_id::SpiffeId;
 use tessera_ledger::{
-    EnqueueParams, Ledger, LedgerError, NewStream, StoredStream, StreamCreated, StreamLimits,
-    StreamUpdate,
+    EnqueueParams, Ledger, NewStream, StoredStream, StreamCreated, StreamLimits, StreamUpdate,
 };
 
 use super::delivery::Deliveries;
+pub use super::error::SsfError;
 use super::events::{SetBuilder, VerificationSet};
 use super::reply;
 use super::stream::{RenderParams, StreamConfig, StreamError, StreamRequest, StreamStatus};
@@ -34,34 +33,6 @@ use crate::tls::PeerInfo;
 
 /// Longest `state` of a verification request and `reason` of a status update.
 const MAX_TEXT: usize = 1024;
-
-/// Why a Shared Signals request was not served (classified in [`crate::refusal`]).
-#[derive(Debug, thiserror::Error)]
-pub enum SsfError {
-    #[error(transparent)]
-    Stream(#[from] StreamError),
-    #[error("no stream `{0}` for this receiver")]
-    UnknownStream(String),
-    #[error("this receiver has {0} streams, the most allowed; delete one first")]
-    OwnerFull(usize),
-    #[error("the transmitter has {0} streams, the most it allows")]
-    Full(usize),
-    #[error("a verification was requested less than {0} s ago; retry later")]
-    TooSoon(u64),
-    #[error("the stream is disabled: enable it first")]
-    Disabled,
-    #[error(
-        "the stream delivers by push ({}): it cannot be polled",
-        super::stream::PUSH
-    )]
-    NotPolled,
-    #[error("stream `{0}` is stored unreadably: {1}")]
-    Corrupt(String, String),
-    #[error(transparent)]
-    Ledger(#[from] LedgerError),
-    #[error(transparent)]
-    Sign(#[from] MintError),
-}
 
 /// What the management endpoints use.
 pub struct Management {

@@ -10,6 +10,7 @@
 
 pub mod delivery;
 pub mod discovery;
+pub mod error;
 pub mod events;
 pub mod follower;
 pub mod management;
