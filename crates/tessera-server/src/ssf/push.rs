@@ -114,6 +114,23 @@ impl PushClient {
         authorization: Option<&AuthorizationHeader>,
         set: &str,
     ) -> Result<Pushed, PushError> {
+        let reused = conn.is_some();
+        let mut sent = self.send_timed(conn, url, authorization, set).await;
+        if reused && matches!(sent, Err(PushError::Network(_))) {
+            // The receiver may have closed the kept-alive connection: one retry on a new one.
+            sent = self.send_timed(conn, url, authorization, set).await;
+        }
+        sent
+    }
+
+    /// [`PushClient::send`] bounded by [`PUSH_TIMEOUT`]; drops the connection on failure.
+    async fn send_timed(
+        &self,
+        conn: &mut Option<Connection>,
+        url: &EndpointUrl,
+        authorization: Option<&AuthorizationHeader>,
+        set: &str,
+    ) -> Result<Pushed, PushError> {
         let sent = tokio::time::timeout(PUSH_TIMEOUT, self.send(conn, url, authorization, set))
             .await
             .unwrap_or(Err(PushError::Timeout));
