@@ -377,9 +377,11 @@ async fn a_dead_receiver_does_not_delay_another() {
     revoke(&env, Selector::CredentialId(second)).await;
     // The live receiver gets both SETs while the dead one still holds the first push.
     alive.wait_for(2).await;
-    let stuck = dead.seen.lock().unwrap();
-    assert_eq!((stuck.requests, stuck.accepted.len()), (1, 0));
-    drop(stuck);
+    let stuck = {
+        let seen = dead.seen.lock().unwrap();
+        (seen.requests, seen.accepted.len())
+    };
+    assert_eq!(stuck, (1, 0));
     env.shutdown().await;
 }
 
