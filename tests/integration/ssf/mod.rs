@@ -2,7 +2,7 @@
 //! library against the broker's JWKS, push to a real HTTPS receiver (through outages and broker
 //! restarts), poll with acknowledgements, and isolation between receivers.
 
-mod receiver;
+pub(crate) mod receiver;
 
 use std::collections::HashSet;
 
