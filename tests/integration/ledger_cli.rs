@@ -208,17 +208,21 @@ fn ledger_migrate_migrates_the_configured_database_and_refuses_a_newer_or_embedd
     let migrated = tessera(&["ledger", "migrate", "--config", config]);
     let stdout = text(&migrated.stdout);
     assert!(migrated.status.success(), "{}", text(&migrated.stderr));
-    assert!(stdout.contains("migrated from version 0 to 1"), "{stdout}");
+    let version = tessera_ledger::POSTGRES_SCHEMA_VERSION;
+    assert!(
+        stdout.contains(&format!("migrated from version 0 to {version}")),
+        "{stdout}"
+    );
     assert!(!stdout.contains("s3cret"), "{stdout}");
     let again = tessera(&["ledger", "migrate", "--config", config]);
-    assert!(text(&again.stdout).contains("already at version 1"));
+    assert!(text(&again.stdout).contains(&format!("already at version {version}")));
 
     run_sql(&db.url(), "INSERT INTO migrations (version) VALUES (99)");
     let newer = tessera(&["ledger", "migrate", "--config", config]);
     assert!(!newer.status.success());
     let stderr = text(&newer.stderr);
     assert!(
-        stderr.contains("schema version 99, newer than the 1"),
+        stderr.contains(&format!("schema version 99, newer than the {version}")),
         "{stderr}"
     );
 }
