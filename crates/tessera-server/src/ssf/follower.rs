@@ -140,6 +140,7 @@ impl Follower {
 
     /// Re-reads the streams and brings the delivery registry in line; returns them.
     async fn targets(&self) -> Result<Vec<Target>, LedgerError> {
+        let mark = self.deliveries.mark();
         let streams = load_streams(self.ledger.as_ref()).await.inspect_err(|e| {
             tracing::warn!(error = %e, "reading the shared signals streams failed");
         })?;
@@ -147,7 +148,7 @@ impl Follower {
             .iter()
             .map(|(id, _, config)| (id.clone(), config.clone()))
             .collect();
-        self.deliveries.sync(&registry);
+        self.deliveries.sync(mark, &registry);
         crate::metrics::Metrics::set_count(&self.metrics.streams, streams.len() as u64);
         Ok(streams
             .into_iter()
