@@ -244,3 +244,137 @@ fn take_rule(event: Event, cursor: u64, rules: &mut Vec<RevocationRule>) {
         rules.push(rule);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use tessera_core::clock::SystemClock;
+    use tessera_core::domain::NewRule;
+    use tessera_core::keys::SecretKey;
+    use tessera_core::mint::JwtMinter;
+    use tessera_ledger::{
+        NewStream, PendingParams, RedbLedger, RedbOptions, StoredStream, StreamLimits,
+    };
+    use tokio_util::task::TaskTracker;
+
+    use super::*;
+    use crate::ssf::push::{PushClient, PushContext};
+    use crate::ssf::stream::{Delivery, EventType};
+
+    fn follower(ledger: &Arc<dyn Ledger>) -> Follower {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let jwt = JwtMinter::new("https://t", &SecretKey::from_pkcs8_der(key.serialize_der()));
+        let metrics = SsfMetrics::register(&mut prometheus_client::registry::Registry::default());
+        let push = PushContext {
+            client: PushClient::new(&[]).unwrap(),
+            ledger: Arc::clone(ledger),
+            metrics: metrics.clone(),
+            clock: Arc::new(SystemClock),
+            max_backoff: Duration::from_secs(1),
+            holder: "me".into(),
+        };
+        Follower {
+            ledger: Arc::clone(ledger),
+            sets: Arc::new(SetBuilder::new(
+                Arc::new(jwt.unwrap()),
+                "https://t".into(),
+                None,
+            )),
+            deliveries: Arc::new(Deliveries::new(
+                push,
+                CancellationToken::new(),
+                TaskTracker::new(),
+            )),
+            metrics,
+            clock: Arc::new(SystemClock),
+            max_queue: 100,
+        }
+    }
+
+    async fn queued(ledger: &Arc<dyn Ledger>, stream_id: &str) -> Vec<String> {
+        let params = PendingParams {
+            stream_id: stream_id.into(),
+            limit: 100,
+        };
+        let pending = ledger.pending_sets(params).await.unwrap();
+        pending.into_iter().map(|p| p.jti).collect()
+    }
+
+    /// Runs a follower until `stream_id` has `n` SETs queued (at most 10 s), then stops it.
+    async fn follow_until(ledger: &Arc<dyn Ledger>, stream_id: &str, n: usize) {
+        let stopping = CancellationToken::new();
+        let task = tokio::spawn(follower(ledger).run(stopping.clone()));
+        for _ in 0..200 {
+            if queued(ledger, stream_id).await.len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stopping.cancel();
+        task.await.unwrap();
+    }
+
+    fn rule(id: &str) -> NewRule {
+        NewRule {
+            revocation_id: id.into(),
+            selector: Selector::Owner,
+            value: "team".into(),
+            effective_at: 1_700_000_000,
+            reason: "test".into(),
+            revoked_by: "admin".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn rules_committed_while_no_follower_ran_are_queued_once_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.redb");
+        let ledger: Arc<dyn Ledger> =
+            Arc::new(RedbLedger::open(&path, RedbOptions::default()).unwrap());
+        let before = ledger.add_rule(rule("before-the-stream")).await.unwrap();
+        let config = StreamConfig {
+            aud: "spiffe://example.org/rp".into(),
+            delivery: Delivery::Poll,
+            events_requested: None,
+            events_delivered: EventType::SUPPORTED.to_vec(),
+            description: None,
+            status: StreamStatus::Enabled,
+            reason: None,
+        };
+        let stream = StoredStream {
+            stream_id: "s".into(),
+            owner: "spiffe://example.org/rp".into(),
+            from_sequence: before.sequence,
+            config: serde_json::to_string(&config).unwrap(),
+        };
+        let limits = StreamLimits {
+            per_owner: 1,
+            total: 1,
+        };
+        ledger
+            .create_stream(NewStream { stream, limits })
+            .await
+            .unwrap();
+        ledger.add_rule(rule("one")).await.unwrap();
+        let second = ledger.add_rule(rule("two")).await.unwrap();
+        follow_until(&ledger, "s", 2).await;
+        let jtis = queued(&ledger, "s").await;
+        assert_eq!(jtis.len(), 2, "the rule older than the stream is not sent");
+        assert_eq!(ledger.signal_cursor().await.unwrap(), second.sequence);
+        // After a restart, a new rule is queued once the catch-up is done: nothing twice.
+        let stopping = CancellationToken::new();
+        let task = tokio::spawn(follower(&ledger).run(stopping.clone()));
+        ledger.add_rule(rule("three")).await.unwrap();
+        for _ in 0..200 {
+            if queued(&ledger, "s").await.len() >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stopping.cancel();
+        task.await.unwrap();
+        let after = queued(&ledger, "s").await;
+        assert_eq!((after.len(), &after[..2]), (3, &jtis[..]));
+    }
+}
