@@ -114,9 +114,12 @@ fn selector_subject(selector: Selector, value: &str) -> Value {
             json!({"format": "opaque", "id": value}),
         ),
         Selector::Purpose => ("tessera_purpose", json!({"format": "opaque", "id": value})),
-        Selector::Owner | Selector::CredentialId => {
-            ("tessera_owner", json!({"format": "opaque", "id": value}))
-        }
+        Selector::Owner => ("tessera_owner", json!({"format": "opaque", "id": value})),
+        // Not reached: a rule on one credential is a credential-change (see `revocation`).
+        Selector::CredentialId => (
+            "tessera_credential_id",
+            json!({"format": "opaque", "id": value}),
+        ),
     };
     json!({"format": "complex", member: id})
 }
