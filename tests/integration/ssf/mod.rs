@@ -186,6 +186,8 @@ async fn publishes_the_transmitter_metadata() {
         json!(["urn:ietf:rfc:8935", "urn:ietf:rfc:8936"])
     );
     assert_eq!(doc["spec_version"], "1_0");
+    let critical = doc["critical_subject_members"].as_array().unwrap();
+    assert!(critical.contains(&json!("tessera_workload")));
     env.shutdown().await;
 }
 

@@ -22,11 +22,13 @@ use super::stream::{EventType, StreamConfig};
 pub const TYP: &str = "secevent+jwt";
 /// The members a session-revoked `sub_id` may carry, one per selector; receivers that cannot
 /// process them must discard the event (published as `critical_subject_members`).
-pub const SUBJECT_MEMBERS: [&str; 4] = [
+/// `tessera_grant` is for the `grant` selector (TODO(lead): add its arm to `selector_subject`).
+pub const SUBJECT_MEMBERS: [&str; 5] = [
     "tessera_workload",
     "tessera_destination",
     "tessera_purpose",
     "tessera_owner",
+    "tessera_grant",
 ];
 
 /// Parameters of [`SetBuilder::revocation`].
