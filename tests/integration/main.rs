@@ -24,6 +24,7 @@ mod relying_party;
 mod replicas;
 mod restart;
 mod revocation;
+mod ssf;
 mod status_list;
 mod status_list_npm;
 mod token_exchange;

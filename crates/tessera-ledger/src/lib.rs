@@ -22,10 +22,13 @@
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod conformance_signals;
 mod copy;
 mod metrics;
 mod postgres;
 mod redb;
+mod signals;
 #[cfg(test)]
 mod test_records;
 
@@ -41,6 +44,10 @@ pub use self::postgres::{
     migrate_with,
 };
 pub use self::redb::{RedbLedger, RedbOptions};
+pub use self::signals::{
+    AckParams, EnqueueParams, Enqueued, LeaseParams, NewSet, NewStream, PendingParams, PendingSet,
+    SignalStore, StoredStream, StreamCreated, StreamLimits, StreamUpdate,
+};
 pub use tessera_core::domain::{
     CiEvidence, CredentialKind, CredentialRecord, Event, EventKind, EvidenceKind, NewRule,
     RevocationRule, Selector, Status, StatusListRef,
@@ -161,9 +168,10 @@ pub enum LedgerError {
     SchemaTooNew { found: u32, supported: u32 },
 }
 
-/// The durable record of issued credentials, revocation rules and events.
+/// The durable record of issued credentials, revocation rules and events. Every ledger also
+/// keeps the Shared Signals delivery state ([`SignalStore`]).
 #[async_trait]
-pub trait Ledger: Send + Sync + fmt::Debug + 'static {
+pub trait Ledger: SignalStore + Send + Sync + fmt::Debug + 'static {
     /// Durably records one credential, its replay guard if any, and its `issued` event,
     /// atomically. Returns the event's sequence once committed and fsynced, sharing the commit
     /// with any writes submitted concurrently. Fails with `Replay` if the guard's key is already

@@ -19,6 +19,7 @@ pub mod readiness;
 pub mod refusal;
 pub mod revoker;
 pub mod server;
+pub mod ssf;
 pub mod status_list;
 pub mod tls;
 pub mod watchers;

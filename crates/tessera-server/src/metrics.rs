@@ -36,6 +36,8 @@ pub struct Metrics {
     pub revocation_enforced_seconds: Histogram,
     /// The ledger's handles (commit latency, batch size, last sequence), registered here.
     pub ledger: LedgerMetrics,
+    /// The Shared Signals transmitter's (`tessera_ssf_*`).
+    pub ssf: crate::ssf::metrics::SsfMetrics,
     registry: Registry,
 }
 
@@ -99,6 +101,7 @@ impl Metrics {
             "Writes per ledger commit",
             ledger.batch_size.clone(),
         );
+        let ssf = crate::ssf::metrics::SsfMetrics::register(&mut r);
         Metrics {
             issued,
             refused,
@@ -108,6 +111,7 @@ impl Metrics {
             revoke_delivery_seconds,
             revocation_enforced_seconds,
             ledger,
+            ssf,
             registry: r,
         }
     }

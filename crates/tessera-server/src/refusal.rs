@@ -17,6 +17,7 @@ use crate::limits::Overloaded;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimited;
 use crate::revoker::RevokeError;
+use crate::ssf::error::SsfError;
 use crate::watchers::WatchRefusal;
 
 /// What kind of refusal: decides the gRPC code and the HTTP status.
@@ -312,6 +313,32 @@ impl From<&RateLimited> for Refusal {
         Refusal {
             retry_after_secs: Some(e.retry_after_secs),
             ..Refusal::new(Class::RateLimited, OAuthCode::SlowDown, e.to_string())
+        }
+    }
+}
+
+impl From<&SsfError> for Refusal {
+    fn from(e: &SsfError) -> Self {
+        match e {
+            SsfError::Stream(_) | SsfError::Disabled | SsfError::NotPolled => {
+                Refusal::invalid(OAuthCode::InvalidRequest, e.to_string())
+            }
+            SsfError::UnknownStream(_) => {
+                Refusal::new(Class::NotFound, OAuthCode::InvalidRequest, e.to_string())
+            }
+            SsfError::OwnerFull(_) | SsfError::Full(_) | SsfError::TooSoon(_) => Refusal::new(
+                Class::Overloaded,
+                OAuthCode::TemporarilyUnavailable,
+                e.to_string(),
+            ),
+            SsfError::Corrupt(..) => Refusal::new(
+                Class::Internal,
+                OAuthCode::ServerError,
+                "the stream cannot be read",
+            )
+            .with_cause(e),
+            SsfError::Ledger(e) => e.into(),
+            SsfError::Sign(e) => e.into(),
         }
     }
 }

@@ -383,3 +383,40 @@ fn a_rate_limited_caller_gets_429_slow_down_with_its_retry_after_and_is_counted(
             .contains("tessera_refused_total{reason=\"rate_limited\"} 1")
     );
 }
+
+#[test]
+fn shared_signals_errors_have_their_class_and_ssf_http_status() {
+    use crate::ssf::error::SsfError;
+    use crate::ssf::reply;
+    use crate::ssf::stream::StreamError;
+    let cases: Vec<(SsfError, Class, u16)> = vec![
+        (StreamError::MissingStreamId.into(), Class::Invalid, 400),
+        (SsfError::Disabled, Class::Invalid, 400),
+        (SsfError::NotPolled, Class::Invalid, 400),
+        (SsfError::UnknownStream("s".into()), Class::NotFound, 404),
+        (SsfError::OwnerFull(10), Class::Overloaded, 429),
+        (SsfError::Full(1000), Class::Overloaded, 429),
+        (SsfError::TooSoon(10), Class::Overloaded, 429),
+        (
+            SsfError::Corrupt("s".into(), "eof".into()),
+            Class::Internal,
+            500,
+        ),
+        (
+            LedgerError::Storage("down".into()).into(),
+            Class::Unavailable,
+            503,
+        ),
+        (MintError::Sign.into(), Class::Internal, 500),
+    ];
+    for (error, class, status) in cases {
+        let refusal = Refusal::from(&error);
+        assert_eq!(refusal.class, class, "{error}");
+        assert_eq!(reply::http_status(class).as_u16(), status, "{error}");
+    }
+    assert_eq!(
+        reply::http_status(Class::Unauthenticated),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(reply::http_status(Class::Denied), StatusCode::FORBIDDEN);
+}

@@ -64,6 +64,8 @@ pub enum ServerError {
     },
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    #[error("shared signals: {0}")]
+    Ssf(#[from] crate::ssf::TransmitterError),
 }
 
 /// A running server.
@@ -195,7 +197,9 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
     let grpc_conns = tls::accept(grpc_listener, accept(grpc_tls));
     let http_conns = tls::accept(http_listener, accept(http_tls));
     let ready = Readiness::new();
-    let http_router = router(http_parts(&services, &config, Arc::clone(&ready)));
+    let ssf = transmitter(&services, &config, &shutdown)?;
+    let ssf_tasks = ssf.tasks();
+    let http_router = router(http_parts(&services, &config, Arc::clone(&ready), ssf));
     let (health, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(crate::readiness::watch_ledger(
         Arc::clone(&ready),
@@ -225,6 +229,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
         ready,
         serving: (grpc, http),
         sweeper,
+        background: ssf_tasks,
         ledger: Arc::clone(&services.ledger),
         audit: services.audit.clone(),
     }));
@@ -247,6 +252,8 @@ struct StopParams {
     /// The gRPC and HTTPS serving tasks.
     serving: (Serving, Serving),
     sweeper: JoinHandle<()>,
+    /// Background tasks that end once `shutdown` fires (the Shared Signals transmitter's).
+    background: tokio_util::task::TaskTracker,
     ledger: Arc<dyn Ledger>,
     audit: Audit,
 }
@@ -264,6 +271,13 @@ async fn stop_when_cancelled(p: StopParams) -> Result<(), ServerError> {
         tracing::warn!(grace = ?p.grace, "in-flight requests did not finish within the grace period");
     }
     p.sweeper.abort();
+    p.background.close();
+    if tokio::time::timeout(p.grace, p.background.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shared signals tasks did not stop within the grace period");
+    }
     p.ledger.close().await?;
     let audit = p.audit;
     let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
@@ -274,8 +288,36 @@ async fn stop_when_cancelled(p: StopParams) -> Result<(), ServerError> {
     }
 }
 
+/// Starts the Shared Signals transmitter of `s` (it stops with `shutdown`). Fails when
+/// `[ssf] ca_file` is unusable.
+fn transmitter(
+    s: &Services,
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<crate::ssf::Transmitter, ServerError> {
+    Ok(crate::ssf::Transmitter::start(
+        crate::ssf::TransmitterParts {
+            config: &config.ssf,
+            issuer: config.server.issuer.clone(),
+            jwt: Arc::clone(&s.jwt),
+            mint_ca: config.signing.ca_cert.as_deref(),
+            ledger: Arc::clone(&s.ledger),
+            callers: s.callers.clone(),
+            audit: s.audit.clone(),
+            metrics: Arc::clone(&s.metrics),
+            clock: Arc::clone(&s.clock),
+            stopping: shutdown.clone(),
+        },
+    )?)
+}
+
 /// Returns what the HTTPS router serves, each endpoint with only what it uses.
-fn http_parts(s: &Services, config: &Config, ready: Arc<Readiness>) -> HttpParts {
+fn http_parts(
+    s: &Services,
+    config: &Config,
+    ready: Arc<Readiness>,
+    ssf: crate::ssf::Transmitter,
+) -> HttpParts {
     HttpParts {
         token: TokenEndpoint {
             issuer: Arc::clone(&s.issuer),
@@ -307,6 +349,7 @@ fn http_parts(s: &Services, config: &Config, ready: Arc<Readiness>) -> HttpParts
         issuer: config.server.issuer.clone(),
         metrics: Arc::clone(&s.metrics),
         ready,
+        ssf,
     }
 }
 

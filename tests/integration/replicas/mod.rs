@@ -4,6 +4,7 @@
 //! (read from its log). Replicas are killed when the test ends, also when it fails.
 
 mod cluster;
+mod ssf;
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;

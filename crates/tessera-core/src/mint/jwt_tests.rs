@@ -235,3 +235,22 @@ fn a_key_other_than_p256_or_ed25519_is_refused() {
     let err = JwtMinter::new(ISSUER, &SecretKey::from_pkcs8_der(b"garbage".to_vec())).unwrap_err();
     assert!(matches!(err, MintError::Key(_)), "{err:?}");
 }
+
+#[test]
+fn sign_claims_uses_the_given_typ_with_the_same_alg_and_kid_and_verifies_with_the_jwks() {
+    for minter in minters() {
+        let claims = json!({"iss": ISSUER, "jti": "j1", "events": {"urn:example": {}}});
+        let token = minter.sign_claims("secevent+jwt", &claims).unwrap();
+        assert_eq!(
+            part(&token, 0),
+            json!({"alg": minter.alg(), "kid": minter.kid(), "typ": "secevent+jwt"})
+        );
+        assert_eq!(part(&token, 1), claims);
+        let (input, signature) = token.rsplit_once('.').unwrap();
+        let key = jsonwebtoken::DecodingKey::from_jwk(&published_jwk(&minter)).unwrap();
+        let alg: jsonwebtoken::Algorithm = minter.alg().parse().unwrap();
+        assert!(jsonwebtoken::crypto::verify(signature, input.as_bytes(), &key, alg).unwrap());
+        // Not an access token: the minter's own verify refuses it.
+        assert!(minter.verify(&token, NOW).is_none());
+    }
+}

@@ -59,6 +59,7 @@ mod import;
 mod reads;
 mod rows;
 mod schema;
+mod signals;
 mod writer;
 
 use std::fmt;

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use super::testdb::TestDb;
 use crate::Ledger;
 use crate::conformance::{Backend, conformance_tests};
+use crate::conformance_signals::signal_conformance_tests;
 
 /// A test database; each open connects a new ledger to it.
 struct Postgres(TestDb);
@@ -21,3 +22,4 @@ impl Backend for Postgres {
 }
 
 conformance_tests!(async { Postgres(TestDb::create().await) });
+signal_conformance_tests!(async { Postgres(TestDb::create().await) });

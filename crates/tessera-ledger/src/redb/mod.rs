@@ -8,6 +8,7 @@ mod codec;
 mod export;
 mod reads;
 mod schema;
+mod signals;
 mod writer;
 
 use crate::LedgerMetrics;
@@ -115,6 +116,8 @@ pub struct RedbLedger {
     closed: AtomicBool,
     commits: Arc<AtomicU64>,
     events: broadcast::Sender<Event>,
+    /// Whether commits are fsynced ([`RedbOptions::durable`]).
+    durable: bool,
 }
 
 impl RedbLedger {
@@ -135,6 +138,7 @@ impl RedbLedger {
         let commits = Arc::new(AtomicU64::new(0));
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (tx, rx) = mpsc::channel();
+        let durable = options.durable;
         let writer = Writer {
             db: Arc::clone(&db),
             rx,
@@ -156,6 +160,7 @@ impl RedbLedger {
             closed: AtomicBool::new(false),
             commits,
             events,
+            durable,
         })
     }
 

@@ -36,6 +36,8 @@ pub struct HttpParts {
     pub metrics: Arc<Metrics>,
     /// Whether the broker accepts work: started, not shutting down, ledger reachable.
     pub ready: Arc<Readiness>,
+    /// The Shared Signals transmitter (`/.well-known/ssf-configuration`, `/ssf/*`).
+    pub ssf: crate::ssf::Transmitter,
 }
 
 impl fmt::Debug for HttpParts {
@@ -128,6 +130,7 @@ pub fn router(parts: HttpParts) -> Router {
     let status_lists = parts.status_lists;
     let metrics = parts.metrics;
     let ready = parts.ready;
+    let ssf = parts.ssf.routes();
     Router::new()
         .route(
             "/.well-known/jwks.json",
@@ -188,5 +191,6 @@ pub fn router(parts: HttpParts) -> Router {
                 }
             }),
         )
+        .merge(ssf)
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
 }

@@ -12,8 +12,9 @@ use tessera_core::domain::{
 };
 use tessera_core::revocation::{LiveCounts, RuleLog};
 use tessera_ledger::{
-    CredentialPage, Ledger, LedgerError, ListParams, RecordParams, RedbLedger, RedbOptions,
-    SweepParams,
+    AckParams, CredentialPage, EnqueueParams, Enqueued, LeaseParams, Ledger, LedgerError,
+    ListParams, NewStream, PendingParams, PendingSet, RecordParams, RedbLedger, RedbOptions,
+    SignalStore, StoredStream, StreamCreated, StreamUpdate, SweepParams,
 };
 use tessera_proto as proto;
 
@@ -37,6 +38,44 @@ impl Counting {
             self.calls.load(Ordering::SeqCst),
             self.events.load(Ordering::SeqCst),
         )
+    }
+}
+
+/// Shared Signals state passes straight through (replays do not touch it).
+#[async_trait]
+impl SignalStore for Counting {
+    async fn create_stream(&self, p: NewStream) -> Result<StreamCreated, LedgerError> {
+        self.inner.create_stream(p).await
+    }
+    async fn streams(&self) -> Result<Vec<StoredStream>, LedgerError> {
+        self.inner.streams().await
+    }
+    async fn stream(&self, id: &str) -> Result<Option<StoredStream>, LedgerError> {
+        self.inner.stream(id).await
+    }
+    async fn update_stream(&self, u: StreamUpdate) -> Result<bool, LedgerError> {
+        self.inner.update_stream(u).await
+    }
+    async fn delete_stream(&self, id: &str) -> Result<bool, LedgerError> {
+        self.inner.delete_stream(id).await
+    }
+    async fn enqueue_sets(&self, p: EnqueueParams) -> Result<Enqueued, LedgerError> {
+        self.inner.enqueue_sets(p).await
+    }
+    async fn pending_sets(&self, p: PendingParams) -> Result<Vec<PendingSet>, LedgerError> {
+        self.inner.pending_sets(p).await
+    }
+    async fn ack_sets(&self, p: AckParams) -> Result<u64, LedgerError> {
+        self.inner.ack_sets(p).await
+    }
+    async fn discard_sets(&self, id: &str) -> Result<u64, LedgerError> {
+        self.inner.discard_sets(id).await
+    }
+    async fn signal_cursor(&self) -> Result<u64, LedgerError> {
+        self.inner.signal_cursor().await
+    }
+    async fn lease_stream(&self, p: LeaseParams) -> Result<bool, LedgerError> {
+        self.inner.lease_stream(p).await
     }
 }
 

@@ -23,6 +23,7 @@ pub struct FileConfig {
     pub grant: Vec<GrantSection>,
     #[serde(default)]
     pub status_list: super::status_list::StatusListSection,
+    pub ssf: SsfSection,
 }
 
 /// `[server]`.
@@ -106,6 +107,18 @@ pub struct OidcIssuerSection {
 #[serde(deny_unknown_fields)]
 pub struct AuditSection {
     pub path: Option<String>,
+}
+
+/// `[ssf]`: the Shared Signals transmitter.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsfSection {
+    pub ca_file: Option<String>,
+    pub max_streams: Option<usize>,
+    pub max_streams_per_identity: Option<usize>,
+    pub max_queue: Option<usize>,
+    pub max_backoff: Option<String>,
+    pub min_verification_interval: Option<String>,
 }
 
 /// `[admin]`.

@@ -18,6 +18,7 @@ use tessera_core::spiffe_id::{SpiffeId, TrustDomain};
 
 pub use self::file::FileConfig;
 pub use self::oidc::OidcIssuerConfig;
+pub use self::ssf::SsfConfig;
 pub use tessera_core::attest::TrustDomainBundle as TrustDomainConfig;
 
 pub use tessera_core::policy::MAX_GRANT_TTL;
@@ -59,6 +60,8 @@ pub struct Config {
     pub grants: Vec<Grant>,
     /// `[status_list]`.
     pub status_list: crate::status_list::StatusListConfig,
+    /// `[ssf]`: the Shared Signals transmitter.
+    pub ssf: SsfConfig,
     /// Things that load but deserve an operator's attention (wildcard CI trust).
     pub warnings: Vec<String>,
 }
@@ -348,6 +351,7 @@ impl Config {
         }
         let oidc_issuers = oidc::issuers(&check, &file.oidc_issuer)?;
         let status_list = status_list::status_list(&check, &file.status_list)?;
+        let ssf = ssf::ssf(&check, &file.ssf)?;
         let audit_path = match (&file.audit.path, &ledger.backend) {
             (Some(path), _) => PathBuf::from(path),
             (None, LedgerBackend::Redb(ledger)) => ledger.with_file_name("audit.log"),
@@ -388,6 +392,7 @@ impl Config {
             audit_path,
             grants,
             status_list,
+            ssf,
             warnings,
         })
     }
@@ -551,6 +556,7 @@ fn trust_domains(
 mod grant;
 mod limits;
 mod oidc;
+mod ssf;
 mod status_list;
 
 #[cfg(test)]
