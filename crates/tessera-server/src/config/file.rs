@@ -23,6 +23,7 @@ pub struct FileConfig {
     pub grant: Vec<GrantSection>,
     #[serde(default)]
     pub status_list: super::status_list::StatusListSection,
+    #[serde(default)]
     pub ssf: SsfSection,
 }
 
