@@ -326,6 +326,9 @@ impl From<&SsfError> for Refusal {
             SsfError::UnknownStream(_) => {
                 Refusal::new(Class::NotFound, OAuthCode::InvalidRequest, e.to_string())
             }
+            SsfError::PushHost(_) => {
+                Refusal::new(Class::Denied, OAuthCode::UnauthorizedClient, e.to_string())
+            }
             SsfError::OwnerFull(_) | SsfError::Full(_) | SsfError::TooSoon(_) => Refusal::new(
                 Class::Overloaded,
                 OAuthCode::TemporarilyUnavailable,

@@ -28,7 +28,10 @@ fn claims(set: &str) -> Value {
 async fn each_revocation_is_queued_once_and_pushed_by_one_replica() {
     let fx = Fixture::new();
     let ca = fx.path("tls-ca.pem");
-    fx.append_config(&format!("\n[ssf]\nca_file = \"{}\"\n", ca.display()));
+    fx.append_config(&format!(
+        "\n[ssf]\nca_file = \"{}\"\npush_hosts = [\"localhost\"]\n",
+        ca.display()
+    ));
     let cluster = Cluster::start_fixture(fx, 2).await;
     let receiver = Receiver::start(&cluster.fx, Mode::Accept).await;
     let body = json!({"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": receiver.url()}});

@@ -31,7 +31,7 @@ fn fixture(extra: &str) -> Fixture {
     let fx = Fixture::new();
     let ca = fx.path("tls-ca.pem");
     fx.append_config(&format!(
-        "\n[ssf]\nca_file = \"{}\"\nmin_verification_interval = \"60s\"\n{extra}",
+        "\n[ssf]\nca_file = \"{}\"\nmin_verification_interval = \"60s\"\npush_hosts = [\"localhost\"]\n{extra}",
         ca.display()
     ));
     fx
@@ -457,6 +457,25 @@ async fn bad_stream_requests_are_refused_as_the_spec_says() {
     }
     let anonymous = https_request_as(&env, "GET", "/ssf/streams", None, None).await;
     assert_eq!(anonymous.status, 401);
+    let internal = push("https://metadata.internal.example/latest");
+    let reply = ssf(&env, "POST", "/ssf/streams", Some(internal.clone()), RP).await;
+    assert_eq!(
+        reply.status,
+        403,
+        "a host not in push_hosts: {}",
+        reply.text()
+    );
+    assert!(reply.text().contains("push_hosts"), "{}", reply.text());
+    let by_admin = ssf(&env, "POST", "/ssf/streams", Some(internal), ADMIN_ID).await;
+    assert_eq!(
+        by_admin.status,
+        201,
+        "admins may push anywhere: {}",
+        by_admin.text()
+    );
+    let id = by_admin.json()["stream_id"].as_str().unwrap().to_owned();
+    let path = format!("/ssf/streams?stream_id={id}");
+    assert_eq!(ssf(&env, "DELETE", &path, None, ADMIN_ID).await.status, 204);
     let stream = create(
         &env,
         RP,

@@ -120,6 +120,8 @@ pub struct SsfSection {
     pub max_queue: Option<usize>,
     pub max_backoff: Option<String>,
     pub min_verification_interval: Option<String>,
+    #[serde(default)]
+    pub push_hosts: Vec<String>,
 }
 
 /// `[admin]`.

@@ -34,6 +34,9 @@ pub struct SsfConfig {
     pub max_backoff: Duration,
     /// Least time between two verification requests of a stream (`min_verification_interval`).
     pub min_verification_interval: Duration,
+    /// Hosts receivers that are not admins may have SETs pushed to (`push_hosts`): names, or
+    /// `*.domain`. Admins may push anywhere.
+    pub push_hosts: Vec<String>,
 }
 
 impl Default for SsfConfig {
@@ -45,6 +48,7 @@ impl Default for SsfConfig {
             max_queue: DEFAULT_MAX_QUEUE,
             max_backoff: DEFAULT_MAX_BACKOFF,
             min_verification_interval: DEFAULT_MIN_VERIFICATION_INTERVAL,
+            push_hosts: Vec::new(),
         }
     }
 }
@@ -82,7 +86,25 @@ pub(super) fn ssf(check: &Checker<'_>, s: &file::SsfSection) -> Result<SsfConfig
             s.min_verification_interval.as_deref(),
             DEFAULT_MIN_VERIFICATION_INTERVAL,
         )?,
+        push_hosts: push_hosts(check, &s.push_hosts)?,
     })
+}
+
+/// Checks `[ssf] push_hosts`: each a host name, or `*.` and a domain.
+fn push_hosts(check: &Checker<'_>, hosts: &[String]) -> Result<Vec<String>, ConfigError> {
+    for host in hosts {
+        let name = host.strip_prefix("*.").unwrap_or(host);
+        let valid = !name.is_empty()
+            && !name.contains('*')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+        if !valid {
+            let why = format!("`{host}` is not a host name or `*.domain`");
+            return Err(check.invalid("ssf.push_hosts", why));
+        }
+    }
+    Ok(hosts.to_vec())
 }
 
 #[cfg(test)]

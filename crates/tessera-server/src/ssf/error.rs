@@ -19,6 +19,11 @@ pub enum SsfError {
     Full(usize),
     #[error("a verification was requested less than {0} s ago; retry later")]
     TooSoon(u64),
+    #[error(
+        "push to host `{0}` is not allowed for this receiver: poll instead, or ask an operator \
+         to add the host to [ssf] push_hosts"
+    )]
+    PushHost(String),
     #[error("the stream is disabled: enable it first")]
     Disabled,
     #[error(

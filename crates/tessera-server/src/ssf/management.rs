@@ -24,7 +24,9 @@ use super::delivery::Deliveries;
 pub use super::error::SsfError;
 use super::events::{SetBuilder, VerificationSet};
 use super::reply;
-use super::stream::{RenderParams, StreamConfig, StreamError, StreamRequest, StreamStatus};
+use super::stream::{
+    Delivery, PushHosts, RenderParams, StreamConfig, StreamError, StreamRequest, StreamStatus,
+};
 use crate::api::caller::Callers;
 use crate::audit::Audit;
 use crate::metrics::Metrics;
@@ -46,6 +48,8 @@ pub struct Management {
     /// `[ssf] max_queue`.
     pub max_queue: usize,
     pub min_verification_interval: Duration,
+    /// Hosts receivers that are not admins may have SETs pushed to.
+    pub push_hosts: PushHosts,
     pub audit: Audit,
     pub metrics: Arc<Metrics>,
     pub clock: SharedClock,
@@ -216,9 +220,23 @@ impl Management {
         self.audit.record(event, fields);
     }
 
+    /// Checks that `who` may have SETs pushed where `config` says: an admin anywhere, another
+    /// receiver only to a host in `[ssf] push_hosts`.
+    fn check_push(&self, who: &Receiver, config: &StreamConfig) -> Result<(), SsfError> {
+        let Delivery::Push { endpoint_url, .. } = &config.delivery else {
+            return Ok(());
+        };
+        let host = endpoint_url.host().unwrap_or_default();
+        if who.admin || self.push_hosts.allows(&host) {
+            return Ok(());
+        }
+        Err(SsfError::PushHost(host))
+    }
+
     async fn create(&self, who: &Receiver, body: &[u8]) -> Result<Response, SsfError> {
         let request = StreamRequest::parse(body)?;
         let config = StreamConfig::create(&request, who.id.as_str())?;
+        self.check_push(who, &config)?;
         let stored = StoredStream {
             stream_id: tessera_core::mint::random_hex::<16>()?,
             owner: who.id.to_string(),
@@ -303,6 +321,7 @@ impl Management {
         } else {
             config.patch(&request, &self.issuer)?
         };
+        self.check_push(who, &next)?;
         self.save(&stored, &next).await?;
         let op = if replace { "replace" } else { "update" };
         self.audit("ssf_stream_updated", who, &stored, json!({"op": op}));

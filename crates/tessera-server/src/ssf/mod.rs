@@ -142,6 +142,7 @@ impl Transmitter {
             },
             max_queue: p.config.max_queue,
             min_verification_interval: p.config.min_verification_interval,
+            push_hosts: stream::PushHosts::new(&p.config.push_hosts),
             audit: p.audit,
             metrics: p.metrics,
             clock: p.clock,

@@ -128,6 +128,40 @@ impl FromStr for EndpointUrl {
     }
 }
 
+impl EndpointUrl {
+    /// Returns the URL's host, lowercased (parsed again: the URL was checked when made).
+    pub fn host(&self) -> Option<String> {
+        let uri: axum::http::Uri = self.0.parse().ok()?;
+        uri.host()
+            .map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase())
+    }
+}
+
+/// Which hosts receivers that are not admins may have SETs pushed to (`[ssf] push_hosts`):
+/// exact names, or `*.suffix` for any name under a domain. Empty: none (they poll, or an
+/// admin creates the push stream) — so a workload cannot make the broker POST to any URL.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PushHosts(Vec<String>);
+
+impl PushHosts {
+    /// Returns the allowlist of `patterns`, lowercased.
+    pub fn new(patterns: &[String]) -> Self {
+        PushHosts(patterns.iter().map(|p| p.to_ascii_lowercase()).collect())
+    }
+
+    /// Returns true when `host` (lowercase) is listed or under a listed `*.` domain.
+    pub fn allows(&self, host: &str) -> bool {
+        self.0
+            .iter()
+            .any(|pattern| match pattern.strip_prefix("*.") {
+                Some(domain) => host
+                    .strip_suffix(domain)
+                    .is_some_and(|name| name.len() > 1 && name.ends_with('.')),
+                None => pattern == host,
+            })
+    }
+}
+
 impl TryFrom<String> for EndpointUrl {
     type Error = StreamError;
     fn try_from(s: String) -> Result<Self, Self::Error> {

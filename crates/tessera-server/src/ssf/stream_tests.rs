@@ -190,3 +190,20 @@ fn statuses_parse_from_their_names_only() {
     }
     assert_eq!("Enabled".parse::<StreamStatus>(), Err(StreamError::Status));
 }
+
+#[test]
+fn push_hosts_allow_listed_names_and_names_under_a_listed_domain_only() {
+    let hosts = PushHosts::new(&["Receiver.example.org".into(), "*.corp.example".into()]);
+    assert!(hosts.allows("receiver.example.org"));
+    assert!(hosts.allows("siem.corp.example"));
+    assert!(hosts.allows("a.b.corp.example"));
+    assert!(
+        !hosts.allows("corp.example"),
+        "the domain itself is not under it"
+    );
+    assert!(!hosts.allows("evilcorp.example"));
+    assert!(!hosts.allows("other.example.org"));
+    assert!(!PushHosts::default().allows("receiver.example.org"));
+    let url: EndpointUrl = "https://SIEM.corp.example:8443/events".parse().unwrap();
+    assert_eq!(url.host().as_deref(), Some("siem.corp.example"));
+}
