@@ -235,6 +235,12 @@ impl Revoker {
     /// Fails with `NotFound` for an unknown credential id, or when the ledger cannot store it.
     pub async fn revoke(&self, p: RevokeParams) -> Result<RevokeOutcome, RevokeError> {
         let scope = self.scope_of(p.selector, &p.value).await?;
+        // On a shared ledger another replica's newest credential may not have reached this one
+        // yet (its reply may already have left): read the newest recorded issue, so the cut-off
+        // is not before it whatever the replicas' clocks say.
+        if let Some(newest) = self.parts.ledger.newest_issue_ms().await? {
+            self.parts.revocations.cutoffs().note_issue(newest);
+        }
         let now_ms = self.parts.clock.unix_millis();
         let cutoff_ms = self.parts.revocations.cutoffs().cutoff_ms(now_ms);
         let rule = self

@@ -52,35 +52,63 @@ impl Drop for NotFollowingOnDrop<'_> {
     }
 }
 
-/// Acknowledgements of applied rules, sent in batches: whenever the stream has nothing more
-/// ready, or a batch is full. A failed send is logged and not retried (the evidence of one
-/// relying party is missing; enforcement is not affected).
-struct Acks<'a> {
-    client: Option<&'a mut BrokerClient<Channel>>,
+/// Acknowledgements of applied rules, handed in batches to a task that sends them: whenever
+/// the stream has nothing more ready, or a batch is full. Applying rules never waits for the
+/// broker's answer; when the sender is behind, a batch is dropped (logged: the evidence of one
+/// relying party is missing, enforcement is not affected). A failed send is not retried.
+struct Acks {
+    batches: Option<tokio::sync::mpsc::Sender<Vec<String>>>,
     pending: Vec<String>,
 }
 
 /// Rule ids acknowledged per call, at most (the broker's limit).
 const ACK_BATCH: usize = 1000;
+/// Batches waiting to be sent, at most.
+const ACK_QUEUE: usize = 16;
 
-impl Acks<'_> {
+impl Acks {
+    /// No acknowledgements (a stream followed without a client).
+    fn none() -> Self {
+        Acks {
+            batches: None,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Starts the task that sends acknowledgements with `client`; it ends with the follow.
+    fn sending(mut client: BrokerClient<Channel>) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<String>>(ACK_QUEUE);
+        tokio::spawn(async move {
+            while let Some(revocation_ids) = rx.recv().await {
+                let request = AcknowledgeRevocationsRequest { revocation_ids };
+                if let Err(status) = client.acknowledge_revocations(request).await {
+                    tracing::warn!(code = ?status.code(), message = status.message(), "acknowledging revocations failed");
+                }
+            }
+        });
+        Acks {
+            batches: Some(tx),
+            pending: Vec::new(),
+        }
+    }
+
     fn note(&mut self, event: &RevocationEvent) {
-        if self.client.is_some() && !event.caught_up && !event.revocation_id.is_empty() {
+        if self.batches.is_some() && !event.caught_up && !event.revocation_id.is_empty() {
             self.pending.push(event.revocation_id.clone());
         }
     }
 
-    async fn flush(&mut self) {
-        let Some(client) = self.client.as_deref_mut() else {
+    /// Hands the pending ids to the sending task, without waiting.
+    fn flush(&mut self) {
+        let Some(batches) = &self.batches else {
             return;
         };
         if self.pending.is_empty() {
             return;
         }
-        let revocation_ids = std::mem::take(&mut self.pending);
-        let request = AcknowledgeRevocationsRequest { revocation_ids };
-        if let Err(status) = client.acknowledge_revocations(request).await {
-            tracing::warn!(code = ?status.code(), message = status.message(), "acknowledging revocations failed");
+        let batch = std::mem::take(&mut self.pending);
+        if let Err(e) = batches.try_send(batch) {
+            tracing::warn!(error = %e, "acknowledgements are behind; a batch was dropped");
         }
     }
 }
@@ -98,10 +126,7 @@ impl RelyingParty {
         };
         match client.watch_revocations(request).await {
             Ok(response) => {
-                let acks = Acks {
-                    client: Some(client),
-                    pending: Vec::new(),
-                };
+                let acks = Acks::sending(client.clone());
                 self.follow_acknowledging(response.into_inner(), acks).await
             }
             Err(status) => {
@@ -129,14 +154,10 @@ impl RelyingParty {
     where
         S: Stream<Item = Result<RevocationEvent, tonic::Status>>,
     {
-        let acks = Acks {
-            client: None,
-            pending: Vec::new(),
-        };
-        self.follow_acknowledging(stream, acks).await
+        self.follow_acknowledging(stream, Acks::none()).await
     }
 
-    async fn follow_acknowledging<S>(&self, stream: S, mut acks: Acks<'_>) -> StreamEnd
+    async fn follow_acknowledging<S>(&self, stream: S, mut acks: Acks) -> StreamEnd
     where
         S: Stream<Item = Result<RevocationEvent, tonic::Status>>,
     {
@@ -149,7 +170,7 @@ impl RelyingParty {
                 ready => {
                     // Nothing more is ready (or a batch is full): tell the broker what is
                     // enforced before waiting.
-                    acks.flush().await;
+                    acks.flush();
                     match ready {
                         Some(next) => next,
                         None => stream.next().await,
@@ -165,11 +186,11 @@ impl RelyingParty {
                     }
                 }
                 Some(Err(status)) => {
-                    acks.flush().await;
+                    acks.flush();
                     return StreamEnd::failed(&status);
                 }
                 None => {
-                    acks.flush().await;
+                    acks.flush();
                     return StreamEnd::Closed;
                 }
             }

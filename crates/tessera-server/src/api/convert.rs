@@ -84,6 +84,7 @@ pub fn evidence(
         introspections_refused: report.introspections_refused,
         introspections_accepted: report.introspections_accepted,
         accepted_credential_ids: report.accepted_credential_ids,
-        access_ended: access_ends_at <= now,
+        // Unknown for a rule stored before its scope was kept: never claimed to have ended.
+        access_ended: rule.rule.scope.is_some() && access_ends_at <= now,
     }
 }

@@ -442,7 +442,9 @@ impl PushContext {
                     answered.push(set.jti.clone());
                 }
                 Err(e) => {
-                    tracing::warn!(stream_id, jti = %set.jti, url = target.url.as_str(), error = %e, "push failed; will retry");
+                    // The host only: receivers may put a secret in the path or query.
+                    let host = target.url.host().unwrap_or_default();
+                    tracing::warn!(stream_id, jti = %set.jti, host, error = %e, "push failed; will retry");
                     self.metrics.failed(e.reason());
                     complete = false;
                     break;
