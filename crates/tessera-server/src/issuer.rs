@@ -17,7 +17,7 @@ use tessera_core::mint::{
 };
 use tessera_core::policy::{DecideParams, Decision, Policy, PolicyError};
 use tessera_core::request::CredentialRequest;
-use tessera_core::revocation::RevocationIndex;
+use tessera_core::revocation::{IssueSubject, RevocationIndex};
 use tessera_ledger::{Ledger, LedgerError, RecordParams, ReplayGuard};
 
 use crate::audit::Audit;
@@ -160,11 +160,19 @@ impl Issuer {
         decision.ttl.min(Duration::from_secs(left))
     }
 
-    /// Returns the issue time of a credential signed now, in unix milliseconds: never at or
-    /// before the cut-off of a rule this broker knows (DESIGN.md "Credential ids").
-    fn issue_ms(&self) -> i64 {
+    /// Returns the issue time of a credential signed now for `authorized` and `request`, in
+    /// unix milliseconds: never at or before the cut-off of a rule this broker knows that could
+    /// cover it (DESIGN.md "Credential ids").
+    fn issue_ms(&self, authorized: &Authorized, request: &CredentialRequest) -> i64 {
         let now_ms = self.parts.clock.unix_millis();
-        self.parts.revocations.cutoffs().issue_ms(now_ms)
+        let grant = &authorized.decision.grant;
+        let subject = IssueSubject {
+            workload: grant.workload.as_str(),
+            owner: &grant.owner,
+            destination: &request.destination,
+            purpose: &request.purpose,
+        };
+        self.parts.revocations.issue_ms(now_ms, &subject)
     }
 
     /// Signs, records and returns a JWT for an `authorized` request (kind jwt). Fails when
@@ -174,7 +182,7 @@ impl Issuer {
         authorized: Authorized,
         request: &CredentialRequest,
     ) -> Result<MintedJwt, IssueError> {
-        let issued_ms = self.issue_ms();
+        let issued_ms = self.issue_ms(&authorized, request);
         let now = issued_ms.div_euclid(1000);
         let entry = self.parts.status_lists.allocate(now)?;
         let minted = self.parts.jwt.mint(MintJwtParams {
@@ -213,7 +221,7 @@ impl Issuer {
         csr: &VerifiedCsr,
     ) -> Result<IssuedX509, IssueError> {
         let minter = self.parts.x509.as_ref().ok_or(IssueError::NoMintCa)?;
-        let issued_ms = self.issue_ms();
+        let issued_ms = self.issue_ms(&authorized, request);
         let now = issued_ms.div_euclid(1000);
         let grant = &authorized.decision.grant;
         let minted = minter.mint(MintX509Params {

@@ -124,6 +124,15 @@ impl<'a> Values<'a> {
     }
 }
 
+/// The selector values of a credential about to be issued (its id does not exist yet).
+#[derive(Debug, Clone, Copy)]
+pub struct IssueSubject<'a> {
+    pub workload: &'a str,
+    pub owner: &'a str,
+    pub destination: &'a str,
+    pub purpose: &'a str,
+}
+
 /// Rules, live counts and live X.509 credentials.
 #[derive(Debug, Default)]
 pub struct RevocationIndex {
@@ -153,15 +162,40 @@ impl RevocationIndex {
         self.rules.read().map(|r| r.len()).unwrap_or_default()
     }
 
-    /// Returns the order of issue times and cut-offs: what mints and revokes take their
-    /// times from.
+    /// Returns the newest issue time known, that a rule's cut-off may not be earlier than.
     pub fn cutoffs(&self) -> &CutOffs {
         &self.cutoffs
     }
 
+    /// Returns the issue time (unix milliseconds) of a credential for `subject` signed at
+    /// `now_ms`: now, or just after the cut-off of a rule covering one of its selector values
+    /// when the clock is behind it (stepped back, or the rule came from a replica whose clock
+    /// is ahead) — so a credential minted after a Revoke reply is never covered by that rule.
+    /// Notes the time as the newest issue.
+    pub fn issue_ms(&self, now_ms: i64, subject: &IssueSubject<'_>) -> i64 {
+        let after_rules = {
+            let rules = self
+                .rules
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            [
+                (Selector::Workload, subject.workload),
+                (Selector::Owner, subject.owner),
+                (Selector::Destination, subject.destination),
+                (Selector::Purpose, subject.purpose),
+            ]
+            .into_iter()
+            .filter_map(|(selector, value)| rules.get(&(selector, value.to_owned())))
+            .map(|entry| entry.cutoff_ms.saturating_add(1))
+            .max()
+        };
+        let issued = after_rules.map_or(now_ms, |after| after.max(now_ms));
+        self.cutoffs.note_issue(issued);
+        issued
+    }
+
     /// Enforces `rule` from now on. A later rule for the same value widens the cut-off.
     pub fn apply(&self, rule: &RevocationRule) {
-        self.cutoffs.note_cutoff(rule.rule.cutoff_ms());
         {
             let mut rules = self
                 .rules
@@ -403,7 +437,23 @@ mod tests {
             index.revoked_by(&record("old-format", "w", 100)).is_some(),
             "an id without a time counts from the start of its recorded second"
         );
-        assert_eq!(index.cutoffs().issue_ms(90_000), 100_501);
+        let subject = |workload| IssueSubject {
+            workload,
+            owner: "team",
+            destination: "https://d",
+            purpose: "p",
+        };
+        assert_eq!(
+            index.issue_ms(90_000, &subject("w")),
+            100_501,
+            "after the cut-off of the rule on its workload, though the clock is behind it"
+        );
+        assert_eq!(
+            index.issue_ms(90_000, &subject("other")),
+            90_000,
+            "a credential no rule could cover keeps the clock's time"
+        );
+        assert_eq!(index.cutoffs().cutoff_ms(0), 100_501, "the newest issue");
     }
 
     #[test]
