@@ -157,7 +157,9 @@ impl Drop for WatchSlot {
 pub struct Watchers {
     revocations: Slots,
     events: Slots,
-    replays: Arc<Semaphore>,
+    /// One replay gate per pool, so admins' event replays never make relying parties wait.
+    revocation_replays: Arc<Semaphore>,
+    event_replays: Arc<Semaphore>,
     replay_wait: Duration,
 }
 
@@ -173,7 +175,8 @@ impl Watchers {
         Watchers {
             revocations: Slots::new(Pool::Revocations, &limits),
             events: Slots::new(Pool::Events, &limits),
-            replays: Arc::new(Semaphore::new(limits.replays.max(1))),
+            revocation_replays: Arc::new(Semaphore::new(limits.replays.max(1))),
+            event_replays: Arc::new(Semaphore::new(limits.replays.max(1))),
             replay_wait: limits.replay_wait,
         }
     }
@@ -208,11 +211,19 @@ impl Watchers {
         })
     }
 
-    /// Waits for a turn to read a replay (one ledger read, or one rule snapshot); the turn
-    /// ends when the permit is dropped. Fails with `ReplaysBusy` (naming `resume`, where the
-    /// watcher should resume) when no turn came within the replay wait.
-    pub async fn replay_turn(&self, resume: u64) -> Result<OwnedSemaphorePermit, WatchRefusal> {
-        let turn = Arc::clone(&self.replays).acquire_owned();
+    /// Waits for a turn of `pool`'s replay gate to read a replay (one ledger read, or one rule
+    /// snapshot); the turn ends when the permit is dropped. Fails with `ReplaysBusy` (naming
+    /// `resume`, where the watcher should resume) when no turn came within the replay wait.
+    pub async fn replay_turn(
+        &self,
+        pool: Pool,
+        resume: u64,
+    ) -> Result<OwnedSemaphorePermit, WatchRefusal> {
+        let gate = match pool {
+            Pool::Revocations => &self.revocation_replays,
+            Pool::Events => &self.event_replays,
+        };
+        let turn = Arc::clone(gate).acquire_owned();
         match tokio::time::timeout(self.replay_wait, turn).await {
             Ok(Ok(permit)) => Ok(permit),
             // The semaphore is never closed; a closed one is as good as busy.
@@ -303,17 +314,21 @@ mod tests {
             replay_wait: Duration::from_secs(10),
             ..WatchLimits::default()
         });
-        let first = watchers.replay_turn(0).await.unwrap();
+        let first = watchers.replay_turn(Pool::Events, 0).await.unwrap();
         let waiting = {
             let watchers = watchers.clone();
-            tokio::spawn(async move { watchers.replay_turn(7).await })
+            tokio::spawn(async move { watchers.replay_turn(Pool::Events, 7).await })
         };
         tokio::task::yield_now().await;
         drop(first);
         assert!(waiting.await.unwrap().is_ok(), "served once the turn ended");
-        let _busy = watchers.replay_turn(0).await.unwrap();
+        let _busy = watchers.replay_turn(Pool::Events, 0).await.unwrap();
+        let _relying_party = watchers
+            .replay_turn(Pool::Revocations, 3)
+            .await
+            .expect("admins' replays never hold up relying parties'");
         assert_eq!(
-            watchers.replay_turn(42).await.unwrap_err(),
+            watchers.replay_turn(Pool::Events, 42).await.unwrap_err(),
             WatchRefusal::ReplaysBusy { resume: 42 },
             "paused time runs to the end of the wait"
         );

@@ -1,8 +1,9 @@
 //! What a watcher that resumes is sent before live events. A relying party gets the rules after
 //! its sequence from the [`RuleLog`] the revoker keeps, and reads from the ledger only the
 //! events the log has not seen yet (usually none), never the retained `issued` events. An admin
-//! gets pages of retained events. Each read takes a turn from the replay gate
-//! ([`Watchers::replay_turn`]), so few replays read at once; no turn is held while a watcher
+//! gets pages of retained events. Each read takes a turn from its pool's replay gate
+//! ([`Watchers::replay_turn`]), so few replays read at once and admins' replays never hold up
+//! relying parties'; no turn is held while a watcher
 //! reads what was replayed, so a slow watcher cannot keep others waiting.
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use tessera_core::revocation::RuleLog;
 use tessera_ledger::{Ledger, LedgerError};
 
 use super::status::WatchEnd;
-use crate::watchers::Watchers;
+use crate::watchers::{Pool, Watchers};
 
 /// Events read from the ledger per replay query.
 pub const REPLAY_PAGE: usize = 1000;
@@ -36,7 +37,7 @@ impl ReplaySource<'_> {
         since: u64,
         target: u64,
     ) -> Result<Vec<Arc<RevocationRule>>, WatchEnd> {
-        let _turn = self.turn(since).await?;
+        let _turn = self.turn(Pool::Revocations, since).await?;
         let snapshot = self.rules.after(since, target);
         let mut rules = snapshot.rules;
         let mut last = since.max(snapshot.through);
@@ -63,17 +64,21 @@ impl ReplaySource<'_> {
     /// Returns the next page of retained events after `after` (empty at the end). Fails when
     /// no replay turn came in time, or the ledger cannot be read.
     pub async fn events(&self, after: u64) -> Result<Vec<Event>, WatchEnd> {
-        let _turn = self.turn(after).await?;
+        let _turn = self.turn(Pool::Events, after).await?;
         self.ledger
             .events_since(after, REPLAY_PAGE)
             .await
             .map_err(unreadable)
     }
 
-    /// Waits for a replay turn; fails telling the watcher to resume from `resume`.
-    async fn turn(&self, resume: u64) -> Result<tokio::sync::OwnedSemaphorePermit, WatchEnd> {
+    /// Waits for a replay turn of `pool`; fails telling the watcher to resume from `resume`.
+    async fn turn(
+        &self,
+        pool: Pool,
+        resume: u64,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, WatchEnd> {
         self.watchers
-            .replay_turn(resume)
+            .replay_turn(pool, resume)
             .await
             .map_err(WatchEnd::Refused)
     }
