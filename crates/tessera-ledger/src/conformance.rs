@@ -41,6 +41,7 @@ macro_rules! conformance_tests {
             sweep_deletes_what_expired_and_keeps_the_rest,
             close_refuses_writes_and_keeps_reads,
             the_newest_issue_time_is_read_from_the_newest_ids,
+            the_first_acknowledgement_of_a_rule_is_kept_until_forgotten,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
@@ -418,4 +419,45 @@ pub(crate) async fn the_newest_issue_time_is_read_from_the_newest_ids(backend: &
     drop(ledger);
     let ledger = backend.open().await;
     assert_eq!(ledger.newest_issue_ms().await.unwrap(), Some(950_456));
+}
+
+pub(crate) async fn the_first_acknowledgement_of_a_rule_is_kept_until_forgotten(
+    backend: &dyn Backend,
+) {
+    use crate::Acknowledgement;
+    let ack = |rule: &str, party: &str, at_ms: i64| Acknowledgement {
+        revocation_id: rule.into(),
+        relying_party: party.into(),
+        at_ms,
+    };
+    let ledger = backend.open().await;
+    let first = vec![
+        ack("r1", "spiffe://td/b", 1_000),
+        ack("r1", "spiffe://td/a", 2_000),
+    ];
+    assert_eq!(ledger.acknowledge(first).await.unwrap(), 2);
+    let again = vec![
+        ack("r1", "spiffe://td/a", 9_000),
+        ack("r2", "spiffe://td/a", 5_000),
+    ];
+    assert_eq!(
+        ledger.acknowledge(again).await.unwrap(),
+        1,
+        "only r2 is new"
+    );
+    drop(ledger);
+    let ledger = backend.open().await;
+    assert_eq!(
+        ledger.acknowledgements("r1", 10).await.unwrap(),
+        vec![
+            ack("r1", "spiffe://td/a", 2_000),
+            ack("r1", "spiffe://td/b", 1_000)
+        ],
+        "by relying party, the first time kept"
+    );
+    assert_eq!(ledger.acknowledgements("r1", 1).await.unwrap().len(), 1);
+    assert!(ledger.acknowledgements("r0", 10).await.unwrap().is_empty());
+    assert_eq!(ledger.forget_acknowledgements(2_000).await.unwrap(), 1);
+    assert_eq!(ledger.acknowledgements("r1", 10).await.unwrap().len(), 1);
+    assert_eq!(ledger.acknowledgements("r2", 10).await.unwrap().len(), 1);
 }

@@ -20,6 +20,7 @@
 //! The domain types it stores ([`CredentialRecord`], [`RevocationRule`], [`Event`]) live in
 //! `tessera-core`; this crate only keeps them.
 
+mod acks;
 #[cfg(test)]
 mod conformance;
 #[cfg(test)]
@@ -36,6 +37,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 
+pub use self::acks::{AckStore, Acknowledgement};
 pub use self::copy::{CopyError, CopyReport, copy_redb_to_postgres, open_source};
 pub use self::metrics::LedgerMetrics;
 pub use self::postgres::{
@@ -171,7 +173,7 @@ pub enum LedgerError {
 /// The durable record of issued credentials, revocation rules and events. Every ledger also
 /// keeps the Shared Signals delivery state ([`SignalStore`]).
 #[async_trait]
-pub trait Ledger: SignalStore + Send + Sync + fmt::Debug + 'static {
+pub trait Ledger: SignalStore + AckStore + Send + Sync + fmt::Debug + 'static {
     /// Durably records one credential, its replay guard if any, and its `issued` event,
     /// atomically. Returns the event's sequence once committed and fsynced, sharing the commit
     /// with any writes submitted concurrently. Fails with `Replay` if the guard's key is already

@@ -4,14 +4,16 @@
 //! introspection answered active for a credential it covers after its cut-off (a replica that
 //! had not applied it yet) — which must be none, and is shown when it is not.
 //!
-//! What this replica saw since it started, held in memory with bounded size: acknowledgements
-//! sent to another replica are shown there.
+//! Acknowledgements are kept in the ledger (every replica shows them; this store only tells
+//! which are a relying party's first and observes the delay). The counts are what this replica
+//! saw since it started, held in memory with bounded size.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use prometheus_client::metrics::histogram::Histogram;
 use tessera_core::domain::{CredentialRecord, RevocationRule, Selector};
+use tessera_ledger::Acknowledgement;
 
 /// Fetch times (CRL, status lists) remembered, at most, per kind.
 const FETCHES_KEPT: usize = 65_536;
@@ -31,11 +33,9 @@ pub enum Fetched {
     StatusList,
 }
 
-/// What one replica knows of how a rule is enforced.
+/// What one replica counted of how a rule is enforced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EnforcementReport {
-    /// Relying party → unix milliseconds of its first acknowledgement.
-    pub acknowledgements: BTreeMap<String, i64>,
     pub crl_fetches_after: u64,
     pub status_list_fetches_after: u64,
     pub introspections_refused: u64,
@@ -50,6 +50,8 @@ struct Seen {
     value: String,
     cutoff_ms: i64,
     report: EnforcementReport,
+    /// Relying parties whose acknowledgement this replica already took.
+    acked: HashSet<String>,
 }
 
 impl Seen {
@@ -110,6 +112,7 @@ impl Enforcement {
             value: rule.rule.value.clone(),
             cutoff_ms: rule.rule.cutoff_ms(),
             report: EnforcementReport::default(),
+            acked: HashSet::new(),
         };
         for accepted in &state.accepted {
             if accepted.at_ms > seen.cutoff_ms && seen.covers(&accepted.record) {
@@ -119,25 +122,34 @@ impl Enforcement {
         state.rules.insert(id, seen);
     }
 
-    /// Records that `relying_party` enforces the rules `ids` from `now_ms`; returns how many
-    /// of them name a rule enforced here. Only a relying party's first acknowledgement of a
-    /// rule counts.
-    pub fn acknowledged(&self, relying_party: &str, ids: &[String], now_ms: i64) -> u32 {
+    /// Takes `relying_party`'s acknowledgement at `now_ms` of the rules `ids`; returns how many
+    /// name a rule enforced here, and the acknowledgements to store: the first this replica saw
+    /// of each (relying party, rule), whose delay from the cut-off is observed. Ids of unknown
+    /// rules are ignored.
+    pub fn acknowledged(
+        &self,
+        relying_party: &str,
+        ids: &[String],
+        now_ms: i64,
+    ) -> (u32, Vec<Acknowledgement>) {
         let mut state = self.state();
-        let mut known = 0;
+        let (mut known, mut first) = (0, Vec::new());
         for id in ids {
             let Some(seen) = state.rules.get_mut(id) else {
                 continue;
             };
             known += 1;
-            let acks = &mut seen.report.acknowledgements;
-            if acks.len() < ACKS_PER_RULE && !acks.contains_key(relying_party) {
-                acks.insert(relying_party.to_owned(), now_ms);
+            if seen.acked.len() < ACKS_PER_RULE && seen.acked.insert(relying_party.to_owned()) {
                 let after = now_ms.saturating_sub(seen.cutoff_ms).max(0);
                 self.enforced_seconds.observe(after as f64 / 1000.0);
+                first.push(Acknowledgement {
+                    revocation_id: id.clone(),
+                    relying_party: relying_party.to_owned(),
+                    at_ms: now_ms,
+                });
             }
         }
-        known
+        (known, first)
     }
 
     /// Notes a fetch of the CRL or of a status list at `now_ms`.
@@ -256,13 +268,18 @@ mod tests {
         let e = store();
         e.rule_in_force(&rule("r1", 10_000));
         let ids = ["r1".to_owned(), "unknown".to_owned()];
-        assert_eq!(e.acknowledged("spiffe://example.org/rp", &ids, 10_040), 1);
-        assert_eq!(e.acknowledged("spiffe://example.org/rp", &ids, 99_000), 1);
-        let report = e.report("r1").unwrap();
+        let (known, first) = e.acknowledged("spiffe://example.org/rp", &ids, 10_040);
+        assert_eq!(known, 1);
         assert_eq!(
-            report.acknowledgements,
-            BTreeMap::from([("spiffe://example.org/rp".to_owned(), 10_040)])
+            first,
+            vec![Acknowledgement {
+                revocation_id: "r1".into(),
+                relying_party: "spiffe://example.org/rp".into(),
+                at_ms: 10_040,
+            }]
         );
+        let (known, again) = e.acknowledged("spiffe://example.org/rp", &ids, 99_000);
+        assert_eq!((known, again.len()), (1, 0), "only the first is stored");
         assert!(e.report("unknown").is_none());
     }
 

@@ -361,7 +361,12 @@ impl Revoker {
     /// Deletes from the ledger what `params` (from [`Revoker::forget`]) allows; returns how many
     /// records were deleted.
     pub async fn sweep(&self, params: SweepParams) -> Result<u64, LedgerError> {
-        self.parts.ledger.sweep(params).await
+        let ledger = &self.parts.ledger;
+        // Acknowledgements of rules that are going: made before anything they covered expired.
+        ledger
+            .forget_acknowledgements(params.rules_before.saturating_mul(1000))
+            .await?;
+        ledger.sweep(params).await
     }
 
     /// Drops rules from the index once nothing they could cover is valid or on the CRL, and

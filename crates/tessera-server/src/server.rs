@@ -370,6 +370,7 @@ fn grpc_services(s: &Services, shutdown: &CancellationToken) -> (BrokerService, 
         audit: s.audit.clone(),
         metrics: Arc::clone(&s.metrics),
         enforcement: Arc::clone(&s.enforcement),
+        acks: Arc::clone(&s.ledger) as Arc<dyn tessera_ledger::AckStore>,
         clock: Arc::clone(&s.clock),
     };
     let admin = AdminService {

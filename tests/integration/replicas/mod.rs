@@ -469,3 +469,50 @@ fn jti(reply: &HttpReply) -> String {
     let token = reply.json()["access_token"].as_str().unwrap().to_owned();
     claims_of(&token)["jti"].as_str().unwrap().to_owned()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_sent_to_one_replica_is_evidence_on_the_other() {
+    let cluster = Cluster::start(2).await;
+    let rule = cluster
+        .admin(0)
+        .await
+        .revoke(RevokeRequest {
+            selector: Some(Selector::Purpose("replica:test".into())),
+            reason: "replica test: evidence".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut on_b = cluster.workload(1).await;
+    let started = Instant::now();
+    // B acknowledges once the rule has reached it (an unknown rule id is ignored).
+    loop {
+        let reply = on_b
+            .acknowledge_revocations(tessera_proto::AcknowledgeRevocationsRequest {
+                revocation_ids: vec![rule.revocation_id.clone()],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if reply.acknowledged == 1 {
+            break;
+        }
+        assert!(started.elapsed() < FAN_OUT, "the rule never reached B");
+        sleep(Duration::from_millis(5)).await;
+    }
+    let evidence = cluster
+        .admin(0)
+        .await
+        .get_revocation(tessera_proto::GetRevocationRequest {
+            revocation_id: rule.revocation_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let parties: Vec<&str> = evidence
+        .acknowledgements
+        .iter()
+        .map(|a| a.relying_party.as_str())
+        .collect();
+    assert_eq!(parties, vec![WORKLOAD_ID], "A shows what B was told");
+}

@@ -52,6 +52,7 @@
 //! kept, outside the writer; it requires the target to be quiescent (no broker on it) and
 //! detects one that is not.
 
+mod acks;
 mod batch;
 mod connect;
 mod fanout;

@@ -13,10 +13,11 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
     (2, include_str!("migrations/0002_status_list.sql")),
     (3, include_str!("migrations/0003_ssf.sql")),
+    (4, include_str!("migrations/0004_acks.sql")),
 ];
 
 /// The schema version this build creates and reads.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Key of the advisory lock migrations hold (any constant shared by every build).
 const MIGRATION_LOCK: i64 = 0x0074_6573_7365_7261; // "tessera"

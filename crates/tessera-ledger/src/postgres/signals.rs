@@ -35,7 +35,7 @@ fn count(n: i64) -> u64 {
 
 impl PostgresLedger {
     /// Fails with `Closed` after [`crate::Ledger::close`].
-    fn check_open(&self) -> Result<(), LedgerError> {
+    pub(super) fn check_open(&self) -> Result<(), LedgerError> {
         if self.closed.load(std::sync::atomic::Ordering::Acquire) {
             return Err(LedgerError::Closed);
         }

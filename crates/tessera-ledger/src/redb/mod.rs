@@ -4,6 +4,7 @@
 //! thread, which commits whole batches (one fsync each) and only then answers and publishes the
 //! batch's events. Reads run on tokio's blocking pool.
 
+mod acks;
 mod codec;
 mod export;
 mod reads;

@@ -65,7 +65,7 @@ impl RedbLedger {
     /// Runs `write` in a write transaction of its own on the blocking pool and commits it
     /// (fsynced when `durable` and the ledger is durable); returns what `write` returns. Fails
     /// with `Closed` after [`crate::Ledger::close`].
-    async fn signal_write<T, F>(&self, durable: bool, write: F) -> Result<T, LedgerError>
+    pub(super) async fn signal_write<T, F>(&self, durable: bool, write: F) -> Result<T, LedgerError>
     where
         T: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<T, LedgerError> + Send + 'static,

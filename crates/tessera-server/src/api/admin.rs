@@ -23,6 +23,8 @@ use crate::watchers::Pool;
 
 /// Longest revocation reason accepted, in bytes.
 pub const MAX_REASON_LEN: usize = 1024;
+/// Acknowledgements GetRevocation lists, at most.
+pub const MAX_ACKNOWLEDGEMENTS_SHOWN: usize = 10_000;
 /// Largest page of ListCredentials.
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
@@ -239,8 +241,16 @@ impl proto::admin_server::Admin for AdminService {
             .into_iter()
             .find(|r| r.rule.revocation_id == id)
             .ok_or_else(not_found)?;
-        let report = self.enforcement.report(id).unwrap_or_default();
+        let acknowledgements = self
+            .ledger
+            .acknowledgements(id, MAX_ACKNOWLEDGEMENTS_SHOWN)
+            .await
+            .map_err(|e| refuse(&e, &self.metrics))?;
+        let found = convert::Evidence {
+            acknowledgements,
+            report: self.enforcement.report(id).unwrap_or_default(),
+        };
         let now = self.clock.unix_seconds();
-        Ok(Response::new(convert::evidence(&rule, report, now)))
+        Ok(Response::new(convert::evidence(&rule, found, now)))
     }
 }

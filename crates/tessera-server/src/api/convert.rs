@@ -2,6 +2,8 @@
 
 use tessera_core::domain::{CredentialRecord, Event, RevocationRule, Status};
 
+use tessera_ledger::Acknowledgement;
+
 use crate::enforcement::EnforcementReport;
 use tessera_proto as proto;
 
@@ -56,22 +58,19 @@ pub fn event(e: &Event, status_of: impl Fn(&CredentialRecord) -> Status) -> prot
 
 /// The evidence of a rule's enforcement, as `Admin/GetRevocation` answers it at `now` (unix
 /// seconds).
-pub fn evidence(
-    rule: &RevocationRule,
-    report: EnforcementReport,
-    now: i64,
-) -> proto::GetRevocationResponse {
+pub fn evidence(rule: &RevocationRule, found: Evidence, now: i64) -> proto::GetRevocationResponse {
     let scope = rule.rule.scope.unwrap_or_default();
     let cutoff_ms = rule.rule.cutoff_ms();
-    let acknowledgements = report
+    let acknowledgements = found
         .acknowledgements
         .into_iter()
-        .map(|(relying_party, at_ms)| proto::Acknowledgement {
-            relying_party,
-            acknowledged_at_ms: at_ms,
-            after_ms: at_ms.saturating_sub(cutoff_ms).max(0),
+        .map(|ack| proto::Acknowledgement {
+            relying_party: ack.relying_party,
+            acknowledged_at_ms: ack.at_ms,
+            after_ms: ack.at_ms.saturating_sub(cutoff_ms).max(0),
         })
         .collect();
+    let report = found.report;
     let access_ends_at = scope.access_ends_at.unwrap_or_default();
     proto::GetRevocationResponse {
         rule: Some(revocation(rule)),
@@ -87,4 +86,12 @@ pub fn evidence(
         // Unknown for a rule stored before its scope was kept: never claimed to have ended.
         access_ended: rule.rule.scope.is_some() && access_ends_at <= now,
     }
+}
+
+/// What the broker knows of a rule's enforcement: the acknowledgements in the ledger and what
+/// this replica counted.
+#[derive(Debug, Clone, Default)]
+pub struct Evidence {
+    pub acknowledgements: Vec<Acknowledgement>,
+    pub report: EnforcementReport,
 }

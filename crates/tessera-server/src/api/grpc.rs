@@ -8,6 +8,7 @@ use tessera_core::clock::SharedClock;
 use tessera_core::csr::VerifiedCsr;
 use tessera_core::domain::CredentialKind;
 use tessera_core::request::CredentialRequest;
+use tessera_ledger::AckStore;
 use tessera_proto as proto;
 use tonic::{Request, Response, Status};
 
@@ -37,8 +38,10 @@ pub struct BrokerService {
     pub limits: Limits,
     pub audit: Audit,
     pub metrics: Arc<Metrics>,
-    /// Where relying parties' acknowledgements of rules go.
+    /// Tells which acknowledgements of rules are a relying party's first.
     pub enforcement: Arc<Enforcement>,
+    /// Where acknowledgements are kept, for every replica to show.
+    pub acks: Arc<dyn AckStore>,
     pub clock: SharedClock,
 }
 
@@ -209,9 +212,15 @@ impl proto::broker_server::Broker for BrokerService {
                 &self.metrics,
             ));
         }
-        let acknowledged =
+        let (acknowledged, first) =
             self.enforcement
                 .acknowledged(relying_party.as_str(), ids, self.clock.unix_millis());
+        if !first.is_empty() {
+            self.acks
+                .acknowledge(first)
+                .await
+                .map_err(|e| refuse(&e, &self.metrics))?;
+        }
         Ok(Response::new(proto::AcknowledgeRevocationsResponse {
             acknowledged,
         }))

@@ -12,9 +12,9 @@ use tessera_core::domain::{
 };
 use tessera_core::revocation::{LiveCounts, RuleLog};
 use tessera_ledger::{
-    AckParams, CredentialPage, EnqueueParams, Enqueued, LeaseParams, Ledger, LedgerError,
-    ListParams, NewStream, PendingParams, PendingSet, RecordParams, RedbLedger, RedbOptions,
-    SignalStore, StoredStream, StreamCreated, StreamUpdate, SweepParams,
+    AckParams, AckStore, Acknowledgement, CredentialPage, EnqueueParams, Enqueued, LeaseParams,
+    Ledger, LedgerError, ListParams, NewStream, PendingParams, PendingSet, RecordParams,
+    RedbLedger, RedbOptions, SignalStore, StoredStream, StreamCreated, StreamUpdate, SweepParams,
 };
 use tessera_proto as proto;
 
@@ -38,6 +38,24 @@ impl Counting {
             self.calls.load(Ordering::SeqCst),
             self.events.load(Ordering::SeqCst),
         )
+    }
+}
+
+/// Acknowledgements pass straight through (replays do not touch them).
+#[async_trait]
+impl AckStore for Counting {
+    async fn acknowledge(&self, acks: Vec<Acknowledgement>) -> Result<u64, LedgerError> {
+        self.inner.acknowledge(acks).await
+    }
+    async fn acknowledgements(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> Result<Vec<Acknowledgement>, LedgerError> {
+        self.inner.acknowledgements(id, limit).await
+    }
+    async fn forget_acknowledgements(&self, before_ms: i64) -> Result<u64, LedgerError> {
+        self.inner.forget_acknowledgements(before_ms).await
     }
 }
 
