@@ -20,6 +20,7 @@ macro_rules! signal_conformance_tests {
             a_full_queue_drops_its_oldest_sets,
             deleting_a_stream_drops_its_sets_and_sets_of_unknown_streams_are_ignored,
             the_signal_cursor_only_moves_forward,
+            a_follower_does_not_queue_again_what_the_cursor_passed,
             a_lease_is_held_by_one_holder_until_it_expires,
         );
     };
@@ -289,6 +290,38 @@ pub(crate) async fn the_signal_cursor_only_moves_forward(backend: &dyn Backend) 
     ledger.close().await.unwrap();
     drop(ledger);
     assert_eq!(backend.open().await.signal_cursor().await.unwrap(), 9);
+}
+
+pub(crate) async fn a_follower_does_not_queue_again_what_the_cursor_passed(backend: &dyn Backend) {
+    let ledger = backend.open().await;
+    ledger
+        .create_stream(new_stream("s1", "spiffe://td/a"))
+        .await
+        .unwrap();
+    let follower = |position: u64| {
+        let mut params = enqueue(vec![set("s1", &format!("j{position}"), position)]);
+        params.through_sequence = Some(position);
+        params
+    };
+    assert_eq!(ledger.enqueue_sets(follower(5)).await.unwrap().queued, 1);
+    let ack = AckParams {
+        stream_id: "s1".into(),
+        jtis: vec!["j5".into()],
+    };
+    assert_eq!(ledger.ack_sets(ack).await.unwrap(), 1);
+    assert_eq!(
+        ledger.enqueue_sets(follower(5)).await.unwrap().queued,
+        0,
+        "another replica's follower, behind: the SET was delivered already"
+    );
+    assert_eq!(ledger.enqueue_sets(follower(6)).await.unwrap().queued, 1);
+    let verification = enqueue(vec![set("s1", "v1", 2)]);
+    assert_eq!(
+        ledger.enqueue_sets(verification).await.unwrap().queued,
+        1,
+        "a SET queued outside the follower is not held to the cursor"
+    );
+    assert_eq!(jtis(&*ledger, "s1").await, vec!["v1", "j6"]);
 }
 
 pub(crate) async fn a_lease_is_held_by_one_holder_until_it_expires(backend: &dyn Backend) {

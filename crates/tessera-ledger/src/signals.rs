@@ -178,7 +178,10 @@ pub trait SignalStore: Send + Sync {
     async fn delete_stream(&self, stream_id: &str) -> Result<bool, LedgerError>;
 
     /// Queues SETs (ignoring those already queued and those of streams that do not exist),
-    /// drops the oldest of any stream past `max_pending`, and moves the cursor, atomically.
+    /// drops the oldest of any stream past `max_pending`, and moves the cursor, atomically. A
+    /// batch that moves the cursor (`through_sequence`) also ignores SETs whose position is at
+    /// or below the cursor: another follower (replica) queued those events already, and they
+    /// may have been delivered and acknowledged since.
     async fn enqueue_sets(&self, params: EnqueueParams) -> Result<Enqueued, LedgerError>;
 
     /// Returns up to `limit` queued SETs of a stream, oldest first (by position, then jti).

@@ -1,7 +1,8 @@
 //! The Shared Signals state of the PostgreSQL ledger ([`SignalStore`], tables of migration 3):
 //! statements on pooled connections, outside the writer (they take no sequence). Every replica
 //! queues the SETs of the events it sees; `(stream_id, jti)` is the key, so the first insert
-//! wins and the others change nothing. Stream creation takes an advisory lock so the caps hold
+//! wins and the others change nothing, and a follower skips the events the shared cursor says
+//! another replica already queued (they may have been delivered and acknowledged since). Stream creation takes an advisory lock so the caps hold
 //! across replicas. Acknowledgements and leases commit without waiting for the WAL flush: a
 //! crash may bring an acknowledged SET back, to be delivered again.
 
@@ -54,6 +55,20 @@ async fn enqueue(
             .await
             .ctx(OP)?;
     }
+    // A follower's batch (it moves the cursor) skips the events another replica's follower
+    // already queued: they may have been delivered and acknowledged since, and queueing them
+    // again would push them twice. The cursor row is locked until commit, so followers on
+    // different replicas take turns.
+    let after = match p.through_sequence {
+        Some(_) => {
+            let row = txn
+                .query_one("SELECT last FROM ssf_cursor FOR UPDATE", &[])
+                .await
+                .ctx(OP)?;
+            column::<i64>(&row, 0)?
+        }
+        None => -1,
+    };
     let streams: Vec<&str> = p.sets.iter().map(|s| s.stream_id.as_str()).collect();
     let jtis: Vec<&str> = p.sets.iter().map(|s| s.jti.as_str()).collect();
     let positions: Vec<i64> = p.sets.iter().map(|s| rows::bigint(s.position)).collect();
@@ -65,9 +80,9 @@ async fn enqueue(
              SELECT u.s, u.j, u.p, u.t, u.q
              FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[])
                   AS u(s, j, p, t, q)
-             WHERE EXISTS (SELECT 1 FROM ssf_streams WHERE stream_id = u.s)
+             WHERE EXISTS (SELECT 1 FROM ssf_streams WHERE stream_id = u.s) AND u.p > $6
              ON CONFLICT DO NOTHING",
-            &[&streams, &jtis, &positions, &jwts, &queued_at],
+            &[&streams, &jtis, &positions, &jwts, &queued_at, &after],
         )
         .await
         .ctx(OP)?;

@@ -182,6 +182,14 @@ fn enqueue(txn: &WriteTransaction, p: &EnqueueParams) -> Result<Enqueued, Ledger
     const OP: &str = "queueing SETs";
     let mut out = Enqueued::default();
     let mut touched: Vec<&str> = Vec::new();
+    // A follower's batch skips events at or below the cursor: already queued (see the trait).
+    let after = match p.through_sequence {
+        Some(_) => {
+            let meta = txn.open_table(META).ctx(OP)?;
+            Some(meta.get(CURSOR_KEY).ctx(OP)?.map_or(0, |v| v.value()))
+        }
+        None => None,
+    };
     {
         let streams = txn.open_table(STREAMS).ctx(OP)?;
         let mut sets = txn.open_table(SETS).ctx(OP)?;
@@ -189,7 +197,8 @@ fn enqueue(txn: &WriteTransaction, p: &EnqueueParams) -> Result<Enqueued, Ledger
         let mut pending = txn.open_table(PENDING).ctx(OP)?;
         for set in &p.sets {
             let stream = set.stream_id.as_str();
-            if streams.get(stream).ctx(OP)?.is_none()
+            if after.is_some_and(|cursor| set.position <= cursor)
+                || streams.get(stream).ctx(OP)?.is_none()
                 || ids.get((stream, set.jti.as_str())).ctx(OP)?.is_some()
             {
                 continue;
