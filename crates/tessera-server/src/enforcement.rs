@@ -54,18 +54,28 @@ struct Seen {
     acked: HashSet<String>,
 }
 
-impl Seen {
-    /// Returns true when this rule covers `record`.
-    fn covers(&self, record: &CredentialRecord) -> bool {
-        self.selector.value_of(record) == self.value && record.issued_at_ms() <= self.cutoff_ms
-    }
-}
-
-/// An introspection answered active.
+/// An introspection answered active: when, and what a rule compares (not the whole record).
 #[derive(Debug)]
 struct Accepted {
     at_ms: i64,
-    record: CredentialRecord,
+    issued_ms: i64,
+    credential_id: Box<str>,
+    workload: Box<str>,
+    owner: Box<str>,
+    destination: Box<str>,
+    purpose: Box<str>,
+}
+
+impl Accepted {
+    fn value(&self, selector: Selector) -> &str {
+        match selector {
+            Selector::CredentialId => &self.credential_id,
+            Selector::Workload => &self.workload,
+            Selector::Owner => &self.owner,
+            Selector::Destination => &self.destination,
+            Selector::Purpose => &self.purpose,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -73,13 +83,15 @@ struct State {
     rules: HashMap<String, Seen>,
     crl: VecDeque<i64>,
     status_lists: VecDeque<i64>,
-    accepted: VecDeque<Accepted>,
 }
 
 /// The evidence store of one replica.
 #[derive(Debug)]
 pub struct Enforcement {
     state: Mutex<State>,
+    /// Recent active answers, under a lock of their own: introspection never waits for a rule
+    /// being checked against them, beyond the push of one entry.
+    accepted: Mutex<VecDeque<Accepted>>,
     /// `tessera_revocation_enforced_seconds`: cut-off → a relying party's acknowledgement.
     enforced_seconds: Histogram,
 }
@@ -89,6 +101,7 @@ impl Enforcement {
     pub fn new(enforced_seconds: Histogram) -> Self {
         Enforcement {
             state: Mutex::new(State::default()),
+            accepted: Mutex::new(VecDeque::new()),
             enforced_seconds,
         }
     }
@@ -102,9 +115,8 @@ impl Enforcement {
     /// Starts keeping evidence for `rule`, now enforced here, and counts the introspections
     /// this replica answered active after its cut-off for credentials it covers.
     pub fn rule_in_force(&self, rule: &RevocationRule) {
-        let mut state = self.state();
         let id = rule.rule.revocation_id.clone();
-        if state.rules.contains_key(&id) {
+        if self.state().rules.contains_key(&id) {
             return;
         }
         let mut seen = Seen {
@@ -114,12 +126,19 @@ impl Enforcement {
             report: EnforcementReport::default(),
             acked: HashSet::new(),
         };
-        for accepted in &state.accepted {
-            if accepted.at_ms > seen.cutoff_ms && seen.covers(&accepted.record) {
-                note_accepted(&mut seen.report, &accepted.record.credential_id);
+        {
+            let accepted = self
+                .accepted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for a in accepted.iter() {
+                let covered = a.issued_ms <= seen.cutoff_ms && a.value(seen.selector) == seen.value;
+                if a.at_ms > seen.cutoff_ms && covered {
+                    note_accepted(&mut seen.report, &a.credential_id);
+                }
             }
         }
-        state.rules.insert(id, seen);
+        self.state().rules.entry(id).or_insert(seen);
     }
 
     /// Takes `relying_party`'s acknowledgement at `now_ms` of the rules `ids`; returns how many
@@ -175,16 +194,25 @@ impl Enforcement {
     /// Notes an introspection answered active at `now_ms` for `record`: a rule applied later
     /// with an earlier cut-off that covers it counts it as accepted after the revoke.
     pub fn accepted(&self, record: &CredentialRecord, now_ms: i64) {
-        let mut state = self.state();
-        while state.accepted.front().is_some_and(|a| {
-            a.at_ms < now_ms - ACCEPTED_FOR_MS || state.accepted.len() >= ACCEPTED_KEPT
-        }) {
-            state.accepted.pop_front();
-        }
-        state.accepted.push_back(Accepted {
+        let entry = Accepted {
             at_ms: now_ms,
-            record: record.clone(),
-        });
+            issued_ms: record.issued_at_ms(),
+            credential_id: record.credential_id.as_str().into(),
+            workload: record.workload.as_str().into(),
+            owner: record.owner.as_str().into(),
+            destination: record.destination.as_str().into(),
+            purpose: record.purpose.as_str().into(),
+        };
+        let mut accepted = self
+            .accepted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while accepted.front().is_some_and(|a| {
+            a.at_ms < now_ms.saturating_sub(ACCEPTED_FOR_MS) || accepted.len() >= ACCEPTED_KEPT
+        }) {
+            accepted.pop_front();
+        }
+        accepted.push_back(entry);
     }
 
     /// Returns what this replica knows of the enforcement of rule `revocation_id`, or `None`
