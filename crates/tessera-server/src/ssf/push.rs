@@ -288,13 +288,9 @@ impl PushContext {
         let mut lease_until = 0i64;
         while !task.stop.is_cancelled() {
             let config = task.config.borrow_and_update().clone();
-            let Delivery::Push {
-                endpoint_url,
-                authorization_header,
-            } = &config.delivery
-            else {
+            if !matches!(config.delivery, Delivery::Push { .. }) {
                 return; // delivery changed to poll: the registry stops this task
-            };
+            }
             if config.status != StreamStatus::Enabled {
                 self.idle(&mut task, None).await;
                 continue;
@@ -312,6 +308,24 @@ impl PushContext {
                 Some(batch) => batch,
                 None => Vec::new(),
             };
+            // Another replica may have changed the stream since the registry last synced:
+            // push where (and whether) its configuration says now.
+            let Some(config) = self.current(&task.stream_id, config).await else {
+                return; // deleted: the registry stops this task
+            };
+            let Delivery::Push {
+                endpoint_url,
+                authorization_header,
+            } = &config.delivery
+            else {
+                // Now polled: wait for the registry to stop this task.
+                self.idle(&mut task, Some(RENEW_BEFORE)).await;
+                continue;
+            };
+            if config.status != StreamStatus::Enabled {
+                self.idle(&mut task, Some(RENEW_BEFORE)).await;
+                continue;
+            }
             let target = Target {
                 url: endpoint_url,
                 authorization: authorization_header.as_ref(),
@@ -390,6 +404,19 @@ impl PushContext {
             Err(e) => {
                 tracing::warn!(stream_id, error = %e, "taking the push lease failed");
                 false
+            }
+        }
+    }
+
+    /// Returns the stream's configuration as the ledger holds it now; `known` when it cannot be
+    /// read (or is unreadable), `None` when the stream was deleted.
+    async fn current(&self, stream_id: &str, known: StreamConfig) -> Option<StreamConfig> {
+        match self.ledger.stream(stream_id).await {
+            Ok(Some(stored)) => Some(serde_json::from_str(&stored.config).unwrap_or(known)),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(stream_id, error = %e, "re-reading the stream failed");
+                Some(known)
             }
         }
     }
