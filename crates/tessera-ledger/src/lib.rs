@@ -248,6 +248,12 @@ pub trait Ledger: SignalStore + AckStore + Send + Sync + fmt::Debug + 'static {
     /// Reads only the records of the newest issue second.
     async fn newest_issue_ms(&self) -> Result<Option<i64>, LedgerError>;
 
+    /// Returns true when other processes write to this ledger too (replicas on a shared
+    /// database), so what this process has seen of it may lag behind it.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     /// Checks that the ledger can serve now (for `/readyz`): an embedded ledger always can; a
     /// shared one answers a trivial query. Fails with `Storage` when it cannot.
     async fn ping(&self) -> Result<(), LedgerError> {

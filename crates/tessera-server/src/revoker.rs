@@ -237,8 +237,12 @@ impl Revoker {
         let scope = self.scope_of(p.selector, &p.value).await?;
         // On a shared ledger another replica's newest credential may not have reached this one
         // yet (its reply may already have left): read the newest recorded issue, so the cut-off
-        // is not before it whatever the replicas' clocks say.
-        if let Some(newest) = self.parts.ledger.newest_issue_ms().await? {
+        // is not before it whatever the replicas' clocks say. (Alone on its ledger, this
+        // process noted every issue before recording it.)
+        let ledger = &self.parts.ledger;
+        if ledger.is_shared()
+            && let Some(newest) = ledger.newest_issue_ms().await?
+        {
             self.parts.revocations.cutoffs().note_issue(newest);
         }
         let now_ms = self.parts.clock.unix_millis();

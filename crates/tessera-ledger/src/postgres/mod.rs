@@ -415,6 +415,10 @@ impl Ledger for PostgresLedger {
         .await
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     async fn newest_issue_ms(&self) -> Result<Option<i64>, LedgerError> {
         self.read("reading the newest issue time", |c| async move {
             reads::newest_issue_ms(&c).await
