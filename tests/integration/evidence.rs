@@ -124,6 +124,8 @@ async fn an_unknown_revocation_is_not_found_and_acknowledgements_need_a_workload
     let mut env = Env::start().await;
     let missing = evidence(&env, "no-such-rule").await.unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
+    let empty = evidence(&env, "").await.unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument);
     let anonymous = BrokerClient::new(env.channel(None).await)
         .acknowledge_revocations(AcknowledgeRevocationsRequest {
             revocation_ids: vec!["x".into()],

@@ -32,8 +32,5 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], MintError> {
 
 /// Returns `N` random bytes as lowercase hex.
 pub fn random_hex<const N: usize>() -> Result<String, MintError> {
-    Ok(random_bytes::<N>()?
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(crate::domain::id::hex(&random_bytes::<N>()?))
 }

@@ -230,7 +230,8 @@ impl proto::admin_server::Admin for AdminService {
             )
         };
         if id.is_empty() {
-            return Err(not_found());
+            let refusal = Refusal::invalid(OAuthCode::InvalidRequest, "revocation_id is required");
+            return Err(status(refusal, &self.metrics));
         }
         let rules = self
             .ledger

@@ -76,10 +76,7 @@ impl fmt::Debug for SetBuilder {
 pub fn revocation_jti(stream_id: &str, revocation_id: &str) -> String {
     let input = format!("tessera-ssf\0{stream_id}\0{revocation_id}");
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, input.as_bytes());
-    digest.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    tessera_core::domain::id::hex(&digest.as_ref()[..16])
 }
 
 /// Returns the `sub_id` and the event of a rule on one credential.
