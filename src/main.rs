@@ -32,6 +32,13 @@ enum Command {
         #[arg(long)]
         dev: bool,
     },
+    /// Checks a configuration as start-up does (keys, bundles, the mint CA self-test, TLS) and
+    /// exits, binding nothing and opening no ledger.
+    Check {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Exchanges a CI OIDC token (or JWT-SVID) for a credential (RFC 8693) and prints it.
     Exchange {
         /// Broker HTTPS base URL, e.g. https://tessera.example.org:8444.
@@ -160,6 +167,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config, dev } => serve(config, dev),
+        Command::Check { config } => check(&config),
         #[cfg(feature = "bench")]
         Command::Bench(args) => tessera_bench::run(&args).map_err(|e| e.to_string()),
         Command::Dev {
@@ -232,6 +240,27 @@ fn dev_certs(out: &std::path::Path) -> Result<(), String> {
     for path in written {
         println!("wrote {}", path.display());
     }
+    Ok(())
+}
+
+/// `tessera check`: prints what the configuration holds and its warnings, or why it does not
+/// load (naming the file and key), as `serve` would refuse it.
+fn check(path: &std::path::Path) -> Result<(), String> {
+    let clock: SharedClock = Arc::new(SystemClock);
+    let config = Config::load(path, clock.as_ref()).map_err(|e| e.to_string())?;
+    tessera_server::server::check(&config, &clock)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    for warning in &config.warnings {
+        eprintln!("warning: {warning}");
+    }
+    println!(
+        "{}: ok ({} grants, {} trust domains, {} OIDC issuers, {} admins)",
+        path.display(),
+        config.grants.len(),
+        config.trust_domains.len(),
+        config.oidc_issuers.len(),
+        config.admin_ids.len()
+    );
     Ok(())
 }
 

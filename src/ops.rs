@@ -162,13 +162,21 @@ pub fn ls(c: Connection, a: ListArgs) -> Result<()> {
                 "KIND",
                 "STATUS",
                 "EXPIRES",
+                "OWNER",
                 "WORKLOAD",
                 "DESTINATION",
                 "PURPOSE",
             ];
             println!(
-                "{:<34} {:<4} {:<8} {:<20} {:<44} {:<28} {}",
-                header[0], header[1], header[2], header[3], header[4], header[5], header[6]
+                "{:<34} {:<4} {:<8} {:<20} {:<16} {:<44} {:<28} {}",
+                header[0],
+                header[1],
+                header[2],
+                header[3],
+                header[4],
+                header[5],
+                header[6],
+                header[7]
             );
         }
         let mut shown = 0;
@@ -191,11 +199,12 @@ pub fn ls(c: Connection, a: ListArgs) -> Result<()> {
                         .unwrap_or_default();
                     let expires: String = expires.chars().take(19).collect();
                     println!(
-                        "{:<34} {:<4} {:<8} {:<20} {:<44} {:<28} {}",
+                        "{:<34} {:<4} {:<8} {:<20} {:<16} {:<44} {:<28} {}",
                         cred.credential_id,
                         cred.kind,
                         cred.status,
                         expires,
+                        cred.owner,
                         cred.workload,
                         cred.destination,
                         cred.purpose

@@ -289,3 +289,46 @@ fn status_list_keys_have_defaults_bounds_and_no_unknown_key() {
         assert_has(&m, &[key]);
     }
 }
+
+/// Runs `tessera check --config` on `path`; returns the exit status, stdout and stderr.
+fn tessera_check(path: &std::path::Path) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .arg("check")
+        .arg("--config")
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn tessera_check_accepts_a_good_config_without_opening_the_ledger_or_binding() {
+    let fx = Fixture::new();
+    let (ok, out, err) = tessera_check(&fx.config_path);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains(": ok ("), "{out}");
+    assert!(!fx.ledger_path.exists(), "no ledger was created");
+    assert!(
+        !fx.path("data/audit.log").exists(),
+        "no audit log was opened"
+    );
+}
+
+#[test]
+fn tessera_check_refuses_a_mint_ca_that_does_not_chain_to_the_bundle() {
+    let fx = Fixture::new();
+    // Another trust domain's CA signs the minted SVIDs: the start-up self-test fails.
+    let other = tessera_testkit::dev::DevMaterial::generate(crate::common::offset_now()).unwrap();
+    let dir = fx.path("other");
+    other.write(&dir).unwrap();
+    for name in ["mint-ca.pem", "mint-ca-key.pem"] {
+        std::fs::copy(dir.join(name), fx.path(name)).unwrap();
+    }
+    let (ok, out, err) = tessera_check(&fx.config_path);
+    assert!(!ok, "{out}");
+    assert!(err.contains("signing.ca_cert"), "names the key: {err}");
+}

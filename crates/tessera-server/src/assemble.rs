@@ -103,20 +103,31 @@ impl fmt::Debug for Services {
     }
 }
 
-/// Builds the services of `config` on `ledger`, recording into `metrics`. Fails when a key or
-/// bundle cannot be used, the audit log cannot be opened, or the mint CA does not chain to the
-/// bundle of a trust domain it mints for.
-pub fn services(
-    config: &Config,
-    ledger: Arc<dyn Ledger>,
-    metrics: Arc<Metrics>,
-    clock: SharedClock,
-) -> Result<Services, AssembleError> {
+/// What the configured keys, bundles and issuers become, checked: everything start-up proves
+/// before it opens the audit log or the ledger (what `tessera check` runs).
+pub struct Material {
+    pub attestor: Arc<Attestor>,
+    pub jwt: Arc<JwtMinter>,
+    pub x509: Option<Arc<X509Minter>>,
+    /// DER X.509 roots by trust domain name.
+    pub bundles: HashMap<String, Vec<Vec<u8>>>,
+}
+
+impl fmt::Debug for Material {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Material").finish_non_exhaustive()
+    }
+}
+
+/// Returns the checked material of `config`. Fails when a key or bundle cannot be used, an OIDC
+/// issuer's extra root is unusable, or the mint CA does not chain to the bundle of a trust
+/// domain it mints for (the self-test). Opens nothing, binds nothing.
+pub fn material(config: &Config, clock: &SharedClock) -> Result<Material, AssembleError> {
     let attestor = Arc::new(Attestor::new(AttestorParams {
         domains: &config.trust_domains,
         audience: &config.server.audience,
         client_ca: config.server.tls_client_ca.as_deref(),
-        oidc: oidc_verifier(config, &clock)?,
+        oidc: oidc_verifier(config, clock)?,
     })?);
     let (jwt, x509) = minters(config)?;
     let bundles: HashMap<String, Vec<Vec<u8>>> = config
@@ -127,7 +138,29 @@ pub fn services(
             (td.name.as_str().to_owned(), roots)
         })
         .collect();
-    self_test(config, x509.as_deref(), &bundles, &clock)?;
+    self_test(config, x509.as_deref(), &bundles, clock)?;
+    Ok(Material {
+        attestor,
+        jwt,
+        x509,
+        bundles,
+    })
+}
+
+/// Builds the services of `config` on `ledger`, recording into `metrics`. Fails when the
+/// [`material`] does not check, or the audit log cannot be opened.
+pub fn services(
+    config: &Config,
+    ledger: Arc<dyn Ledger>,
+    metrics: Arc<Metrics>,
+    clock: SharedClock,
+) -> Result<Services, AssembleError> {
+    let Material {
+        attestor,
+        jwt,
+        x509,
+        bundles,
+    } = material(config, &clock)?;
     let audit = Audit::new(
         Some(AuditLog::open(&config.audit_path)?),
         Arc::clone(&clock),

@@ -165,6 +165,22 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError
 /// Starts the server described by `config`; returns once both listeners are bound and the
 /// ledger is open. Fails when a listener cannot bind, the ledger cannot open, or TLS material
 /// is unusable.
+/// Runs every check start-up runs on `config` that needs no ledger, no audit log and no port:
+/// keys, bundles, OIDC issuer roots, the mint CA self-test, and the TLS certificate and key of
+/// both listeners (what `tessera check` answers). Fails naming what is wrong.
+pub fn check(config: &Config, clock: &SharedClock) -> Result<(), ServerError> {
+    let material = crate::assemble::material(config, clock)?;
+    for alpn in [&[b"h2".as_slice()][..], &[b"h2", b"http/1.1"]] {
+        tls::server_config(ServerConfigParams {
+            cert_chain: &config.server.tls_cert_chain,
+            key: &config.server.tls_key,
+            verifier: material.attestor.x509(),
+            alpn,
+        })?;
+    }
+    Ok(())
+}
+
 pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, ServerError> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
