@@ -198,9 +198,17 @@ const ISSUER: &str = "\n[[oidc_issuer]]\nissuer = \"https://ci.example.org\"\npr
 
 fn ci_grant(matcher: &str) -> String {
     format!(
-        "{ISSUER}\n[[grant]]\nworkload = \"spiffe://example.org/ci/x\"\nowner = \"o\"\nexpires = \"2099-01-01\"\n\
+        "{ISSUER}\n[[grant]]\nname = \"ci-x\"\nworkload = \"spiffe://example.org/ci/x\"\nowner = \"o\"\nexpires = \"2099-01-01\"\n\
          destinations = [\"d\"]\npurposes = [\"p\"]\n[grant.match]\nissuer = \"https://ci.example.org\"\n{matcher}\n"
     )
+}
+
+#[test]
+fn refuses_a_grant_without_a_name_and_a_name_used_twice() {
+    let m = error_after(|t, _| t.replacen("name = \"payments-api\"\n", "", 1));
+    assert_has(&m, &["grant[0].name", "is required"]);
+    let m = error_after(|t, _| t + &ci_grant("subject = \"x\"").replace("ci-x", "payments-api"));
+    assert_has(&m, &["grant[2].name", "`payments-api` is used twice"]);
 }
 
 #[test]

@@ -22,7 +22,14 @@ pub(super) fn build(
 ) -> Result<Grant, ConfigError> {
     let (today, known) = (cx.today, cx.known);
     let key = |k: &str| format!("grant[{i}].{k}");
-    let name = s.name.clone().unwrap_or_else(|| format!("grant-{}", i + 1));
+    // A stable name, not a position: it is recorded with every credential and names the grant
+    // to revoke, review and offboard, so reordering grants must not change it.
+    let name = s.name.clone().ok_or_else(|| {
+        check.invalid(
+            key("name"),
+            "is required: a stable, unique name for the grant (recorded with every credential)",
+        )
+    })?;
     let workload_text = s
         .workload
         .as_deref()
