@@ -54,7 +54,7 @@ impl MintPath {
         let chain = config.signing.ca_cert.as_ref().unwrap();
         let key = config.signing.ca_key.as_ref().unwrap();
         MintPath {
-            attestor: services.attestor,
+            attestor: Arc::clone(&services.settings.load().attestor),
             policy: Policy::new(config.grants.clone()),
             jwt: services.jwt,
             x509: X509Minter::new(MintCa::new(chain, key).unwrap()),

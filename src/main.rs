@@ -74,6 +74,15 @@ enum Command {
         #[command(flatten)]
         connection: ops::Connection,
     },
+    /// Makes the broker read its configuration file again, as SIGHUP does (admin): prints the
+    /// generation now in force, what was offboarded and what needs a restart.
+    Reload {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connection: ops::Connection,
+    },
     /// Revocations: the evidence that access is gone (admin).
     Revocation {
         #[command(subcommand)]
@@ -196,6 +205,7 @@ fn main() -> ExitCode {
                     connection,
                 },
         } => evidence::show(connection, id, json),
+        Command::Reload { json, connection } => ops::reload(connection, json),
         Command::Ls {
             filters,
             connection,
@@ -293,8 +303,27 @@ fn serve(config: Option<PathBuf>, dev: bool) -> Result<(), String> {
             wait_for_signal().await;
             token.cancel();
         });
+        tokio::spawn(reload_on_hangup(server.reloader()));
         server.wait().await.map_err(|e| e.to_string())
     })
+}
+
+/// Reloads the configuration on every SIGHUP; a refused reload is logged and audited by the
+/// reloader, and the configuration in force keeps serving.
+async fn reload_on_hangup(reloader: std::sync::Arc<tessera_server::reload::Reloader>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: reload with `tessera reload`");
+            return;
+        }
+    };
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reloading the configuration");
+        // Errors are logged and audited by the reloader.
+        let _ = reloader.reload("SIGHUP").await;
+    }
 }
 
 async fn wait_for_signal() {

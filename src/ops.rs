@@ -44,6 +44,9 @@ pub struct SelectorArgs {
     purpose: Option<String>,
     #[arg(long)]
     owner: Option<String>,
+    /// A grant's name, or part of it: `NAME/destination=D`, `NAME/purpose=P`, `NAME/kind=jwt`.
+    #[arg(long)]
+    grant: Option<String>,
 }
 
 /// Filters of `tessera ls`.
@@ -57,6 +60,9 @@ pub struct ListArgs {
     destination: String,
     #[arg(long, default_value = "")]
     purpose: String,
+    /// The grant the credentials were minted under.
+    #[arg(long, default_value = "")]
+    grant: String,
     /// jwt or x509.
     #[arg(long, default_value = "")]
     kind: String,
@@ -118,9 +124,12 @@ pub fn revoke(c: Connection, s: SelectorArgs, reason: String) -> Result<()> {
             purpose: Some(v), ..
         } => Selector::Purpose(v),
         SelectorArgs { owner: Some(v), .. } => Selector::Owner(v),
+        SelectorArgs { grant: Some(v), .. } => Selector::Grant(v),
         _ => {
             return Err(
-                "give one of --credential-id, --workload, --destination, --purpose, --owner".into(),
+                "give one of --credential-id, --workload, --destination, --purpose, --owner, \
+                 --grant"
+                    .into(),
             );
         }
     };
@@ -151,6 +160,7 @@ pub fn ls(c: Connection, a: ListArgs) -> Result<()> {
             owner: a.owner,
             destination: a.destination,
             purpose: a.purpose,
+            grant: a.grant,
             kind: a.kind,
             status: a.status,
             page_size: a.limit.min(1000),
@@ -267,6 +277,48 @@ pub fn watch(c: Connection, since: u64, json: bool) -> Result<()> {
                     cred.purpose
                 );
             }
+        }
+        Ok(())
+    })
+}
+
+/// `tessera reload`: asks the broker to reload its configuration file; prints the generation
+/// in force, what was offboarded and what needs a restart (one JSON object with `json`).
+/// Fails with the broker's reason when the file is invalid (nothing changed then).
+pub fn reload(c: Connection, json: bool) -> Result<()> {
+    runtime()?.block_on(async {
+        let mut admin = connect(&c).await?;
+        let reply = admin
+            .reload(tessera_proto::ReloadRequest {})
+            .await
+            .map_err(status)?
+            .into_inner();
+        if json {
+            let offboarded: Vec<_> = reply
+                .offboarded
+                .iter()
+                .map(|o| {
+                    serde_json::json!({"grant": o.grant, "reason": o.reason,
+                    "revocation_id": o.revocation_id, "credentials_revoked": o.credentials_revoked})
+                })
+                .collect();
+            let out = serde_json::json!({"generation": reply.generation, "offboarded": offboarded,
+                "restart_required": reply.restart_required, "warnings": reply.warnings});
+            println!("{out}");
+            return Ok(());
+        }
+        println!("configuration reloaded: generation {}", reply.generation);
+        for o in &reply.offboarded {
+            println!(
+                "revoked {} ({} live credentials, rule {}): {}",
+                o.grant, o.credentials_revoked, o.revocation_id, o.reason
+            );
+        }
+        for key in &reply.restart_required {
+            println!("changed, applies at the next restart: {key}");
+        }
+        for warning in &reply.warnings {
+            println!("warning: {warning}");
         }
         Ok(())
     })

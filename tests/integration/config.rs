@@ -93,12 +93,27 @@ fn refuses_a_grant_without_owner_or_expiry() {
 }
 
 #[test]
-fn refuses_an_expired_grant_naming_it() {
-    let m = error_after(|t, _| t.replace("expires = \"2099-01-01\"", "expires = \"2020-01-01\""));
+fn an_expired_grant_loads_with_a_warning_naming_it_and_its_owner() {
+    let fx = Fixture::new();
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    let text = text.replace("expires = \"2099-01-01\"", "expires = \"2020-01-01\"");
+    std::fs::write(&fx.config_path, text).unwrap();
+    let config = Config::load(&fx.config_path, &SystemClock).unwrap();
+    let warning = config
+        .warnings
+        .iter()
+        .find(|w| w.contains("reports-cron"))
+        .expect("a warning about the expired grant");
     assert_has(
-        &m,
-        &["grant[1].expires", "reports-cron", "expired on 2020-01-01"],
+        warning,
+        &["grant[1]", "expired on 2020-01-01", "owner", "renews"],
     );
+}
+
+#[test]
+fn refuses_a_grant_name_with_a_slash() {
+    let m = error_after(|t, _| t.replace("name = \"reports-cron\"", "name = \"reports/cron\""));
+    assert_has(&m, &["grant[1].name", "without `/`"]);
 }
 
 #[test]

@@ -20,6 +20,7 @@ mod ledger_cli;
 mod loadgen;
 mod mint;
 mod refusals;
+mod reload;
 mod relying_party;
 mod replicas;
 mod restart;

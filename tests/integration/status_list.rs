@@ -32,7 +32,7 @@ fn claims(jwt: &str) -> Value {
 }
 
 /// Returns the (path, uri, idx) of a minted token's status list entry.
-fn entry(env: &Env, token: &str) -> (String, String, u64) {
+pub(crate) fn entry(env: &Env, token: &str) -> (String, String, u64) {
     let reference = &claims(token)["status"]["status_list"];
     let uri = reference["uri"].as_str().unwrap().to_owned();
     let issuer = env.fx.config().server.issuer;
@@ -42,7 +42,7 @@ fn entry(env: &Env, token: &str) -> (String, String, u64) {
 
 /// GETs `path` until it is served (not 503) and `done` holds for the body, for at most 10 s;
 /// returns the last reply. Panics if it never is.
-async fn fetch_until(env: &Env, path: &str, done: impl Fn(&str) -> bool) -> HttpReply {
+pub(crate) async fn fetch_until(env: &Env, path: &str, done: impl Fn(&str) -> bool) -> HttpReply {
     for _ in 0..200 {
         let reply = https_request(env, "GET", path, None).await;
         if reply.status == 200 && done(&reply.text()) {
@@ -60,7 +60,7 @@ async fn fetch_until(env: &Env, path: &str, done: impl Fn(&str) -> bool) -> Http
 }
 
 /// Returns the status of `idx` in the list JWT `jwt`, decoded in Rust.
-fn bit(jwt: &str, idx: u64) -> u8 {
+pub(crate) fn bit(jwt: &str, idx: u64) -> u8 {
     let list: tessera_core::status_list::EncodedList =
         serde_json::from_value(claims(jwt)["status_list"].clone()).unwrap();
     list.decompress().unwrap().status(idx).unwrap()

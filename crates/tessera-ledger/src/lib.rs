@@ -88,6 +88,8 @@ pub struct ListParams {
     pub owner: String,
     pub destination: String,
     pub purpose: String,
+    /// The name of the grant the credentials were minted under.
+    pub grant: String,
     pub kind: Option<CredentialKind>,
     pub page_size: usize,
     pub page_token: String,
@@ -103,6 +105,7 @@ impl ListParams {
             && field(&self.owner, &record.owner)
             && field(&self.destination, &record.destination)
             && field(&self.purpose, &record.purpose)
+            && field(&self.grant, &record.grant)
             && self.kind.is_none_or(|k| k == record.kind)
     }
 }

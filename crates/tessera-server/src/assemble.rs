@@ -17,7 +17,7 @@ use tessera_core::csr::{CsrError, VerifiedCsr};
 use tessera_core::domain::CredentialKind;
 use tessera_core::http_client::{HttpError, HttpsClient};
 use tessera_core::mint::{JwtMinter, MintCa, MintError, MintX509Params, X509Minter};
-use tessera_core::policy::{Access, Policy};
+use tessera_core::policy::Access;
 use tessera_core::revocation::{RevocationIndex, RuleLog};
 use tessera_core::spiffe_id::{SpiffeId, SpiffeIdError};
 use tessera_ledger::Ledger;
@@ -30,6 +30,7 @@ use crate::issuer::{Issuer, IssuerParts};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::revoker::{Revoker, RevokerParts};
+use crate::settings::{Current, Settings, SettingsParts};
 use crate::status_list::{StatusListParts, StatusLists};
 use crate::watchers::Watchers;
 
@@ -76,7 +77,8 @@ pub enum SelfTestError {
 
 /// Everything the services of one server are made of.
 pub struct Services {
-    pub attestor: Arc<Attestor>,
+    /// The reloadable settings in force.
+    pub settings: Arc<Current>,
     pub issuer: Arc<Issuer>,
     pub revoker: Arc<Revoker>,
     /// The evidence of each rule's enforcement on this replica.
@@ -173,12 +175,16 @@ pub fn services(
         clock: Arc::clone(&clock),
         config: config.status_list,
     }));
+    let settings = Arc::new(Current::new(Settings::new(SettingsParts {
+        attestor,
+        grants: config.grants.clone(),
+        access: Access::new(config.admin_ids.clone()),
+        bundles,
+    })));
     let issuer = Arc::new(Issuer::new(IssuerParts {
-        attestor: Arc::clone(&attestor),
-        policy: Policy::new(config.grants.clone()),
+        settings: Arc::clone(&settings),
         jwt: Arc::clone(&jwt),
         x509: x509.clone(),
-        bundles,
         ledger: Arc::clone(&ledger),
         revocations: Arc::clone(&revocations),
         status_lists: Arc::clone(&status_lists),
@@ -200,14 +206,9 @@ pub fn services(
         metrics: Arc::clone(&metrics),
         clock: Arc::clone(&clock),
     }));
-    let callers = Callers::new(
-        Arc::clone(&attestor),
-        Access::new(config.admin_ids.clone()),
-        audit.clone(),
-        Arc::clone(&clock),
-    );
+    let callers = Callers::new(Arc::clone(&settings), audit.clone(), Arc::clone(&clock));
     Ok(Services {
-        attestor,
+        settings,
         issuer,
         revoker,
         enforcement,

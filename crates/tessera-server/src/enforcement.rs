@@ -12,7 +12,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use prometheus_client::metrics::histogram::Histogram;
-use tessera_core::domain::{CredentialRecord, RevocationRule, Selector};
+use tessera_core::domain::{CredentialKind, CredentialRecord, RevocationRule, Selector};
+use tessera_core::revocation::IssueSubject;
 use tessera_ledger::Acknowledgement;
 
 /// Fetch times (CRL, status lists) remembered, at most, per kind.
@@ -64,17 +65,22 @@ struct Accepted {
     owner: Box<str>,
     destination: Box<str>,
     purpose: Box<str>,
+    grant: Box<str>,
+    kind: CredentialKind,
 }
 
 impl Accepted {
-    fn value(&self, selector: Selector) -> &str {
-        match selector {
-            Selector::CredentialId => &self.credential_id,
-            Selector::Workload => &self.workload,
-            Selector::Owner => &self.owner,
-            Selector::Destination => &self.destination,
-            Selector::Purpose => &self.purpose,
-        }
+    /// Returns true when a rule on `selector` = `value` selects this credential.
+    fn selected_by(&self, selector: Selector, value: &str) -> bool {
+        let subject = IssueSubject {
+            workload: &self.workload,
+            owner: &self.owner,
+            destination: &self.destination,
+            purpose: &self.purpose,
+            grant: &self.grant,
+            kind: self.kind,
+        };
+        tessera_core::revocation::selects(selector, value, Some(&self.credential_id), &subject)
     }
 }
 
@@ -132,7 +138,8 @@ impl Enforcement {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             for a in accepted.iter() {
-                let covered = a.issued_ms <= seen.cutoff_ms && a.value(seen.selector) == seen.value;
+                let covered =
+                    a.issued_ms <= seen.cutoff_ms && a.selected_by(seen.selector, &seen.value);
                 if a.at_ms > seen.cutoff_ms && covered {
                     note_accepted(&mut seen.report, &a.credential_id);
                 }
@@ -202,6 +209,8 @@ impl Enforcement {
             owner: record.owner.as_str().into(),
             destination: record.destination.as_str().into(),
             purpose: record.purpose.as_str().into(),
+            grant: record.grant.as_str().into(),
+            kind: record.kind,
         };
         let mut accepted = self
             .accepted

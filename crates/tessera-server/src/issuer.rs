@@ -2,12 +2,11 @@
 //! durably → reply. Transport-neutral: gRPC and HTTP call it and render its errors once
 //! ([`crate::refusal`]). An [`Issuer`] holds only what issuing needs.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tessera_core::attest::{AttestError, Attestation, Attestor, Evidence, Principal};
+use tessera_core::attest::{AttestError, Attestation, Evidence, Principal};
 use tessera_core::clock::SharedClock;
 use tessera_core::csr::VerifiedCsr;
 use tessera_core::domain::{CredentialKind, CredentialRecord, Status, StatusListRef};
@@ -15,13 +14,14 @@ use tessera_core::mint::{
     JwtMinter, MintError, MintJwtParams, MintX509Params, MintedJwt, MintedX509, StatusClaim,
     X509Minter,
 };
-use tessera_core::policy::{DecideParams, Decision, Policy, PolicyError};
+use tessera_core::policy::{DecideParams, Decision, PolicyError};
 use tessera_core::request::CredentialRequest;
 use tessera_core::revocation::{IssueSubject, RevocationIndex};
 use tessera_ledger::{Ledger, LedgerError, RecordParams, ReplayGuard};
 
 use crate::audit::Audit;
 use crate::metrics::{IssuedLabels, Metrics};
+use crate::settings::{Current, Settings};
 use crate::status_list::StatusLists;
 
 /// Why a credential was not issued.
@@ -37,6 +37,8 @@ pub enum IssueError {
     Ledger(#[from] LedgerError),
     #[error("no mint CA is configured ([signing] ca_cert): X.509-SVIDs cannot be issued")]
     NoMintCa,
+    #[error("the configuration was reloaded while this credential was being issued; retry")]
+    Reloaded,
 }
 
 /// A caller that attested and a decision that allows its request: what signing needs.
@@ -44,6 +46,8 @@ pub enum IssueError {
 pub struct Authorized {
     pub attestation: Attestation,
     pub decision: Decision,
+    /// The generation of the settings it was decided under.
+    pub generation: u64,
 }
 
 /// An X.509-SVID and the roots a verifier of it should trust.
@@ -56,13 +60,11 @@ pub struct IssuedX509 {
 
 /// Parameters of [`Issuer::new`].
 pub struct IssuerParts {
-    pub attestor: Arc<Attestor>,
-    pub policy: Policy,
+    /// The attestor, grants and bundles in force (reloadable).
+    pub settings: Arc<Current>,
     pub jwt: Arc<JwtMinter>,
     /// The X.509-SVID minter; `None` when no mint CA is configured.
     pub x509: Option<Arc<X509Minter>>,
-    /// DER X.509 roots by trust domain name, returned as `trust_bundle`.
-    pub bundles: HashMap<String, Vec<Vec<u8>>>,
     pub ledger: Arc<dyn Ledger>,
     /// Told of every credential recorded (live counts per selector).
     pub revocations: Arc<RevocationIndex>,
@@ -87,7 +89,7 @@ pub struct Issuer {
 impl fmt::Debug for Issuer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Issuer")
-            .field("policy", &self.parts.policy)
+            .field("settings", &self.parts.settings)
             .field("ledger", &self.parts.ledger)
             .finish_non_exhaustive()
     }
@@ -119,8 +121,9 @@ impl Issuer {
         kind: CredentialKind,
     ) -> Result<Authorized, IssueError> {
         let now = self.parts.clock.unix_seconds();
-        let attestation = self.parts.attestor.attest(evidence, now).await?;
-        self.decide(attestation, request, kind, now)
+        let settings = self.parts.settings.load();
+        let attestation = settings.attestor.attest(evidence, now).await?;
+        decide(&settings, attestation, request, kind, now)
     }
 
     /// Like [`Issuer::authorize`] for a token presented on its own (RFC 8693 `subject_token`).
@@ -131,27 +134,40 @@ impl Issuer {
         kind: CredentialKind,
     ) -> Result<Authorized, IssueError> {
         let now = self.parts.clock.unix_seconds();
-        let attestation = self.parts.attestor.attest_token(token, now).await?;
-        self.decide(attestation, request, kind, now)
+        let settings = self.parts.settings.load();
+        let attestation = settings.attestor.attest_token(token, now).await?;
+        decide(&settings, attestation, request, kind, now)
     }
 
-    fn decide(
+    /// Returns the issue time for `authorized` (see [`Issuer::issue_ms`]) once it is certain
+    /// that a reload cannot have offboarded what it is for: when the settings changed since it
+    /// was decided, it is decided again under the new ones. Fails when the new settings no
+    /// longer allow it.
+    ///
+    /// Why this is enough: a reload puts its settings in force before it revokes what it took
+    /// away, and a revoke's cut-off is never before the newest issue time noted. Either this
+    /// issue time was noted before the new settings were in force (so the offboarding rule
+    /// covers it), or the new settings are seen here.
+    fn issue_ms_in_force(
         &self,
-        attestation: Attestation,
+        authorized: &Authorized,
         request: &CredentialRequest,
         kind: CredentialKind,
-        now: i64,
-    ) -> Result<Authorized, IssueError> {
-        let decision = self.parts.policy.decide(DecideParams {
-            identity: &attestation.principal,
-            request,
-            kind,
-            now,
-        })?;
-        Ok(Authorized {
-            attestation,
-            decision,
-        })
+    ) -> Result<i64, IssueError> {
+        let issued_ms = self.issue_ms(authorized, request, kind);
+        let settings = self.parts.settings.load();
+        if settings.generation != authorized.generation {
+            let again = settings.policy.decide(DecideParams {
+                identity: &authorized.attestation.principal,
+                request,
+                kind,
+                now: issued_ms.div_euclid(1000),
+            })?;
+            if again.grant.name != authorized.decision.grant.name {
+                return Err(IssueError::Reloaded);
+            }
+        }
+        Ok(issued_ms)
     }
 
     /// Returns the TTL to mint with: the decision's, but never past the grant's end.
@@ -163,7 +179,12 @@ impl Issuer {
     /// Returns the issue time of a credential signed now for `authorized` and `request`, in
     /// unix milliseconds: never at or before the cut-off of a rule this broker knows that could
     /// cover it (DESIGN.md "Credential ids").
-    fn issue_ms(&self, authorized: &Authorized, request: &CredentialRequest) -> i64 {
+    fn issue_ms(
+        &self,
+        authorized: &Authorized,
+        request: &CredentialRequest,
+        kind: CredentialKind,
+    ) -> i64 {
         let now_ms = self.parts.clock.unix_millis();
         let grant = &authorized.decision.grant;
         let subject = IssueSubject {
@@ -171,6 +192,8 @@ impl Issuer {
             owner: &grant.owner,
             destination: &request.destination,
             purpose: &request.purpose,
+            grant: &grant.name,
+            kind,
         };
         self.parts.revocations.issue_ms(now_ms, &subject)
     }
@@ -182,7 +205,7 @@ impl Issuer {
         authorized: Authorized,
         request: &CredentialRequest,
     ) -> Result<MintedJwt, IssueError> {
-        let issued_ms = self.issue_ms(&authorized, request);
+        let issued_ms = self.issue_ms_in_force(&authorized, request, CredentialKind::Jwt)?;
         let now = issued_ms.div_euclid(1000);
         let entry = self.parts.status_lists.allocate(now)?;
         let minted = self.parts.jwt.mint(MintJwtParams {
@@ -221,7 +244,7 @@ impl Issuer {
         csr: &VerifiedCsr,
     ) -> Result<IssuedX509, IssueError> {
         let minter = self.parts.x509.as_ref().ok_or(IssueError::NoMintCa)?;
-        let issued_ms = self.issue_ms(&authorized, request);
+        let issued_ms = self.issue_ms_in_force(&authorized, request, CredentialKind::X509)?;
         let now = issued_ms.div_euclid(1000);
         let grant = &authorized.decision.grant;
         let minted = minter.mint(MintX509Params {
@@ -242,6 +265,8 @@ impl Issuer {
         self.record(&authorized, request, issued).await?;
         let trust_bundle = self
             .parts
+            .settings
+            .load()
             .bundles
             .get(grant.workload.trust_domain_name())
             .cloned()
@@ -263,6 +288,7 @@ impl Issuer {
         let Authorized {
             attestation,
             decision,
+            ..
         } = authorized;
         let credential = credential_record(attestation, decision, request, issued);
         // Listed before it is durable: a rule committed meanwhile cannot miss it.
@@ -316,6 +342,28 @@ impl Issuer {
             "credential issued"
         );
     }
+}
+
+/// Decides on `request` for a credential of `kind` for the caller of `attestation` under
+/// `settings` at `now`; fails when no grant allows it.
+fn decide(
+    settings: &Settings,
+    attestation: Attestation,
+    request: &CredentialRequest,
+    kind: CredentialKind,
+    now: i64,
+) -> Result<Authorized, IssueError> {
+    let decision = settings.policy.decide(DecideParams {
+        identity: &attestation.principal,
+        request,
+        kind,
+        now,
+    })?;
+    Ok(Authorized {
+        attestation,
+        decision,
+        generation: settings.generation,
+    })
 }
 
 /// Returns the ledger record of a credential issued under `decision` to the attested caller.

@@ -23,6 +23,13 @@ pub struct RefusedLabels {
     pub reason: &'static str,
 }
 
+/// Labels of a grant's gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrantLabels {
+    pub grant: String,
+    pub owner: String,
+}
+
 /// Every metric of one server.
 #[derive(Debug)]
 pub struct Metrics {
@@ -38,6 +45,8 @@ pub struct Metrics {
     pub ledger: LedgerMetrics,
     /// The Shared Signals transmitter's (`tessera_ssf_*`).
     pub ssf: crate::ssf::metrics::SsfMetrics,
+    /// Seconds until each configured grant ends (negative once it has).
+    pub grant_expiry_seconds: Family<GrantLabels, Gauge>,
     registry: Registry,
 }
 
@@ -102,7 +111,14 @@ impl Metrics {
             ledger.batch_size.clone(),
         );
         let ssf = crate::ssf::metrics::SsfMetrics::register(&mut r);
+        let grant_expiry_seconds = Family::<GrantLabels, Gauge>::default();
+        r.register(
+            "grant_expiry_seconds",
+            "Seconds until a grant ends (negative once it has ended)",
+            grant_expiry_seconds.clone(),
+        );
         Metrics {
+            grant_expiry_seconds,
             issued,
             refused,
             live_credentials,

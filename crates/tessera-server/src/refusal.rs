@@ -39,6 +39,9 @@ pub enum Class {
     RateLimited,
     /// A dependency is down: retry (`UNAVAILABLE`, HTTP 503).
     Unavailable,
+    /// The broker's own state refuses it until an operator fixes it, e.g. an invalid
+    /// configuration file on reload (`FAILED_PRECONDITION`, HTTP 409).
+    Precondition,
     /// A fault of the broker (`INTERNAL`, HTTP 500).
     Internal,
 }
@@ -56,6 +59,7 @@ impl Class {
             Class::RateLimited => "rate_limited",
             Class::Unavailable => "unavailable",
             Class::Internal => "internal",
+            Class::Precondition => "precondition",
         }
     }
 }
@@ -253,6 +257,11 @@ impl From<&IssueError> for Refusal {
             IssueError::NoMintCa => {
                 Refusal::new(Class::Internal, OAuthCode::ServerError, e.to_string())
             }
+            IssueError::Reloaded => Refusal::new(
+                Class::Unavailable,
+                OAuthCode::TemporarilyUnavailable,
+                e.to_string(),
+            ),
         }
     }
 }

@@ -112,6 +112,7 @@ fn every_issue_error_variant_has_its_class_and_oauth_code() {
         (
             policy(PolicyError::GrantExpired {
                 grant: "g".into(),
+                owner: "team".into(),
                 expires: date(),
             }),
             Denied,

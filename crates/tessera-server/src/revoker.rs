@@ -9,18 +9,22 @@ use std::sync::{Arc, PoisonError};
 use bytes::Bytes;
 use tessera_core::clock::SharedClock;
 use tessera_core::domain::{
-    CredentialRecord, Event, EventKind, NewRule, RevocationRule, RuleScope, Selector, Status,
+    CredentialRecord, Event, EventKind, GrantPart, GrantSelection, NewRule, RevocationRule,
+    RuleScope, Selector, Status,
 };
 use tessera_core::mint::crl::CRL_VALIDITY_SECS;
 use tessera_core::mint::{CrlCache, CrlParams, MintError, X509Minter};
 use tessera_core::policy::MAX_GRANT_TTL;
 use tessera_core::revocation::{RevocationIndex, RuleLog};
-use tessera_ledger::{Ledger, LedgerError, SweepParams};
+use tessera_ledger::{Ledger, LedgerError, ListParams, SweepParams};
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::Audit;
 use crate::enforcement::{Enforcement, Fetched};
 use crate::metrics::Metrics;
+
+/// Pages of the ledger read at most to count what a rule on part of a grant covers.
+const PART_SCAN_PAGES: usize = 100;
 
 /// Why a revoke did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +225,14 @@ impl Revoker {
         self.parts.revocations.revoked_by(record)
     }
 
+    /// Returns how many live credentials have `value` for `selector` now (not for
+    /// `credential_id`): counted per expiry minute, so one that expired in the last minute
+    /// may be counted.
+    pub fn live_count(&self, selector: Selector, value: &str) -> u64 {
+        let now = self.parts.clock.unix_seconds();
+        self.parts.revocations.live_count(selector, value, now)
+    }
+
     /// Returns the status of `record` now: revoked if a rule covers it, else expired or live.
     pub fn status_of(&self, record: &CredentialRecord) -> Status {
         if self.parts.revocations.revoked_by(record).is_some() {
@@ -287,11 +299,54 @@ impl Revoker {
                 access_ends_at: live.then_some(record.expires_at),
             });
         }
+        if selector == Selector::Grant
+            && let Ok(selection @ GrantSelection { part: Some(_), .. }) = value.parse()
+        {
+            return self.part_scope(&selection).await;
+        }
         let index = &self.parts.revocations;
         Ok(RuleScope {
             covered: index.live_count(selector, value, now),
             access_ends_at: index.latest_expiry(selector, value, now),
         })
+    }
+
+    /// Returns what a rule on part of a grant covers, read from the ledger: live credentials
+    /// are counted per selector value, not per part of a grant, and offboarding is rare.
+    /// Reads at most [`PART_SCAN_PAGES`] pages. Fails when the ledger cannot be read.
+    async fn part_scope(&self, selection: &GrantSelection) -> Result<RuleScope, RevokeError> {
+        let mut params = ListParams {
+            grant: selection.grant.clone(),
+            page_size: 1000,
+            scan_limit: 100_000,
+            ..ListParams::default()
+        };
+        match &selection.part {
+            Some(GrantPart::Destination(d)) => params.destination = d.clone(),
+            Some(GrantPart::Purpose(p)) => params.purpose = p.clone(),
+            Some(GrantPart::Kind(k)) => params.kind = Some(*k),
+            None => {}
+        }
+        let mut scope = RuleScope {
+            covered: 0,
+            access_ends_at: None,
+        };
+        for _ in 0..PART_SCAN_PAGES {
+            let page = self.parts.ledger.list(params.clone()).await?;
+            for record in page
+                .credentials
+                .iter()
+                .filter(|r| self.status_of(r) == Status::Live)
+            {
+                scope.covered += 1;
+                scope.access_ends_at = scope.access_ends_at.max(Some(record.expires_at));
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            params.page_token = page.next_page_token;
+        }
+        Ok(scope)
     }
 
     /// Revokes the credential of `record` (`p` selects it by id) unless it is no longer live:

@@ -30,9 +30,11 @@ use crate::api::watch::Watches;
 use crate::assemble::{AssembleError, Services};
 use crate::audit::Audit;
 use crate::config::{Config, LedgerBackend, PostgresTarget};
+use crate::expiry::{ExpiryParts, ExpiryWatch};
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use crate::readiness::Readiness;
+use crate::reload::{ReloadError, ReloadReport, Reloader, ReloaderParts};
 use crate::revoker::Revoker;
 use crate::tls::{self, AcceptParams, ServerConfigParams, TlsConn};
 
@@ -73,6 +75,7 @@ pub enum ServerError {
 pub struct ServerHandle {
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
+    reloader: Arc<Reloader>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), ServerError>>,
 }
@@ -86,6 +89,17 @@ impl ServerHandle {
     /// Returns the bound HTTPS address.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Reloads the configuration file, as SIGHUP does; `by` says who asked (audited).
+    /// Returns what the reload did; fails as [`Reloader::reload`].
+    pub async fn reload(&self, by: &str) -> Result<ReloadReport, ReloadError> {
+        self.reloader.reload(by).await
+    }
+
+    /// Returns the reloader of the configuration file (for a signal handler).
+    pub fn reloader(&self) -> Arc<Reloader> {
+        Arc::clone(&self.reloader)
     }
 
     /// Returns a token that starts a graceful shutdown when cancelled.
@@ -190,13 +204,22 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
     let services = crate::assemble::services(&config, ledger, metrics, clock)?;
     services.revoker.restore().await?;
     let shutdown = CancellationToken::new();
+    let reloader = reloader(&config, &services);
     tokio::spawn(Arc::clone(&services.revoker).follow_rules(shutdown.clone()));
+    let expiry = Arc::new(ExpiryWatch::new(ExpiryParts {
+        settings: Arc::clone(&services.settings),
+        revoker: Arc::clone(&services.revoker),
+        metrics: Arc::clone(&services.metrics),
+        audit: services.audit.clone(),
+        clock: Arc::clone(&services.clock),
+    }));
+    tokio::spawn(expiry.run(shutdown.clone()));
     crate::status_list::start(Arc::clone(&services.status_lists), shutdown.clone()).await?;
     let tls_for = |alpn: &[&[u8]]| {
         tls::server_config(ServerConfigParams {
             cert_chain: &config.server.tls_cert_chain,
             key: &config.server.tls_key,
-            verifier: services.attestor.x509(),
+            verifier: services.settings.load().attestor.x509(),
             alpn,
         })
     };
@@ -204,9 +227,13 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
     let http_tls = TlsAcceptor::from(tls_for(&[b"h2", b"http/1.1"])?);
     let (grpc_listener, grpc_addr) = bind(config.server.grpc_addr).await?;
     let (http_listener, http_addr) = bind(config.server.http_addr).await?;
+    let settings = Arc::clone(&services.settings);
     let accept = |acceptor| AcceptParams {
         acceptor,
-        verifier: Arc::clone(services.attestor.x509()),
+        verifier: {
+            let settings = Arc::clone(&settings);
+            Arc::new(move || settings.x509_verifier())
+        },
         clock: Arc::clone(&services.clock),
         shutdown: shutdown.clone(),
     };
@@ -225,7 +252,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
         shutdown.clone(),
     ));
     let grpc = tokio::spawn(serve_grpc(
-        grpc_services(&services, &shutdown),
+        grpc_services(&services, &shutdown, Arc::clone(&reloader)),
         health_service,
         grpc_conns,
         shutdown.clone(),
@@ -252,6 +279,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
     Ok(ServerHandle {
         grpc_addr,
         http_addr,
+        reloader,
         shutdown,
         task,
     })
@@ -369,8 +397,27 @@ fn http_parts(
     }
 }
 
+/// Returns the reloader of `config`'s file for the settings of `s`.
+fn reloader(config: &Config, s: &Services) -> Arc<Reloader> {
+    // What the file said at start, to tell later which changes need a restart (a file that
+    // cannot be read now is compared as empty: every section then counts as changed).
+    let text = std::fs::read_to_string(&config.source).unwrap_or_default();
+    let parts = ReloaderParts {
+        source: config.source.clone(),
+        settings: Arc::clone(&s.settings),
+        revoker: Arc::clone(&s.revoker),
+        audit: s.audit.clone(),
+        clock: Arc::clone(&s.clock),
+    };
+    Arc::new(Reloader::new(parts, &text))
+}
+
 /// Returns the Broker and Admin gRPC services, each with only what it uses.
-fn grpc_services(s: &Services, shutdown: &CancellationToken) -> (BrokerService, AdminService) {
+fn grpc_services(
+    s: &Services,
+    shutdown: &CancellationToken,
+    reloader: Arc<Reloader>,
+) -> (BrokerService, AdminService) {
     let watches = Watches {
         watchers: s.watchers.clone(),
         ledger: Arc::clone(&s.ledger),
@@ -396,6 +443,7 @@ fn grpc_services(s: &Services, shutdown: &CancellationToken) -> (BrokerService, 
         watches,
         metrics: Arc::clone(&s.metrics),
         enforcement: Arc::clone(&s.enforcement),
+        reloader,
         clock: Arc::clone(&s.clock),
     };
     (broker, admin)

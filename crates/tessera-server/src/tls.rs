@@ -196,8 +196,9 @@ impl tonic::transport::server::Connected for TlsConn {
 #[derive(Clone)]
 pub struct AcceptParams {
     pub acceptor: TlsAcceptor,
-    /// Verifies each connection's client certificate as an X509-SVID, once.
-    pub verifier: Arc<X509SvidVerifier>,
+    /// Verifies each connection's client certificate as an X509-SVID, once, with the
+    /// verifier in force at its handshake (trust bundles reload).
+    pub verifier: Arc<dyn Fn() -> Arc<X509SvidVerifier> + Send + Sync>,
     pub clock: SharedClock,
     pub shutdown: CancellationToken,
 }
@@ -265,7 +266,7 @@ fn peer_info(stream: &TlsStream<TcpStream>, remote: SocketAddr, p: &AcceptParams
         .peer_certificates()
         .filter(|c| !c.is_empty())
         .map(|chain| {
-            let result = p.verifier.verify(chain, p.clock.unix_seconds());
+            let result = (p.verifier)().verify(chain, p.clock.unix_seconds());
             if let Err(e) = &result {
                 tracing::debug!(%remote, error = %e, "client certificate is not a valid X509-SVID");
             }

@@ -102,19 +102,23 @@ pub enum Selector {
     Destination,
     Purpose,
     Owner,
+    /// The grant a credential was minted under (its `name`), whole or in part: see
+    /// [`GrantSelection`](crate::domain::GrantSelection).
+    Grant,
 }
 
 impl Selector {
     /// Every selector, in the order credentials are checked against rules.
-    pub const ALL: [Selector; 5] = [
+    pub const ALL: [Selector; 6] = [
         Selector::CredentialId,
         Selector::Workload,
         Selector::Destination,
         Selector::Purpose,
         Selector::Owner,
+        Selector::Grant,
     ];
 
-    /// `credential_id`, `workload`, `destination`, `purpose` or `owner`.
+    /// `credential_id`, `workload`, `destination`, `purpose`, `owner` or `grant`.
     pub fn as_str(self) -> &'static str {
         match self {
             Selector::CredentialId => "credential_id",
@@ -122,6 +126,7 @@ impl Selector {
             Selector::Destination => "destination",
             Selector::Purpose => "purpose",
             Selector::Owner => "owner",
+            Selector::Grant => "grant",
         }
     }
 
@@ -134,6 +139,7 @@ impl Selector {
             Selector::Destination => 2,
             Selector::Purpose => 3,
             Selector::Owner => 4,
+            Selector::Grant => 5,
         }
     }
 
@@ -150,6 +156,7 @@ impl Selector {
             Selector::Destination => &record.destination,
             Selector::Purpose => &record.purpose,
             Selector::Owner => &record.owner,
+            Selector::Grant => &record.grant,
         }
     }
 }

@@ -3,11 +3,13 @@
 //! a stage of the flow.
 
 mod event;
+mod grant_selection;
 pub mod id;
 mod kinds;
 mod record;
 
 pub use self::event::{Event, EventKind, NewRule, RevocationRule, RuleScope};
+pub use self::grant_selection::{GrantPart, GrantSelection, GrantSelectionError};
 pub use self::kinds::{CredentialKind, EvidenceKind, Selector, Status, UnknownName};
 pub use self::record::{CiEvidence, CredentialRecord, StatusListRef};
 

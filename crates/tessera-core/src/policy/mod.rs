@@ -198,8 +198,12 @@ pub enum PolicyError {
         purpose: String,
         kind: CredentialKind,
     },
-    #[error("grant `{grant}` expired on {expires}")]
-    GrantExpired { grant: String, expires: time::Date },
+    #[error("grant `{grant}` of owner `{owner}` expired on {expires}: its owner must renew it")]
+    GrantExpired {
+        grant: String,
+        owner: String,
+        expires: time::Date,
+    },
 }
 
 /// What policy allows for one request.
@@ -225,6 +229,8 @@ pub struct DecideParams<'a> {
 pub struct Policy {
     exact: HashMap<SpiffeId, Vec<Arc<Grant>>>,
     patterns: Vec<Arc<Grant>>,
+    /// Every grant, in configuration order.
+    all: Vec<Arc<Grant>>,
 }
 
 impl fmt::Debug for Policy {
@@ -242,6 +248,7 @@ impl Policy {
         let mut policy = Policy::default();
         for grant in grants {
             let grant = Arc::new(grant);
+            policy.all.push(Arc::clone(&grant));
             match &grant.matcher {
                 GrantMatch::Spiffe(SpiffePattern::Exact(id)) => {
                     policy.exact.entry(id.clone()).or_default().push(grant)
@@ -250,6 +257,16 @@ impl Policy {
             }
         }
         policy
+    }
+
+    /// Returns every grant, in configuration order.
+    pub fn grants(&self) -> &[Arc<Grant>] {
+        &self.all
+    }
+
+    /// Returns the grant named `name`, if any.
+    pub fn grant(&self, name: &str) -> Option<&Arc<Grant>> {
+        self.all.iter().find(|g| g.name == name)
     }
 
     /// Returns the grant allowing this request and the TTL to mint with. Fails with the most
@@ -309,6 +326,7 @@ impl Policy {
             .find(|g| g.ends_at() > p.now)
             .ok_or_else(|| PolicyError::GrantExpired {
                 grant: first.name.clone(),
+                owner: first.owner.clone(),
                 expires: first.expires,
             })?;
         let ttl = req.ttl.unwrap_or(grant.default_ttl).min(grant.max_ttl);

@@ -14,11 +14,12 @@ use crate::domain::{CredentialRecord, Selector};
 
 /// The selectors counted per value (a credential id is unique; it is looked up instead), in
 /// the order of their [`Selector::code`].
-pub const COUNTED: [Selector; 4] = [
+pub const COUNTED: [Selector; 5] = [
     Selector::Workload,
     Selector::Destination,
     Selector::Purpose,
     Selector::Owner,
+    Selector::Grant,
 ];
 
 /// Width of a count bucket, in seconds.
@@ -38,7 +39,7 @@ pub fn bucket(expires_at: i64) -> i64 {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LiveCounts {
     /// One map per counted selector, indexed like [`COUNTED`].
-    by_selector: [HashMap<Box<str>, BTreeMap<i64, u64>>; 4],
+    by_selector: [HashMap<Box<str>, BTreeMap<i64, u64>>; COUNTED.len()],
 }
 
 /// Returns the slot of `selector` in [`COUNTED`], or `None` for `credential_id`.

@@ -12,21 +12,16 @@ use std::sync::{Arc, Mutex, RwLock};
 mod counts;
 mod cutoff;
 mod log;
+mod rules;
 
 pub use self::counts::{BUCKET_SECS, COUNTED, LiveCounts, bucket as count_bucket};
 pub use self::cutoff::CutOffs;
 pub use self::log::{RuleLog, RuleSnapshot};
+pub use self::rules::{IssueSubject, selects};
+use self::rules::{RuleEntry, RuleTable};
 use crate::domain::{CredentialKind, CredentialRecord, RevocationRule, Selector};
 use crate::mint::RevokedSerial;
 use crate::mint::crl::CRL_VALIDITY_SECS;
-
-/// The strongest rule for one `(selector, value)`.
-#[derive(Debug, Clone)]
-struct RuleEntry {
-    /// Unix milliseconds.
-    cutoff_ms: i64,
-    revocation_id: String,
-}
 
 /// What the CRL needs of one X.509 credential; selector values are shared between entries.
 #[derive(Debug, Clone)]
@@ -35,6 +30,7 @@ struct X509Entry {
     owner: Arc<str>,
     destination: Arc<str>,
     purpose: Arc<str>,
+    grant: Arc<str>,
     issued_ms: i64,
     expires_at: i64,
 }
@@ -63,6 +59,7 @@ impl X509Live {
             owner: self.intern(&record.owner),
             destination: self.intern(&record.destination),
             purpose: self.intern(&record.purpose),
+            grant: self.intern(&record.grant),
             issued_ms: record.issued_at_ms(),
             expires_at: record.expires_at,
         };
@@ -82,10 +79,7 @@ impl X509Live {
 #[derive(Debug, Clone, Copy)]
 struct Values<'a> {
     credential_id: &'a str,
-    workload: &'a str,
-    owner: &'a str,
-    destination: &'a str,
-    purpose: &'a str,
+    subject: IssueSubject<'a>,
     /// Unix milliseconds.
     issued_ms: i64,
 }
@@ -94,10 +88,14 @@ impl<'a> Values<'a> {
     fn of(record: &'a CredentialRecord) -> Self {
         Values {
             credential_id: &record.credential_id,
-            workload: &record.workload,
-            owner: &record.owner,
-            destination: &record.destination,
-            purpose: &record.purpose,
+            subject: IssueSubject {
+                workload: &record.workload,
+                owner: &record.owner,
+                destination: &record.destination,
+                purpose: &record.purpose,
+                grant: &record.grant,
+                kind: record.kind,
+            },
             issued_ms: record.issued_at_ms(),
         }
     }
@@ -105,38 +103,23 @@ impl<'a> Values<'a> {
     fn of_x509(serial: &'a str, e: &'a X509Entry) -> Self {
         Values {
             credential_id: serial,
-            workload: &e.workload,
-            owner: &e.owner,
-            destination: &e.destination,
-            purpose: &e.purpose,
+            subject: IssueSubject {
+                workload: &e.workload,
+                owner: &e.owner,
+                destination: &e.destination,
+                purpose: &e.purpose,
+                grant: &e.grant,
+                kind: CredentialKind::X509,
+            },
             issued_ms: e.issued_ms,
         }
     }
-
-    fn get(&self, selector: Selector) -> &'a str {
-        match selector {
-            Selector::CredentialId => self.credential_id,
-            Selector::Workload => self.workload,
-            Selector::Destination => self.destination,
-            Selector::Purpose => self.purpose,
-            Selector::Owner => self.owner,
-        }
-    }
-}
-
-/// The selector values of a credential about to be issued (its id does not exist yet).
-#[derive(Debug, Clone, Copy)]
-pub struct IssueSubject<'a> {
-    pub workload: &'a str,
-    pub owner: &'a str,
-    pub destination: &'a str,
-    pub purpose: &'a str,
 }
 
 /// Rules, live counts and live X.509 credentials.
 #[derive(Debug, Default)]
 pub struct RevocationIndex {
-    rules: RwLock<HashMap<(Selector, String), RuleEntry>>,
+    rules: RwLock<RuleTable>,
     revision: AtomicU64,
     live: Mutex<LiveCounts>,
     x509: Mutex<X509Live>,
@@ -178,16 +161,10 @@ impl RevocationIndex {
                 .rules
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            [
-                (Selector::Workload, subject.workload),
-                (Selector::Owner, subject.owner),
-                (Selector::Destination, subject.destination),
-                (Selector::Purpose, subject.purpose),
-            ]
-            .into_iter()
-            .filter_map(|(selector, value)| rules.get(&(selector, value.to_owned())))
-            .map(|entry| entry.cutoff_ms.saturating_add(1))
-            .max()
+            rules
+                .matching(None, subject)
+                .map(|entry| entry.cutoff_ms.saturating_add(1))
+                .max()
         };
         let issued = after_rules.map_or(now_ms, |after| after.max(now_ms));
         self.cutoffs.note_issue(issued);
@@ -196,23 +173,17 @@ impl RevocationIndex {
 
     /// Enforces `rule` from now on. A later rule for the same value widens the cut-off.
     pub fn apply(&self, rule: &RevocationRule) {
-        {
-            let mut rules = self
-                .rules
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let key = (rule.rule.selector, rule.rule.value.clone());
-            let entry = RuleEntry {
-                cutoff_ms: rule.rule.cutoff_ms(),
-                revocation_id: rule.rule.revocation_id.clone(),
-            };
-            match rules.get(&key) {
-                Some(existing) if existing.cutoff_ms >= entry.cutoff_ms => {}
-                _ => {
-                    rules.insert(key, entry);
-                }
-            }
-        }
+        self.rules
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                rule.rule.selector,
+                &rule.rule.value,
+                RuleEntry {
+                    cutoff_ms: rule.rule.cutoff_ms(),
+                    revocation_id: rule.rule.revocation_id.clone(),
+                },
+            );
         self.revision.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -226,10 +197,10 @@ impl RevocationIndex {
             .rules
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Selector::ALL.iter().find_map(|selector| {
-            let entry = rules.get(&(*selector, values.get(*selector).to_owned()))?;
-            (values.issued_ms <= entry.cutoff_ms).then(|| entry.revocation_id.clone())
-        })
+        rules
+            .matching(Some(values.credential_id), &values.subject)
+            .find(|entry| values.issued_ms <= entry.cutoff_ms)
+            .map(|entry| entry.revocation_id.clone())
     }
 
     /// Drops rules whose cut-off is before `rules_before` (unix seconds): everything they could
@@ -237,7 +208,7 @@ impl RevocationIndex {
     pub fn prune(&self, rules_before: i64, now: i64) {
         let before_ms = rules_before.saturating_mul(1000);
         if let Ok(mut rules) = self.rules.write() {
-            rules.retain(|_, r| r.cutoff_ms >= before_ms);
+            rules.retain_from(before_ms);
         }
         if let Ok(mut live) = self.live.lock() {
             live.prune(now);
@@ -360,9 +331,8 @@ impl RevocationIndex {
         let Ok(rules) = self.rules.read() else {
             return values.issued_ms;
         };
-        Selector::ALL
-            .iter()
-            .filter_map(|s| rules.get(&(*s, values.get(*s).to_owned())))
+        rules
+            .matching(Some(values.credential_id), &values.subject)
             .filter(|e| values.issued_ms <= e.cutoff_ms)
             .map(|e| e.cutoff_ms)
             .min()
@@ -442,6 +412,8 @@ mod tests {
             owner: "team",
             destination: "https://d",
             purpose: "p",
+            grant: "g",
+            kind: CredentialKind::Jwt,
         };
         assert_eq!(
             index.issue_ms(90_000, &subject("w")),
@@ -454,6 +426,51 @@ mod tests {
             "a credential no rule could cover keeps the clock's time"
         );
         assert_eq!(index.cutoffs().cutoff_ms(0), 100_501, "the newest issue");
+    }
+
+    #[test]
+    fn a_grant_rule_covers_every_credential_of_the_grant() {
+        let index = RevocationIndex::new();
+        index.apply(&rule(Selector::Grant, "g", 100));
+        assert!(index.revoked_by(&record("a", "w", 100)).is_some());
+        let mut other = record("b", "w", 100);
+        other.grant = "h".into();
+        assert!(index.revoked_by(&other).is_none());
+        assert_eq!(index.live_count(Selector::Grant, "g", 0), 0);
+        index.note_issued(&record("c", "w", 100));
+        assert_eq!(index.live_count(Selector::Grant, "g", 200), 1);
+    }
+
+    #[test]
+    fn a_scoped_grant_rule_covers_only_the_part_taken_away() {
+        let index = RevocationIndex::new();
+        index.apply(&rule(Selector::Grant, "g/destination=https://gone", 100));
+        index.apply(&rule(Selector::Grant, "g/kind=jwt", 100));
+        let mut gone = record("a", "w", 100);
+        gone.destination = "https://gone".into();
+        assert!(index.revoked_by(&gone).is_some(), "the removed destination");
+        assert!(
+            index.revoked_by(&record("b", "w", 100)).is_none(),
+            "an x509 credential for a kept destination"
+        );
+        let mut jwt = record("c", "w", 100);
+        jwt.kind = CredentialKind::Jwt;
+        assert!(index.revoked_by(&jwt).is_some(), "the removed kind");
+        let mut other_grant = gone.clone();
+        other_grant.grant = "h".into();
+        assert!(index.revoked_by(&other_grant).is_none(), "another grant");
+        assert_eq!(index.rule_count(), 2);
+        let subject = IssueSubject {
+            workload: "w",
+            owner: "team",
+            destination: "https://gone",
+            purpose: "p",
+            grant: "g",
+            kind: CredentialKind::X509,
+        };
+        assert_eq!(index.issue_ms(50_000, &subject), 100_000 + 1000);
+        index.prune(101, 0);
+        assert_eq!(index.rule_count(), 0, "pruned like any rule");
     }
 
     #[test]

@@ -67,7 +67,7 @@ async fn expiry_deletes_persisted_counts_and_sweep_the_x509_records() {
         })
         .await
         .unwrap();
-    assert_eq!(rows, 4, "only the four counts of `later` remain");
+    assert_eq!(rows, 5, "only the five counts of `later` remain");
     assert_eq!(ledger.live_counts(0).await.unwrap().total(0), 1);
     assert_eq!(ledger.x509_records(0).await.unwrap().len(), 1);
     let sweep = SweepParams {

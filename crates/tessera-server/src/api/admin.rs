@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use tessera_core::clock::SharedClock;
-use tessera_core::domain::{CredentialKind, Selector, Status as CredentialStatus};
+use tessera_core::domain::{CredentialKind, GrantSelection, Selector, Status as CredentialStatus};
 use tessera_ledger::{Ledger, ListParams};
 use tessera_proto as proto;
 use tessera_proto::revoke_request::Selector as WireSelector;
@@ -18,6 +18,7 @@ use super::watch::{Replay, WatchRequest, WatchStream, Watches};
 use crate::enforcement::Enforcement;
 use crate::metrics::Metrics;
 use crate::refusal::{Class, OAuthCode, Refusal};
+use crate::reload::Reloader;
 use crate::revoker::{RevokeParams, Revoker};
 use crate::watchers::Pool;
 
@@ -39,6 +40,8 @@ pub struct AdminService {
     pub metrics: Arc<Metrics>,
     /// The evidence of each rule's enforcement.
     pub enforcement: Arc<Enforcement>,
+    /// Reloads the configuration file.
+    pub reloader: Arc<Reloader>,
     pub clock: SharedClock,
 }
 
@@ -72,10 +75,16 @@ fn selector(request: &proto::RevokeRequest) -> Result<(Selector, String), Refusa
         Some(WireSelector::Destination(v)) => (Selector::Destination, v),
         Some(WireSelector::Purpose(v)) => (Selector::Purpose, v),
         Some(WireSelector::Owner(v)) => (Selector::Owner, v),
+        Some(WireSelector::Grant(v)) => {
+            v.parse::<GrantSelection>().map_err(|e| {
+                Refusal::invalid(OAuthCode::InvalidRequest, format!("grant `{v}`: {e}"))
+            })?;
+            (Selector::Grant, v)
+        }
         None => {
             return Err(Refusal::invalid(
                 OAuthCode::InvalidRequest,
-                "set one selector: credential_id, workload, destination, purpose or owner",
+                "set one selector: credential_id, workload, destination, purpose, owner or grant",
             ));
         }
     };
@@ -118,6 +127,7 @@ fn list_params(
         owner: r.owner.clone(),
         destination: r.destination.clone(),
         purpose: r.purpose.clone(),
+        grant: r.grant.clone(),
         kind,
         page_size: page_size as usize,
         page_token: r.page_token.clone(),
@@ -211,6 +221,19 @@ impl proto::admin_server::Admin for AdminService {
             .await
             .map_err(|r| status(r, &self.metrics))?;
         Ok(Response::new(stream))
+    }
+
+    async fn reload(
+        &self,
+        request: Request<proto::ReloadRequest>,
+    ) -> Result<Response<proto::ReloadResponse>, Status> {
+        let admin = self.admin(&request, "reload").await?;
+        let report = self
+            .reloader
+            .reload(admin.as_str())
+            .await
+            .map_err(|e| refuse(&e, &self.metrics))?;
+        Ok(Response::new(convert::reload_report(report)))
     }
 
     async fn get_revocation(

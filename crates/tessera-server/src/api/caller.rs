@@ -5,19 +5,20 @@
 use std::fmt;
 use std::sync::Arc;
 
-use tessera_core::attest::{AttestError, Attestation, Attestor, Evidence};
+use tessera_core::attest::{AttestError, Attestation, Evidence};
 use tessera_core::clock::SharedClock;
 use tessera_core::policy::Access;
 use tessera_core::spiffe_id::SpiffeId;
 
 use crate::audit::Audit;
 use crate::refusal::Refusal;
+use crate::settings::Current;
 
 /// Attests callers and applies the access rules.
 #[derive(Clone)]
 pub struct Callers {
-    attestor: Arc<Attestor>,
-    access: Access,
+    /// The attestor and access rules in force (reloadable).
+    settings: Arc<Current>,
     audit: Audit,
     clock: SharedClock,
 }
@@ -25,32 +26,31 @@ pub struct Callers {
 impl fmt::Debug for Callers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Callers")
-            .field("access", &self.access)
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
 
 impl Callers {
-    /// Attests with `attestor` and decides with `access`; admin actions are audited.
-    pub fn new(attestor: Arc<Attestor>, access: Access, audit: Audit, clock: SharedClock) -> Self {
+    /// Attests and decides with the attestor and access rules in force in `settings`; admin
+    /// actions are audited.
+    pub fn new(settings: Arc<Current>, audit: Audit, clock: SharedClock) -> Self {
         Callers {
-            attestor,
-            access,
+            settings,
             audit,
             clock,
         }
     }
 
-    /// Returns the access rules.
-    pub fn access(&self) -> &Access {
-        &self.access
+    /// Returns the access rules in force.
+    pub fn access(&self) -> Arc<Access> {
+        Arc::clone(&self.settings.load().access)
     }
 
     /// Returns who `evidence` proves the caller to be; fails when it does not verify.
     pub async fn attest(&self, evidence: Evidence<'_>) -> Result<Attestation, AttestError> {
-        self.attestor
-            .attest(evidence, self.clock.unix_seconds())
-            .await
+        let attestor = Arc::clone(&self.settings.load().attestor);
+        attestor.attest(evidence, self.clock.unix_seconds()).await
     }
 
     /// Returns the SPIFFE ID of a workload caller for `action`; fails when the evidence does
@@ -62,7 +62,7 @@ impl Callers {
     ) -> Result<SpiffeId, Refusal> {
         let attestation = self.attest(evidence).await.map_err(|e| Refusal::from(&e))?;
         let id = self
-            .access
+            .access()
             .workload(&attestation.principal, action)
             .map_err(|e| Refusal::from(&e))?;
         Ok(id.clone())
@@ -82,7 +82,7 @@ impl Callers {
             );
             Refusal::from(&e)
         })?;
-        match self.access.admin(&attestation.principal) {
+        match self.access().admin(&attestation.principal) {
             Ok(id) => {
                 self.audit.record(
                     "admin",

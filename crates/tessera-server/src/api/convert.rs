@@ -95,3 +95,22 @@ pub struct Evidence {
     pub acknowledgements: Vec<Acknowledgement>,
     pub report: EnforcementReport,
 }
+
+/// Returns the reply to a reload that was applied.
+pub fn reload_report(report: crate::reload::ReloadReport) -> proto::ReloadResponse {
+    proto::ReloadResponse {
+        generation: report.generation,
+        offboarded: report
+            .offboarded
+            .into_iter()
+            .map(|o| proto::Offboarded {
+                grant: o.grant,
+                reason: o.reason,
+                revocation_id: o.revocation_id,
+                credentials_revoked: o.covered,
+            })
+            .collect(),
+        restart_required: report.restart_required,
+        warnings: report.warnings,
+    }
+}

@@ -23,6 +23,7 @@ pub fn http_status(class: Class, client_auth: bool) -> StatusCode {
         | Class::OutOfRange => StatusCode::BAD_REQUEST,
         Class::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         Class::Overloaded | Class::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Class::Precondition => StatusCode::CONFLICT,
         Class::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

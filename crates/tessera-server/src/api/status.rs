@@ -31,6 +31,7 @@ pub fn code(class: Class) -> Code {
         Class::OutOfRange => Code::OutOfRange,
         Class::Overloaded | Class::RateLimited => Code::ResourceExhausted,
         Class::Unavailable => Code::Unavailable,
+        Class::Precondition => Code::FailedPrecondition,
         Class::Internal => Code::Internal,
     }
 }

@@ -316,7 +316,13 @@ impl Config {
             file: path.to_path_buf(),
             source,
         })?;
-        let file: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+        Config::parse(path, &text, clock)
+    }
+
+    /// Parses and validates `text`, the configuration file at `path` (read by the caller).
+    /// Fails as [`Config::load`].
+    pub fn parse(path: &Path, text: &str, clock: &dyn Clock) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             file: path.to_path_buf(),
             message: e.to_string(),
         })?;

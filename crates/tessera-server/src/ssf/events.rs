@@ -22,7 +22,8 @@ use super::stream::{EventType, StreamConfig};
 pub const TYP: &str = "secevent+jwt";
 /// The members a session-revoked `sub_id` may carry, one per selector; receivers that cannot
 /// process them must discard the event (published as `critical_subject_members`).
-/// `tessera_grant` is for the `grant` selector (TODO(lead): add its arm to `selector_subject`).
+/// `tessera_grant` is for the `grant` selector: a grant's name, or `<grant>/<part>=<value>`
+/// for the part of a grant a reload took away (offboarding).
 pub const SUBJECT_MEMBERS: [&str; 5] = [
     "tessera_workload",
     "tessera_destination",
@@ -114,6 +115,7 @@ fn selector_subject(selector: Selector, value: &str) -> Value {
         ),
         Selector::Purpose => ("tessera_purpose", json!({"format": "opaque", "id": value})),
         Selector::Owner => ("tessera_owner", json!({"format": "opaque", "id": value})),
+        Selector::Grant => ("tessera_grant", json!({"format": "opaque", "id": value})),
         // Not reached: a rule on one credential is a credential-change (see `revocation`).
         Selector::CredentialId => (
             "tessera_credential_id",

@@ -19,6 +19,7 @@ pub fn http_status(class: Class) -> StatusCode {
         Class::NotFound => StatusCode::NOT_FOUND,
         Class::Overloaded | Class::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         Class::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Class::Precondition => StatusCode::CONFLICT,
         Class::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

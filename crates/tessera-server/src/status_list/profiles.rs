@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use tessera_core::domain::{CredentialRecord, Selector};
+use tessera_core::domain::{CredentialKind, CredentialRecord, Selector};
+use tessera_core::revocation::IssueSubject;
 
 /// The selector values a listed credential shares with every other one of its profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,16 +30,19 @@ impl Profile {
         }
     }
 
-    /// Returns this profile's value for `selector`, or `None` for a selector that names one
-    /// credential (matched by id, not by profile).
-    pub(super) fn value(&self, selector: Selector) -> Option<&str> {
-        match selector {
-            Selector::CredentialId => None,
-            Selector::Workload => Some(&self.workload),
-            Selector::Owner => Some(&self.owner),
-            Selector::Destination => Some(&self.destination),
-            Selector::Purpose => Some(&self.purpose),
-        }
+    /// Returns true when a rule on `selector` = `value` selects the credentials of this
+    /// profile (never for `credential_id`: one credential is matched by id, not by profile).
+    pub(super) fn selected_by(&self, selector: Selector, value: &str) -> bool {
+        let subject = IssueSubject {
+            workload: &self.workload,
+            owner: &self.owner,
+            destination: &self.destination,
+            purpose: &self.purpose,
+            grant: &self.grant,
+            // Only JWTs are listed.
+            kind: CredentialKind::Jwt,
+        };
+        tessera_core::revocation::selects(selector, value, None, &subject)
     }
 }
 
@@ -100,7 +104,7 @@ impl Profiles {
             .map(|profile| {
                 rules
                     .iter()
-                    .filter(|(selector, value, _)| profile.value(*selector) == Some(*value))
+                    .filter(|(selector, value, _)| profile.selected_by(*selector, value))
                     .map(|(_, _, cut_off)| *cut_off)
                     .max()
                     .unwrap_or(i64::MIN)

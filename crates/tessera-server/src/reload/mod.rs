@@ -1,0 +1,269 @@
+//! Reloading the configuration without a restart (SIGHUP, `Admin/Reload`, `tessera reload`).
+//! The file is checked whole — every check start-up runs, keys, bundles and the mint CA
+//! self-test included — and only then put in force; an invalid file changes nothing. Trust
+//! bundles, OIDC issuers, grants and the admin list reload; what needs a restart (listeners,
+//! the ledger, the audit log, …) is reported, not applied. What the reload took away from the
+//! grants is revoked at once ([`offboard`]).
+
+pub mod offboard;
+mod sections;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tessera_core::clock::SharedClock;
+use tessera_core::domain::Selector;
+use tokio::sync::Mutex;
+
+use crate::assemble::{AssembleError, material};
+use crate::audit::Audit;
+use crate::config::{Config, ConfigError};
+use crate::refusal::{Class, OAuthCode, Refusal};
+use crate::revoker::{RevokeParams, Revoker};
+use crate::settings::{Current, Settings, SettingsParts};
+
+use self::offboard::Removal;
+use self::sections::Sections;
+
+/// Why a reload was refused or did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the configuration was not reloaded: {0}")]
+    Config(#[from] ConfigError),
+    #[error("the configuration was not reloaded: {0}")]
+    Material(#[from] AssembleError),
+    #[error("the configuration was not reloaded: reading it failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error(
+        "the configuration was reloaded (generation {generation}), but offboarding failed for \
+         {failed}: revoke them with `tessera revoke --grant …`"
+    )]
+    Offboarding { generation: u64, failed: String },
+}
+
+// Classified here rather than in `refusal` (like every other error) because `reload` builds on
+// `assemble`, which builds the API's callers, which render refusals: the other way round
+// would be a module cycle.
+impl From<&ReloadError> for Refusal {
+    fn from(e: &ReloadError) -> Self {
+        match e {
+            ReloadError::Config(_) | ReloadError::Material(_) => Refusal::new(
+                Class::Precondition,
+                OAuthCode::InvalidRequest,
+                e.to_string(),
+            ),
+            ReloadError::Task(_) => {
+                Refusal::new(Class::Internal, OAuthCode::ServerError, e.to_string())
+            }
+            ReloadError::Offboarding { .. } => Refusal::new(
+                Class::Unavailable,
+                OAuthCode::TemporarilyUnavailable,
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+/// What a reload took away and revoked.
+#[derive(Debug, Clone, Serialize)]
+pub struct Offboarded {
+    /// The value of the `grant` rule: `<grant>` or `<grant>/<part>=<value>`.
+    pub grant: String,
+    pub reason: String,
+    pub revocation_id: String,
+    /// Live credentials the rule covered.
+    pub covered: u64,
+}
+
+/// What an applied reload did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadReport {
+    /// The generation now in force.
+    pub generation: u64,
+    pub offboarded: Vec<Offboarded>,
+    /// What changed in the file but needs a restart (e.g. `server.grpc_addr`).
+    pub restart_required: Vec<String>,
+    /// The new configuration's warnings (as logged at start-up).
+    pub warnings: Vec<String>,
+}
+
+/// Parameters of [`Reloader::new`].
+pub struct ReloaderParts {
+    /// The configuration file the process started from.
+    pub source: PathBuf,
+    pub settings: Arc<Current>,
+    pub revoker: Arc<Revoker>,
+    pub audit: Audit,
+    pub clock: SharedClock,
+}
+
+impl std::fmt::Debug for ReloaderParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloaderParts")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reloads the configuration, one reload at a time.
+pub struct Reloader {
+    parts: ReloaderParts,
+    /// The sections of the file in force, to tell what changed that needs a restart.
+    in_force: Mutex<Sections>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("source", &self.parts.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reloader {
+    /// A reloader of `parts.source`, whose sections in force are those of `text` (the file
+    /// as the process started from it).
+    pub fn new(parts: ReloaderParts, text: &str) -> Self {
+        Reloader {
+            in_force: Mutex::new(Sections::parse(text)),
+            parts,
+        }
+    }
+
+    /// Reads and checks the configuration file again and puts it in force, then revokes what
+    /// it took away; `by` (who asked: `SIGHUP` or an admin's SPIFFE ID) is audited. Returns
+    /// what was done. Fails, changing nothing, when the file is invalid; fails after applying
+    /// it when an offboarding revoke could not be stored (the error names them).
+    pub async fn reload(&self, by: &str) -> Result<ReloadReport, ReloadError> {
+        let mut in_force = self.in_force.lock().await;
+        let (config, text) = match self.read().await {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::error!(error = %e, by, "configuration reload refused");
+                self.parts.audit.record(
+                    "config_reload_refused",
+                    serde_json::json!({"by": by, "error": e.to_string()}),
+                );
+                return Err(e);
+            }
+        };
+        let sections = Sections::parse(&text);
+        let restart_required = in_force.restart_required(&sections);
+        let (new, old) = self.parts.settings.replace(config.settings);
+        *in_force = sections;
+        let removals = offboard::removals(old.policy.grants(), new.policy.grants());
+        let (offboarded, failed) = self.offboard(removals, by).await;
+        let report = ReloadReport {
+            generation: new.generation,
+            offboarded,
+            restart_required,
+            warnings: config.warnings,
+        };
+        self.observe(&report, by);
+        if !failed.is_empty() {
+            return Err(ReloadError::Offboarding {
+                generation: new.generation,
+                failed: failed.join(", "),
+            });
+        }
+        Ok(report)
+    }
+
+    /// Reads, checks and assembles the configuration file; returns its settings and text.
+    async fn read(&self) -> Result<(Checked, String), ReloadError> {
+        let source = self.parts.source.clone();
+        let clock = Arc::clone(&self.parts.clock);
+        tokio::task::spawn_blocking(move || {
+            let text = std::fs::read_to_string(&source).map_err(|e| ConfigError::Read {
+                file: source.clone(),
+                source: e,
+            })?;
+            let config = Config::parse(&source, &text, clock.as_ref())?;
+            let checked = Checked::of(&config, &clock)?;
+            Ok((checked, text))
+        })
+        .await?
+    }
+
+    /// Revokes each of `removals` as a `grant` rule; returns what was revoked and the
+    /// selections whose revoke failed.
+    async fn offboard(&self, removals: Vec<Removal>, by: &str) -> (Vec<Offboarded>, Vec<String>) {
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        for removal in removals {
+            let value = removal.selection.to_string();
+            let outcome = self
+                .parts
+                .revoker
+                .revoke(RevokeParams {
+                    selector: Selector::Grant,
+                    value: value.clone(),
+                    reason: removal.reason.clone(),
+                    revoked_by: by.to_owned(),
+                })
+                .await;
+            match outcome {
+                Ok(outcome) => done.push(Offboarded {
+                    grant: value,
+                    reason: removal.reason,
+                    revocation_id: outcome.rule.rule.revocation_id,
+                    covered: outcome.covered,
+                }),
+                Err(e) => {
+                    tracing::error!(grant = %value, error = %e, "offboarding revoke failed");
+                    failed.push(value);
+                }
+            }
+        }
+        (done, failed)
+    }
+
+    /// Logs and audits an applied reload.
+    fn observe(&self, report: &ReloadReport, by: &str) {
+        for warning in &report.warnings {
+            tracing::warn!("{warning}");
+        }
+        if !report.restart_required.is_empty() {
+            tracing::warn!(
+                keys = %report.restart_required.join(", "),
+                "changed in the configuration file, applied only at the next restart"
+            );
+        }
+        tracing::info!(
+            generation = report.generation,
+            offboarded = report.offboarded.len(),
+            by,
+            "configuration reloaded"
+        );
+        self.parts.audit.record(
+            "config_reloaded",
+            serde_json::json!({
+                "by": by, "generation": report.generation, "offboarded": report.offboarded,
+                "restart_required": report.restart_required,
+            }),
+        );
+    }
+}
+
+/// A configuration checked as start-up checks it, made into settings.
+struct Checked {
+    settings: Settings,
+    warnings: Vec<String>,
+}
+
+impl Checked {
+    /// Returns the settings of `config`; fails when its material does not check.
+    fn of(config: &Config, clock: &SharedClock) -> Result<Self, AssembleError> {
+        let material = material(config, clock)?;
+        Ok(Checked {
+            settings: Settings::new(SettingsParts {
+                attestor: material.attestor,
+                grants: config.grants.clone(),
+                access: tessera_core::policy::Access::new(config.admin_ids.clone()),
+                bundles: material.bundles,
+            }),
+            warnings: config.warnings.clone(),
+        })
+    }
+}
