@@ -131,5 +131,6 @@ fn print_report(from: &Path, to: &DatabaseUrl, report: &CopyReport) {
     println!("rules: {}", report.rules);
     println!("events: {}", report.events);
     println!("replay guards: {}", report.replay_guards);
+    println!("usage keys: {}", report.usage);
     println!("last sequence: {}", report.last_sequence);
 }

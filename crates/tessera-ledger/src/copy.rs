@@ -1,8 +1,8 @@
 //! Moving an embedded (redb) ledger into an empty PostgreSQL database, for users who outgrow
 //! one machine (`tessera ledger copy`). Nothing is lost and nothing is renumbered: records
 //! (with their `expired` flags), live counts, replay guards, rules, events with their
-//! original sequences, and the last sequence — so watchers resume where they were, and the
-//! next record takes the sequence after the source's last.
+//! original sequences, the usage of grants, and the last sequence — so watchers resume where
+//! they were, and the next record takes the sequence after the source's last.
 //!
 //! The source is read through [`RedbLedger`] (opened exclusively: a broker that has the file
 //! open makes [`open_source`] fail) and written through [`PostgresImport`], one transaction
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::{
     ImportBatch, ImportError, ImportedCredential, Ledger, LedgerError, PostgresImport,
-    PostgresOptions, RedbLedger, RedbOptions,
+    PostgresOptions, RedbLedger, RedbOptions, UsageQuery, UsageStore,
 };
 
 /// Rows read and written per step (and per target transaction).
@@ -42,6 +42,8 @@ pub struct CopyReport {
     pub events: u64,
     pub replay_guards: u64,
     pub live_counts: u64,
+    /// Usage keys (grant, destination, purpose, kind), each with its days.
+    pub usage: u64,
     pub last_sequence: u64,
 }
 
@@ -112,6 +114,17 @@ pub async fn copy_redb_to_postgres(
         import.import(&batch(|b| b.rules = rules)).await?;
     }
     report.events = copy_events(source, &mut import).await?;
+    let usage = source
+        .usage(UsageQuery {
+            since_day: i64::MIN,
+        })
+        .await
+        .map_err(src)?;
+    report.usage = usage.len() as u64;
+    for chunk in usage.chunks(CHUNK) {
+        let usage = chunk.to_vec();
+        import.import(&batch(|b| b.usage = usage)).await?;
+    }
     import.finish(last_sequence).await?;
     Ok(report)
 }

@@ -12,7 +12,9 @@
 //!   [`LiveCounts`] without reading records; `x509_expiry`: (expires_at, credential id) → ()
 //!   of X.509 credentials only, so a restart reads just those records (for the CRL);
 //! - `rules` (rule id → rule) and `events` (sequence → event), written through the same
-//!   group-commit path as credentials; `replay` (one-time evidence key → until) for CI tokens.
+//!   group-commit path as credentials; `replay` (one-time evidence key → until) for CI tokens;
+//! - `usage` and `usage days`: how much each grant is used ([`UsageStore`]), written in the
+//!   transaction that stores the records, one row per distinct key per batch.
 //!
 //! In PostgreSQL ([`PostgresLedger`]) the `expiry`, `issued` and `x509_expiry` orders are
 //! indexes of `credentials`, and the sequence is one counter row shared by every replica.
@@ -25,6 +27,8 @@ mod acks;
 mod conformance;
 #[cfg(test)]
 mod conformance_signals;
+#[cfg(test)]
+mod conformance_usage;
 mod copy;
 mod metrics;
 mod postgres;
@@ -32,6 +36,7 @@ mod redb;
 mod signals;
 #[cfg(test)]
 mod test_records;
+mod usage;
 
 use std::fmt;
 
@@ -49,6 +54,9 @@ pub use self::redb::{RedbLedger, RedbOptions};
 pub use self::signals::{
     AckParams, EnqueueParams, Enqueued, LeaseParams, NewSet, NewStream, PendingParams, PendingSet,
     SignalStore, StoredStream, StreamCreated, StreamLimits, StreamUpdate,
+};
+pub use self::usage::{
+    USAGE_DAYS_KEPT, UsageDay, UsageKey, UsageQuery, UsageRow, UsageStore, utc_day,
 };
 pub use tessera_core::domain::{
     CiEvidence, CredentialKind, CredentialRecord, Event, EventKind, EvidenceKind, NewRule,
@@ -113,8 +121,8 @@ impl ListParams {
 /// Parameters of [`Ledger::sweep`].
 #[derive(Clone, Copy, Debug)]
 pub struct SweepParams {
-    /// Records whose `expires_at` is strictly before this unix time are deleted, and events
-    /// that happened before it.
+    /// Records whose `expires_at` is strictly before this unix time are deleted, events that
+    /// happened before it, and usage days more than [`USAGE_DAYS_KEPT`] days before it.
     pub expired_before: i64,
     /// Rules whose `effective_at` is strictly before this unix time are deleted (everything
     /// they could cover has expired).
@@ -174,14 +182,15 @@ pub enum LedgerError {
 }
 
 /// The durable record of issued credentials, revocation rules and events. Every ledger also
-/// keeps the Shared Signals delivery state ([`SignalStore`]).
+/// keeps the Shared Signals delivery state ([`SignalStore`]), acknowledgements of rules
+/// ([`AckStore`]) and the usage of grants ([`UsageStore`]).
 #[async_trait]
-pub trait Ledger: SignalStore + AckStore + Send + Sync + fmt::Debug + 'static {
-    /// Durably records one credential, its replay guard if any, and its `issued` event,
-    /// atomically. Returns the event's sequence once committed and fsynced, sharing the commit
-    /// with any writes submitted concurrently. Fails with `Replay` if the guard's key is already
-    /// stored, `Duplicate` if the id is already recorded (nothing is written in either case),
-    /// `Closed` after [`Ledger::close`].
+pub trait Ledger: SignalStore + AckStore + UsageStore + Send + Sync + fmt::Debug + 'static {
+    /// Durably records one credential, its replay guard if any, its `issued` event and its
+    /// usage ([`UsageStore`]), atomically. Returns the event's sequence once committed and
+    /// fsynced, sharing the commit with any writes submitted concurrently. Fails with `Replay`
+    /// if the guard's key is already stored, `Duplicate` if the id is already recorded
+    /// (nothing is written in either case), `Closed` after [`Ledger::close`].
     async fn record(&self, params: RecordParams) -> Result<u64, LedgerError>;
 
     /// Durably stores a revocation rule and its `revoked` event; returns it with its sequence.
@@ -238,8 +247,8 @@ pub trait Ledger: SignalStore + AckStore + Send + Sync + fmt::Debug + 'static {
         scan: StatusScan,
     ) -> Result<Vec<CredentialRecord>, LedgerError>;
 
-    /// Deletes expired records, old events, dead rules and replay guards; returns how many
-    /// records were deleted.
+    /// Deletes expired records, old events, dead rules, replay guards and old usage days;
+    /// returns how many records were deleted.
     async fn sweep(&self, params: SweepParams) -> Result<u64, LedgerError>;
 
     /// Returns how many records the ledger holds (live, revoked and not yet swept).

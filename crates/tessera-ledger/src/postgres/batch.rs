@@ -1,9 +1,9 @@
 //! One batch of writes in one transaction. Records are inserted first (consecutive ones
 //! pipelined on the connection), each refused on its own (`Replay`, `Duplicate`) without
 //! failing the others; expiries and sweeps run in their place in the batch; the live counts
-//! the batch added are written in key order; and only then, last, the batch takes its
-//! sequences from the counter row, stores its events and rules and notifies, in one statement
-//! whose row lock is held until COMMIT (see the module doc of [`super`]).
+//! and the usage the batch added are written in key order; and only then, last, the batch
+//! takes its sequences from the counter row, stores its events and rules and notifies, in one
+//! statement whose row lock is held until COMMIT (see the module doc of [`super`]).
 
 use std::collections::BTreeMap;
 
@@ -14,9 +14,10 @@ use tokio_postgres::types::ToSql;
 
 use super::rows::{self, RECORD_COLUMNS, RecordValues, credential_columns};
 use super::{EVENTS_CHANNEL, connect};
+use crate::usage::UsageBatch;
 use crate::{
     COUNTED, CredentialRecord, Event, EventKind, LedgerError, NewRule, RecordParams,
-    RevocationRule, SweepParams, count_bucket,
+    RevocationRule, SweepParams, USAGE_DAYS_KEPT, count_bucket, utc_day,
 };
 
 /// What a write asks for.
@@ -66,7 +67,7 @@ impl From<LedgerError> for Failed {
 }
 
 /// Returns a `map_err` to [`Failed`] naming `operation`.
-fn pg(operation: &'static str) -> impl Fn(tokio_postgres::Error) -> Failed {
+pub(super) fn pg(operation: &'static str) -> impl Fn(tokio_postgres::Error) -> Failed {
     move |e| Failed {
         retry: e.code().is_some_and(|code| {
             *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
@@ -178,6 +179,8 @@ struct Batch<'b> {
     pending: Vec<Pending>,
     /// Live counts added by this batch: (expiry bucket, selector code, value) → how many.
     counts: BTreeMap<(i64, i16, String), i64>,
+    /// Usage added by this batch's records, per key.
+    usage: UsageBatch,
     outcomes: Vec<Outcome>,
 }
 
@@ -212,6 +215,7 @@ async fn apply(client: &mut Object, works: &[Work], origin: &str) -> Result<Done
         origin,
         pending: Vec::new(),
         counts: BTreeMap::new(),
+        usage: UsageBatch::default(),
         outcomes: Vec::with_capacity(works.len()),
     };
     let mut i = 0;
@@ -236,7 +240,9 @@ async fn apply(client: &mut Object, works: &[Work], origin: &str) -> Result<Done
         }
         i += 1;
     }
-    b.flush_counts().await?;
+    // Pipelined on the connection: usage costs no round trip of its own.
+    let usage = std::mem::take(&mut b.usage);
+    futures::future::try_join(b.flush_counts(), super::usage::flush(&txn, usage)).await?;
     let events = b.sequence().await?;
     let outcomes = b.outcomes;
     txn.commit()
@@ -303,8 +309,10 @@ impl Batch<'_> {
         Ok(())
     }
 
-    /// Counts a stored record and queues its `issued` event; returns its outcome.
+    /// Counts a stored record (live counts, usage) and queues its `issued` event; returns its
+    /// outcome.
     fn stored(&mut self, record: &CredentialRecord) -> Outcome {
+        self.usage.add(record);
         for selector in COUNTED {
             let key = (
                 count_bucket(record.expires_at),
@@ -406,7 +414,7 @@ impl Batch<'_> {
     }
 
     /// Deletes expired records, replay guards past their time, the oldest events that
-    /// happened before the cut-off, and dead rules.
+    /// happened before the cut-off, dead rules and old usage days.
     async fn sweep(&mut self, p: SweepParams) -> Result<(), Failed> {
         const OP: &str = "sweeping the ledger";
         let limit = rows::bigint(p.limit as u64);
@@ -437,6 +445,8 @@ impl Batch<'_> {
             )
             .await
             .map_err(pg(OP))?;
+        let before_day = utc_day(p.expired_before.saturating_mul(1000));
+        super::usage::sweep_days(self.txn, before_day.saturating_sub(USAGE_DAYS_KEPT)).await?;
         self.outcomes.push(Outcome::Count(deleted));
         Ok(())
     }

@@ -1,5 +1,5 @@
 //! Importing a whole ledger into an empty PostgreSQL database ([`PostgresImport`]), keeping
-//! every sequence as it was: records, live counts, replay guards, rules and events are
+//! every sequence as it was: records, live counts, replay guards, rules, events and usage are
 //! written as given (never through the writer, which would assign new sequences), then the
 //! counter is set to the source's last sequence.
 //!
@@ -24,7 +24,10 @@ use tokio_postgres::types::{ToSql, Type};
 use super::connect::{self, StorageContext, timed};
 use super::rows::{self, RecordValues, credential_columns};
 use super::{PostgresOptions, schema};
-use crate::{CredentialRecord, EventKind, LedgerError, ReplayGuard, RevocationRule, Selector};
+use crate::usage::kind_code;
+use crate::{
+    CredentialRecord, EventKind, LedgerError, ReplayGuard, RevocationRule, Selector, UsageRow,
+};
 
 /// A credential to import, with whether its `expired` event was already emitted (then an
 /// expiry on the target does not emit another).
@@ -64,6 +67,8 @@ pub struct ImportBatch {
     /// Rules with the sequences of their `revoked` events.
     pub rules: Vec<RevocationRule>,
     pub events: Vec<EventRow>,
+    /// Usage of grants, each key with its days.
+    pub usage: Vec<UsageRow>,
 }
 
 /// Why an import could not be done.
@@ -171,6 +176,7 @@ impl PostgresImport {
                 copy_replay_guards(&txn, &batch.replay_guards).await?;
                 copy_rules(&txn, &batch.rules).await?;
                 copy_events(&txn, &batch.events).await?;
+                copy_usage(&txn, &batch.usage).await?;
             }
             Ok(found)
         })
@@ -353,4 +359,54 @@ async fn copy_events(
         rows,
     )
     .await
+}
+
+async fn copy_usage(
+    txn: &tokio_postgres::Transaction<'_>,
+    usage: &[UsageRow],
+) -> Result<(), LedgerError> {
+    if usage.is_empty() {
+        return Ok(());
+    }
+    let values: Vec<(i16, i64)> = usage
+        .iter()
+        .map(|u| (i16::from(kind_code(u.key.kind)), rows::bigint(u.total)))
+        .collect();
+    let keys = usage.iter().zip(&values).map(|(u, (kind, total))| {
+        let row: Vec<&(dyn ToSql + Sync)> = vec![
+            &u.key.grant,
+            &u.key.destination,
+            &u.key.purpose,
+            kind,
+            &u.first_ms,
+            &u.last_ms,
+            total,
+        ];
+        row
+    });
+    let columns = "grant_name, destination, purpose, kind, first_ms, last_ms, total";
+    copy_rows(txn, "grant_usage", columns, keys).await?;
+    let hours: Vec<Vec<i64>> = usage
+        .iter()
+        .flat_map(|u| &u.days)
+        .map(|d| d.hours.iter().map(|n| rows::bigint(*n)).collect())
+        .collect();
+    let days = usage
+        .iter()
+        .zip(&values)
+        .flat_map(|(u, (kind, _))| u.days.iter().map(move |d| (u, kind, d)))
+        .zip(&hours)
+        .map(|((u, kind, d), hours)| {
+            let row: Vec<&(dyn ToSql + Sync)> = vec![
+                &d.day,
+                &u.key.grant,
+                &u.key.destination,
+                &u.key.purpose,
+                kind,
+                hours,
+            ];
+            row
+        });
+    let columns = "day, grant_name, destination, purpose, kind, hours";
+    copy_rows(txn, "grant_usage_days", columns, days).await
 }

@@ -61,6 +61,7 @@ mod reads;
 mod rows;
 mod schema;
 mod signals;
+mod usage;
 mod writer;
 
 use std::fmt;

@@ -14,10 +14,11 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (2, include_str!("migrations/0002_status_list.sql")),
     (3, include_str!("migrations/0003_ssf.sql")),
     (4, include_str!("migrations/0004_acks.sql")),
+    (5, include_str!("migrations/0005_usage.sql")),
 ];
 
 /// The schema version this build creates and reads.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Key of the advisory lock migrations hold (any constant shared by every build).
 const MIGRATION_LOCK: i64 = 0x0074_6573_7365_7261; // "tessera"

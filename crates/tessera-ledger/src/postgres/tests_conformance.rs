@@ -10,6 +10,7 @@ use super::testdb::TestDb;
 use crate::Ledger;
 use crate::conformance::{Backend, conformance_tests};
 use crate::conformance_signals::signal_conformance_tests;
+use crate::conformance_usage::usage_conformance_tests;
 
 /// A test database; each open connects a new ledger to it.
 struct Postgres(TestDb);
@@ -23,3 +24,4 @@ impl Backend for Postgres {
 
 conformance_tests!(async { Postgres(TestDb::create().await) });
 signal_conformance_tests!(async { Postgres(TestDb::create().await) });
+usage_conformance_tests!(async { Postgres(TestDb::create().await) });

@@ -1,6 +1,6 @@
 //! Tests of moving a redb ledger into PostgreSQL ([`crate::copy_redb_to_postgres`]): what the
-//! target answers through the `Ledger` trait equals what the source answers, and a target
-//! that is not empty, or a source that is missing or in use, is refused.
+//! target answers through the `Ledger` trait (usage included) equals what the source answers,
+//! and a target that is not empty, or a source that is missing or in use, is refused.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use super::testdb::TestDb;
@@ -8,7 +8,7 @@ use super::tests::{guarded, plain, rule, sample};
 use super::*;
 use crate::{
     CiEvidence, CopyError, CredentialKind, EventKind, EvidenceKind, ImportError, RedbLedger,
-    RedbOptions, Selector, Status, copy_redb_to_postgres, open_source,
+    RedbOptions, Selector, Status, UsageStore, copy_redb_to_postgres, open_source,
 };
 
 /// Returns [`sample`] as an X.509 record of workload `spiffe://example.org/x`.
@@ -128,6 +128,17 @@ async fn assert_same(source: &RedbLedger, target: &PostgresLedger) {
         );
     }
     assert_eq!(target.len().await.unwrap(), source.len().await.unwrap());
+    let all = crate::UsageQuery {
+        since_day: i64::MIN,
+    };
+    let usage = source.usage(all).await.unwrap();
+    assert_eq!(usage.len(), 2, "one key per kind: {usage:?}");
+    assert_eq!(
+        usage.iter().map(|u| u.total).sum::<u64>(),
+        9,
+        "swept ones too"
+    );
+    assert_eq!(target.usage(all).await.unwrap(), usage);
 }
 
 #[tokio::test]
@@ -151,6 +162,7 @@ async fn a_copied_ledger_answers_as_the_embedded_one_and_continues_its_sequence(
     assert_eq!(report.records, 8);
     assert_eq!(report.rules, 2);
     assert_eq!(report.replay_guards, 1);
+    assert_eq!(report.usage, 2);
     assert_eq!(report.events as usize, last as usize - 1);
     assert_eq!(report.last_sequence, last);
     assert_eq!(seen.first(), Some(&(0, 8)));

@@ -10,6 +10,7 @@ mod export;
 mod reads;
 mod schema;
 mod signals;
+mod usage;
 mod writer;
 
 use crate::LedgerMetrics;

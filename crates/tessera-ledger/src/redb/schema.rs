@@ -36,6 +36,7 @@ pub(super) fn init_schema(db: &Database) -> Result<u64, LedgerError> {
         txn.open_table(LIVE_COUNTS).ctx(OP)?;
         super::signals::create_tables(&txn)?;
         super::acks::create_tables(&txn)?;
+        super::usage::create_tables(&txn)?;
         let empty = txn.open_table(CREDENTIALS).ctx(OP)?.is_empty().ctx(OP)?;
         let mut meta = txn.open_table(META).ctx(OP)?;
         let found = meta.get(SCHEMA_VERSION_KEY).ctx(OP)?.map(|v| v.value());

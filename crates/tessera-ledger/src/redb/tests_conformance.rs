@@ -10,6 +10,7 @@ use super::test_support::open;
 use crate::Ledger;
 use crate::conformance::{Backend, conformance_tests};
 use crate::conformance_signals::signal_conformance_tests;
+use crate::conformance_usage::usage_conformance_tests;
 
 /// A temporary directory; each open opens its ledger file anew.
 struct Redb(tempfile::TempDir);
@@ -23,3 +24,4 @@ impl Backend for Redb {
 
 conformance_tests!(async { Redb(tempfile::tempdir().unwrap()) });
 signal_conformance_tests!(async { Redb(tempfile::tempdir().unwrap()) });
+usage_conformance_tests!(async { Redb(tempfile::tempdir().unwrap()) });

@@ -15,9 +15,10 @@ use super::{
     CREDENTIALS, EVENTS, EXPIRED_CURSOR_KEY, EXPIRY, ISSUED, LAST_SEQUENCE_KEY, LIVE_COUNTS, META,
     REPLAY, REPLAY_EXPIRY, RULES, RedbOptions, STATUS_EXPIRY, StorageContext, X509_EXPIRY,
 };
+use crate::usage::UsageBatch;
 use crate::{
     COUNTED, CredentialKind, CredentialRecord, Event, EventKind, LedgerError, NewRule,
-    RevocationRule, SweepParams,
+    RevocationRule, SweepParams, USAGE_DAYS_KEPT, utc_day,
 };
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, LedgerError>>;
@@ -117,6 +118,8 @@ struct Batch<'t> {
     status: Table<'t, (i64, &'static str), ()>,
     /// Live counts added by this batch's records, written once per key by `flush_counts`.
     counts: HashMap<(i64, u8, String), u64>,
+    /// Usage added by this batch's records, written once per key by `usage::flush`.
+    usage: UsageBatch,
     last_sequence: u64,
     emitted: Vec<Event>,
 }
@@ -229,6 +232,7 @@ fn apply(
         x509: txn.open_table(X509_EXPIRY).ctx(OP)?,
         status: txn.open_table(STATUS_EXPIRY).ctx(OP)?,
         counts: HashMap::new(),
+        usage: UsageBatch::default(),
         last_sequence,
         emitted: Vec::new(),
     };
@@ -243,11 +247,14 @@ fn apply(
             Job::Sweep(params, _, n) => {
                 b.flush_counts()?;
                 *n = b.sweep(*params)?;
+                let before_day = utc_day(params.expired_before.saturating_mul(1000));
+                super::usage::sweep_days(txn, before_day.saturating_sub(USAGE_DAYS_KEPT))?;
             }
             Job::Close(_) => {}
         }
     }
     b.flush_counts()?;
+    super::usage::flush(txn, std::mem::take(&mut b.usage))?;
     b.meta
         .insert(LAST_SEQUENCE_KEY, b.last_sequence)
         .ctx("storing the event sequence")?;
@@ -290,8 +297,9 @@ impl Batch<'_> {
         Ok(self.last_sequence)
     }
 
-    /// Inserts a record, its indexes, replay guard and `issued` event, unless the guard's key
-    /// is stored or the id is recorded. Returns the record's result.
+    /// Inserts a record, its indexes, replay guard and `issued` event, and adds it to the
+    /// batch's live counts and usage (written once per key at the end of the batch), unless
+    /// the guard's key is stored or the id is recorded. Returns the record's result.
     fn insert_record(
         &mut self,
         p: &PendingRecord,
@@ -326,6 +334,7 @@ impl Batch<'_> {
                 ))
                 .or_default() += 1;
         }
+        self.usage.add(&p.record);
         if let Some((key, expires_at)) = &p.replay {
             self.replay.insert(key.as_str(), *expires_at).ctx(OP)?;
             self.replay_expiry

@@ -15,6 +15,7 @@ use tessera_ledger::{
     AckParams, AckStore, Acknowledgement, CredentialPage, EnqueueParams, Enqueued, LeaseParams,
     Ledger, LedgerError, ListParams, NewStream, PendingParams, PendingSet, RecordParams,
     RedbLedger, RedbOptions, SignalStore, StoredStream, StreamCreated, StreamUpdate, SweepParams,
+    UsageQuery, UsageRow, UsageStore,
 };
 use tessera_proto as proto;
 
@@ -56,6 +57,14 @@ impl AckStore for Counting {
     }
     async fn forget_acknowledgements(&self, before_ms: i64) -> Result<u64, LedgerError> {
         self.inner.forget_acknowledgements(before_ms).await
+    }
+}
+
+/// Usage passes straight through (replays do not touch it).
+#[async_trait]
+impl UsageStore for Counting {
+    async fn usage(&self, query: UsageQuery) -> Result<Vec<UsageRow>, LedgerError> {
+        self.inner.usage(query).await
     }
 }
 
