@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 mod evidence;
+mod grants;
 mod ledger;
 mod ops;
+mod review;
 
 use clap::{Parser, Subcommand};
 use tessera_core::clock::{Clock, SharedClock, SystemClock};
@@ -95,6 +97,24 @@ enum Command {
         #[command(flatten)]
         connection: ops::Connection,
     },
+    /// Lists the grants in force with their owners, usage, live credentials and what they
+    /// allow but never issued (admin).
+    Grants {
+        /// Print JSON lines (one object per grant).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connection: ops::Connection,
+    },
+    /// Reviews the grants: unused ones, parts never used, expiring or expired ones, CI grants
+    /// that trust too widely, owners with nothing live (admin). Exits 1 when it finds
+    /// something, 0 on a clean review, 2 when it cannot review.
+    Review {
+        #[command(flatten)]
+        options: review::ReviewArgs,
+        #[command(flatten)]
+        connection: ops::Connection,
+    },
     /// Prints events (issued, revoked, expired) as they happen (admin).
     Watch {
         /// Replay events after this sequence first (0: all retained).
@@ -175,6 +195,12 @@ fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
+        // Its own exit codes: 1 means findings, 2 an error.
+        Command::Review {
+            options,
+            connection,
+        } => return review::run(connection, options),
+        Command::Grants { json, connection } => grants::list(connection, json),
         Command::Serve { config, dev } => serve(config, dev),
         Command::Check { config } => check(&config),
         #[cfg(feature = "bench")]

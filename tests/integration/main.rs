@@ -13,6 +13,7 @@ mod config;
 mod cutoffs;
 mod durability;
 mod evidence;
+mod grants;
 mod http;
 mod issuer;
 mod layout;

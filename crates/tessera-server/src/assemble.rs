@@ -26,6 +26,7 @@ use crate::api::caller::Callers;
 use crate::audit::{Audit, AuditError, AuditLog};
 use crate::config::Config;
 use crate::enforcement::Enforcement;
+use crate::grants::GrantDirectory;
 use crate::issuer::{Issuer, IssuerParts};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -92,6 +93,8 @@ pub struct Services {
     pub watchers: Watchers,
     /// Every rule in force by sequence (kept by the revoker; watch replays read it).
     pub rules: Arc<RuleLog>,
+    /// The grants in force, for the inventory (a reload replaces them).
+    pub grants: Arc<GrantDirectory>,
     pub audit: Audit,
     pub metrics: Arc<Metrics>,
     pub clock: SharedClock,
@@ -219,6 +222,7 @@ pub fn services(
         limits: Limits::new(config.server.max_in_flight),
         watchers: Watchers::new(config.server.watch),
         rules,
+        grants: Arc::new(GrantDirectory::new(config)),
         audit,
         metrics,
         clock,

@@ -1,5 +1,6 @@
 //! Tessera's server: the wire edge ([`api`]: gRPC and HTTPS), TLS ([`tls`]), the issuing and
-//! revoking handles ([`issuer`], [`revoker`]), the Token Status Lists ([`status_list`]),
+//! revoking handles ([`issuer`], [`revoker`]), the grants in force ([`grants`]), the Token
+//! Status Lists ([`status_list`]),
 //! wiring from configuration ([`config`], [`assemble`], [`server`]), the audit log and metrics. It sits on `tessera-core` (the flow)
 //! and `tessera-ledger` (storage); only this crate knows the wire types of `tessera-proto`.
 //!
@@ -12,6 +13,7 @@ pub mod audit;
 pub mod config;
 pub mod enforcement;
 pub mod expiry;
+pub mod grants;
 pub mod issuer;
 pub mod limits;
 pub mod metrics;

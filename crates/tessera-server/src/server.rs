@@ -444,6 +444,7 @@ fn grpc_services(
         metrics: Arc::clone(&s.metrics),
         enforcement: Arc::clone(&s.enforcement),
         reloader,
+        grants: Arc::clone(&s.grants),
         clock: Arc::clone(&s.clock),
     };
     (broker, admin)

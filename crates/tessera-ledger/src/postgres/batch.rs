@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use deadpool_postgres::{Object, Pool, Transaction};
+use futures::TryFutureExt;
 use futures::future::try_join_all;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -67,7 +68,7 @@ impl From<LedgerError> for Failed {
 }
 
 /// Returns a `map_err` to [`Failed`] naming `operation`.
-pub(super) fn pg(operation: &'static str) -> impl Fn(tokio_postgres::Error) -> Failed {
+fn pg(operation: &'static str) -> impl Fn(tokio_postgres::Error) -> Failed {
     move |e| Failed {
         retry: e.code().is_some_and(|code| {
             *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
@@ -242,7 +243,8 @@ async fn apply(client: &mut Object, works: &[Work], origin: &str) -> Result<Done
     }
     // Pipelined on the connection: usage costs no round trip of its own.
     let usage = std::mem::take(&mut b.usage);
-    futures::future::try_join(b.flush_counts(), super::usage::flush(&txn, usage)).await?;
+    let stored = super::usage::flush(&txn, usage).map_err(pg("storing usage"));
+    futures::future::try_join(b.flush_counts(), stored).await?;
     let events = b.sequence().await?;
     let outcomes = b.outcomes;
     txn.commit()
@@ -446,7 +448,9 @@ impl Batch<'_> {
             .await
             .map_err(pg(OP))?;
         let before_day = utc_day(p.expired_before.saturating_mul(1000));
-        super::usage::sweep_days(self.txn, before_day.saturating_sub(USAGE_DAYS_KEPT)).await?;
+        super::usage::sweep_days(self.txn, before_day.saturating_sub(USAGE_DAYS_KEPT))
+            .await
+            .map_err(pg("sweeping usage days"))?;
         self.outcomes.push(Outcome::Count(deleted));
         Ok(())
     }

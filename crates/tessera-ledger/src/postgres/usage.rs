@@ -6,7 +6,6 @@
 use deadpool_postgres::Transaction;
 
 use super::PostgresLedger;
-use super::batch::{Failed, pg};
 use super::connect::StorageContext;
 use super::rows::{bigint, column};
 use crate::LedgerError;
@@ -74,8 +73,10 @@ impl Columns {
 }
 
 /// Adds what `batch` counted to the stored usage, in `txn`. Fails when the statement fails.
-pub(super) async fn flush(txn: &Transaction<'_>, batch: UsageBatch) -> Result<(), Failed> {
-    const OP: &str = "storing usage";
+pub(super) async fn flush(
+    txn: &Transaction<'_>,
+    batch: UsageBatch,
+) -> Result<(), tokio_postgres::Error> {
     if batch.is_empty() {
         return Ok(());
     }
@@ -95,7 +96,7 @@ pub(super) async fn flush(txn: &Transaction<'_>, batch: UsageBatch) -> Result<()
         .flat_map(|d| d.2.iter().map(|n| bigint(*n)))
         .collect();
     // Prepared once per connection: a batch is on the mint path.
-    let statement = txn.prepare_cached(FLUSH_SQL).await.map_err(pg(OP))?;
+    let statement = txn.prepare_cached(FLUSH_SQL).await?;
     txn.execute(
         &statement,
         &[
@@ -114,19 +115,20 @@ pub(super) async fn flush(txn: &Transaction<'_>, batch: UsageBatch) -> Result<()
             &hours,
         ],
     )
-    .await
-    .map_err(pg(OP))?;
+    .await?;
     Ok(())
 }
 
 /// Deletes the day rows of days before `before_day`, in `txn`.
-pub(super) async fn sweep_days(txn: &Transaction<'_>, before_day: i64) -> Result<(), Failed> {
+pub(super) async fn sweep_days(
+    txn: &Transaction<'_>,
+    before_day: i64,
+) -> Result<(), tokio_postgres::Error> {
     txn.execute(
         "DELETE FROM grant_usage_days WHERE day < $1",
         &[&before_day],
     )
-    .await
-    .map_err(pg("sweeping usage days"))?;
+    .await?;
     Ok(())
 }
 

@@ -1,4 +1,5 @@
-//! `tessera.v1.Admin` over gRPC: revoke, list and watch, for the identities in `[admin]`.
+//! `tessera.v1.Admin` over gRPC: revoke, list and watch, the evidence of a revocation and the
+//! inventory of grants, for the identities in `[admin]`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use super::grpc::evidence;
 use super::status::{refuse, status};
 use super::watch::{Replay, WatchRequest, WatchStream, Watches};
 use crate::enforcement::Enforcement;
+use crate::grants::GrantDirectory;
 use crate::metrics::Metrics;
 use crate::refusal::{Class, OAuthCode, Refusal};
 use crate::reload::Reloader;
@@ -42,6 +44,8 @@ pub struct AdminService {
     pub enforcement: Arc<Enforcement>,
     /// Reloads the configuration file.
     pub reloader: Arc<Reloader>,
+    /// The grants in force (ListGrants).
+    pub grants: Arc<GrantDirectory>,
     pub clock: SharedClock,
 }
 
@@ -276,5 +280,17 @@ impl proto::admin_server::Admin for AdminService {
         };
         let now = self.clock.unix_seconds();
         Ok(Response::new(convert::evidence(&rule, found, now)))
+    }
+
+    async fn list_grants(
+        &self,
+        request: Request<proto::ListGrantsRequest>,
+    ) -> Result<Response<proto::ListGrantsResponse>, Status> {
+        self.admin(&request, "list_grants").await?;
+        let now_ms = self.clock.unix_millis();
+        let reply = super::grants::list(&self.grants, self.ledger.as_ref(), &self.revoker, now_ms)
+            .await
+            .map_err(|e| refuse(&e, &self.metrics))?;
+        Ok(Response::new(reply))
     }
 }

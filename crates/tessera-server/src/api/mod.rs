@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod caller;
 mod convert;
+pub mod grants;
 pub mod grpc;
 pub mod http;
 pub mod introspect;

@@ -11,6 +11,18 @@ pub(super) struct GrantContext<'a> {
     pub issuers: &'a [OidcIssuerConfig],
     /// Loud warnings about grants that trust too much; the caller logs them.
     pub warnings: &'a mut Vec<String>,
+    /// The same lint, by grant (what `Admin/ListGrants` and `tessera review` report).
+    pub lint: &'a mut Vec<GrantWarning>,
+}
+
+/// The start-up lint about one grant: something that loads but deserves its owner's attention
+/// (a CI grant that trusts too widely).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantWarning {
+    /// The grant's name.
+    pub grant: String,
+    /// What is wrong and how to fix it (without the file or the grant's position).
+    pub message: String,
 }
 
 /// Builds grant number `i`; fails naming the key that is missing or wrong.
@@ -109,7 +121,7 @@ pub(super) fn build(
             Some(section),
             known,
         )?),
-        (None, Some(_)) => GrantMatch::Ci(ci_match(check, i, section, cx)?),
+        (None, Some(_)) => GrantMatch::Ci(ci_match(check, (i, &name), section, cx)?),
         _ => return Err(check.invalid(key("match"), "set exactly one of `spiffe_id` and `issuer`")),
     };
     if !workload.has_path() {
@@ -205,11 +217,12 @@ fn match_value(
     }
 }
 
-/// Builds the CI match of grant `i`: the issuer must be configured, and a subject or a claim
-/// must narrow it. Adds a warning when a stranger's token on the same platform would match.
+/// Builds the CI match of grant number `i` named `name`: the issuer must be configured, and a
+/// subject or a claim must narrow it. Adds a warning when a stranger's token on the same
+/// platform would match.
 fn ci_match(
     check: &Checker<'_>,
-    i: usize,
+    (i, name): (usize, &str),
     m: &file::MatchSection,
     cx: &mut GrantContext<'_>,
 ) -> Result<CiMatch, ConfigError> {
@@ -253,14 +266,21 @@ fn ci_match(
             .iter()
             .any(|(name, v)| profile.tenant_claims().contains(&name.as_str()) && exact(v));
     if !pinned {
-        cx.warnings.push(format!(
-            "{}: grant[{i}] trusts wildcard CI identities: neither `subject` nor a tenant claim ({}) is matched \
-             exactly, so a token from `{issuer}` with subject `{}` (any repository of any owner) could match; \
-             pin the owner or repository, preferably by its *_id claim",
-            check.file.display(),
+        let message = format!(
+            "trusts wildcard CI identities: neither `subject` nor a tenant claim ({}) is matched \
+             exactly, so a token from `{issuer}` with subject `{}` (any repository of any owner) \
+             could match; pin the owner or repository, preferably by its *_id claim",
             profile.tenant_claims().join(", "),
             profile.stranger_subject(),
+        );
+        cx.warnings.push(format!(
+            "{}: grant[{i}] `{name}` {message}",
+            check.file.display()
         ));
+        cx.lint.push(GrantWarning {
+            grant: name.to_owned(),
+            message,
+        });
     }
     Ok(CiMatch {
         issuer,

@@ -17,6 +17,7 @@ use tessera_core::policy::{Grant, SpiffePattern};
 use tessera_core::spiffe_id::{SpiffeId, TrustDomain};
 
 pub use self::file::FileConfig;
+pub use self::grant::GrantWarning;
 pub use self::oidc::OidcIssuerConfig;
 pub use self::ssf::SsfConfig;
 pub use tessera_core::attest::TrustDomainBundle as TrustDomainConfig;
@@ -64,6 +65,8 @@ pub struct Config {
     pub ssf: SsfConfig,
     /// Things that load but deserve an operator's attention (wildcard CI trust).
     pub warnings: Vec<String>,
+    /// The warnings about grants, by grant (also in `warnings`).
+    pub grant_warnings: Vec<GrantWarning>,
 }
 
 /// `[server]`, checked.
@@ -364,11 +367,13 @@ impl Config {
             (None, LedgerBackend::Postgres(_)) => PathBuf::from("tessera-data/audit.log"),
         };
         let mut warnings = limits::warnings(&file.server);
+        let mut grant_warnings = Vec::new();
         let mut cx = grant::GrantContext {
             today: today(clock),
             known: &known,
             issuers: &oidc_issuers,
             warnings: &mut warnings,
+            lint: &mut grant_warnings,
         };
         let mut grants: Vec<Grant> = Vec::with_capacity(file.grant.len());
         for (i, section) in file.grant.iter().enumerate() {
@@ -400,6 +405,7 @@ impl Config {
             status_list,
             ssf,
             warnings,
+            grant_warnings,
         })
     }
 }
