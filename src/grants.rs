@@ -27,6 +27,7 @@ pub fn list(c: Connection, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Returns a subject match for the table: the exact value, or `~pattern`.
 fn value_text(v: Option<&MatchValue>) -> String {
     match v.and_then(|v| v.value.as_ref()) {
         Some(match_value::Value::Exact(exact)) => exact.clone(),
@@ -119,6 +120,7 @@ fn table(grants: &[GrantInfo]) -> String {
     out
 }
 
+/// Returns a grant's match as JSON: `{spiffe_id}` or `{issuer, subject, claims}`.
 fn match_json(m: Option<&GrantMatch>) -> serde_json::Value {
     let value = |v: Option<&MatchValue>| match v.and_then(|v| v.value.as_ref()) {
         Some(match_value::Value::Exact(e)) => serde_json::json!({ "exact": e }),

@@ -11,6 +11,7 @@ pub fn when(ms: i64) -> String {
     }
 }
 
+/// Returns whom a finding is about: `grant (owner)`, or `owner O`.
 fn subject(f: &Finding) -> String {
     match &f.grant {
         Some(grant) => format!("{grant} ({})", f.owner),
@@ -18,6 +19,7 @@ fn subject(f: &Finding) -> String {
     }
 }
 
+/// Returns the one-line count of findings and what was looked for.
 fn summary(review: &Review, grants: usize, p: &ReviewParams) -> String {
     format!(
         "{} finding{} in {grants} grants (unused for {}, expiring within {})",

@@ -144,10 +144,12 @@ pub fn human(d: Duration) -> String {
     }
 }
 
+/// Returns `d` in milliseconds, saturating.
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Returns the finding of a grant with no issue within `unused_for`, or never.
 fn unused(g: &GrantInfo, p: &ReviewParams) -> Option<Finding> {
     let message = match g.last_issued_at_ms {
         0 => "never issued a credential".to_owned(),
@@ -230,6 +232,8 @@ fn ends_at_ms(g: &GrantInfo) -> Result<i64, ReviewError> {
     Ok(next.midnight().assume_utc().unix_timestamp() * 1000)
 }
 
+/// Returns the finding of a grant expired, or expiring within `expiring_within`. Fails when
+/// its `expires` is not a date.
 fn expiry(g: &GrantInfo, p: &ReviewParams) -> Result<Option<Finding>, ReviewError> {
     let left = ends_at_ms(g)? - p.now_ms;
     let (kind, message, suggestion) = if left <= 0 {
@@ -293,6 +297,7 @@ fn nothing_live(grants: &[GrantInfo]) -> Vec<Finding> {
         .collect()
 }
 
+/// Returns the [`LONGEST_SHOWN`] grants with the longest `max_ttl`, longest first.
 fn longest_ttls(grants: &[GrantInfo]) -> Vec<LongTtl> {
     let mut all: Vec<LongTtl> = grants
         .iter()

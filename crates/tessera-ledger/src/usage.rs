@@ -170,6 +170,7 @@ impl UsageBatch {
         sum.days.entry(utc_day(ms)).or_insert([0; 24])[utc_hour(ms)] += 1;
     }
 
+    /// Returns true when the batch stored no record.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }

@@ -50,6 +50,7 @@ struct Columns {
 }
 
 impl Columns {
+    /// Returns the columns of `batch`: one element per key, and its day rows in table order.
     fn of(batch: UsageBatch) -> Self {
         let mut c = Columns::default();
         for (key, sum) in batch.keys {

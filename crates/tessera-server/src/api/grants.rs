@@ -73,10 +73,12 @@ fn info(entry: &GrantEntry, used: GrantUsage, live: u64) -> proto::GrantInfo {
     }
 }
 
+/// Returns the wire names of `kinds` (`jwt`, `x509`).
 fn kinds(kinds: &[tessera_core::domain::CredentialKind]) -> Vec<String> {
     kinds.iter().map(|k| k.as_str().to_owned()).collect()
 }
 
+/// Returns the usage of one destination, purpose and kind as the wire shows it.
 fn line(key: tessera_ledger::UsageKey, c: Counts) -> proto::GrantUsage {
     proto::GrantUsage {
         destination: key.destination,
