@@ -8,6 +8,7 @@ use std::process::Output;
 use tessera_proto::admin_client::AdminClient;
 use tessera_proto::{GrantInfo, ListGrantsRequest, ListGrantsResponse, MintX509Request};
 use tessera_testkit::dev::WORKLOAD_ID;
+use tessera_testkit::postgres::TestDatabase;
 use tonic::Code;
 
 use crate::common::{DEST, EXTRA_GRANTS, Env, Fixture, PURPOSE, csr_der, mint, offset_now};
@@ -110,9 +111,10 @@ async fn list_grants_shows_counts_the_last_issue_and_what_was_never_used() {
     env.shutdown().await;
 }
 
-#[tokio::test]
-async fn usage_survives_a_restart_on_the_same_ledger() {
-    let env = Env::start().await;
+/// Mints two credentials on `fx`, restarts the server on the same ledger, and checks that
+/// ListGrants shows the same usage.
+async fn usage_survives_a_restart(fx: Fixture) {
+    let env = Env::start_fixture(fx).await;
     let mut client = env.workload_client().await;
     mint(&mut client, DEST, PURPOSE, 60, None).await.unwrap();
     mint(&mut client, AUDIT, "ledger:read", 60, None)
@@ -131,6 +133,28 @@ async fn usage_survives_a_restart_on_the_same_ledger() {
     assert!(after.unused_destinations.is_empty());
     assert_eq!(after.live, 2, "live counts are restored too");
     env.shutdown().await;
+}
+
+#[tokio::test]
+async fn usage_survives_a_restart_on_the_same_embedded_ledger() {
+    usage_survives_a_restart(Fixture::new()).await;
+}
+
+#[tokio::test]
+async fn usage_survives_a_restart_on_the_same_postgres_ledger() {
+    let db = TestDatabase::create().await;
+    let fx = Fixture::new();
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    let path_line = text
+        .lines()
+        .find(|l| l.starts_with("path = "))
+        .unwrap()
+        .to_owned();
+    let url = format!("url = \"{}\"", db.url());
+    std::fs::write(&fx.config_path, text.replacen(&path_line, &url, 1)).unwrap();
+    usage_survives_a_restart(fx).await;
+    let keys = db.query("SELECT count(*) FROM grant_usage").await;
+    assert_eq!(keys, vec![vec!["2".to_owned()]], "kept in the database");
 }
 
 #[tokio::test]
