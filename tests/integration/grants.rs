@@ -1,12 +1,15 @@
-//! The inventory of grants: `Admin/ListGrants` shows each grant's usage (kept in the ledger, so
-//! it survives a restart), its live credentials and what it allows but never issued;
+//! The inventory of grants: `Admin/ListGrants` shows the grants in force (a reload replaces
+//! them), each with its usage (kept in the ledger, so it survives a restart), its live
+//! credentials and what it allows but never issued;
 //! `tessera grants` prints it; `tessera review` finds what owners should act on and exits 1,
 //! or 0 on a clean review.
 
 use std::process::Output;
 
 use tessera_proto::admin_client::AdminClient;
-use tessera_proto::{GrantInfo, ListGrantsRequest, ListGrantsResponse, MintX509Request};
+use tessera_proto::{
+    GrantInfo, ListGrantsRequest, ListGrantsResponse, MintX509Request, ReloadRequest,
+};
 use tessera_testkit::dev::WORKLOAD_ID;
 use tessera_testkit::postgres::TestDatabase;
 use tonic::Code;
@@ -211,30 +214,33 @@ issuer = "https://ci.example.org"
 subject = { pattern = "repo:.*:ref:refs/heads/main" }
 "#;
 
-/// Returns a grant named `soon` that expires three days from today.
-fn expiring_grant() -> String {
-    let expires = (offset_now() + time::Duration::days(3)).date();
+/// Returns a grant named `name` of workload `ns/batch/sa/<name>` that expires `days` from
+/// today (before today when negative).
+fn grant_expiring(name: &str, days: i64) -> String {
+    let expires = (offset_now() + time::Duration::days(days)).date();
     format!(
         r#"
 [[grant]]
-name = "soon"
-workload = "spiffe://example.org/ns/batch/sa/job"
+name = "{name}"
+workload = "spiffe://example.org/ns/batch/sa/{name}"
 owner = "team-batch"
 expires = "{expires}"
 destinations = ["https://batch.example.org"]
 purposes = ["batch:run"]
 [grant.match]
-spiffe_id = "spiffe://example.org/ns/batch/sa/job"
+spiffe_id = "spiffe://example.org/ns/batch/sa/{name}"
 "#
     )
 }
 
 #[tokio::test]
 async fn review_finds_each_kind_of_finding_and_exits_1() {
-    let fx = Fixture::with_extra(&format!(
-        "{EXTRA_GRANTS}{WIDE_CI_GRANT}{}",
-        expiring_grant()
-    ));
+    let extra = format!(
+        "{EXTRA_GRANTS}{WIDE_CI_GRANT}{}{}",
+        grant_expiring("soon", 3),
+        grant_expiring("gone", -1)
+    );
+    let fx = Fixture::with_extra(&extra);
     let mut env = Env::start_fixture(fx).await;
     let mut client = env.workload_client().await;
     mint(&mut client, DEST, PURPOSE, 60, None).await.unwrap();
@@ -255,6 +261,8 @@ async fn review_finds_each_kind_of_finding_and_exits_1() {
     assert!(has("unused-grant", "soon"), "{found:?}");
     assert!(has("never-used", "payments-api"), "{found:?}");
     assert!(has("expiring", "soon"), "{found:?}");
+    assert!(has("expired", "gone"), "{found:?}");
+    assert!(!has("expiring", "gone"), "{found:?}");
     assert!(has("wide-ci-trust", "ci-deploy"), "{found:?}");
     assert!(has("owner-nothing-live", "team-reports"), "{found:?}");
     assert!(!has("owner-nothing-live", "team-payments"), "{found:?}");
@@ -317,4 +325,25 @@ async fn review_exits_2_when_it_cannot_reach_the_broker() {
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[tokio::test]
+async fn a_reload_puts_its_grants_in_the_inventory() {
+    let mut env = Env::start().await;
+    let text = std::fs::read_to_string(&env.fx.config_path).unwrap();
+    let edited = text.replace(EXTRA_GRANTS, &grant_expiring("added", 100));
+    std::fs::write(&env.fx.config_path, edited).unwrap();
+    env.admin_client()
+        .await
+        .reload(ReloadRequest {})
+        .await
+        .unwrap();
+    let names: Vec<String> = list(&env)
+        .await
+        .grants
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    assert_eq!(names, vec!["payments-api".to_owned(), "added".to_owned()]);
+    env.shutdown().await;
 }

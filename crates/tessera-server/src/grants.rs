@@ -29,8 +29,9 @@ pub struct GrantDirectory {
     current: RwLock<Arc<[GrantEntry]>>,
 }
 
-/// Returns the grants of `config`, each with its warnings.
-fn entries(config: &Config) -> Arc<[GrantEntry]> {
+/// Returns the grants of `config`, each with its warnings (what [`GrantDirectory::replace`]
+/// takes).
+pub fn entries(config: &Config) -> Arc<[GrantEntry]> {
     config
         .grants
         .iter()
@@ -60,10 +61,9 @@ impl GrantDirectory {
         Arc::clone(&current)
     }
 
-    /// Replaces the grants in force with those of `config` (a reload).
-    pub fn replace(&self, config: &Config) {
-        let next = entries(config);
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = next;
+    /// Puts `grants` (see [`entries`]) in force instead of the grants before (a reload).
+    pub fn replace(&self, grants: Arc<[GrantEntry]>) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = grants;
     }
 }
 

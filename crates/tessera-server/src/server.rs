@@ -406,6 +406,7 @@ fn reloader(config: &Config, s: &Services) -> Arc<Reloader> {
         source: config.source.clone(),
         settings: Arc::clone(&s.settings),
         revoker: Arc::clone(&s.revoker),
+        grants: Arc::clone(&s.grants),
         audit: s.audit.clone(),
         clock: Arc::clone(&s.clock),
     };

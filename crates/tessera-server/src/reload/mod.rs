@@ -19,6 +19,7 @@ use tokio::sync::Mutex;
 use crate::assemble::{AssembleError, material};
 use crate::audit::Audit;
 use crate::config::{Config, ConfigError};
+use crate::grants::{GrantDirectory, GrantEntry};
 use crate::refusal::{Class, OAuthCode, Refusal};
 use crate::revoker::{RevokeParams, Revoker};
 use crate::settings::{Current, Settings, SettingsParts};
@@ -94,6 +95,8 @@ pub struct ReloaderParts {
     pub source: PathBuf,
     pub settings: Arc<Current>,
     pub revoker: Arc<Revoker>,
+    /// The grants the inventory (`Admin/ListGrants`) shows.
+    pub grants: Arc<GrantDirectory>,
     pub audit: Audit,
     pub clock: SharedClock,
 }
@@ -151,6 +154,7 @@ impl Reloader {
         let sections = Sections::parse(&text);
         let restart_required = in_force.restart_required(&sections);
         let (new, old) = self.parts.settings.replace(config.settings);
+        self.parts.grants.replace(config.grants);
         *in_force = sections;
         let removals = offboard::removals(old.policy.grants(), new.policy.grants());
         let (offboarded, failed) = self.offboard(removals, by).await;
@@ -249,6 +253,8 @@ impl Reloader {
 /// A configuration checked as start-up checks it, made into settings.
 struct Checked {
     settings: Settings,
+    /// The grants with their lint, for the inventory.
+    grants: Arc<[GrantEntry]>,
     warnings: Vec<String>,
 }
 
@@ -263,6 +269,7 @@ impl Checked {
                 access: tessera_core::policy::Access::new(config.admin_ids.clone()),
                 bundles: material.bundles,
             }),
+            grants: crate::grants::entries(config),
             warnings: config.warnings.clone(),
         })
     }
