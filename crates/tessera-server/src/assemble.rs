@@ -26,7 +26,6 @@ use crate::api::caller::Callers;
 use crate::audit::{Audit, AuditError, AuditLog};
 use crate::config::Config;
 use crate::enforcement::Enforcement;
-use crate::grants::GrantDirectory;
 use crate::issuer::{Issuer, IssuerParts};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -93,8 +92,6 @@ pub struct Services {
     pub watchers: Watchers,
     /// Every rule in force by sequence (kept by the revoker; watch replays read it).
     pub rules: Arc<RuleLog>,
-    /// The grants in force, for the inventory (a reload replaces them).
-    pub grants: Arc<GrantDirectory>,
     pub audit: Audit,
     pub metrics: Arc<Metrics>,
     pub clock: SharedClock,
@@ -181,6 +178,7 @@ pub fn services(
     let settings = Arc::new(Current::new(Settings::new(SettingsParts {
         attestor,
         grants: config.grants.clone(),
+        lint: config.grant_warnings.clone(),
         access: Access::new(config.admin_ids.clone()),
         bundles,
     })));
@@ -222,7 +220,6 @@ pub fn services(
         limits: Limits::new(config.server.max_in_flight),
         watchers: Watchers::new(config.server.watch),
         rules,
-        grants: Arc::new(GrantDirectory::new(config)),
         audit,
         metrics,
         clock,

@@ -1,15 +1,15 @@
-//! The grants in force, for the inventory (`Admin/ListGrants`): a [`GrantDirectory`] that a
-//! reload replaces whole, and [`summarize`], which turns the usage the ledger keeps into what
+//! The grants in force, for the inventory (`Admin/ListGrants`): [`entries`] of the settings in
+//! force (a reload replaces them whole), and [`summarize`], which turns the usage the ledger keeps into what
 //! one grant was used for, when, how much, and what it allows but never issued.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use tessera_core::domain::CredentialKind;
 use tessera_core::policy::Grant;
 use tessera_ledger::{UsageKey, UsageRow};
 
-use crate::config::Config;
+use crate::settings::Settings;
 
 const MS_PER_HOUR: i64 = 3_600_000;
 
@@ -21,50 +21,22 @@ pub struct GrantEntry {
     pub warnings: Vec<String>,
 }
 
-/// The grants in force, in configuration order. Readers take the whole list at once
-/// ([`GrantDirectory::grants`]), so a reload ([`GrantDirectory::replace`]) is never seen half
-/// done.
-#[derive(Debug)]
-pub struct GrantDirectory {
-    current: RwLock<Arc<[GrantEntry]>>,
-}
-
-/// Returns the grants of `config`, each with its warnings (what [`GrantDirectory::replace`]
-/// takes).
-pub fn entries(config: &Config) -> Arc<[GrantEntry]> {
-    config
-        .grants
+/// Returns the grants in force in `settings`, in configuration order, each with its lint.
+pub fn entries(settings: &Settings) -> Vec<GrantEntry> {
+    settings
+        .policy
+        .grants()
         .iter()
         .map(|grant| GrantEntry {
-            grant: Arc::new(grant.clone()),
-            warnings: config
-                .grant_warnings
+            grant: Arc::clone(grant),
+            warnings: settings
+                .lint
                 .iter()
                 .filter(|w| w.grant == grant.name)
                 .map(|w| w.message.clone())
                 .collect(),
         })
         .collect()
-}
-
-impl GrantDirectory {
-    /// Returns a directory of the grants of `config`.
-    pub fn new(config: &Config) -> Self {
-        GrantDirectory {
-            current: RwLock::new(entries(config)),
-        }
-    }
-
-    /// Returns the grants in force now.
-    pub fn grants(&self) -> Arc<[GrantEntry]> {
-        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(&current)
-    }
-
-    /// Puts `grants` (see [`entries`]) in force instead of the grants before (a reload).
-    pub fn replace(&self, grants: Arc<[GrantEntry]>) {
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = grants;
-    }
 }
 
 /// How many were issued since a moment, and when first and last.

@@ -299,14 +299,21 @@ impl Issuer {
                 .until
                 .saturating_add(tessera_core::attest::oidc::LEEWAY_SECS),
         });
-        self.parts
+        // Counted before the ledger is asked: its committed event may come back through the
+        // ledger's subscription before the ledger's answer does.
+        self.parts.revocations.note_issuing(&credential);
+        let recorded = self
+            .parts
             .ledger
             .record(RecordParams {
                 credential: credential.clone(),
                 replay_guard,
             })
-            .await?;
-        self.parts.revocations.note_issued_here(&credential);
+            .await;
+        if let Err(e) = recorded {
+            self.parts.revocations.note_not_recorded(&credential);
+            return Err(e.into());
+        }
         self.observe(&credential, &attestation.principal);
         Ok(())
     }

@@ -406,7 +406,6 @@ fn reloader(config: &Config, s: &Services) -> Arc<Reloader> {
         source: config.source.clone(),
         settings: Arc::clone(&s.settings),
         revoker: Arc::clone(&s.revoker),
-        grants: Arc::clone(&s.grants),
         audit: s.audit.clone(),
         clock: Arc::clone(&s.clock),
     };
@@ -445,7 +444,7 @@ fn grpc_services(
         metrics: Arc::clone(&s.metrics),
         enforcement: Arc::clone(&s.enforcement),
         reloader,
-        grants: Arc::clone(&s.grants),
+        settings: Arc::clone(&s.settings),
         clock: Arc::clone(&s.clock),
     };
     (broker, admin)

@@ -12,12 +12,16 @@ use std::sync::{Arc, PoisonError, RwLock};
 use tessera_core::attest::{Attestor, X509SvidVerifier};
 use tessera_core::policy::{Access, Grant, Policy};
 
+use crate::config::GrantWarning;
+
 /// One generation of the reloadable configuration.
 pub struct Settings {
     /// 1 at start, then one more per applied reload.
     pub generation: u64,
     pub attestor: Arc<Attestor>,
     pub policy: Policy,
+    /// The start-up lint about each grant (by name), for the inventory and review.
+    pub lint: Vec<GrantWarning>,
     pub access: Arc<Access>,
     /// DER X.509 roots by trust domain name, returned as `trust_bundle`.
     pub bundles: HashMap<String, Vec<Vec<u8>>>,
@@ -37,6 +41,7 @@ impl fmt::Debug for Settings {
 pub struct SettingsParts {
     pub attestor: Arc<Attestor>,
     pub grants: Vec<Grant>,
+    pub lint: Vec<GrantWarning>,
     pub access: Access,
     pub bundles: HashMap<String, Vec<Vec<u8>>>,
 }
@@ -48,6 +53,7 @@ impl Settings {
         Settings {
             generation: 0,
             policy,
+            lint: parts.lint,
             attestor: parts.attestor,
             access: Arc::new(parts.access),
             bundles: parts.bundles,

@@ -72,6 +72,28 @@ impl LiveCounts {
         }
     }
 
+    /// Takes back one credential counted by [`LiveCounts::add_record`] (it was never
+    /// recorded after all).
+    pub fn remove_record(&mut self, record: &CredentialRecord) {
+        let at = bucket(record.expires_at);
+        for (slot, selector) in COUNTED.iter().enumerate() {
+            let map = &mut self.by_selector[slot];
+            let value = selector.value_of(record);
+            let Some(buckets) = map.get_mut(value) else {
+                continue;
+            };
+            if let Some(n) = buckets.get_mut(&at) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    buckets.remove(&at);
+                }
+            }
+            if buckets.is_empty() {
+                map.remove(value);
+            }
+        }
+    }
+
     /// Returns how many counted credentials with `value` for `selector` expire in a bucket
     /// that ends after `now` (0 for `credential_id`).
     pub fn count(&self, selector: Selector, value: &str, now: i64) -> u64 {

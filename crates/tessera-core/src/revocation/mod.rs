@@ -236,18 +236,36 @@ impl RevocationIndex {
         self.revision.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Counts a credential this replica just recorded, before its reply leaves (so a revoke
-    /// and the CRL right after it see it), and expects its event back from the ledger's
-    /// subscription ([`RevocationIndex::note_committed`]).
-    pub fn note_issued_here(&self, record: &CredentialRecord) {
+    /// Counts a credential this replica is about to record, before the ledger is asked (so a
+    /// revoke and the CRL right after its reply see it, and its committed event, which may come
+    /// back through the ledger's subscription before the ledger's answer does, is known as an
+    /// echo: see [`RevocationIndex::note_committed`]). Take it back with
+    /// [`RevocationIndex::note_not_recorded`] if the ledger refuses it.
+    pub fn note_issuing(&self, record: &CredentialRecord) {
         if let Ok(mut echoes) = self.echoes.lock() {
             echoes.insert(record.credential_id.as_str().into(), record.expires_at);
         }
         self.note_issued(record);
     }
 
+    /// Takes back a credential noted by [`RevocationIndex::note_issuing`] that the ledger did
+    /// not record.
+    pub fn note_not_recorded(&self, record: &CredentialRecord) {
+        if let Ok(mut echoes) = self.echoes.lock() {
+            echoes.remove(record.credential_id.as_str());
+        }
+        if let Ok(mut live) = self.live.lock() {
+            live.remove_record(record);
+        }
+        if record.kind == CredentialKind::X509
+            && let Ok(mut x509) = self.x509.lock()
+        {
+            x509.by_serial.remove(record.credential_id.as_str());
+        }
+    }
+
     /// Counts a credential whose `issued` event the ledger committed, unless this replica
-    /// already counted it at issue ([`RevocationIndex::note_issued_here`]). Returns true when
+    /// already counted it at issue ([`RevocationIndex::note_issuing`]). Returns true when
     /// it was counted now: another replica issued it.
     pub fn note_committed(&self, record: &CredentialRecord) -> bool {
         let echo = self
@@ -532,7 +550,7 @@ mod tests {
     fn a_credential_counted_at_issue_is_not_counted_again_when_its_event_comes_back() {
         let index = RevocationIndex::new();
         let here = record("aa01", "spiffe://example.org/a", 1_000);
-        index.note_issued_here(&here);
+        index.note_issuing(&here);
         assert!(!index.note_committed(&here), "the echo of our own issue");
         assert_eq!(
             index.live_count(Selector::Workload, "spiffe://example.org/a", 1_000),
@@ -560,8 +578,30 @@ mod tests {
     fn an_echo_that_never_comes_is_forgotten_once_its_credential_expired() {
         let index = RevocationIndex::new();
         let here = record("cc03", "spiffe://example.org/a", 1_000);
-        index.note_issued_here(&here);
+        index.note_issuing(&here);
         index.prune(0, here.expires_at + 1);
         assert!(index.note_committed(&here), "no longer remembered as ours");
+    }
+
+    #[test]
+    fn a_credential_the_ledger_refused_is_no_longer_counted_nor_listed() {
+        let index = RevocationIndex::new();
+        let kept = record("dd04", "spiffe://example.org/a", 1_000);
+        let refused = record("ee05", "spiffe://example.org/a", 1_000);
+        index.note_issuing(&kept);
+        index.note_issuing(&refused);
+        index.note_not_recorded(&refused);
+        assert_eq!(
+            index.live_count(Selector::Workload, "spiffe://example.org/a", 1_000),
+            1
+        );
+        assert_eq!(index.live_count(Selector::Grant, "g", 1_000), 1);
+        index.apply(&rule(Selector::Workload, "spiffe://example.org/a", 1_000));
+        let serials: Vec<String> = index
+            .revoked_serials(1_000)
+            .into_iter()
+            .map(|s| s.serial_hex)
+            .collect();
+        assert_eq!(serials, ["dd04"]);
     }
 }

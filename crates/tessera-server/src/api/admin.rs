@@ -17,11 +17,11 @@ use super::grpc::evidence;
 use super::status::{refuse, status};
 use super::watch::{Replay, WatchRequest, WatchStream, Watches};
 use crate::enforcement::Enforcement;
-use crate::grants::GrantDirectory;
 use crate::metrics::Metrics;
 use crate::refusal::{Class, OAuthCode, Refusal};
 use crate::reload::Reloader;
 use crate::revoker::{RevokeParams, Revoker};
+use crate::settings::Current;
 use crate::watchers::Pool;
 
 /// Longest revocation reason accepted, in bytes.
@@ -45,7 +45,7 @@ pub struct AdminService {
     /// Reloads the configuration file.
     pub reloader: Arc<Reloader>,
     /// The grants in force (ListGrants).
-    pub grants: Arc<GrantDirectory>,
+    pub settings: Arc<Current>,
     pub clock: SharedClock,
 }
 
@@ -288,9 +288,14 @@ impl proto::admin_server::Admin for AdminService {
     ) -> Result<Response<proto::ListGrantsResponse>, Status> {
         self.admin(&request, "list_grants").await?;
         let now_ms = self.clock.unix_millis();
-        let reply = super::grants::list(&self.grants, self.ledger.as_ref(), &self.revoker, now_ms)
-            .await
-            .map_err(|e| refuse(&e, &self.metrics))?;
+        let reply = super::grants::list(
+            &self.settings.load(),
+            self.ledger.as_ref(),
+            &self.revoker,
+            now_ms,
+        )
+        .await
+        .map_err(|e| refuse(&e, &self.metrics))?;
         Ok(Response::new(reply))
     }
 }

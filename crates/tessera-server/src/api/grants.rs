@@ -8,24 +8,24 @@ use tessera_core::policy::{Grant, GrantMatch, MatchValue, SpiffePattern};
 use tessera_ledger::{LedgerError, UsageQuery, UsageStore, utc_day};
 use tessera_proto as proto;
 
-use crate::grants::{Counts, GrantDirectory, GrantEntry, GrantUsage, summarize};
+use crate::grants::{Counts, GrantEntry, GrantUsage, entries, summarize};
 use crate::revoker::Revoker;
+use crate::settings::Settings;
 
 /// Days of usage read for the windows: 30, and the day the 30-day window starts in.
 const WINDOW_DAYS: i64 = 31;
 
-/// Returns the ListGrants reply for the grants of `directory` as of unix ms `now_ms`. Fails
-/// when the ledger cannot be read.
+/// Returns the ListGrants reply for the grants in force in `settings` as of unix ms `now_ms`.
+/// Fails when the ledger cannot be read.
 pub async fn list(
-    directory: &GrantDirectory,
+    settings: &Settings,
     usage: &dyn UsageStore,
     revoker: &Revoker,
     now_ms: i64,
 ) -> Result<proto::ListGrantsResponse, LedgerError> {
     let since_day = utc_day(now_ms) - WINDOW_DAYS;
     let rows = usage.usage(UsageQuery { since_day }).await?;
-    let grants = directory
-        .grants()
+    let grants = entries(settings)
         .iter()
         .map(|entry| {
             let used = summarize(&entry.grant, &rows, now_ms);

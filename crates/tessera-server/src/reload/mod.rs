@@ -19,7 +19,6 @@ use tokio::sync::Mutex;
 use crate::assemble::{AssembleError, material};
 use crate::audit::Audit;
 use crate::config::{Config, ConfigError};
-use crate::grants::{GrantDirectory, GrantEntry};
 use crate::refusal::{Class, OAuthCode, Refusal};
 use crate::revoker::{RevokeParams, Revoker};
 use crate::settings::{Current, Settings, SettingsParts};
@@ -95,8 +94,6 @@ pub struct ReloaderParts {
     pub source: PathBuf,
     pub settings: Arc<Current>,
     pub revoker: Arc<Revoker>,
-    /// The grants the inventory (`Admin/ListGrants`) shows.
-    pub grants: Arc<GrantDirectory>,
     pub audit: Audit,
     pub clock: SharedClock,
 }
@@ -154,7 +151,6 @@ impl Reloader {
         let sections = Sections::parse(&text);
         let restart_required = in_force.restart_required(&sections);
         let (new, old) = self.parts.settings.replace(config.settings);
-        self.parts.grants.replace(config.grants);
         *in_force = sections;
         let removals = offboard::removals(old.policy.grants(), new.policy.grants());
         let (offboarded, failed) = self.offboard(removals, by).await;
@@ -253,8 +249,6 @@ impl Reloader {
 /// A configuration checked as start-up checks it, made into settings.
 struct Checked {
     settings: Settings,
-    /// The grants with their lint, for the inventory.
-    grants: Arc<[GrantEntry]>,
     warnings: Vec<String>,
 }
 
@@ -266,10 +260,10 @@ impl Checked {
             settings: Settings::new(SettingsParts {
                 attestor: material.attestor,
                 grants: config.grants.clone(),
+                lint: config.grant_warnings.clone(),
                 access: tessera_core::policy::Access::new(config.admin_ids.clone()),
                 bundles: material.bundles,
             }),
-            grants: crate::grants::entries(config),
             warnings: config.warnings.clone(),
         })
     }
