@@ -343,8 +343,8 @@ fn transmitter(
         crate::ssf::TransmitterParts {
             config: &config.ssf,
             issuer: config.server.issuer.clone(),
-            jwt: Arc::clone(&s.jwt),
-            mint_ca: config.signing.ca_cert.as_deref(),
+            jwt: Arc::clone(&s.signing.jwt),
+            cas: Arc::clone(&s.signing.cas),
             ledger: Arc::clone(&s.ledger),
             callers: s.callers.clone(),
             audit: s.audit.clone(),
@@ -371,7 +371,7 @@ fn http_parts(
         },
         introspect: IntrospectEndpoint {
             callers: s.callers.clone(),
-            jwt: Arc::clone(&s.jwt),
+            jwt: Arc::clone(&s.signing.jwt),
             ledger: Arc::clone(&s.ledger),
             revoker: Arc::clone(&s.revoker),
             enforcement: Arc::clone(&s.enforcement),
@@ -389,7 +389,7 @@ fn http_parts(
             enforcement: Arc::clone(&s.enforcement),
             clock: Arc::clone(&s.clock),
         },
-        jwt: Arc::clone(&s.jwt),
+        jwt: Arc::clone(&s.signing.jwt),
         issuer: config.server.issuer.clone(),
         metrics: Arc::clone(&s.metrics),
         ready,
