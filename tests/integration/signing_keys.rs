@@ -1,15 +1,18 @@
 //! Signing keys and mint CAs as lists (`[signing] jwt_keys`, `mint_cas`): what loads and what
-//! is refused, and a real server started with two of each: both JWT keys in the JWKS, tokens
-//! signed by the active one, and a CRL served for each mint CA by its key identifier.
+//! is refused; a real server started with two of each (both JWT keys in the JWKS, tokens signed
+//! by the active one, a CRL served for each mint CA by its key identifier); and rotation by
+//! reload on an injected clock, JWT keys and mint CAs.
+
+use std::sync::Arc;
 
 use serde_json::Value;
-use tessera_core::clock::SystemClock;
+use tessera_core::clock::{Clock, ManualClock, SharedClock, SystemClock};
 use tessera_core::domain::id;
 use tessera_server::config::Config;
 use tessera_testkit::dev::pki;
 use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
 
-use crate::common::{DEST, Env, Fixture, PURPOSE, https_get, mint, offset_now};
+use crate::common::{DEST, Env, Fixture, PURPOSE, https_get, mint, now, offset_now, post_form_as};
 
 /// Replaces the body of the `[signing]` section of the fixture's config with `signing`.
 fn with_signing(fx: &Fixture, signing: &str) {
@@ -250,5 +253,232 @@ async fn each_mint_ca_serves_its_crl_by_key_identifier() {
         x509_parser::revocation_list::CertificateRevocationList::from_der(&active).unwrap();
     assert_eq!(crl.issuer().to_string(), "CN=Tessera second mint CA");
     assert_eq!(https_get(&env, "/crl/00ff").await.0, 404);
+    env.shutdown().await;
+}
+
+/// A server on `fx` whose clock only moves when the test says.
+async fn start_on_manual_clock(fx: Fixture) -> (Env, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::at(now()));
+    let env = Env::start_with_clock(fx, Arc::clone(&clock) as SharedClock).await;
+    (env, clock)
+}
+
+/// Returns the kids the broker's JWKS publishes now.
+async fn published(env: &Env) -> Vec<String> {
+    let (status, _, body) = https_get(env, "/.well-known/jwks.json").await;
+    assert_eq!(status, 200);
+    let jwks: Value = serde_json::from_slice(&body).unwrap();
+    let keys = jwks["keys"].as_array().unwrap();
+    keys.iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Whether introspection, by a relying party whose JWT-SVID is issued at the server's clock,
+/// says `token` is active.
+async fn introspects_active(env: &Env, clock: &ManualClock, token: &str) -> bool {
+    let bearer = env
+        .fx
+        .material
+        .jwt_svid_signer
+        .svid(
+            "spiffe://example.org/ns/ledger/sa/rp",
+            "tessera",
+            clock.unix_seconds(),
+            120,
+        )
+        .unwrap();
+    let reply = post_form_as(env, "/introspect", &[("token", token)], Some(&bearer)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()["active"] == true
+}
+
+/// Mints a JWT for the dev workload living `ttl` seconds.
+async fn mint_token(env: &Env, ttl: u32) -> (String, i64) {
+    let reply = mint(&mut env.workload_client().await, DEST, PURPOSE, ttl, None)
+        .await
+        .unwrap();
+    (reply.token, reply.expires_at)
+}
+
+/// Points `[signing]` at `keys` (path, active) and reloads; panics if the reload is refused.
+async fn rotate_to(env: &Env, keys: &[(&std::path::Path, bool)]) {
+    let list: Vec<String> = keys
+        .iter()
+        .map(|(path, active)| format!("{{ key = {}, active = {active} }}", quoted(path)))
+        .collect();
+    let ca = dev_ca(&env.fx);
+    with_signing(&env.fx, &format!("jwt_keys = [{}]\n{ca}", list.join(", ")));
+    let report = env.server.as_ref().unwrap().reload("test").await.unwrap();
+    assert!(report.restart_required.is_empty(), "{report:?}");
+}
+
+#[tokio::test]
+async fn keys_rotate_by_reload_without_an_unknown_kid_or_a_refused_token() {
+    let fx = Fixture::new();
+    let (a, b) = (fx.path("jwt-signing-key.pem"), second_jwt_key(&fx));
+    let c = fx.path("jwt-signing-key-3.pem");
+    let c_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    std::fs::write(&c, c_key.serialize_pem()).unwrap();
+    let (mut env, clock) = start_on_manual_clock(fx).await;
+    let t0 = clock.unix_seconds();
+    let (old, old_exp) = mint_token(&env, 900).await;
+    let kid_a = kid(&old);
+
+    // B is published at once and signs after publish_before (10 min).
+    rotate_to(&env, &[(&a, false), (&b, true)]).await;
+    let kids = published(&env).await;
+    assert_eq!(kids.len(), 2, "{kids:?}");
+    assert_eq!(kid(&mint_token(&env, 60).await.0), kid_a);
+    clock.set(t0 + 599);
+    assert_eq!(kid(&mint_token(&env, 60).await.0), kid_a);
+    assert!(introspects_active(&env, &clock, &old).await);
+    clock.set(t0 + 600);
+    let (b_token, _) = mint_token(&env, 900).await;
+    let kid_b = kid(&b_token);
+    assert!(kids.contains(&kid_b) && kid_b != kid_a);
+    assert!(introspects_active(&env, &clock, &old).await);
+
+    // Both A and B removed, C active: B signs until C was published for 10 min.
+    rotate_to(&env, &[(&c, true)]).await;
+    clock.set(t0 + 1199);
+    let (last_b, last_b_exp) = mint_token(&env, 900).await;
+    assert_eq!(kid(&last_b), kid_b);
+    clock.set(t0 + 1200);
+    assert_ne!(kid(&mint_token(&env, 60).await.0), kid_b);
+    clock.set(old_exp - 1);
+    assert!(
+        introspects_active(&env, &clock, &old).await,
+        "A's token until it expires"
+    );
+    clock.set(last_b_exp - 1);
+    assert!(
+        introspects_active(&env, &clock, &last_b).await,
+        "B's last token too"
+    );
+
+    // B leaves the JWKS once its last token expired (plus a minute of skew), not before.
+    clock.set(last_b_exp + 60);
+    assert!(published(&env).await.contains(&kid_b));
+    clock.set(last_b_exp + 61);
+    assert!(!published(&env).await.contains(&kid_b));
+    // A was there at start: its tokens may live until start + MAX_GRANT_TTL (1 h).
+    assert!(published(&env).await.contains(&kid_a));
+    clock.set(t0 + 3600 + 61);
+    assert_eq!(published(&env).await.len(), 1);
+    env.shutdown().await;
+}
+
+/// Mints an X.509-SVID for the dev workload; returns the hex key id of the CA that signed it
+/// (the leaf's AKI), or the refusal.
+async fn x509_issuer(env: &Env) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap();
+    let reply = env
+        .workload_client()
+        .await
+        .mint_x509(tessera_proto::MintX509Request {
+            csr: csr.der().to_vec(),
+            destination: DEST.into(),
+            purpose: PURPOSE.into(),
+            ttl_seconds: 60,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (_, leaf) = X509Certificate::from_der(&reply.cert_chain[0]).unwrap();
+    leaf.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|k| id::hex(k.0))
+            }
+            _ => None,
+        })
+        .unwrap()
+}
+
+/// Points `[signing]` at the mint CAs `cas` (cert, key, active) and reloads.
+async fn reload_cas(
+    env: &Env,
+    cas: &[(&std::path::Path, &std::path::Path, bool)],
+) -> Result<(), String> {
+    let list: Vec<String> = cas
+        .iter()
+        .map(|(cert, key, active)| {
+            format!(
+                "{{ cert = {}, key = {}, active = {active} }}",
+                quoted(cert),
+                quoted(key)
+            )
+        })
+        .collect();
+    let jwt = quoted(&env.fx.path("jwt-signing-key.pem"));
+    with_signing(
+        &env.fx,
+        &format!("jwt_key = {jwt}\nmint_cas = [{}]", list.join(", ")),
+    );
+    let server = env.server.as_ref().unwrap();
+    server
+        .reload("test")
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn mint_cas_rotate_by_reload_and_a_ca_outside_the_bundle_is_refused() {
+    let fx = Fixture::new();
+    let (old_cert, old_key) = (fx.path("mint-ca.pem"), fx.path("mint-ca-key.pem"));
+    let (new_cert, new_key) = second_mint_ca(&fx);
+    let foreign = pki::ca(
+        "foreign mint CA",
+        Some("spiffe://example.org"),
+        None,
+        offset_now() - ::time::Duration::hours(1),
+        offset_now() + ::time::Duration::days(1),
+    )
+    .unwrap();
+    let (foreign_cert, foreign_key) = (fx.path("foreign.pem"), fx.path("foreign-key.pem"));
+    std::fs::write(&foreign_cert, &foreign.cert_pem).unwrap();
+    std::fs::write(&foreign_key, foreign.key_pem()).unwrap();
+    let mut env = Env::start_fixture(fx).await;
+    assert_eq!(x509_issuer(&env).await, key_id(&old_cert));
+
+    reload_cas(
+        &env,
+        &[(&old_cert, &old_key, false), (&new_cert, &new_key, true)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(x509_issuer(&env).await, key_id(&new_cert), "at once");
+
+    // The old CA leaves the list; its certificates live on, so does its CRL.
+    reload_cas(&env, &[(&new_cert, &new_key, true)])
+        .await
+        .unwrap();
+    let old_crl = format!("/crl/{}", key_id(&old_cert));
+    assert_eq!(https_get(&env, &old_crl).await.0, 200);
+
+    let err = reload_cas(
+        &env,
+        &[
+            (&new_cert, &new_key, false),
+            (&foreign_cert, &foreign_key, true),
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.contains("signing.mint_cas[1]") && err.contains("example.org"),
+        "{err}"
+    );
+    assert_eq!(
+        x509_issuer(&env).await,
+        key_id(&new_cert),
+        "nothing changed"
+    );
     env.shutdown().await;
 }

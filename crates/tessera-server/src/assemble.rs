@@ -74,11 +74,12 @@ impl fmt::Debug for Services {
     }
 }
 
-/// What the configured keys, bundles and issuers become, checked: everything start-up proves
-/// before it opens the audit log or the ledger (what `tessera check` runs).
+/// What the configured bundles and issuers become, checked: with [`start_signing`],
+/// everything start-up proves before it opens the audit log or the ledger (what `tessera check`
+/// runs). A reload checks its signing keys against the running ring instead
+/// ([`Signing::prepare`]).
 pub struct Material {
     pub attestor: Arc<Attestor>,
-    pub signing: Signing,
     /// DER X.509 roots by trust domain name.
     pub bundles: Bundles,
 }
@@ -89,9 +90,8 @@ impl fmt::Debug for Material {
     }
 }
 
-/// Returns the checked material of `config`. Fails when a key or bundle cannot be used, an OIDC
-/// issuer's extra root is unusable, or the mint CA does not chain to the bundle of a trust
-/// domain it mints for (the self-test). Opens nothing, binds nothing.
+/// Returns the checked material of `config`. Fails when a bundle cannot be used or an OIDC
+/// issuer's extra root is unusable. Opens nothing, binds nothing.
 pub fn material(config: &Config, clock: &SharedClock) -> Result<Material, AssembleError> {
     let attestor = Arc::new(Attestor::new(AttestorParams {
         domains: &config.trust_domains,
@@ -99,33 +99,35 @@ pub fn material(config: &Config, clock: &SharedClock) -> Result<Material, Assemb
         client_ca: config.server.tls_client_ca.as_deref(),
         oidc: oidc_verifier(config, clock)?,
     })?);
-    let trust = config.x509_trust();
-    let signing = Signing::new(
-        &config.server.issuer,
-        &config.signing,
-        &trust,
-        Arc::clone(clock),
-    )?;
     Ok(Material {
         attestor,
-        signing,
-        bundles: trust.bundles,
+        bundles: config.x509_trust().bundles,
     })
 }
 
+/// Returns the signing material of `config` at process start (the active key and CA sign at
+/// once). Fails when a key does not parse or is listed twice, or a mint CA does not chain to
+/// the bundle of a trust domain it mints for (the self-test). Opens nothing, binds nothing.
+pub fn start_signing(config: &Config, clock: &SharedClock) -> Result<Signing, AssembleError> {
+    Ok(Signing::new(
+        &config.server.issuer,
+        &config.signing,
+        &config.x509_trust(),
+        Arc::clone(clock),
+    )?)
+}
+
 /// Builds the services of `config` on `ledger`, recording into `metrics`. Fails when the
-/// [`material`] does not check, or the audit log cannot be opened.
+/// [`material`] or the signing material ([`start_signing`]) does not check, or the audit log
+/// cannot be opened.
 pub fn services(
     config: &Config,
     ledger: Arc<dyn Ledger>,
     metrics: Arc<Metrics>,
     clock: SharedClock,
 ) -> Result<Services, AssembleError> {
-    let Material {
-        attestor,
-        signing,
-        bundles,
-    } = material(config, &clock)?;
+    let Material { attestor, bundles } = material(config, &clock)?;
+    let signing = start_signing(config, &clock)?;
     let audit = Audit::new(
         Some(AuditLog::open(&config.audit_path)?),
         Arc::clone(&clock),

@@ -184,6 +184,7 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError
 /// both listeners (what `tessera check` answers). Fails naming what is wrong.
 pub fn check(config: &Config, clock: &SharedClock) -> Result<(), ServerError> {
     let material = crate::assemble::material(config, clock)?;
+    crate::assemble::start_signing(config, clock)?;
     for alpn in [&[b"h2".as_slice()][..], &[b"h2", b"http/1.1"]] {
         tls::server_config(ServerConfigParams {
             cert_chain: &config.server.tls_cert_chain,
@@ -405,6 +406,7 @@ fn reloader(config: &Config, s: &Services) -> Arc<Reloader> {
     let parts = ReloaderParts {
         source: config.source.clone(),
         settings: Arc::clone(&s.settings),
+        signing: s.signing.clone(),
         revoker: Arc::clone(&s.revoker),
         grants: Arc::clone(&s.grants),
         audit: s.audit.clone(),

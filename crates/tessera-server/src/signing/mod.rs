@@ -31,8 +31,8 @@ use tessera_core::keys::SecretKey;
 use tessera_core::mint::MintError;
 use tessera_core::policy::MAX_GRANT_TTL;
 
-pub use self::jwt_keys::{JwtKeys, JwtSigner, Published};
-pub use self::mint_cas::{CaSigner, IssuingCa, MintCas};
+pub use self::jwt_keys::{JwtKeys, JwtSigner, PreparedJwtKeys, Published};
+pub use self::mint_cas::{CaSigner, IssuingCa, MintCas, PreparedCas};
 pub use self::self_test::{Bundles, SelfTestError, Trust};
 
 /// Seconds past its `exp` a signed document may still be verified: relying parties tolerate this
@@ -123,6 +123,14 @@ pub enum SigningError {
     },
 }
 
+/// A new `[signing]`, parsed and checked against the running ring: what [`Signing::commit`]
+/// takes.
+#[derive(Debug)]
+pub struct PreparedSigning {
+    jwt: PreparedJwtKeys,
+    cas: PreparedCas,
+}
+
 /// Every key and CA that signs, shared by whatever signs or verifies.
 #[derive(Clone)]
 pub struct Signing {
@@ -168,11 +176,30 @@ impl Signing {
         trust: &Trust,
         now_ms: i64,
     ) -> Result<(), SigningError> {
-        let jwt = self.jwt.prepare(signing)?;
-        let cas = self.cas.prepare(signing, trust, now_ms)?;
-        self.jwt.commit(jwt, now_ms);
-        self.cas.commit(cas, now_ms);
+        let prepared = self.prepare(signing, trust, now_ms)?;
+        self.commit(prepared, now_ms);
         Ok(())
+    }
+
+    /// The checking half of [`Signing::reload`]: parses and checks `signing` against `trust`
+    /// and the live certificates at `now_ms`, changing nothing. Fails as `reload` does.
+    pub fn prepare(
+        &self,
+        signing: &SigningConfig,
+        trust: &Trust,
+        now_ms: i64,
+    ) -> Result<PreparedSigning, SigningError> {
+        Ok(PreparedSigning {
+            jwt: self.jwt.prepare(signing)?,
+            cas: self.cas.prepare(signing, trust, now_ms)?,
+        })
+    }
+
+    /// The applying half of [`Signing::reload`]: puts `prepared` in force at `now_ms`. Cannot
+    /// fail. Commit only what was prepared against this ring, by the last `prepare`.
+    pub fn commit(&self, prepared: PreparedSigning, now_ms: i64) {
+        self.jwt.commit(prepared.jwt, now_ms);
+        self.cas.commit(prepared.cas, now_ms);
     }
 }
 
