@@ -20,12 +20,13 @@ use tessera_core::attest::{Attestation, Attestor, Evidence};
 use tessera_core::clock::{Clock, SystemClock};
 use tessera_core::csr::VerifiedCsr;
 use tessera_core::domain::CredentialKind;
-use tessera_core::mint::{JwtMinter, MintCa, MintJwtParams, MintX509Params, MintedJwt, X509Minter};
+use tessera_core::mint::{MintCa, MintJwtParams, MintX509Params, MintedJwt, X509Minter};
 use tessera_core::policy::{DecideParams, Decision, Policy};
 use tessera_core::request::CredentialRequest;
 use tessera_ledger::{RedbLedger, RedbOptions};
 use tessera_server::config::Config;
 use tessera_server::metrics::Metrics;
+use tessera_server::signing::JwtKeys;
 use tessera_testkit::ci_issuer::TestIssuer;
 use tessera_testkit::dev::WORKLOAD_ID;
 use tessera_testkit::fixtures;
@@ -36,7 +37,7 @@ use x509_parser::prelude::FromDer;
 struct MintPath {
     attestor: Arc<Attestor>,
     policy: Policy,
-    jwt: Arc<JwtMinter>,
+    jwt: Arc<JwtKeys>,
     x509: X509Minter,
 }
 
@@ -51,13 +52,12 @@ impl MintPath {
             Arc::new(SystemClock),
         )
         .unwrap();
-        let chain = config.signing.ca_cert.as_ref().unwrap();
-        let key = config.signing.ca_key.as_ref().unwrap();
+        let ca = config.signing.active_ca().unwrap();
         MintPath {
             attestor: Arc::clone(&services.settings.load().attestor),
             policy: Policy::new(config.grants.clone()),
-            jwt: services.jwt,
-            x509: X509Minter::new(MintCa::new(chain, key).unwrap()),
+            jwt: services.signing.jwt,
+            x509: X509Minter::new(MintCa::new(&ca.chain, &ca.key).unwrap()),
         }
     }
 
@@ -85,6 +85,7 @@ impl MintPath {
     /// Signs the JWT an authorized request gets.
     fn sign_jwt(&self, a: &Attestation, d: &Decision, request: &CredentialRequest) -> MintedJwt {
         self.jwt
+            .signer()
             .mint(MintJwtParams {
                 workload: &d.grant.workload,
                 destination: &request.destination,

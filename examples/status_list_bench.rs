@@ -29,23 +29,26 @@ use tessera_core::mint::{JwtMinter, MintJwtParams, StatusClaim};
 use tessera_core::spiffe_id::SpiffeId;
 use tessera_core::status_list::EncodedList;
 use tessera_ledger::{Ledger, RedbLedger, RedbOptions};
+use tessera_server::signing::JwtKeys;
 use tessera_server::status_list::{Served, StatusListConfig, StatusListParts, StatusLists};
 use tokio_util::sync::CancellationToken;
 
 const ISSUER: &str = "https://tessera.example.org";
 const LISTED: usize = 1_000_000;
 
-fn minter() -> Arc<JwtMinter> {
+fn minter() -> Arc<JwtKeys> {
     let rng = aws_lc_rs::rand::SystemRandom::new();
     let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
         &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
         &rng,
     )
     .unwrap();
-    Arc::new(JwtMinter::new(ISSUER, &SecretKey::from_pkcs8_der(pkcs8.as_ref().to_vec())).unwrap())
+    let minter =
+        JwtMinter::new(ISSUER, &SecretKey::from_pkcs8_der(pkcs8.as_ref().to_vec())).unwrap();
+    Arc::new(JwtKeys::single(minter, Arc::new(SystemClock)))
 }
 
-fn lists(ledger: &Arc<dyn Ledger>, jwt: &Arc<JwtMinter>) -> Arc<StatusLists> {
+fn lists(ledger: &Arc<dyn Ledger>, jwt: &Arc<JwtKeys>) -> Arc<StatusLists> {
     Arc::new(StatusLists::new(StatusListParts {
         issuer: ISSUER.into(),
         jwt: Arc::clone(jwt),
@@ -277,13 +280,18 @@ fn mint_cost(n: usize, rounds: usize) {
         let now = SystemClock.unix_seconds();
         let started = Instant::now();
         for _ in 0..n {
-            std::hint::black_box(jwt.mint(mint_params(&workload, now, None)).unwrap());
+            std::hint::black_box(
+                jwt.signer()
+                    .mint(mint_params(&workload, now, None))
+                    .unwrap(),
+            );
         }
         without = without.min(started.elapsed().as_nanos() as f64 / n as f64);
         let started = Instant::now();
         for i in 0..n {
             let at = lists.allocate(now).unwrap();
             let minted = jwt
+                .signer()
                 .mint(mint_params(
                     &workload,
                     now,

@@ -26,6 +26,7 @@ mod relying_party;
 mod replicas;
 mod restart;
 mod revocation;
+mod signing_keys;
 mod ssf;
 mod status_list;
 mod status_list_npm;

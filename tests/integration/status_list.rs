@@ -20,6 +20,7 @@ use tessera_core::mint::JwtMinter;
 use tessera_ledger::{Ledger, RedbLedger, RedbOptions};
 use tessera_proto::RevokeRequest;
 use tessera_proto::revoke_request::Selector as RevokeSelector;
+use tessera_server::signing::JwtKeys;
 use tessera_server::status_list::{Served, StatusListConfig, StatusListParts, StatusLists};
 
 use crate::common::{DEST, Env, HttpReply, PURPOSE, https_request, mint};
@@ -195,7 +196,7 @@ async fn unknown_lists_are_not_found() {
 }
 
 /// A P-256 minting key made for the test.
-fn minter() -> Arc<JwtMinter> {
+fn minter() -> JwtMinter {
     let rng = aws_lc_rs::rand::SystemRandom::new();
     let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
         &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
@@ -203,7 +204,7 @@ fn minter() -> Arc<JwtMinter> {
     )
     .unwrap();
     let key = SecretKey::from_pkcs8_der(pkcs8.as_ref().to_vec());
-    Arc::new(JwtMinter::new("https://tessera.example.org", &key).unwrap())
+    JwtMinter::new("https://tessera.example.org", &key).unwrap()
 }
 
 #[tokio::test]
@@ -213,12 +214,13 @@ async fn a_rule_covering_100000_credentials_flips_all_their_bits() {
     let dir = tempfile::tempdir().unwrap();
     let ledger: Arc<dyn Ledger> =
         Arc::new(RedbLedger::open(&dir.path().join("l.redb"), RedbOptions::default()).unwrap());
-    let jwt = minter();
+    let clock = Arc::new(ManualClock::at(now)) as SharedClock;
+    let jwt = Arc::new(JwtKeys::single(minter(), Arc::clone(&clock)));
     let lists = StatusLists::new(StatusListParts {
         issuer: "https://tessera.example.org".into(),
         jwt: Arc::clone(&jwt),
         ledger,
-        clock: Arc::new(ManualClock::at(now)) as SharedClock,
+        clock,
         config: StatusListConfig::default(),
     });
     let mut covered = Vec::with_capacity(COVERED);
@@ -283,7 +285,7 @@ async fn a_rule_covering_100000_credentials_flips_all_their_bits() {
         panic!("not served");
     };
     let list_jwt = std::str::from_utf8(&list_jwt).unwrap();
-    let keys = jwt.jwks().clone();
+    let keys: Value = serde_json::from_slice(&jwt.published().jwks).unwrap();
     let idx: Vec<u64> = covered.iter().chain(&spared).map(|(_, i)| *i).collect();
     let read = decode(list_jwt, Some(&keys), &idx, &[]);
     assert_eq!(read["signature_valid"], json!(true));

@@ -11,8 +11,7 @@ use tessera_core::clock::SharedClock;
 use tessera_core::csr::VerifiedCsr;
 use tessera_core::domain::{CredentialKind, CredentialRecord, Status, StatusListRef};
 use tessera_core::mint::{
-    JwtMinter, MintError, MintJwtParams, MintX509Params, MintedJwt, MintedX509, StatusClaim,
-    X509Minter,
+    MintError, MintJwtParams, MintX509Params, MintedJwt, MintedX509, StatusClaim,
 };
 use tessera_core::policy::{DecideParams, Decision, PolicyError};
 use tessera_core::request::CredentialRequest;
@@ -22,6 +21,7 @@ use tessera_ledger::{Ledger, LedgerError, RecordParams, ReplayGuard};
 use crate::audit::Audit;
 use crate::metrics::{IssuedLabels, Metrics};
 use crate::settings::{Current, Settings};
+use crate::signing::{JwtKeys, MintCas};
 use crate::status_list::StatusLists;
 
 /// Why a credential was not issued.
@@ -35,7 +35,9 @@ pub enum IssueError {
     Mint(#[from] MintError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
-    #[error("no mint CA is configured ([signing] ca_cert): X.509-SVIDs cannot be issued")]
+    #[error(
+        "no mint CA is configured ([signing] ca_cert or mint_cas): X.509-SVIDs cannot be issued"
+    )]
     NoMintCa,
     #[error("the configuration was reloaded while this credential was being issued; retry")]
     Reloaded,
@@ -62,9 +64,10 @@ pub struct IssuedX509 {
 pub struct IssuerParts {
     /// The attestor, grants and bundles in force (reloadable).
     pub settings: Arc<Current>,
-    pub jwt: Arc<JwtMinter>,
-    /// The X.509-SVID minter; `None` when no mint CA is configured.
-    pub x509: Option<Arc<X509Minter>>,
+    /// The JWT keys: each mint asks for the current signer.
+    pub jwt: Arc<JwtKeys>,
+    /// The mint CAs: each X.509-SVID is signed by the active one (none without a mint CA).
+    pub x509: Arc<MintCas>,
     pub ledger: Arc<dyn Ledger>,
     /// Told of every credential recorded (live counts per selector).
     pub revocations: Arc<RevocationIndex>,
@@ -208,7 +211,7 @@ impl Issuer {
         let issued_ms = self.issue_ms_in_force(&authorized, request, CredentialKind::Jwt)?;
         let now = issued_ms.div_euclid(1000);
         let entry = self.parts.status_lists.allocate(now)?;
-        let minted = self.parts.jwt.mint(MintJwtParams {
+        let minted = self.parts.jwt.signer().mint(MintJwtParams {
             workload: &authorized.decision.grant.workload,
             destination: &request.destination,
             purpose: &request.purpose,
@@ -243,7 +246,7 @@ impl Issuer {
         request: &CredentialRequest,
         csr: &VerifiedCsr,
     ) -> Result<IssuedX509, IssueError> {
-        let minter = self.parts.x509.as_ref().ok_or(IssueError::NoMintCa)?;
+        let minter = self.parts.x509.signer().ok_or(IssueError::NoMintCa)?;
         let issued_ms = self.issue_ms_in_force(&authorized, request, CredentialKind::X509)?;
         let now = issued_ms.div_euclid(1000);
         let grant = &authorized.decision.grant;

@@ -1,6 +1,6 @@
 //! Tessera's server: the wire edge ([`api`]: gRPC and HTTPS), TLS ([`tls`]), the issuing and
-//! revoking handles ([`issuer`], [`revoker`]), the grants in force ([`grants`]), the Token
-//! Status Lists ([`status_list`]),
+//! revoking handles ([`issuer`], [`revoker`]), the grants in force ([`grants`]), the keys and
+//! CAs that sign, rotated by reload ([`signing`]), the Token Status Lists ([`status_list`]),
 //! wiring from configuration ([`config`], [`assemble`], [`server`]), the audit log and metrics. It sits on `tessera-core` (the flow)
 //! and `tessera-ledger` (storage); only this crate knows the wire types of `tessera-proto`.
 //!
@@ -24,6 +24,7 @@ pub mod reload;
 pub mod revoker;
 pub mod server;
 pub mod settings;
+pub mod signing;
 pub mod ssf;
 pub mod status_list;
 pub mod tls;

@@ -12,8 +12,8 @@ use tessera_core::domain::{
     CredentialRecord, Event, EventKind, GrantPart, GrantSelection, NewRule, RevocationRule,
     RuleScope, Selector, Status,
 };
+use tessera_core::mint::MintError;
 use tessera_core::mint::crl::CRL_VALIDITY_SECS;
-use tessera_core::mint::{CrlCache, CrlParams, MintError, X509Minter};
 use tessera_core::policy::MAX_GRANT_TTL;
 use tessera_core::revocation::{RevocationIndex, RuleLog};
 use tessera_ledger::{Ledger, LedgerError, ListParams, SweepParams};
@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::Audit;
 use crate::enforcement::{Enforcement, Fetched};
 use crate::metrics::Metrics;
+use crate::signing::MintCas;
 
 /// Pages of the ledger read at most to count what a rule on part of a grant covers.
 const PART_SCAN_PAGES: usize = 100;
@@ -62,8 +63,8 @@ pub struct RevokerParts {
     /// Every rule in force by sequence, for watchers that resume (the index keeps only the
     /// strongest rule per value).
     pub rules: Arc<RuleLog>,
-    /// The mint CA's signer, for the CRL; `None` without a mint CA.
-    pub x509: Option<Arc<X509Minter>>,
+    /// The mint CAs, whose CRLs it serves.
+    pub cas: Arc<MintCas>,
     /// Keeps the evidence of each rule in force here.
     pub enforcement: Arc<Enforcement>,
     pub audit: Audit,
@@ -83,7 +84,6 @@ type Revoking = std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
 /// Revokes credentials by rule and answers what is revoked.
 pub struct Revoker {
     parts: RevokerParts,
-    crl: CrlCache,
     /// Single-credential revokes in progress, by credential id (see [`Revoker::revoke_once`]).
     revoking: Revoking,
 }
@@ -101,7 +101,6 @@ impl Revoker {
     pub fn new(parts: RevokerParts) -> Self {
         Revoker {
             parts,
-            crl: CrlCache::default(),
             revoking: Revoking::default(),
         }
     }
@@ -391,21 +390,21 @@ impl Revoker {
         );
     }
 
-    /// Returns the DER CRL of the mint CA, or `None` when no mint CA is configured, and counts
-    /// the fetch as evidence of enforcement. Fails when the CA cannot sign it.
-    pub fn crl(&self) -> Option<Result<Bytes, MintError>> {
-        let minter = self.parts.x509.as_deref()?;
-        let now_ms = self.parts.clock.unix_millis();
-        self.parts.enforcement.fetched(Fetched::Crl, now_ms);
+    /// Returns the DER CRL of the mint CA whose key id (lowercase hex) is `key_id`, or of the
+    /// active mint CA when `None`, and counts the fetch as evidence of enforcement. `None` when
+    /// there is no such CA (none configured, or one whose certificates have all expired).
+    /// Fails when the CA cannot sign it.
+    pub fn crl(&self, key_id: Option<&str>) -> Option<Result<Bytes, MintError>> {
         let index = &self.parts.revocations;
         let now = self.parts.clock.unix_seconds();
         let revoked = || index.revoked_serials(now);
-        Some(self.crl.current(CrlParams {
-            minter,
-            now,
-            revision: index.revision(),
-            revoked: &revoked,
-        }))
+        let crl = self
+            .parts
+            .cas
+            .crl(key_id, now, index.revision(), &revoked)?;
+        let now_ms = self.parts.clock.unix_millis();
+        self.parts.enforcement.fetched(Fetched::Crl, now_ms);
+        Some(crl)
     }
 
     /// Records `expired` events for credentials whose expiry passed; returns how many (the live

@@ -184,6 +184,7 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError
 /// both listeners (what `tessera check` answers). Fails naming what is wrong.
 pub fn check(config: &Config, clock: &SharedClock) -> Result<(), ServerError> {
     let material = crate::assemble::material(config, clock)?;
+    crate::assemble::start_signing(config, clock)?;
     for alpn in [&[b"h2".as_slice()][..], &[b"h2", b"http/1.1"]] {
         tls::server_config(ServerConfigParams {
             cert_chain: &config.server.tls_cert_chain,
@@ -343,8 +344,8 @@ fn transmitter(
         crate::ssf::TransmitterParts {
             config: &config.ssf,
             issuer: config.server.issuer.clone(),
-            jwt: Arc::clone(&s.jwt),
-            mint_ca: config.signing.ca_cert.as_deref(),
+            jwt: Arc::clone(&s.signing.jwt),
+            cas: Arc::clone(&s.signing.cas),
             ledger: Arc::clone(&s.ledger),
             callers: s.callers.clone(),
             audit: s.audit.clone(),
@@ -371,7 +372,7 @@ fn http_parts(
         },
         introspect: IntrospectEndpoint {
             callers: s.callers.clone(),
-            jwt: Arc::clone(&s.jwt),
+            jwt: Arc::clone(&s.signing.jwt),
             ledger: Arc::clone(&s.ledger),
             revoker: Arc::clone(&s.revoker),
             enforcement: Arc::clone(&s.enforcement),
@@ -389,7 +390,7 @@ fn http_parts(
             enforcement: Arc::clone(&s.enforcement),
             clock: Arc::clone(&s.clock),
         },
-        jwt: Arc::clone(&s.jwt),
+        jwt: Arc::clone(&s.signing.jwt),
         issuer: config.server.issuer.clone(),
         metrics: Arc::clone(&s.metrics),
         ready,
@@ -405,6 +406,7 @@ fn reloader(config: &Config, s: &Services) -> Arc<Reloader> {
     let parts = ReloaderParts {
         source: config.source.clone(),
         settings: Arc::clone(&s.settings),
+        signing: s.signing.clone(),
         revoker: Arc::clone(&s.revoker),
         audit: s.audit.clone(),
         clock: Arc::clone(&s.clock),

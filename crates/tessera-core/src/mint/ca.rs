@@ -39,7 +39,7 @@ impl Signer {
             return Ok(Signer::Rsa(k));
         }
         Err(MintError::Key(
-            "signing.ca_key must be a PKCS#8 P-256, P-384, Ed25519 or RSA key".into(),
+            "the CA key must be a PKCS#8 P-256, P-384, Ed25519 or RSA key".into(),
         ))
     }
 
@@ -81,7 +81,7 @@ impl Signer {
     }
 }
 
-/// The signing CA of `[signing] ca_cert` / `ca_key`.
+/// A CA that signs X.509-SVIDs (`[signing] ca_cert` / `ca_key`, or an entry of `mint_cas`).
 pub struct MintCa {
     chain: Vec<CertificateDer<'static>>,
     subject: Vec<u8>,
@@ -116,29 +116,29 @@ impl MintCa {
     pub fn new(chain: &[CertificateDer<'static>], key: &SecretKey) -> Result<Self, MintError> {
         let first = chain
             .first()
-            .ok_or_else(|| MintError::Key("signing.ca_cert holds no certificate".into()))?;
+            .ok_or_else(|| MintError::Key("the CA chain holds no certificate".into()))?;
         let (_, cert) = X509Certificate::from_der(first)
-            .map_err(|e| MintError::Key(format!("signing.ca_cert does not parse: {e}")))?;
+            .map_err(|e| MintError::Key(format!("the CA certificate does not parse: {e}")))?;
         if !cert.is_ca() {
             return Err(MintError::Key(
-                "signing.ca_cert is not a CA certificate (cA=false)".into(),
+                "the CA certificate is not a CA certificate (cA=false)".into(),
             ));
         }
         let ku = cert
             .key_usage()
-            .map_err(|e| MintError::Key(format!("signing.ca_cert keyUsage: {e}")))?;
+            .map_err(|e| MintError::Key(format!("the CA certificate's keyUsage: {e}")))?;
         if let Some(ku) = ku
             && !(ku.value.key_cert_sign() && ku.value.crl_sign())
         {
             return Err(MintError::Key(
-                "signing.ca_cert keyUsage must include keyCertSign and cRLSign".into(),
+                "the CA certificate's keyUsage must include keyCertSign and cRLSign".into(),
             ));
         }
         let signer = Signer::parse(key.pkcs8_der())?;
         let public_bits: &[u8] = &cert.public_key().subject_public_key.data;
         if signer.public_key() != public_bits {
             return Err(MintError::Key(
-                "signing.ca_key does not match signing.ca_cert".into(),
+                "the CA key does not match the CA certificate".into(),
             ));
         }
         let key_id = cert

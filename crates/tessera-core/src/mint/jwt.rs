@@ -229,6 +229,11 @@ impl JwtMinter {
         (exp > now).then_some(claims)
     }
 
+    /// Returns the `iss` of minted tokens.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
     /// Returns the JWS `alg` of minted tokens (`ES256` or `EdDSA`).
     pub fn alg(&self) -> &'static str {
         self.key.alg()

@@ -19,7 +19,9 @@ pub enum MintError {
     Sign,
     #[error("the system random generator failed")]
     Random,
-    #[error("the mint CA certificate expired at {0}; renew [signing] ca_cert")]
+    #[error(
+        "the mint CA certificate expired at {0}; renew the active mint CA ([signing] ca_cert or mint_cas)"
+    )]
     CaExpired(i64),
 }
 

@@ -1,6 +1,7 @@
 //! The HTTPS endpoints: JWKS and discovery, RFC 8693 `/token`, RFC 7662 `/introspect`, RFC
-//! 7009 `/revoke`, the CRL, the Token Status Lists, Prometheus metrics, and health. Each route holds only the state it
-//! uses; responses that never change are built once.
+//! 7009 `/revoke`, the CRLs, the Token Status Lists, Prometheus metrics, and health. Each route
+//! holds only the state it uses. The JWKS and discovery follow the key ring: a reload that
+//! publishes a key shows at once.
 
 use std::fmt;
 use std::sync::Arc;
@@ -11,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use serde_json::json;
-use tessera_core::mint::JwtMinter;
 
 use super::introspect::IntrospectEndpoint;
 use super::status_list::StatusListEndpoint;
@@ -19,6 +19,7 @@ use super::token::TokenEndpoint;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::revoker::Revoker;
+use crate::signing::JwtKeys;
 use crate::tls::PeerInfo;
 
 /// What the HTTP router serves.
@@ -29,8 +30,8 @@ pub struct HttpParts {
     pub revoker: Arc<Revoker>,
     /// Serves the Token Status Lists.
     pub status_lists: StatusListEndpoint,
-    /// Publishes its JWKS and algorithm.
-    pub jwt: Arc<JwtMinter>,
+    /// Publishes the JWKS and algorithms of the keys that sign or signed.
+    pub jwt: Arc<JwtKeys>,
     /// `iss` of minted tokens; the base of every advertised URL.
     pub issuer: String,
     pub metrics: Arc<Metrics>,
@@ -48,15 +49,21 @@ impl fmt::Debug for HttpParts {
     }
 }
 
-/// Returns the OIDC / OAuth discovery document of `issuer` signing with `alg`.
-fn discovery(issuer: &str, alg: &str) -> Bytes {
+/// How long relying parties may cache the JWKS and discovery. Shorter than the default
+/// `[signing] publish_before` (10 min) on purpose: a key is published that long before it
+/// signs, so a relying party that cached the JWKS has fetched it again, new key included, before
+/// it meets a token of that key.
+const JWKS_CACHE: &str = "public, max-age=300";
+
+/// Returns the OIDC / OAuth discovery document of `issuer` signing with `algs`.
+fn discovery(issuer: &str, algs: &[&str]) -> Bytes {
     let doc = json!({
         "issuer": issuer,
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
         "response_types_supported": ["token"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [alg],
-        "token_endpoint_auth_signing_alg_values_supported": [alg],
+        "id_token_signing_alg_values_supported": algs,
+        "token_endpoint_auth_signing_alg_values_supported": algs,
         "tls_client_certificate_bound_access_tokens": true,
         "token_endpoint": format!("{issuer}/token"),
         "introspection_endpoint": format!("{issuer}/introspect"),
@@ -80,9 +87,11 @@ fn json_response(body: &Bytes, cache: &'static str) -> Response {
         .into_response()
 }
 
-/// `GET /crl`: the mint CA's DER CRL as `application/pkix-crl`; 404 without a mint CA.
-fn crl_response(revoker: &Revoker) -> Response {
-    match revoker.crl() {
+/// `GET /crl` (`key_id` `None`): the active mint CA's DER CRL as `application/pkix-crl`, 404
+/// without a mint CA; `GET /crl/<key id>`: the CRL of the mint CA with that key identifier (hex),
+/// 404 unless it is configured or still has live certificates.
+fn crl_response(revoker: &Revoker, key_id: Option<&str>) -> Response {
+    match revoker.crl(key_id) {
         Some(Ok(der)) => (
             [
                 (header::CONTENT_TYPE, "application/pkix-crl"),
@@ -95,7 +104,14 @@ fn crl_response(revoker: &Revoker) -> Response {
             tracing::error!(error = %e, "building the CRL failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "CRL unavailable\n").into_response()
         }
-        None => (StatusCode::NOT_FOUND, "no mint CA is configured\n").into_response(),
+        None if key_id.is_none() => {
+            (StatusCode::NOT_FOUND, "no mint CA is configured\n").into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            "no mint CA with this key identifier is configured or has live certificates\n",
+        )
+            .into_response(),
     }
 }
 
@@ -121,9 +137,13 @@ where
 
 /// Returns the router of every HTTPS endpoint.
 pub fn router(parts: HttpParts) -> Router {
-    let jwks = Bytes::from(parts.jwt.jwks().to_string());
-    let discovery = discovery(&parts.issuer, parts.jwt.alg());
-    let discovery2 = discovery.clone();
+    let jwks = Arc::clone(&parts.jwt);
+    let keys = Arc::clone(&parts.jwt);
+    let issuer: Arc<str> = Arc::from(parts.issuer.as_str());
+    let serve_discovery = move || {
+        let doc = discovery(&issuer, &keys.published().algs);
+        async move { json_response(&doc, JWKS_CACHE) }
+    };
     let token = Arc::new(parts.token);
     let introspect = Arc::new(parts.introspect);
     let revoker = parts.revoker;
@@ -134,15 +154,18 @@ pub fn router(parts: HttpParts) -> Router {
     Router::new()
         .route(
             "/.well-known/jwks.json",
-            get(move || async move { json_response(&jwks, "public, max-age=300") }),
+            get(move || {
+                let published = jwks.published();
+                async move { json_response(&published.jwks, JWKS_CACHE) }
+            }),
         )
         .route(
             "/.well-known/openid-configuration",
-            get(move || async move { json_response(&discovery, "public, max-age=300") }),
+            get(serve_discovery.clone()),
         )
         .route(
             "/.well-known/oauth-authorization-server",
-            get(move || async move { json_response(&discovery2, "public, max-age=300") }),
+            get(serve_discovery),
         )
         .route(
             "/token",
@@ -159,7 +182,18 @@ pub fn router(parts: HttpParts) -> Router {
             "/revoke",
             form_route(&introspect, super::introspect::revoke),
         )
-        .route("/crl", get(move || async move { crl_response(&revoker) }))
+        .route("/crl", {
+            let revoker = Arc::clone(&revoker);
+            get(move || async move { crl_response(&revoker, None) })
+        })
+        .route(
+            "/crl/{key_id}",
+            get(
+                move |axum::extract::Path(key_id): axum::extract::Path<String>| async move {
+                    crl_response(&revoker, Some(&key_id))
+                },
+            ),
+        )
         .route(
             "/statuslists/{list}",
             get(

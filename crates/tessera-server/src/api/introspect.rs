@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 use tessera_core::attest::Evidence;
 use tessera_core::clock::SharedClock;
 use tessera_core::domain::{CredentialRecord, Selector, Status};
-use tessera_core::mint::JwtMinter;
 use tessera_core::spiffe_id::SpiffeId;
 use tessera_ledger::Ledger;
 
@@ -23,14 +22,15 @@ use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use crate::refusal::{OAuthCode, Refusal};
 use crate::revoker::{RevokeParams, Revoker};
+use crate::signing::JwtKeys;
 use crate::tls::PeerInfo;
 
 /// What `/introspect` and `/revoke` use.
 #[derive(Clone)]
 pub struct IntrospectEndpoint {
     pub callers: Callers,
-    /// Verifies that a presented token is one this broker signed.
-    pub jwt: Arc<JwtMinter>,
+    /// Verifies that a presented token is one this broker signed, with any published key.
+    pub jwt: Arc<JwtKeys>,
     pub ledger: Arc<dyn Ledger>,
     pub revoker: Arc<Revoker>,
     /// Counts introspections each rule refused, and active answers a later rule covers.

@@ -10,7 +10,7 @@ pub struct FileConfig {
     pub server: ServerSection,
     #[serde(default)]
     pub ledger: LedgerSection,
-    pub signing: SigningSection,
+    pub signing: super::signing::SigningSection,
     #[serde(default)]
     pub trust_domain: Vec<TrustDomainSection>,
     #[serde(default)]
@@ -71,15 +71,6 @@ pub struct LedgerSection {
 pub enum ByteSize {
     Bytes(u64),
     Text(String),
-}
-
-/// `[signing]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SigningSection {
-    pub jwt_key: String,
-    pub ca_cert: Option<String>,
-    pub ca_key: Option<String>,
 }
 
 /// One `[[trust_domain]]`.

@@ -19,6 +19,7 @@ use tessera_core::spiffe_id::{SpiffeId, TrustDomain};
 pub use self::file::FileConfig;
 pub use self::grant::GrantWarning;
 pub use self::oidc::OidcIssuerConfig;
+pub use self::signing::{JwtKeyConfig, MintCaConfig, SigningConfig, Trust};
 pub use self::ssf::SsfConfig;
 pub use tessera_core::attest::TrustDomainBundle as TrustDomainConfig;
 
@@ -183,14 +184,6 @@ pub const DEFAULT_POOL_SIZE: usize = 16;
 /// Default of `[ledger] cache_size`: 64 MiB.
 pub const DEFAULT_LEDGER_CACHE: usize = 64 << 20;
 
-/// `[signing]`, checked.
-#[derive(Debug, Clone)]
-pub struct SigningConfig {
-    pub jwt_key: SecretKey,
-    pub ca_cert: Option<Vec<CertificateDer<'static>>>,
-    pub ca_key: Option<SecretKey>,
-}
-
 /// A value that is not of the form its key takes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadValue {
@@ -341,7 +334,7 @@ impl Config {
         let check = Checker { file: path };
         let server = server(&check, &file.server)?;
         let ledger = ledger(&check, &file.ledger)?;
-        let signing = signing(&check, &file.signing)?;
+        let (signing, signing_warnings) = signing::signing(&check, &file.signing)?;
         let trust_domains = trust_domains(&check, &file.trust_domain)?;
         let known = |td: &str| trust_domains.iter().any(|t| t.name.as_str() == td);
         let mut admin_ids = Vec::new();
@@ -367,6 +360,7 @@ impl Config {
             (None, LedgerBackend::Postgres(_)) => PathBuf::from("tessera-data/audit.log"),
         };
         let mut warnings = limits::warnings(&file.server);
+        warnings.extend(signing_warnings);
         let mut grant_warnings = Vec::new();
         let mut cx = grant::GrantContext {
             today: today(clock),
@@ -384,10 +378,10 @@ impl Config {
                     format!("`{}` is used twice", grant.name),
                 ));
             }
-            if grant.credentials.contains(&CredentialKind::X509) && signing.ca_cert.is_none() {
+            if grant.credentials.contains(&CredentialKind::X509) && signing.mint_cas.is_empty() {
                 return Err(check.invalid(
                     format!("grant[{i}].credentials"),
-                    "allows x509 but [signing] ca_cert and ca_key are not set",
+                    "allows x509 but no mint CA is set ([signing] ca_cert and ca_key, or mint_cas)",
                 ));
             }
             grants.push(grant);
@@ -506,27 +500,6 @@ fn ledger(check: &Checker<'_>, s: &file::LedgerSection) -> Result<LedgerConfig, 
     })
 }
 
-fn signing(check: &Checker<'_>, s: &file::SigningSection) -> Result<SigningConfig, ConfigError> {
-    let ca_cert = s
-        .ca_cert
-        .as_deref()
-        .map(|p| check.certs("signing.ca_cert", p))
-        .transpose()?;
-    let ca_key = s
-        .ca_key
-        .as_deref()
-        .map(|p| check.key("signing.ca_key", p))
-        .transpose()?;
-    if ca_cert.is_some() != ca_key.is_some() {
-        return Err(check.invalid("signing", "set both `ca_cert` and `ca_key`, or neither"));
-    }
-    Ok(SigningConfig {
-        jwt_key: check.key("signing.jwt_key", &s.jwt_key)?,
-        ca_cert,
-        ca_key,
-    })
-}
-
 fn trust_domains(
     check: &Checker<'_>,
     sections: &[file::TrustDomainSection],
@@ -568,6 +541,7 @@ fn trust_domains(
 mod grant;
 mod limits;
 mod oidc;
+mod signing;
 mod ssf;
 mod status_list;
 

@@ -1,7 +1,8 @@
 //! Reloading the configuration without a restart (SIGHUP, `Admin/Reload`, `tessera reload`).
 //! The file is checked whole — every check start-up runs, keys, bundles and the mint CA
 //! self-test included — and only then put in force; an invalid file changes nothing. Trust
-//! bundles, OIDC issuers, grants and the admin list reload; what needs a restart (listeners,
+//! bundles, OIDC issuers, grants, the admin list and the signing keys and mint CAs
+//! ([`crate::signing`]) reload; what needs a restart (listeners,
 //! the ledger, the audit log, …) is reported, not applied. What the reload took away from the
 //! grants is revoked at once ([`offboard`]).
 
@@ -22,6 +23,7 @@ use crate::config::{Config, ConfigError};
 use crate::refusal::{Class, OAuthCode, Refusal};
 use crate::revoker::{RevokeParams, Revoker};
 use crate::settings::{Current, Settings, SettingsParts};
+use crate::signing::{PreparedSigning, Signing};
 
 use self::offboard::Removal;
 use self::sections::Sections;
@@ -93,6 +95,8 @@ pub struct ReloaderParts {
     /// The configuration file the process started from.
     pub source: PathBuf,
     pub settings: Arc<Current>,
+    /// The JWT keys and mint CAs, updated in place.
+    pub signing: Signing,
     pub revoker: Arc<Revoker>,
     pub audit: Audit,
     pub clock: SharedClock,
@@ -150,6 +154,8 @@ impl Reloader {
         };
         let sections = Sections::parse(&text);
         let restart_required = in_force.restart_required(&sections);
+        let now_ms = self.parts.clock.unix_millis();
+        self.parts.signing.commit(config.signing, now_ms);
         let (new, old) = self.parts.settings.replace(config.settings);
         *in_force = sections;
         let removals = offboard::removals(old.policy.grants(), new.policy.grants());
@@ -174,13 +180,14 @@ impl Reloader {
     async fn read(&self) -> Result<(Checked, String), ReloadError> {
         let source = self.parts.source.clone();
         let clock = Arc::clone(&self.parts.clock);
+        let signing = self.parts.signing.clone();
         tokio::task::spawn_blocking(move || {
             let text = std::fs::read_to_string(&source).map_err(|e| ConfigError::Read {
                 file: source.clone(),
                 source: e,
             })?;
             let config = Config::parse(&source, &text, clock.as_ref())?;
-            let checked = Checked::of(&config, &clock)?;
+            let checked = Checked::of(&config, &clock, &signing)?;
             Ok((checked, text))
         })
         .await?
@@ -246,17 +253,22 @@ impl Reloader {
     }
 }
 
-/// A configuration checked as start-up checks it, made into settings.
+/// A configuration checked as start-up checks it (its signing keys against the running ring),
+/// made into settings and signing material.
 struct Checked {
     settings: Settings,
+    signing: PreparedSigning,
     warnings: Vec<String>,
 }
 
 impl Checked {
-    /// Returns the settings of `config`; fails when its material does not check.
-    fn of(config: &Config, clock: &SharedClock) -> Result<Self, AssembleError> {
+    /// Returns the settings and signing material of `config`; fails when its material does not
+    /// check, or its signing keys or mint CAs cannot take over from those of `signing`.
+    fn of(config: &Config, clock: &SharedClock, signing: &Signing) -> Result<Self, AssembleError> {
         let material = material(config, clock)?;
+        let trust = config.x509_trust();
         Ok(Checked {
+            signing: signing.prepare(&config.signing, &trust, clock.unix_millis())?,
             settings: Settings::new(SettingsParts {
                 attestor: material.attestor,
                 grants: config.grants.clone(),

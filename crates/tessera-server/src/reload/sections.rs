@@ -4,7 +4,7 @@
 use toml::Table;
 
 /// Top-level tables a reload puts in force whole.
-const RELOADED: &[&str] = &["trust_domain", "oidc_issuer", "grant", "admin"];
+const RELOADED: &[&str] = &["trust_domain", "oidc_issuer", "grant", "admin", "signing"];
 /// Keys of other tables a reload puts in force (they feed the attestor).
 const RELOADED_KEYS: &[&str] = &["server.audience", "server.tls_client_ca"];
 

@@ -13,10 +13,12 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 use tessera_core::domain::{CredentialKind, CredentialRecord, RevocationRule, Selector};
-use tessera_core::mint::{JwtMinter, MintError};
+use tessera_core::mint::MintError;
+use tessera_core::policy::MAX_GRANT_TTL;
 use tessera_ledger::NewSet;
 
 use super::stream::{EventType, StreamConfig};
+use crate::signing::{JwtKeys, MintCas};
 
 /// The JOSE `typ` of every SET.
 pub const TYP: &str = "secevent+jwt";
@@ -56,12 +58,19 @@ pub struct VerificationSet<'a> {
     pub now_ms: i64,
 }
 
+/// How long after signing a SET its key stays published: SETs carry no `exp` (the SSF profile
+/// forbids it, `standards.md` §9.2), and a receiver verifies a SET when it is delivered, which
+/// may be well after the revocation (a receiver down for a while). As long as a minted
+/// credential may live.
+const SET_VERIFIABLE_SECS: i64 = MAX_GRANT_TTL.as_secs() as i64;
+
 /// Builds and signs SETs.
 pub struct SetBuilder {
-    jwt: Arc<JwtMinter>,
+    jwt: Arc<JwtKeys>,
     issuer: String,
-    /// The mint CA's subject (RFC 4514), the `x509_issuer` of X.509 credential changes.
-    x509_issuer: Option<String>,
+    /// The mint CAs: the `x509_issuer` of an X.509 credential change is the subject (RFC 4514)
+    /// of the CA that was active when the certificate was issued.
+    cas: Arc<MintCas>,
 }
 
 impl fmt::Debug for SetBuilder {
@@ -126,13 +135,25 @@ fn selector_subject(selector: Selector, value: &str) -> Value {
 }
 
 impl SetBuilder {
-    /// Signs SETs as `issuer` with `jwt`; `x509_issuer` is the mint CA's subject, if any.
-    pub fn new(jwt: Arc<JwtMinter>, issuer: String, x509_issuer: Option<String>) -> Self {
-        SetBuilder {
-            jwt,
-            issuer,
-            x509_issuer,
-        }
+    /// Signs SETs as `issuer` with the signer of `jwt` at the time; names the issuers of X.509
+    /// certificates from `cas`.
+    pub fn new(jwt: Arc<JwtKeys>, issuer: String, cas: Arc<MintCas>) -> Self {
+        SetBuilder { jwt, issuer, cas }
+    }
+
+    /// Returns the subject (RFC 4514) of the CA that issued the certificate of `record`, as far
+    /// as this process knows, or `None` without a mint CA.
+    fn x509_issuer(&self, record: &CredentialRecord) -> Option<String> {
+        let issued_ms =
+            tessera_core::domain::id::issued_ms(&record.credential_id, record.issued_at);
+        let ca = self.cas.issuer_at(issued_ms)?;
+        rfc4514_subject(ca.chain().first()?)
+    }
+
+    /// Signs `claims` as a SET with the key that signs now.
+    fn sign(&self, claims: &Value, now_ms: i64) -> Result<String, MintError> {
+        let valid_until = now_ms.div_euclid(1000).saturating_add(SET_VERIFIABLE_SECS);
+        self.jwt.signer().sign_claims(TYP, claims, valid_until)
     }
 
     /// Returns the SET announcing `p.rule` on the stream, or `None` when the stream did not ask
@@ -143,8 +164,12 @@ impl SetBuilder {
         let (kind, sub_id, mut event) = match (rule.selector, p.record) {
             (Selector::CredentialId, None) => return Ok(None),
             (Selector::CredentialId, Some(record)) => {
+                let x509_issuer = match record.kind {
+                    CredentialKind::X509 => self.x509_issuer(record),
+                    CredentialKind::Jwt => None,
+                };
                 let (sub_id, event) =
-                    credential_change(record, &self.issuer, self.x509_issuer.as_deref());
+                    credential_change(record, &self.issuer, x509_issuer.as_deref());
                 (EventType::CredentialChange, sub_id, event)
             }
             (selector, _) => {
@@ -174,7 +199,7 @@ impl SetBuilder {
             stream_id: p.stream_id.to_owned(),
             jti,
             position: p.rule.sequence,
-            set: self.jwt.sign_claims(TYP, &claims)?,
+            set: self.sign(&claims, p.now_ms)?,
             queued_at_ms: p.now_ms,
         }))
     }
@@ -199,7 +224,7 @@ impl SetBuilder {
             stream_id: p.stream_id.to_owned(),
             jti,
             position: p.position,
-            set: self.jwt.sign_claims(TYP, &claims)?,
+            set: self.sign(&claims, p.now_ms)?,
             queued_at_ms: p.now_ms,
         })
     }

@@ -4,8 +4,10 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tessera_core::clock::{SharedClock, SystemClock};
 use tessera_core::domain::{CredentialKind, EvidenceKind, NewRule, Status};
 use tessera_core::keys::SecretKey;
+use tessera_core::mint::{JwtMinter, MintCa, X509Minter};
 
 use super::*;
 use crate::ssf::stream::{Delivery, StreamStatus};
@@ -14,13 +16,34 @@ const ISS: &str = "https://tessera.example.org";
 const RP: &str = "spiffe://example.org/rp";
 const NOW_MS: i64 = 1_700_000_000_123;
 
+/// A mint CA whose subject is `O=Example, CN=Mint CA`.
+fn mint_ca() -> X509Minter {
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "Example");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Mint CA");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let ca = MintCa::new(
+        &[cert.der().clone()],
+        &SecretKey::from_pkcs8_der(key.serialize_der()),
+    );
+    X509Minter::new(ca.unwrap())
+}
+
 fn builder() -> SetBuilder {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let jwt = JwtMinter::new(ISS, &SecretKey::from_pkcs8_der(key.serialize_der())).unwrap();
+    let clock: SharedClock = Arc::new(SystemClock);
     SetBuilder::new(
-        Arc::new(jwt),
+        Arc::new(JwtKeys::single(jwt, Arc::clone(&clock))),
         ISS.into(),
-        Some("CN=Mint CA,O=Example".into()),
+        Arc::new(MintCas::single(mint_ca(), clock)),
     )
 }
 

@@ -253,6 +253,8 @@ mod tests {
     use tessera_core::domain::NewRule;
     use tessera_core::keys::SecretKey;
     use tessera_core::mint::JwtMinter;
+
+    use crate::signing::{JwtKeys, MintCas};
     use tessera_ledger::{
         NewStream, PendingParams, RedbLedger, RedbOptions, StoredStream, StreamLimits,
     };
@@ -277,9 +279,9 @@ mod tests {
         Follower {
             ledger: Arc::clone(ledger),
             sets: Arc::new(SetBuilder::new(
-                Arc::new(jwt.unwrap()),
+                Arc::new(JwtKeys::single(jwt.unwrap(), Arc::new(SystemClock))),
                 "https://t".into(),
-                None,
+                Arc::new(MintCas::none(Arc::new(SystemClock))),
             )),
             deliveries: Arc::new(Deliveries::new(
                 push,

@@ -30,9 +30,8 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, get, post};
 use bytes::Bytes;
-use rustls::pki_types::CertificateDer;
 use tessera_core::clock::SharedClock;
-use tessera_core::mint::{JwtMinter, MintError};
+use tessera_core::mint::MintError;
 use tessera_ledger::{Ledger, StreamLimits};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -47,6 +46,7 @@ use crate::api::caller::Callers;
 use crate::audit::Audit;
 use crate::config::SsfConfig;
 use crate::metrics::Metrics;
+use crate::signing::{JwtKeys, MintCas};
 use crate::tls::PeerInfo;
 
 /// Largest request body of the Shared Signals endpoints.
@@ -66,10 +66,10 @@ pub struct TransmitterParts<'a> {
     pub config: &'a SsfConfig,
     /// `iss` of SETs and streams.
     pub issuer: String,
-    /// Signs SETs.
-    pub jwt: Arc<JwtMinter>,
-    /// The mint CA chain, for the `x509_issuer` of X.509 credential changes.
-    pub mint_ca: Option<&'a [CertificateDer<'static>]>,
+    /// Signs SETs (with the key that signs at the time).
+    pub jwt: Arc<JwtKeys>,
+    /// The mint CAs, for the `x509_issuer` of X.509 credential changes.
+    pub cas: Arc<MintCas>,
     pub ledger: Arc<dyn Ledger>,
     pub callers: Callers,
     pub audit: Audit,
@@ -102,14 +102,10 @@ impl Transmitter {
     /// follower finds streams). Fails when `[ssf] ca_file` holds an unusable root or the random
     /// generator fails.
     pub fn start(p: TransmitterParts<'_>) -> Result<Transmitter, TransmitterError> {
-        let x509_issuer = p
-            .mint_ca
-            .and_then(|chain| chain.first())
-            .and_then(|ca| events::rfc4514_subject(ca));
         let sets = Arc::new(SetBuilder::new(
             Arc::clone(&p.jwt),
             p.issuer.clone(),
-            x509_issuer,
+            Arc::clone(&p.cas),
         ));
         let push = PushContext {
             client: PushClient::new(&p.config.extra_roots)?,

@@ -6,10 +6,11 @@
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use tessera_core::mint::{JwtMinter, MintError};
+use tessera_core::mint::MintError;
 use tessera_core::status_list::{EncodedList, ListName, StatusListClaims, TYP};
 
 use super::permute::INDEX_BITS;
+use crate::signing::JwtSigner;
 
 /// Entries a list holds: indices are below this.
 pub(super) const CAPACITY: u32 = 1 << INDEX_BITS;
@@ -47,7 +48,8 @@ struct Rendered {
 /// What rendering a list needs besides the list.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct RenderParams<'a> {
-    pub jwt: &'a JwtMinter,
+    /// The key that signs now.
+    pub jwt: &'a JwtSigner,
     pub issuer: &'a str,
     pub now: i64,
     /// Seconds a relying party may cache the list (`ttl`).
@@ -189,15 +191,16 @@ impl List {
             }
         };
         let ttl = i64::try_from(p.ttl).unwrap_or(i64::MAX);
+        let exp = p.now.saturating_add(ttl.saturating_mul(2));
         let claims = StatusListClaims {
             iss: Some(p.issuer.to_owned()),
             sub: self.uri.clone(),
             iat: p.now,
-            exp: Some(p.now.saturating_add(ttl.saturating_mul(2))),
+            exp: Some(exp),
             ttl: Some(p.ttl),
             status_list: lst,
         };
-        let jwt = Bytes::from(p.jwt.sign_claims(TYP, &claims)?);
+        let jwt = Bytes::from(p.jwt.sign_claims(TYP, &claims, exp)?);
         *rendered = Some(Rendered {
             revision,
             lst: claims.status_list,

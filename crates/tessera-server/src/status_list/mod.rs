@@ -29,7 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tessera_core::clock::SharedClock;
 use tessera_core::domain::{CredentialRecord, RevocationRule, Selector};
-use tessera_core::mint::{JwtMinter, MintError};
+use tessera_core::mint::MintError;
 use tessera_core::policy::MAX_GRANT_TTL;
 use tessera_core::status_list::{ListName, list_uri};
 use tessera_ledger::{Ledger, LedgerError, StatusScan};
@@ -39,6 +39,7 @@ use self::list::{CAPACITY, List, RenderParams};
 use self::permute::Permutation;
 use self::profiles::Profiles;
 use self::rules::RuleTable;
+use crate::signing::JwtKeys;
 
 /// Default of `[status_list] max_lag`.
 pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(1);
@@ -77,8 +78,8 @@ impl Default for StatusListConfig {
 pub struct StatusListParts {
     /// `iss` of minted tokens: lists are served under `<issuer>/statuslists/`.
     pub issuer: String,
-    /// Signs the lists (the minting key).
-    pub jwt: Arc<JwtMinter>,
+    /// Signs the lists (the key that signs minted tokens now).
+    pub jwt: Arc<JwtKeys>,
     pub ledger: Arc<dyn Ledger>,
     pub clock: SharedClock,
     pub config: StatusListConfig,
@@ -433,7 +434,7 @@ impl StatusLists {
             _ => return Ok(Served::NotFound),
         };
         let jwt = list.render(RenderParams {
-            jwt: &self.parts.jwt,
+            jwt: &self.parts.jwt.signer(),
             issuer: &self.parts.issuer,
             now: self.parts.clock.unix_seconds(),
             ttl: self.parts.config.ttl.as_secs().max(1),

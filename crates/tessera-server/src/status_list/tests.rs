@@ -7,12 +7,14 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tessera_core::clock::{Clock, ManualClock};
 use tessera_core::domain::{EvidenceKind, NewRule, Status, StatusListRef};
 use tessera_core::keys::SecretKey;
+use tessera_core::mint::JwtMinter;
 use tessera_core::status_list::{DecodedList, INVALID, StatusListClaims};
 use tessera_ledger::{RecordParams, RedbLedger, RedbOptions};
 
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::signing::JwtKeys;
 
 const ISSUER: &str = "https://tessera.example.org";
 const NOW: i64 = 1_767_225_600; // a window start for windows of an hour
@@ -24,7 +26,7 @@ struct Setup {
     _dir: tempfile::TempDir,
 }
 
-fn minter() -> Arc<JwtMinter> {
+fn minter() -> JwtMinter {
     let rng = aws_lc_rs::rand::SystemRandom::new();
     let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
         &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
@@ -32,7 +34,7 @@ fn minter() -> Arc<JwtMinter> {
     )
     .unwrap();
     let key = SecretKey::from_pkcs8_der(pkcs8.as_ref().to_vec());
-    Arc::new(JwtMinter::new(ISSUER, &key).unwrap())
+    JwtMinter::new(ISSUER, &key).unwrap()
 }
 
 fn setup() -> Setup {
@@ -49,14 +51,11 @@ fn setup() -> Setup {
     }
 }
 
-fn lists_on(
-    ledger: &Arc<dyn Ledger>,
-    clock: &Arc<ManualClock>,
-    jwt: Arc<JwtMinter>,
-) -> StatusLists {
+fn lists_on(ledger: &Arc<dyn Ledger>, clock: &Arc<ManualClock>, jwt: JwtMinter) -> StatusLists {
+    let shared = Arc::clone(clock) as SharedClock;
     StatusLists::new(StatusListParts {
         issuer: ISSUER.into(),
-        jwt,
+        jwt: Arc::new(JwtKeys::single(jwt, shared)),
         ledger: Arc::clone(ledger),
         clock: Arc::clone(clock) as SharedClock,
         config: StatusListConfig::default(),
