@@ -259,3 +259,39 @@ async fn a_grant_rule_can_be_revoked_by_hand_and_is_checked() {
     assert!(!active(&env, &token).await);
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_reload_applies_to_connections_already_open() {
+    let mut env = Env::start().await;
+    let mut client = env.workload_client().await;
+    mint(&mut client, DEST, PURPOSE, 60, None).await.unwrap();
+    // Every client SVID must now also chain to a CA the workload's does not chain to.
+    let tls_ca = env.fx.path("tls-ca.pem");
+    edit_config(&env, |t| {
+        t.replace(
+            "audience = \"tessera\"",
+            &format!(
+                "audience = \"tessera\"\ntls_client_ca = {:?}",
+                tls_ca.display().to_string()
+            ),
+        )
+    });
+    admin(&env).await.reload(ReloadRequest {}).await.unwrap();
+    let refused = mint(&mut client, DEST, PURPOSE, 60, None)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(refused.message().contains("tls_client_ca"), "{refused:?}");
+    edit_config(&env, |t| {
+        t.replace(
+            &format!("\ntls_client_ca = {:?}", tls_ca.display().to_string()),
+            "",
+        )
+    });
+    // The admins' SVIDs do not chain to that CA either: reload as SIGHUP does.
+    env.server.as_ref().unwrap().reload("test").await.unwrap();
+    mint(&mut client, DEST, PURPOSE, 60, None)
+        .await
+        .expect("the same connection attests again under the restored bundles");
+    env.shutdown().await;
+}

@@ -23,7 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-use tessera_core::attest::{X509Peer, X509SvidError, X509SvidVerifier};
+use tessera_core::attest::{PeerCert, X509SvidVerifier};
 use tessera_core::clock::SharedClock;
 use tessera_core::keys::SecretKey;
 
@@ -43,8 +43,8 @@ pub enum TlsError {
 #[derive(Debug, Clone, Default)]
 pub struct PeerInfo {
     pub remote_addr: Option<SocketAddr>,
-    /// The outcome of verifying the client certificate, if one was presented.
-    pub x509: Option<Arc<Result<X509Peer, X509SvidError>>>,
+    /// The client certificate, if one was presented, and the outcome of verifying it.
+    pub x509: Option<Arc<PeerCert>>,
 }
 
 /// Requests client certificates, accepts any whose handshake signature verifies, and leaves
@@ -266,11 +266,11 @@ fn peer_info(stream: &TlsStream<TcpStream>, remote: SocketAddr, p: &AcceptParams
         .peer_certificates()
         .filter(|c| !c.is_empty())
         .map(|chain| {
-            let result = (p.verifier)().verify(chain, p.clock.unix_seconds());
-            if let Err(e) = &result {
+            let cert = PeerCert::verify(chain, &(p.verifier)(), p.clock.unix_seconds());
+            if let Err(e) = cert.at_handshake() {
                 tracing::debug!(%remote, error = %e, "client certificate is not a valid X509-SVID");
             }
-            Arc::new(result)
+            Arc::new(cert)
         });
     PeerInfo {
         remote_addr: Some(remote),

@@ -20,7 +20,9 @@ use crate::spiffe_id::{SpiffeId, TrustDomain};
 
 pub use self::jwt_svid::{JwtSvidError, JwtSvidVerifier};
 pub use self::oidc::{CiIdentity, OidcError, OidcVerifier};
-pub use self::x509_svid::{BundleError, Usage, X509Peer, X509SvidError, X509SvidVerifier};
+pub use self::x509_svid::{
+    BundleError, PeerCert, Usage, X509Peer, X509SvidError, X509SvidVerifier,
+};
 
 /// One trust domain as the attestor trusts it: its X.509 roots and its JWT-SVID keys.
 #[derive(Debug, Clone)]
@@ -84,8 +86,9 @@ pub enum AttestError {
 pub struct Evidence<'a> {
     /// The raw `authorization` header value, if any.
     pub authorization: Option<&'a str>,
-    /// The result of verifying the connection's client certificate, if one was presented.
-    pub peer: Option<&'a Result<X509Peer, X509SvidError>>,
+    /// The connection's client certificate and the outcome of verifying it, if one was
+    /// presented.
+    pub peer: Option<&'a PeerCert>,
 }
 
 /// Verifies evidence against the configured trust domains and OIDC issuers.
@@ -159,10 +162,12 @@ impl Attestor {
         if let Some(header) = evidence.authorization {
             return self.attest_token(bearer_token(header)?, now).await;
         }
-        match evidence.peer {
-            Some(Ok(peer)) => Ok(peer.attestation(now)?),
-            Some(Err(e)) => Err(AttestError::X509Svid(e.clone())),
-            None => Err(AttestError::NoCredentials),
+        let Some(cert) = evidence.peer else {
+            return Err(AttestError::NoCredentials);
+        };
+        match cert.outcome(&self.x509, now).as_ref() {
+            Ok(peer) => Ok(peer.attestation(now)?),
+            Err(e) => Err(AttestError::X509Svid(e.clone())),
         }
     }
 }

@@ -86,6 +86,56 @@ pub struct X509SvidVerifier {
     /// Refuse certificates Tessera minted (they carry its binding extension): a minted
     /// credential is bound to one destination and purpose and must not attest for more.
     refuse_minted: bool,
+    /// Unique in the process: tells whether a connection was verified by this verifier or
+    /// by one a reload replaced ([`PeerCert`]).
+    id: u64,
+}
+
+/// Returns a verifier id never handed out before in this process.
+fn next_verifier_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A connection's client certificate chain and the outcome of verifying it at the handshake,
+/// with the verifier that did. When the trust bundles have been reloaded since, the chain is
+/// verified again against the new ones ([`PeerCert::outcome`]): a CA removed from a bundle stops
+/// attesting on connections that were already open.
+#[derive(Debug, Clone)]
+pub struct PeerCert {
+    chain: Vec<CertificateDer<'static>>,
+    verified: Result<X509Peer, X509SvidError>,
+    verifier_id: u64,
+}
+
+impl PeerCert {
+    /// Verifies `chain` (leaf first) with `verifier` at unix time `now`.
+    pub fn verify(chain: &[CertificateDer<'_>], verifier: &X509SvidVerifier, now: i64) -> Self {
+        PeerCert {
+            chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
+            verified: verifier.verify(chain, now),
+            verifier_id: verifier.id,
+        }
+    }
+
+    /// Returns the outcome of verifying this chain with `verifier`: the handshake's when it was
+    /// the same verifier, else a verification done now.
+    pub fn outcome(
+        &self,
+        verifier: &X509SvidVerifier,
+        now: i64,
+    ) -> std::borrow::Cow<'_, Result<X509Peer, X509SvidError>> {
+        if self.verifier_id == verifier.id {
+            std::borrow::Cow::Borrowed(&self.verified)
+        } else {
+            std::borrow::Cow::Owned(verifier.verify(&self.chain, now))
+        }
+    }
+
+    /// Returns the outcome of the verification at the handshake.
+    pub fn at_handshake(&self) -> &Result<X509Peer, X509SvidError> {
+        &self.verified
+    }
 }
 
 /// Why a bundle cannot be used to verify X509-SVIDs.
@@ -233,6 +283,7 @@ impl X509SvidVerifier {
             domains: out,
             client_ca,
             refuse_minted: true,
+            id: next_verifier_id(),
         })
     }
 
@@ -253,6 +304,7 @@ impl X509SvidVerifier {
             domains,
             client_ca: None,
             refuse_minted: false,
+            id: next_verifier_id(),
         })
     }
 
