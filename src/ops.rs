@@ -173,12 +173,13 @@ pub fn ls(c: Connection, a: ListArgs) -> Result<()> {
                 "STATUS",
                 "EXPIRES",
                 "OWNER",
+                "GRANT",
                 "WORKLOAD",
                 "DESTINATION",
                 "PURPOSE",
             ];
             println!(
-                "{:<34} {:<4} {:<8} {:<20} {:<16} {:<44} {:<28} {}",
+                "{:<34} {:<4} {:<8} {:<20} {:<16} {:<16} {:<44} {:<28} {}",
                 header[0],
                 header[1],
                 header[2],
@@ -186,7 +187,8 @@ pub fn ls(c: Connection, a: ListArgs) -> Result<()> {
                 header[4],
                 header[5],
                 header[6],
-                header[7]
+                header[7],
+                header[8]
             );
         }
         let mut shown = 0;
@@ -209,12 +211,13 @@ pub fn ls(c: Connection, a: ListArgs) -> Result<()> {
                         .unwrap_or_default();
                     let expires: String = expires.chars().take(19).collect();
                     println!(
-                        "{:<34} {:<4} {:<8} {:<20} {:<16} {:<44} {:<28} {}",
+                        "{:<34} {:<4} {:<8} {:<20} {:<16} {:<16} {:<44} {:<28} {}",
                         cred.credential_id,
                         cred.kind,
                         cred.status,
                         expires,
                         cred.owner,
+                        cred.grant,
                         cred.workload,
                         cred.destination,
                         cred.purpose
@@ -233,7 +236,7 @@ fn credential_json(c: &tessera_proto::Credential) -> serde_json::Value {
     serde_json::json!({
         "credential_id": c.credential_id, "kind": c.kind, "workload": c.workload, "owner": c.owner,
         "destination": c.destination, "purpose": c.purpose, "issued_at": c.issued_at,
-        "expires_at": c.expires_at, "status": c.status,
+        "expires_at": c.expires_at, "status": c.status, "grant": c.grant,
     })
 }
 

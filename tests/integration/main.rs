@@ -22,6 +22,7 @@ mod loadgen;
 mod mint;
 mod refusals;
 mod reload;
+mod reload_race;
 mod relying_party;
 mod replicas;
 mod restart;

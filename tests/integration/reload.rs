@@ -240,7 +240,24 @@ async fn an_expired_grant_at_start_up_serves_and_refuses_its_mints_by_name() {
 async fn a_grant_rule_can_be_revoked_by_hand_and_is_checked() {
     let mut env = Env::start().await;
     let token = mint_reports(&env).await.unwrap();
+    let mut client = env.workload_client().await;
+    mint(&mut client, DEST, PURPOSE, 60, None).await.unwrap();
     let mut admin = admin(&env).await;
+    let listed = admin
+        .list_credentials(tessera_proto::ListCredentialsRequest {
+            grant: "reports-cron".into(),
+            page_size: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let grants: Vec<_> = listed
+        .credentials
+        .iter()
+        .map(|c| c.grant.as_str())
+        .collect();
+    assert_eq!(grants, ["reports-cron"], "listed by grant");
     let bad = admin
         .revoke(crate::revocation::revoke_request(
             tessera_proto::revoke_request::Selector::Grant("reports-cron/colour=blue".into()),

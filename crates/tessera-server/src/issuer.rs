@@ -24,6 +24,9 @@ use crate::settings::{Current, Settings};
 use crate::signing::{JwtKeys, MintCas};
 use crate::status_list::StatusLists;
 
+/// Reloads a mint may see in a row before it is refused (each needs a new decision).
+const RELOADS_RACED: usize = 3;
+
 /// Why a credential was not issued.
 #[derive(Debug, thiserror::Error)]
 pub enum IssueError {
@@ -39,7 +42,9 @@ pub enum IssueError {
         "no mint CA is configured ([signing] ca_cert or mint_cas): X.509-SVIDs cannot be issued"
     )]
     NoMintCa,
-    #[error("the configuration was reloaded while this credential was being issued; retry")]
+    #[error(
+        "the configuration was reloaded several times while this credential was being issued; retry"
+    )]
     Reloaded,
 }
 
@@ -143,9 +148,11 @@ impl Issuer {
     }
 
     /// Returns the issue time for `authorized` (see [`Issuer::issue_ms`]) once it is certain
-    /// that a reload cannot have offboarded what it is for: when the settings changed since it
-    /// was decided, it is decided again under the new ones. Fails when the new settings no
-    /// longer allow it.
+    /// that no reload took away what it is for. When a reload put new settings in force since
+    /// it was decided, it is decided again under them: if its grant is unchanged it goes on as
+    /// decided (an in-flight mint finishes under the configuration it started with), else under
+    /// the new decision, with its issue time chosen again. Fails when the new settings do not
+    /// allow it, or when reloads keep coming.
     ///
     /// Why this is enough: a reload puts its settings in force before it revokes what it took
     /// away, and a revoke's cut-off is never before the newest issue time noted. Either this
@@ -153,24 +160,29 @@ impl Issuer {
     /// covers it), or the new settings are seen here.
     fn issue_ms_in_force(
         &self,
-        authorized: &Authorized,
+        authorized: &mut Authorized,
         request: &CredentialRequest,
         kind: CredentialKind,
     ) -> Result<i64, IssueError> {
-        let issued_ms = self.issue_ms(authorized, request, kind);
-        let settings = self.parts.settings.load();
-        if settings.generation != authorized.generation {
+        for _ in 0..RELOADS_RACED {
+            let issued_ms = self.issue_ms(authorized, request, kind);
+            let settings = self.parts.settings.load();
+            if settings.generation == authorized.generation {
+                return Ok(issued_ms);
+            }
             let again = settings.policy.decide(DecideParams {
                 identity: &authorized.attestation.principal,
                 request,
                 kind,
                 now: issued_ms.div_euclid(1000),
             })?;
-            if again.grant.name != authorized.decision.grant.name {
-                return Err(IssueError::Reloaded);
+            authorized.generation = settings.generation;
+            if *again.grant == *authorized.decision.grant {
+                return Ok(issued_ms);
             }
+            authorized.decision = again;
         }
-        Ok(issued_ms)
+        Err(IssueError::Reloaded)
     }
 
     /// Returns the TTL to mint with: the decision's, but never past the grant's end.
@@ -205,10 +217,10 @@ impl Issuer {
     /// signing fails or the record cannot be made durable; nothing unrecorded is returned.
     pub async fn issue_jwt(
         &self,
-        authorized: Authorized,
+        mut authorized: Authorized,
         request: &CredentialRequest,
     ) -> Result<MintedJwt, IssueError> {
-        let issued_ms = self.issue_ms_in_force(&authorized, request, CredentialKind::Jwt)?;
+        let issued_ms = self.issue_ms_in_force(&mut authorized, request, CredentialKind::Jwt)?;
         let now = issued_ms.div_euclid(1000);
         let entry = self.parts.status_lists.allocate(now)?;
         let minted = self.parts.jwt.signer().mint(MintJwtParams {
@@ -242,12 +254,12 @@ impl Issuer {
     /// fails, or when the record cannot be made durable.
     pub async fn issue_x509(
         &self,
-        authorized: Authorized,
+        mut authorized: Authorized,
         request: &CredentialRequest,
         csr: &VerifiedCsr,
     ) -> Result<IssuedX509, IssueError> {
         let minter = self.parts.x509.signer().ok_or(IssueError::NoMintCa)?;
-        let issued_ms = self.issue_ms_in_force(&authorized, request, CredentialKind::X509)?;
+        let issued_ms = self.issue_ms_in_force(&mut authorized, request, CredentialKind::X509)?;
         let now = issued_ms.div_euclid(1000);
         let grant = &authorized.decision.grant;
         let minted = minter.mint(MintX509Params {

@@ -84,12 +84,25 @@ impl FromStr for SpiffePattern {
 }
 
 /// A string a claim or subject must equal, or an anchored regular expression it must match.
+/// Two patterns are equal when they are written the same.
 #[derive(Debug, Clone)]
 pub enum MatchValue {
     Exact(String),
     /// Compiled as `^(?:pattern)$`.
     Pattern(regex::Regex),
 }
+
+impl PartialEq for MatchValue {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (MatchValue::Exact(a), MatchValue::Exact(b)) => a == b,
+            (MatchValue::Pattern(a), MatchValue::Pattern(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for MatchValue {}
 
 impl MatchValue {
     /// Compiles a pattern anchored at both ends; fails with the regex error.
@@ -109,7 +122,7 @@ impl MatchValue {
 }
 
 /// Which CI identities may act as a grant's workload.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CiMatch {
     pub issuer: String,
     pub subject: Option<MatchValue>,
@@ -130,7 +143,7 @@ impl CiMatch {
 }
 
 /// Who may act as a grant's workload.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GrantMatch {
     Spiffe(SpiffePattern),
     Ci(CiMatch),
@@ -148,7 +161,7 @@ impl GrantMatch {
 }
 
 /// One checked `[[grant]]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     pub name: String,
     /// Becomes `sub` (and `client_id`) of what is minted.

@@ -19,6 +19,7 @@ pub fn credential(record: &CredentialRecord, status: Status) -> proto::Credentia
         issued_at: record.issued_at,
         expires_at: record.expires_at,
         status: status.as_str().to_owned(),
+        grant: record.grant.clone(),
     }
 }
 
