@@ -13,6 +13,7 @@ mod config;
 mod cutoffs;
 mod durability;
 mod evidence;
+mod grant_expiry;
 mod grants;
 mod http;
 mod issuer;

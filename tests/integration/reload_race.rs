@@ -22,15 +22,18 @@ use crate::common::{DEST, EXTRA_GRANTS, Fixture, JWT_ONLY_ID, PURPOSE};
 
 /// Returns the services of `fx`'s configuration on a fresh ledger, ready to issue.
 async fn assembled(fx: &Fixture, stop: &CancellationToken) -> Services {
+    assembled_with(fx, stop, Arc::new(SystemClock)).await
+}
+
+/// Like [`assembled`], on `clock`.
+pub(crate) async fn assembled_with(
+    fx: &Fixture,
+    stop: &CancellationToken,
+    clock: tessera_core::clock::SharedClock,
+) -> Services {
     std::fs::create_dir_all(fx.ledger_path.parent().unwrap()).unwrap();
     let ledger = Arc::new(RedbLedger::open(&fx.ledger_path, RedbOptions::default()).unwrap());
-    let s = services(
-        &fx.config(),
-        ledger,
-        Arc::new(Metrics::new()),
-        Arc::new(SystemClock),
-    )
-    .unwrap();
+    let s = services(&fx.config(), ledger, Arc::new(Metrics::new()), clock).unwrap();
     s.revoker.restore().await.unwrap();
     tessera_server::status_list::start(Arc::clone(&s.status_lists), stop.clone())
         .await

@@ -1,8 +1,11 @@
 //! Grants that end. An expired grant refuses mints (policy); this watch makes the end visible
 //! and final: `tessera_grant_expiry_seconds{grant,owner}` for every configured grant, a warning
-//! once a day from [`WARN_BEFORE_SECS`] before, and at the end an audit line and the revoke of
-//! anything still live under the grant. TTLs are clamped to the grant's end, so normally nothing
-//! is; a replica whose clock was behind may have minted past it.
+//! once a day from [`WARN_BEFORE_SECS`] before, and at the end an audit line and a `grant` rule
+//! revoking whatever was minted under it. TTLs are clamped to the grant's end, so normally
+//! nothing minted under it is live by then; the rule is there for what a replica whose clock
+//! was behind minted past it, and it is stored once: not when a rule on the grant already
+//! covers its end (another replica's, or this one's before a restart), nor once everything the
+//! grant could have minted has expired.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -11,16 +14,19 @@ use std::time::Duration;
 
 use tessera_core::clock::SharedClock;
 use tessera_core::domain::Selector;
-use tessera_core::policy::Grant;
+use tessera_core::policy::{Grant, MAX_GRANT_TTL};
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::Audit;
 use crate::metrics::{GrantLabels, Metrics};
-use crate::revoker::{RevokeParams, Revoker};
+use crate::revoker::{RevokeError, RevokeOutcome, RevokeParams, Revoker};
 use crate::settings::Current;
 
 /// How long before its end a grant is warned about: 14 days.
 pub const WARN_BEFORE_SECS: i64 = 14 * 86_400;
+/// How long after its grant's end a credential minted under it may still be valid, at most:
+/// the longest TTL, plus a minute for the clocks of other replicas.
+const MINTED_OUTLIVES_SECS: i64 = MAX_GRANT_TTL.as_secs() as i64 + 60;
 /// How often grants are looked at.
 const EVERY: Duration = Duration::from_secs(5);
 
@@ -106,7 +112,11 @@ impl ExpiryWatch {
                     if state.ended.insert(grant.name.clone()) {
                         ended.push(Arc::clone(grant));
                     }
-                } else if left <= WARN_BEFORE_SECS {
+                    continue;
+                }
+                // Renewed (by a reload) after it ended: it may end again.
+                state.ended.remove(&grant.name);
+                if left <= WARN_BEFORE_SECS {
                     warn_once_a_day(&mut state, grant, now);
                 }
             }
@@ -120,32 +130,28 @@ impl ExpiryWatch {
         }
     }
 
-    /// Audits the end of `grant` and revokes what is still live under it.
+    /// Audits the end of `grant` and revokes what was minted under it, unless a rule on the
+    /// grant already covers its end or nothing it minted can still be valid.
     async fn end(&self, grant: &Grant) {
-        let reason = format!(
-            "expired: grant `{}` of owner `{}` ended on {}",
-            grant.name, grant.owner, grant.expires
-        );
         tracing::warn!(grant = %grant.name, owner = %grant.owner, expires = %grant.expires,
             "grant expired: it refuses mints until its owner renews it");
-        let live = self.parts.revoker.live_count(Selector::Grant, &grant.name);
+        let end_ms = grant.ends_at().saturating_mul(1000);
+        let covered = self
+            .parts
+            .revoker
+            .cutoff_of(Selector::Grant, &grant.name)
+            .is_some_and(|cutoff| cutoff >= end_ms);
+        let all_expired =
+            self.parts.clock.unix_seconds() > grant.ends_at().saturating_add(MINTED_OUTLIVES_SECS);
         let mut fields = serde_json::json!({
             "grant": grant.name, "owner": grant.owner, "expires": grant.expires.to_string(),
-            "live": live,
         });
-        if live > 0 {
-            let revoked = self
-                .parts
-                .revoker
-                .revoke(RevokeParams {
-                    selector: Selector::Grant,
-                    value: grant.name.clone(),
-                    reason,
-                    revoked_by: "tessera".into(),
-                })
-                .await;
-            match revoked {
-                Ok(outcome) => fields["revocation_id"] = outcome.rule.rule.revocation_id.into(),
+        if !covered && !all_expired {
+            match self.revoke(grant).await {
+                Ok(outcome) => {
+                    fields["revocation_id"] = outcome.rule.rule.revocation_id.into();
+                    fields["covered"] = outcome.covered.into();
+                }
                 Err(e) => {
                     tracing::error!(grant = %grant.name, error = %e, "revoking an expired grant failed; retrying");
                     // Looked at again on the next tick.
@@ -154,10 +160,28 @@ impl ExpiryWatch {
                         .unwrap_or_else(PoisonError::into_inner)
                         .ended
                         .remove(&grant.name);
+                    return;
                 }
             }
         }
         self.parts.audit.record("grant_expired", fields);
+    }
+
+    /// Stores the `grant` rule that ends `grant`.
+    async fn revoke(&self, grant: &Grant) -> Result<RevokeOutcome, RevokeError> {
+        let reason = format!(
+            "expired: grant `{}` of owner `{}` ended on {}",
+            grant.name, grant.owner, grant.expires
+        );
+        self.parts
+            .revoker
+            .revoke(RevokeParams {
+                selector: Selector::Grant,
+                value: grant.name.clone(),
+                reason,
+                revoked_by: "tessera".into(),
+            })
+            .await
     }
 }
 

@@ -232,6 +232,12 @@ impl Revoker {
         self.parts.revocations.live_count(selector, value, now)
     }
 
+    /// Returns the cut-off (unix milliseconds) of the rule in force on exactly `selector` =
+    /// `value`, if any.
+    pub fn cutoff_of(&self, selector: Selector, value: &str) -> Option<i64> {
+        self.parts.revocations.cutoff_of(selector, value)
+    }
+
     /// Returns the status of `record` now: revoked if a rule covers it, else expired or live.
     pub fn status_of(&self, record: &CredentialRecord) -> Status {
         if self.parts.revocations.revoked_by(record).is_some() {

@@ -140,6 +140,12 @@ impl RevocationIndex {
         self.revision.load(Ordering::Acquire)
     }
 
+    /// Returns the cut-off (unix milliseconds) of the rule in force on exactly `selector` =
+    /// `value` (not on part of a grant), if any.
+    pub fn cutoff_of(&self, selector: Selector, value: &str) -> Option<i64> {
+        self.rules.read().ok()?.cutoff_of(selector, value)
+    }
+
     /// Returns how many `(selector, value)` rules are in force.
     pub fn rule_count(&self) -> usize {
         self.rules.read().map(|r| r.len()).unwrap_or_default()

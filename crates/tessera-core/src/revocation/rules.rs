@@ -126,6 +126,14 @@ impl RuleTable {
         exact.chain(parts)
     }
 
+    /// Returns the cut-off (unix milliseconds) of the rule on exactly `selector` = `value`, if
+    /// one is held.
+    pub fn cutoff_of(&self, selector: Selector, value: &str) -> Option<i64> {
+        self.exact[usize::from(selector.code())]
+            .get(value)
+            .map(|r| r.cutoff_ms)
+    }
+
     /// Returns how many rules are held.
     pub fn len(&self) -> usize {
         self.exact.iter().map(HashMap::len).sum::<usize>()

@@ -39,7 +39,7 @@ pub enum ReloadError {
     Task(#[from] tokio::task::JoinError),
     #[error(
         "the configuration was reloaded (generation {generation}), but offboarding failed for \
-         {failed}: revoke them with `tessera revoke --grant …`"
+         {failed}: reload again once the ledger answers (the next reload retries them)"
     )]
     Offboarding { generation: u64, failed: String },
 }
@@ -113,8 +113,18 @@ impl std::fmt::Debug for ReloaderParts {
 /// Reloads the configuration, one reload at a time.
 pub struct Reloader {
     parts: ReloaderParts,
-    /// The sections of the file in force, to tell what changed that needs a restart.
-    in_force: Mutex<Sections>,
+    /// The sections of the file in force, to tell what changed that needs a restart, and the
+    /// offboarding revokes that failed (tried again by the next reload).
+    in_force: Mutex<InForce>,
+}
+
+/// What the reloader keeps between reloads.
+#[derive(Debug, Default)]
+struct InForce {
+    sections: Sections,
+    /// Removals whose revoke could not be stored: the grants are already gone from the
+    /// settings, so a later reload would not find them again by comparing.
+    pending: Vec<Removal>,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -130,7 +140,10 @@ impl Reloader {
     /// as the process started from it).
     pub fn new(parts: ReloaderParts, text: &str) -> Self {
         Reloader {
-            in_force: Mutex::new(Sections::parse(text)),
+            in_force: Mutex::new(InForce {
+                sections: Sections::parse(text),
+                pending: Vec::new(),
+            }),
             parts,
         }
     }
@@ -153,12 +166,13 @@ impl Reloader {
             }
         };
         let sections = Sections::parse(&text);
-        let restart_required = in_force.restart_required(&sections);
+        let restart_required = in_force.sections.restart_required(&sections);
         let now_ms = self.parts.clock.unix_millis();
         self.parts.signing.commit(config.signing, now_ms);
         let (new, old) = self.parts.settings.replace(config.settings);
-        *in_force = sections;
-        let removals = offboard::removals(old.policy.grants(), new.policy.grants());
+        in_force.sections = sections;
+        let mut removals = std::mem::take(&mut in_force.pending);
+        removals.extend(offboard::removals(old.policy.grants(), new.policy.grants()));
         let (offboarded, failed) = self.offboard(removals, by).await;
         let report = ReloadReport {
             generation: new.generation,
@@ -168,9 +182,11 @@ impl Reloader {
         };
         self.observe(&report, by);
         if !failed.is_empty() {
+            let names: Vec<String> = failed.iter().map(|r| r.selection.to_string()).collect();
+            in_force.pending = failed;
             return Err(ReloadError::Offboarding {
                 generation: new.generation,
-                failed: failed.join(", "),
+                failed: names.join(", "),
             });
         }
         Ok(report)
@@ -194,8 +210,8 @@ impl Reloader {
     }
 
     /// Revokes each of `removals` as a `grant` rule; returns what was revoked and the
-    /// selections whose revoke failed.
-    async fn offboard(&self, removals: Vec<Removal>, by: &str) -> (Vec<Offboarded>, Vec<String>) {
+    /// removals whose revoke failed.
+    async fn offboard(&self, removals: Vec<Removal>, by: &str) -> (Vec<Offboarded>, Vec<Removal>) {
         let mut done = Vec::new();
         let mut failed = Vec::new();
         for removal in removals {
@@ -219,7 +235,7 @@ impl Reloader {
                 }),
                 Err(e) => {
                     tracing::error!(grant = %value, error = %e, "offboarding revoke failed");
-                    failed.push(value);
+                    failed.push(removal);
                 }
             }
         }

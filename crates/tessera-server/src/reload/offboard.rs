@@ -1,5 +1,5 @@
 //! What a reload takes away from the grants, as the `grant` rules that revoke it: a removed
-//! grant (or one whose workload changed) is revoked whole; a destination, purpose or
+//! grant (or one whose workload or `[grant.match]` changed) is revoked whole; a destination, purpose or
 //! credential kind removed from a grant that stays is revoked as that part of the grant.
 
 use std::sync::Arc;
@@ -32,6 +32,19 @@ pub fn removals(old: &[Arc<Grant>], new: &[Arc<Grant>]) -> Vec<Removal> {
                 reason: format!(
                     "offboarded: grant `{}` now mints for {} instead of {}",
                     before.name, after.workload, before.workload
+                ),
+            });
+            continue;
+        }
+        // Who may act as the workload changed: what was minted for a caller it no longer
+        // admits cannot be told apart from the rest, so all of it goes (callers it still
+        // admits mint again).
+        if after.matcher != before.matcher {
+            out.push(Removal {
+                selection: GrantSelection::whole(&before.name),
+                reason: format!(
+                    "offboarded: grant `{}` now admits other callers ([grant.match] changed)",
+                    before.name
                 ),
             });
             continue;
@@ -143,6 +156,16 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].selection, GrantSelection::whole("a"));
         assert!(r[0].reason.contains("spiffe://example.org/other"));
+    }
+
+    #[test]
+    fn a_grant_that_admits_other_callers_is_revoked_whole() {
+        let old = [grant("a", &["d1"], BOTH)];
+        let mut other = (*old[0]).clone();
+        other.matcher = GrantMatch::Spiffe("spiffe://example.org/ns/*".parse().unwrap());
+        let r = removals(&old, &[Arc::new(other)]);
+        assert_eq!(r.len(), 1);
+        assert!(r[0].reason.contains("[grant.match] changed"), "{r:?}");
     }
 
     #[test]
