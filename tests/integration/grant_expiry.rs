@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use tessera_core::clock::ManualClock;
 use tessera_core::domain::Selector;
-use tessera_ledger::Ledger;
 use tessera_server::expiry::{ExpiryParts, ExpiryWatch};
 use tokio_util::sync::CancellationToken;
 
