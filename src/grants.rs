@@ -76,6 +76,7 @@ fn table(grants: &[GrantInfo]) -> String {
         "NAME",
         "OWNER",
         "WORKLOAD",
+        "MATCH",
         "EXPIRES",
         "LAST ISSUED",
         "24H",
@@ -83,12 +84,13 @@ fn table(grants: &[GrantInfo]) -> String {
         "LIVE",
         "UNUSED",
     ];
-    let rows: Vec<[String; 9]> = grants
+    let rows: Vec<[String; 10]> = grants
         .iter()
         .map(|g| {
             [
                 g.name.clone(),
                 g.owner.clone(),
+                g.workload.clone(),
                 who(g.r#match.as_ref()),
                 g.expires.clone(),
                 issued(g.last_issued_at_ms),
@@ -173,6 +175,7 @@ mod tests {
             GrantInfo {
                 name: "payments-api".into(),
                 owner: "team-payments".into(),
+                workload: "spiffe://example.org/ns/payments/sa/api".into(),
                 r#match: Some(GrantMatch {
                     spiffe_id: "spiffe://example.org/ns/payments/sa/api".into(),
                     ..GrantMatch::default()
@@ -185,6 +188,7 @@ mod tests {
             GrantInfo {
                 name: "ci".into(),
                 owner: "t".into(),
+                workload: "spiffe://example.org/ci/deploy".into(),
                 r#match: Some(GrantMatch {
                     issuer: "https://issuer".into(),
                     subject: Some(MatchValue {
@@ -203,7 +207,8 @@ mod tests {
         assert_eq!(at(lines[0], "EXPIRES"), at(lines[1], "2027-06-30"));
         assert!(lines[1].ends_with("dest:https://audit.example.org kind:x509"));
         assert!(lines[1].contains("never"));
-        assert!(lines[2].contains("~repo:a/.* @ https://issuer"));
+        assert!(at(lines[2], "spiffe://example.org/ci/deploy") < at(lines[2], "~repo:a/.*"));
+        assert_eq!(at(lines[0], "MATCH"), at(lines[2], "~repo:a/.* @ https://issuer"));
         assert!(lines[2].contains("2026-03-01 12:00"));
         assert!(lines[2].ends_with('-'));
     }
