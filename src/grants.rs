@@ -208,7 +208,10 @@ mod tests {
         assert!(lines[1].ends_with("dest:https://audit.example.org kind:x509"));
         assert!(lines[1].contains("never"));
         assert!(at(lines[2], "spiffe://example.org/ci/deploy") < at(lines[2], "~repo:a/.*"));
-        assert_eq!(at(lines[0], "MATCH"), at(lines[2], "~repo:a/.* @ https://issuer"));
+        assert_eq!(
+            at(lines[0], "MATCH"),
+            at(lines[2], "~repo:a/.* @ https://issuer")
+        );
         assert!(lines[2].contains("2026-03-01 12:00"));
         assert!(lines[2].ends_with('-'));
     }

@@ -176,9 +176,6 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError
     Ok((listener, bound))
 }
 
-/// Starts the server described by `config`; returns once both listeners are bound and the
-/// ledger is open. Fails when a listener cannot bind, the ledger cannot open, or TLS material
-/// is unusable.
 /// Runs every check start-up runs on `config` that needs no ledger, no audit log and no port:
 /// keys, bundles, OIDC issuer roots, the mint CA self-test, and the TLS certificate and key of
 /// both listeners (what `tessera check` answers). Fails naming what is wrong.
@@ -196,6 +193,9 @@ pub fn check(config: &Config, clock: &SharedClock) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// Starts the server described by `config`; returns once both listeners are bound and the
+/// ledger is open. Fails when a listener cannot bind, the ledger cannot open, or TLS material
+/// is unusable.
 pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, ServerError> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
@@ -206,40 +206,16 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
     services.revoker.restore().await?;
     let shutdown = CancellationToken::new();
     let reloader = reloader(&config, &services);
-    tokio::spawn(Arc::clone(&services.revoker).follow_rules(shutdown.clone()));
-    let expiry = Arc::new(ExpiryWatch::new(ExpiryParts {
-        settings: Arc::clone(&services.settings),
-        revoker: Arc::clone(&services.revoker),
-        metrics: Arc::clone(&services.metrics),
-        audit: services.audit.clone(),
-        clock: Arc::clone(&services.clock),
-    }));
-    tokio::spawn(expiry.run(shutdown.clone()));
-    crate::status_list::start(Arc::clone(&services.status_lists), shutdown.clone()).await?;
-    let tls_for = |alpn: &[&[u8]]| {
-        tls::server_config(ServerConfigParams {
-            cert_chain: &config.server.tls_cert_chain,
-            key: &config.server.tls_key,
-            verifier: services.settings.load().attestor.x509(),
-            alpn,
-        })
+    follow(&services, &shutdown).await?;
+    let listener = Listener {
+        config: &config,
+        services: &services,
+        shutdown: &shutdown,
     };
-    let grpc_tls = TlsAcceptor::from(tls_for(&[b"h2"])?);
-    let http_tls = TlsAcceptor::from(tls_for(&[b"h2", b"http/1.1"])?);
-    let (grpc_listener, grpc_addr) = bind(config.server.grpc_addr).await?;
-    let (http_listener, http_addr) = bind(config.server.http_addr).await?;
-    let settings = Arc::clone(&services.settings);
-    let accept = |acceptor| AcceptParams {
-        acceptor,
-        verifier: {
-            let settings = Arc::clone(&settings);
-            Arc::new(move || settings.x509_verifier())
-        },
-        clock: Arc::clone(&services.clock),
-        shutdown: shutdown.clone(),
-    };
-    let grpc_conns = tls::accept(grpc_listener, accept(grpc_tls));
-    let http_conns = tls::accept(http_listener, accept(http_tls));
+    let (grpc_conns, grpc_addr) = listener.listen(config.server.grpc_addr, &[b"h2"]).await?;
+    let (http_conns, http_addr) = listener
+        .listen(config.server.http_addr, &[b"h2", b"http/1.1"])
+        .await?;
     let ready = Readiness::new();
     let ssf = transmitter(&services, &config, &shutdown)?;
     let ssf_tasks = ssf.tasks();
@@ -284,6 +260,59 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
         shutdown,
         task,
     })
+}
+
+/// Starts what keeps the services current until `shutdown`: rules committed anywhere, the ends
+/// of grants, the status lists. Fails when the status lists cannot be rebuilt.
+async fn follow(services: &Services, shutdown: &CancellationToken) -> Result<(), ServerError> {
+    tokio::spawn(Arc::clone(&services.revoker).follow_rules(shutdown.clone()));
+    let expiry = Arc::new(ExpiryWatch::new(ExpiryParts {
+        settings: Arc::clone(&services.settings),
+        revoker: Arc::clone(&services.revoker),
+        metrics: Arc::clone(&services.metrics),
+        audit: services.audit.clone(),
+        clock: Arc::clone(&services.clock),
+    }));
+    tokio::spawn(expiry.run(shutdown.clone()));
+    crate::status_list::start(Arc::clone(&services.status_lists), shutdown.clone()).await?;
+    Ok(())
+}
+
+/// Connections ready to serve, after their TLS handshake.
+type Conns = tokio::sync::mpsc::Receiver<std::io::Result<TlsConn>>;
+
+/// What binding a listener needs.
+struct Listener<'a> {
+    config: &'a Config,
+    services: &'a Services,
+    shutdown: &'a CancellationToken,
+}
+
+impl Listener<'_> {
+    /// Binds `addr` and accepts TLS connections on it (offering `alpn`) until shutdown,
+    /// verifying client certificates with the bundles in force. Returns the connections and
+    /// the bound address; fails when the TLS material is unusable or `addr` cannot be bound.
+    async fn listen(
+        &self,
+        addr: SocketAddr,
+        alpn: &[&[u8]],
+    ) -> Result<(Conns, SocketAddr), ServerError> {
+        let tls = tls::server_config(ServerConfigParams {
+            cert_chain: &self.config.server.tls_cert_chain,
+            key: &self.config.server.tls_key,
+            verifier: self.services.settings.load().attestor.x509(),
+            alpn,
+        })?;
+        let (listener, bound) = bind(addr).await?;
+        let settings = Arc::clone(&self.services.settings);
+        let params = AcceptParams {
+            acceptor: TlsAcceptor::from(tls),
+            verifier: Arc::new(move || settings.x509_verifier()),
+            clock: Arc::clone(&self.services.clock),
+            shutdown: self.shutdown.clone(),
+        };
+        Ok((tls::accept(listener, params), bound))
+    }
 }
 
 /// A task serving one listener until shutdown.
