@@ -321,6 +321,8 @@ fn serve(config: Option<PathBuf>, dev: bool) -> Result<(), String> {
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| format!("starting the runtime: {e}"))?;
     runtime.block_on(async move {
+        // Listened for before start-up: SIGHUP's default action ends the process.
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let server = tessera_server::server::start(config, clock)
             .await
             .map_err(|e| e.to_string())?;
@@ -329,22 +331,24 @@ fn serve(config: Option<PathBuf>, dev: bool) -> Result<(), String> {
             wait_for_signal().await;
             token.cancel();
         });
-        tokio::spawn(reload_on_hangup(server.reloader()));
+        match hangup {
+            Ok(hangup) => {
+                tokio::spawn(reload_on_hangup(hangup, server.reloader()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP: reload with `tessera reload`")
+            }
+        }
         server.wait().await.map_err(|e| e.to_string())
     })
 }
 
 /// Reloads the configuration on every SIGHUP; a refused reload is logged and audited by the
 /// reloader, and the configuration in force keeps serving.
-async fn reload_on_hangup(reloader: std::sync::Arc<tessera_server::reload::Reloader>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(hangup) => hangup,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP: reload with `tessera reload`");
-            return;
-        }
-    };
+async fn reload_on_hangup(
+    mut hangup: tokio::signal::unix::Signal,
+    reloader: std::sync::Arc<tessera_server::reload::Reloader>,
+) {
     while hangup.recv().await.is_some() {
         tracing::info!("SIGHUP received: reloading the configuration");
         // Errors are logged and audited by the reloader.

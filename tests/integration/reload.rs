@@ -312,3 +312,47 @@ async fn a_reload_applies_to_connections_already_open() {
         .expect("the same connection attests again under the restored bundles");
     env.shutdown().await;
 }
+
+#[test]
+fn sighup_reloads_the_configuration_of_the_running_binary() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let fx = Fixture::new();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["serve", "--config"])
+        .arg(&fx.config_path)
+        .env("TESSERA_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let wait_for = |needle: &str| loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
+        if line.contains(needle) {
+            return line;
+        }
+    };
+    wait_for("tessera serving");
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    std::fs::write(&fx.config_path, text.replace(EXTRA_GRANTS, "")).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let reloaded = wait_for("configuration reloaded");
+    assert!(reloaded.contains("generation=2"), "{reloaded}");
+    assert!(reloaded.contains("offboarded=1"), "{reloaded}");
+    assert!(child.try_wait().unwrap().is_none(), "still serving");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
