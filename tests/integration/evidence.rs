@@ -17,7 +17,7 @@ use tessera_proto::{AcknowledgeRevocationsRequest, GetRevocationRequest, GetRevo
 use tessera_testkit::dev::WORKLOAD_ID;
 use tonic::Code;
 
-use crate::common::{DEST, Env, Fixture, PURPOSE, https_get, mint};
+use crate::common::{DEST, Env, Fixture, PURPOSE, admin_cli, https_get, mint, run_cli};
 use crate::revocation::{active, admin, revoke_request};
 
 const RELYING_PARTY: &str = "spiffe://example.org/ns/ledger/sa/rp";
@@ -156,20 +156,12 @@ async fn the_cli_shows_the_evidence_of_a_revocation() {
         .await
         .unwrap()
         .into_inner();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
-    command
-        .args(["revocation", "show", &reply.revocation_id, "--json"])
-        .args(["--server", &format!("https://{}", env.grpc)])
-        .arg("--cert")
-        .arg(env.fx.path("admin.pem"))
-        .arg("--key")
-        .arg(env.fx.path("admin-key.pem"))
-        .arg("--ca")
-        .arg(env.fx.path("tls-ca.pem"));
-    // The server runs on this test's runtime: wait for the CLI off it.
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
+    let command = admin_cli(
+        &env,
+        env.grpc,
+        &["revocation", "show", &reply.revocation_id, "--json"],
+    );
+    let output = run_cli(command).await;
     assert!(output.status.success(), "{output:?}");
     let shown: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(shown["revocation_id"], reply.revocation_id.as_str());

@@ -14,7 +14,9 @@ use tessera_testkit::dev::WORKLOAD_ID;
 use tessera_testkit::postgres::TestDatabase;
 use tonic::Code;
 
-use crate::common::{DEST, EXTRA_GRANTS, Env, Fixture, PURPOSE, csr_der, mint, offset_now};
+use crate::common::{
+    DEST, EXTRA_GRANTS, Env, Fixture, PURPOSE, admin_cli, csr_der, mint, offset_now, run_cli,
+};
 
 const AUDIT: &str = "https://audit.example.org";
 
@@ -48,19 +50,7 @@ async fn mint_x509(env: &Env) {
 /// Runs the `tessera` binary with `args` as the fixture's admin against `env`, off the
 /// runtime the server runs on.
 async fn cli(env: &Env, args: &[&str]) -> Output {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
-    command
-        .args(args)
-        .args(["--server", &format!("https://{}", env.grpc)])
-        .arg("--cert")
-        .arg(env.fx.path("admin.pem"))
-        .arg("--key")
-        .arg(env.fx.path("admin-key.pem"))
-        .arg("--ca")
-        .arg(env.fx.path("tls-ca.pem"));
-    tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap()
+    run_cli(admin_cli(env, env.grpc, args)).await
 }
 
 #[tokio::test]
@@ -312,18 +302,7 @@ async fn review_exits_2_when_it_cannot_reach_the_broker() {
     let mut env = Env::start().await;
     let grpc = env.grpc;
     env.shutdown().await;
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
-    command
-        .args(["review", "--server", &format!("https://{grpc}")])
-        .arg("--cert")
-        .arg(env.fx.path("admin.pem"))
-        .arg("--key")
-        .arg(env.fx.path("admin-key.pem"))
-        .arg("--ca")
-        .arg(env.fx.path("tls-ca.pem"));
-    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
+    let out = run_cli(admin_cli(&env, grpc, &["review"])).await;
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 

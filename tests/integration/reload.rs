@@ -6,7 +6,9 @@
 use tessera_proto::ReloadRequest;
 use tonic::Code;
 
-use crate::common::{DEST, EXTRA_GRANTS, Env, Fixture, JWT_ONLY_ID, PURPOSE, https_request, mint};
+use crate::common::{
+    DEST, EXTRA_GRANTS, Env, Fixture, JWT_ONLY_ID, PURPOSE, admin_cli, https_request, mint, run_cli,
+};
 use crate::revocation::{active, admin};
 use crate::status_list::{bit, entry, fetch_until};
 
@@ -19,6 +21,16 @@ fn edit_config(env: &Env, edit: impl FnOnce(String) -> String) {
     let edited = edit(text.clone());
     assert_ne!(edited, text, "the edit changed nothing");
     std::fs::write(&env.fx.config_path, edited).unwrap();
+}
+
+/// Reloads `env`'s configuration as its admin; returns the reply. Panics if refused.
+async fn reload(env: &Env) -> tessera_proto::ReloadResponse {
+    admin(env)
+        .await
+        .reload(ReloadRequest {})
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 /// Mints a JWT for the `reports-cron` grant's workload.
@@ -48,12 +60,7 @@ async fn a_reload_that_removes_a_grant_revokes_its_credentials_and_nothing_else(
     let removed = mint_reports(&env).await.unwrap();
     assert!(active(&env, &removed).await);
     edit_config(&env, |t| t.replace(EXTRA_GRANTS, ""));
-    let reply = admin(&env)
-        .await
-        .reload(ReloadRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = reload(&env).await;
     assert_eq!(reply.generation, 2);
     assert_eq!(reply.offboarded.len(), 1, "{reply:?}");
     let offboarded = &reply.offboarded[0];
@@ -93,12 +100,7 @@ async fn a_reload_that_narrows_a_grant_revokes_only_the_removed_destination() {
             r#"destinations = ["https://ledger.example.org"]"#,
         )
     });
-    let reply = admin(&env)
-        .await
-        .reload(ReloadRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = reload(&env).await;
     let offboarded: Vec<_> = reply.offboarded.iter().map(|o| o.grant.as_str()).collect();
     assert_eq!(
         offboarded,
@@ -144,12 +146,7 @@ async fn an_invalid_reload_changes_nothing_and_says_why() {
     let still = mint_reports(&env).await.unwrap();
     assert!(active(&env, &still).await, "the old configuration serves");
     std::fs::write(&env.fx.config_path, good).unwrap();
-    let reply = admin(&env)
-        .await
-        .reload(ReloadRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = reload(&env).await;
     assert_eq!(reply.generation, 2, "the refused reload made no generation");
     assert!(reply.offboarded.is_empty());
     env.shutdown().await;
@@ -164,12 +161,7 @@ async fn a_reload_names_what_needs_a_restart_and_is_for_admins_only() {
             "audience = \"tessera\"\nshutdown_grace = \"7s\"",
         )
     });
-    let reply = admin(&env)
-        .await
-        .reload(ReloadRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = reload(&env).await;
     assert_eq!(reply.restart_required, ["server.shutdown_grace"]);
     let mut not_admin = tessera_proto::admin_client::AdminClient::new(
         env.channel(Some(&env.fx.material.workload)).await,
@@ -183,20 +175,7 @@ async fn a_reload_names_what_needs_a_restart_and_is_for_admins_only() {
 async fn tessera_reload_prints_what_the_reload_did() {
     let mut env = Env::start().await;
     edit_config(&env, |t| t.replace(EXTRA_GRANTS, ""));
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
-    command
-        .args(["reload", "--json"])
-        .args(["--server", &format!("https://{}", env.grpc)])
-        .arg("--cert")
-        .arg(env.fx.path("admin.pem"))
-        .arg("--key")
-        .arg(env.fx.path("admin-key.pem"))
-        .arg("--ca")
-        .arg(env.fx.path("tls-ca.pem"));
-    // The server runs on this test's runtime: wait for the CLI off it.
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
+    let output = run_cli(admin_cli(&env, env.grpc, &["reload", "--json"])).await;
     assert!(output.status.success(), "{output:?}");
     let shown: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(shown["generation"], 2);
