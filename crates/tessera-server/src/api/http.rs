@@ -52,7 +52,7 @@ impl fmt::Debug for HttpParts {
 /// How long relying parties may cache the JWKS and discovery. Shorter than the default
 /// `[signing] publish_before` (10 min) on purpose: a key is published that long before it
 /// signs, so a relying party that cached the JWKS has fetched it again, new key included, before
-/// it meets a token of that key.
+/// it meets a token of that key. Must say [`crate::config::JWKS_MAX_AGE`] (a test checks).
 const JWKS_CACHE: &str = "public, max-age=300";
 
 /// Returns the OIDC / OAuth discovery document of `issuer` signing with `algs`.
@@ -227,4 +227,13 @@ pub fn router(parts: HttpParts) -> Router {
         )
         .merge(ssf)
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_jwks_cache_time_is_the_one_publish_before_is_checked_against() {
+        let max_age = crate::config::JWKS_MAX_AGE.as_secs();
+        assert_eq!(super::JWKS_CACHE, format!("public, max-age={max_age}"));
+    }
 }

@@ -19,7 +19,7 @@ use tessera_core::spiffe_id::{SpiffeId, TrustDomain};
 pub use self::file::FileConfig;
 pub use self::grant::GrantWarning;
 pub use self::oidc::OidcIssuerConfig;
-pub use self::signing::{JwtKeyConfig, MintCaConfig, SigningConfig, Trust};
+pub use self::signing::{JWKS_MAX_AGE, JwtKeyConfig, MintCaConfig, SigningConfig, Trust};
 pub use self::ssf::SsfConfig;
 pub use tessera_core::attest::TrustDomainBundle as TrustDomainConfig;
 
