@@ -429,9 +429,8 @@ fn http_parts(
 
 /// Returns the reloader of `config`'s file for the settings of `s`.
 fn reloader(config: &Config, s: &Services) -> Arc<Reloader> {
-    // What the file said at start, to tell later which changes need a restart (a file that
-    // cannot be read now is compared as empty: every section then counts as changed).
-    let text = std::fs::read_to_string(&config.source).unwrap_or_default();
+    // What the file said at start, to tell later which changes need a restart.
+    let text = &config.text.0;
     let parts = ReloaderParts {
         source: config.source.clone(),
         settings: Arc::clone(&s.settings),
@@ -440,7 +439,7 @@ fn reloader(config: &Config, s: &Services) -> Arc<Reloader> {
         audit: s.audit.clone(),
         clock: Arc::clone(&s.clock),
     };
-    Arc::new(Reloader::new(parts, &text))
+    Arc::new(Reloader::new(parts, text))
 }
 
 /// Returns the Broker and Admin gRPC services, each with only what it uses.

@@ -66,8 +66,21 @@ pub struct Config {
     pub ssf: SsfConfig,
     /// Things that load but deserve an operator's attention (wildcard CI trust).
     pub warnings: Vec<String>,
+    /// The file as it was read (what a reload compares against to tell what changed).
+    pub text: SourceText,
     /// The warnings about grants, by grant (also in `warnings`).
     pub grant_warnings: Vec<GrantWarning>,
+}
+
+/// A configuration file's text. `Debug` prints only its length: the file may hold a database
+/// password (`[ledger] url`).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SourceText(pub String);
+
+impl std::fmt::Debug for SourceText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SourceText({} bytes)", self.0.len())
+    }
 }
 
 /// `[server]`, checked.
@@ -322,7 +335,9 @@ impl Config {
             file: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        Config::from_file(path, file, clock)
+        let mut config = Config::from_file(path, file, clock)?;
+        config.text = SourceText(text.to_owned());
+        Ok(config)
     }
 
     /// Validates an already parsed file; `path` is only used in error messages.
@@ -400,6 +415,7 @@ impl Config {
             ssf,
             warnings,
             grant_warnings,
+            text: SourceText::default(),
         })
     }
 }
