@@ -163,6 +163,12 @@ async fn a_reload_names_what_needs_a_restart_and_is_for_admins_only() {
     });
     let reply = reload(&env).await;
     assert_eq!(reply.restart_required, ["server.shutdown_grace"]);
+    let again = reload(&env).await;
+    assert_eq!(
+        again.restart_required,
+        ["server.shutdown_grace"],
+        "still not applied, so still reported"
+    );
     let mut not_admin = tessera_proto::admin_client::AdminClient::new(
         env.channel(Some(&env.fx.material.workload)).await,
     );

@@ -113,8 +113,8 @@ impl std::fmt::Debug for ReloaderParts {
 /// Reloads the configuration, one reload at a time.
 pub struct Reloader {
     parts: ReloaderParts,
-    /// The sections of the file in force, to tell what changed that needs a restart, and the
-    /// offboarding revokes that failed (tried again by the next reload).
+    /// The sections of the file the process started from (what needs a restart is still as
+    /// they say), and the offboarding revokes that failed (tried again by the next reload).
     in_force: Mutex<InForce>,
 }
 
@@ -165,12 +165,12 @@ impl Reloader {
                 return Err(e);
             }
         };
-        let sections = Sections::parse(&text);
-        let restart_required = in_force.sections.restart_required(&sections);
+        // Compared with the file at start: what needs a restart is still as it was then, so a
+        // second reload reports it again.
+        let restart_required = in_force.sections.restart_required(&Sections::parse(&text));
         let now_ms = self.parts.clock.unix_millis();
         self.parts.signing.commit(config.signing, now_ms);
         let (new, old) = self.parts.settings.replace(config.settings);
-        in_force.sections = sections;
         let mut removals = std::mem::take(&mut in_force.pending);
         removals.extend(offboard::removals(old.policy.grants(), new.policy.grants()));
         let (offboarded, failed) = self.offboard(removals, by).await;
