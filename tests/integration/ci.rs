@@ -276,6 +276,25 @@ async fn a_token_is_exchanged_once_per_destination_and_purpose_across_http_and_g
 }
 
 #[tokio::test]
+async fn concurrent_first_uses_of_an_issuer_share_one_fetch_and_all_succeed() {
+    let (mut env, issuer) = ci_env().await;
+    // Slow enough that every exchange arrives while the first fetch is under way.
+    issuer.set_delay(std::time::Duration::from_millis(300));
+    let tokens: Vec<String> = (0..8).map(|_| issuer.github_token(json!({}))).collect();
+    let replies = futures::future::join_all(
+        tokens
+            .iter()
+            .map(|token| exchange(&env, token, REGISTRY, PUSH)),
+    )
+    .await;
+    for reply in &replies {
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    assert_eq!(issuer.jwks_fetches(), 1, "one shared fetch");
+    env.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_replay_record_survives_a_restart() {
     let (env, issuer) = ci_env().await;
     let token = issuer.github_token(json!({}));

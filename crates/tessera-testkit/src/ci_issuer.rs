@@ -46,6 +46,8 @@ struct Shared {
     keys: Mutex<Vec<Arc<Key>>>,
     jwks_fetches: AtomicU64,
     base: Mutex<String>,
+    /// How long each answer waits (milliseconds): a slow issuer.
+    delay_ms: AtomicU64,
 }
 
 /// The running issuer; it stops serving when dropped.
@@ -57,6 +59,7 @@ pub struct TestIssuer {
 }
 
 async fn discovery(State(s): State<Arc<Shared>>, Path(tenant): Path<String>) -> axum::Json<Value> {
+    slow(&s).await;
     let base = s.base.lock().unwrap().clone();
     axum::Json(json!({
         "issuer": format!("{base}/{tenant}"),
@@ -68,9 +71,18 @@ async fn discovery(State(s): State<Arc<Shared>>, Path(tenant): Path<String>) -> 
 }
 
 async fn jwks(State(s): State<Arc<Shared>>) -> axum::Json<Value> {
+    slow(&s).await;
     s.jwks_fetches.fetch_add(1, Ordering::SeqCst);
     let keys: Vec<Value> = s.keys.lock().unwrap().iter().map(|k| k.jwk()).collect();
     axum::Json(json!({ "keys": keys }))
+}
+
+/// Waits as long as the issuer was told to ([`TestIssuer::set_delay`]).
+async fn slow(s: &Shared) {
+    let ms = s.delay_ms.load(Ordering::SeqCst);
+    if ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
 }
 
 impl std::fmt::Debug for TestIssuer {
@@ -123,6 +135,12 @@ impl TestIssuer {
     /// Returns how many times the JWKS has been served.
     pub fn jwks_fetches(&self) -> u64 {
         self.shared.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// Makes every answer (discovery, JWKS) wait `delay` first.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.shared.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Replaces every key with a new one named `kid`.

@@ -198,12 +198,14 @@ impl KeyCache {
             .get(issuer)
             .ok_or_else(|| KeyFetchError::NotConfigured(issuer.to_owned()))?;
         let Some(set) = self.cache.get(issuer).await else {
-            if !self.may_attempt(issuer) {
-                return Err(KeyFetchError::RateLimited);
-            }
+            // The rate limit is inside the shared fetch: callers that arrive while it runs
+            // wait for it, instead of being refused as a second attempt.
             return self
                 .cache
                 .try_get_with(issuer.to_owned(), async {
+                    if !self.may_attempt(issuer) {
+                        return Err(KeyFetchError::RateLimited);
+                    }
                     self.fetch(source).await.map(Arc::new)
                 })
                 .await
