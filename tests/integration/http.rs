@@ -86,3 +86,77 @@ async fn serves_prometheus_metrics_named_tessera() {
     }
     env.shutdown().await;
 }
+
+/// A form body of about 200 KB: three times `/token`'s limit.
+fn oversized_form() -> String {
+    format!("grant_type=x&subject_token={}", "a".repeat(200_000))
+}
+
+#[track_caller]
+fn assert_too_large(status: u16, body: &[u8]) {
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(body));
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(json["error"], "invalid_request");
+    assert!(
+        json["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("larger than 65536 bytes"),
+        "{json}"
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_body_over_http1_gets_a_413_not_a_reset() {
+    let mut env = Env::start().await;
+    for path in ["/token", "/introspect"] {
+        let reply = crate::common::https_request(&env, "POST", path, Some(oversized_form())).await;
+        assert_too_large(reply.status, &reply.body);
+    }
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_oversized_body_over_http2_gets_a_413_not_a_stream_error() {
+    use http_body_util::BodyExt;
+    let mut env = Env::start().await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(env.fx.material.tls_ca.cert_der.clone().into())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(env.http).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let request = hyper::Request::builder()
+        .method("POST")
+        .uri(format!("https://localhost:{}/token", env.http.port()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            oversized_form(),
+        )))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_too_large(status, &body);
+    env.shutdown().await;
+}

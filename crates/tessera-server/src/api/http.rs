@@ -3,6 +3,10 @@
 //! holds only the state it uses. The JWKS and discovery follow the key ring: a reload that
 //! publishes a key shows at once.
 
+use axum::body::Body;
+use axum::http::Version;
+
+use super::body::{read_limited, refuse_body};
 use std::fmt;
 use std::sync::Arc;
 
@@ -129,10 +133,19 @@ where
     let endpoint = Arc::clone(endpoint);
     axum::routing::post(
         move |axum::Extension(peer): axum::Extension<PeerInfo>,
+              version: Version,
               headers: axum::http::HeaderMap,
-              body: Bytes| { handler(Arc::clone(&endpoint), peer, headers, body) },
+              body: Body| {
+            let endpoint = Arc::clone(&endpoint);
+            let handler = handler.clone();
+            async move {
+                match read_limited(body, super::token::MAX_BODY).await {
+                    Ok(body) => handler(endpoint, peer, headers, body).await,
+                    Err(e) => refuse_body(e, version, &endpoint.metrics),
+                }
+            }
+        },
     )
-    .layer(axum::extract::DefaultBodyLimit::max(super::token::MAX_BODY))
 }
 
 /// Returns the router of every HTTPS endpoint.
@@ -169,10 +182,17 @@ pub fn router(parts: HttpParts) -> Router {
         )
         .route(
             "/token",
-            axum::routing::post(move |headers: axum::http::HeaderMap, body: Bytes| {
-                super::token::exchange(Arc::clone(&token), headers, body)
-            })
-            .layer(axum::extract::DefaultBodyLimit::max(super::token::MAX_BODY)),
+            axum::routing::post(
+                move |version: Version, headers: axum::http::HeaderMap, body: Body| {
+                    let token = Arc::clone(&token);
+                    async move {
+                        match read_limited(body, super::token::MAX_BODY).await {
+                            Ok(body) => super::token::exchange(token, headers, body).await,
+                            Err(e) => refuse_body(e, version, &token.metrics),
+                        }
+                    }
+                },
+            ),
         )
         .route(
             "/introspect",

@@ -3,6 +3,7 @@
 //! place.
 
 pub mod admin;
+mod body;
 pub mod caller;
 mod convert;
 pub mod grants;
