@@ -160,3 +160,80 @@ async fn an_oversized_body_over_http2_gets_a_413_not_a_stream_error() {
     assert_too_large(status, &body);
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn connections_past_the_per_address_limit_are_closed_at_once() {
+    use tokio::io::AsyncReadExt;
+    let fx = crate::common::Fixture::new();
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    let limited = text.replace(
+        "audience = \"tessera\"",
+        "audience = \"tessera\"\nmax_connections_per_ip = 3",
+    );
+    std::fs::write(&fx.config_path, limited).unwrap();
+    let mut env = Env::start_fixture(fx).await;
+    // Three connections that never start their handshake hold the address's places.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(env.http).await.unwrap());
+    }
+    let mut fourth = tokio::net::TcpStream::connect(env.http).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(2), fourth.read(&mut buf))
+        .await
+        .expect("the fourth connection is closed, not left waiting");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // Closing them gives the places back (once the server sees each end).
+    drop(held);
+    let mut admitted = false;
+    for _ in 0..100 {
+        let mut probe = tokio::net::TcpStream::connect(env.http).await.unwrap();
+        let shed =
+            tokio::time::timeout(std::time::Duration::from_millis(100), probe.read(&mut buf)).await;
+        if shed.is_err() {
+            admitted = true; // still open: waiting for its handshake
+            break;
+        }
+    }
+    assert!(admitted, "places are given back when connections close");
+    let metrics = https_get(&env, "/metrics").await;
+    let text = String::from_utf8(metrics.2).unwrap();
+    let shed: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tessera_connections_shed_total{reason=\"per_ip\"} "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no per_ip shed count in {text}"));
+    assert!(shed >= 1, "{shed}");
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_after_its_handshake_is_closed() {
+    use tokio::io::AsyncReadExt;
+    let mut env = Env::start().await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(env.fx.material.tls_ca.cert_der.clone().into())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(env.http).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    // Generous: the deadline is 5 s; before it existed the connection stayed open for minutes.
+    let read = tokio::time::timeout(std::time::Duration::from_secs(20), tls.read(&mut buf))
+        .await
+        .expect("closed by the server");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    env.shutdown().await;
+}

@@ -11,6 +11,7 @@ pub mod api;
 pub mod assemble;
 pub mod audit;
 pub mod config;
+pub mod conns;
 pub mod enforcement;
 pub mod expiry;
 pub mod grants;

@@ -30,6 +30,12 @@ pub struct GrantLabels {
     pub owner: String,
 }
 
+/// Labels of shed connections: why ([`crate::conns::Shed`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShedLabels {
+    pub reason: &'static str,
+}
+
 /// Every metric of one server.
 #[derive(Debug)]
 pub struct Metrics {
@@ -47,6 +53,8 @@ pub struct Metrics {
     pub ssf: crate::ssf::metrics::SsfMetrics,
     /// Seconds until each configured grant ends (negative once it has).
     pub grant_expiry_seconds: Family<GrantLabels, Gauge>,
+    /// Connections closed as soon as accepted, by reason.
+    pub connections_shed: Family<ShedLabels, Counter>,
     registry: Registry,
 }
 
@@ -117,7 +125,14 @@ impl Metrics {
             "Seconds until a grant ends (negative once it has ended)",
             grant_expiry_seconds.clone(),
         );
+        let connections_shed = Family::<ShedLabels, Counter>::default();
+        r.register(
+            "connections_shed",
+            "Connections closed as soon as accepted: past a connection or handshake limit",
+            connections_shed.clone(),
+        );
         Metrics {
+            connections_shed,
             grant_expiry_seconds,
             issued,
             refused,

@@ -30,6 +30,7 @@ use crate::api::watch::Watches;
 use crate::assemble::{AssembleError, Services};
 use crate::audit::Audit;
 use crate::config::{Config, LedgerBackend, PostgresTarget};
+use crate::conns::Gate;
 use crate::expiry::{ExpiryParts, ExpiryWatch};
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
@@ -310,6 +311,10 @@ impl Listener<'_> {
             verifier: Arc::new(move || settings.x509_verifier()),
             clock: Arc::clone(&self.services.clock),
             shutdown: self.shutdown.clone(),
+            gate: Gate::new(
+                self.config.server.connections,
+                self.services.metrics.connections_shed.clone(),
+            ),
         };
         Ok((tls::accept(listener, params), bound))
     }
@@ -525,7 +530,13 @@ async fn serve_http(
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10));
-    builder.http2().timer(hyper_util::rt::TokioTimer::new());
+    // Dead peers are found by pings; an HTTP/1.1 connection that sends no request within the
+    // header timeout is closed (the first request has its own deadline: tls::FIRST_REQUEST_TIMEOUT).
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
     loop {
         let conn = tokio::select! {
             () = shutdown.cancelled() => break,

@@ -4,6 +4,7 @@
 //! connection ([`tessera_core::attest::X509SvidVerifier`]) and the outcome travels with the connection,
 //! so a refused SVID gets an error message that says why.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -27,10 +28,15 @@ use tessera_core::attest::{PeerCert, X509SvidVerifier};
 use tessera_core::clock::SharedClock;
 use tessera_core::keys::SecretKey;
 
+use crate::conns::{Admitted, Gate, Shed};
+
 /// TLS handshakes in progress at once, per listener.
 pub const MAX_HANDSHAKES: usize = 1024;
 /// How long a TLS handshake may take before the connection is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long after its handshake a connection may take to send its first bytes (a request, or
+/// the HTTP/2 preface) before it is closed.
+pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +141,10 @@ pub fn server_config(p: ServerConfigParams<'_>) -> Result<Arc<rustls::ServerConf
 pub struct TlsConn {
     inner: TlsStream<TcpStream>,
     info: PeerInfo,
+    /// Until the first bytes arrive: when the connection is closed if none have.
+    first_read: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The connection's place in its listener, given back when it closes.
+    _place: Admitted,
 }
 
 impl TlsConn {
@@ -150,7 +160,19 @@ impl AsyncRead for TlsConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Some(deadline) = self.first_read.as_mut() {
+            if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+                self.first_read = None;
+            } else if read.is_pending() && deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no request within the first-request deadline",
+                )));
+            }
+        }
+        read
     }
 }
 
@@ -201,6 +223,8 @@ pub struct AcceptParams {
     pub verifier: Arc<dyn Fn() -> Arc<X509SvidVerifier> + Send + Sync>,
     pub clock: SharedClock,
     pub shutdown: CancellationToken,
+    /// The connections this listener may hold.
+    pub gate: Arc<Gate>,
 }
 
 impl std::fmt::Debug for AcceptParams {
@@ -231,9 +255,19 @@ pub fn accept(
                     }
                 },
             };
-            // At most MAX_HANDSHAKES at once; past that, accepting waits (TCP backpressure).
-            let Ok(permit) = Arc::clone(&handshakes).acquire_owned().await else {
-                break;
+            // Past a limit the connection is closed at once: the loop never waits, so
+            // connections that send nothing cannot keep others from being accepted.
+            let place = match p.gate.admit(remote.ip()) {
+                Ok(place) => place,
+                Err(reason) => {
+                    tracing::debug!(%remote, reason = reason.as_str(), "connection shed");
+                    continue;
+                }
+            };
+            let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
+                p.gate.count(Shed::Handshakes);
+                tracing::debug!(%remote, "connection shed: too many TLS handshakes under way");
+                continue;
             };
             let tx = tx.clone();
             let p = p.clone();
@@ -243,12 +277,13 @@ pub fn accept(
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, p.acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let info = peer_info(&stream, remote, &p);
-                        let _ = tx
-                            .send(Ok(TlsConn {
-                                inner: stream,
-                                info,
-                            }))
-                            .await;
+                        let conn = TlsConn {
+                            inner: stream,
+                            info,
+                            first_read: Some(Box::pin(tokio::time::sleep(FIRST_REQUEST_TIMEOUT))),
+                            _place: place,
+                        };
+                        let _ = tx.send(Ok(conn)).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),

@@ -40,6 +40,8 @@ pub struct ServerSection {
     pub audience: Option<String>,
     pub shutdown_grace: Option<String>,
     pub max_in_flight: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
     /// Deprecated: the size of each watcher pool unless its own key is set.
     pub max_watchers: Option<usize>,
     pub max_revocation_watchers: Option<usize>,

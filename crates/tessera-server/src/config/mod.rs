@@ -96,6 +96,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Credential requests handled at once; more are refused with RESOURCE_EXHAUSTED.
     pub max_in_flight: usize,
+    /// Connections each listener holds, in all and per peer address.
+    pub connections: crate::conns::ConnLimits,
     /// Watch stream pools, per-identity share and replay concurrency.
     pub watch: crate::watchers::WatchLimits,
     /// RFC 7009 revocations each workload may make.
@@ -459,6 +461,16 @@ fn server(check: &Checker<'_>, s: &file::ServerSection) -> Result<ServerConfig, 
             .max_in_flight
             .unwrap_or(crate::limits::DEFAULT_MAX_IN_FLIGHT)
             .max(1),
+        connections: crate::conns::ConnLimits {
+            total: s
+                .max_connections
+                .unwrap_or(crate::conns::DEFAULT_MAX_CONNECTIONS)
+                .max(1),
+            per_ip: s
+                .max_connections_per_ip
+                .unwrap_or(crate::conns::DEFAULT_MAX_CONNECTIONS_PER_IP)
+                .max(1),
+        },
         watch: limits::watch(check, s)?,
         revoke_rate: limits::revoke_rate(check, s)?,
         shutdown_grace: check.duration(
