@@ -30,6 +30,9 @@ pub struct TrustDomainBundle {
     pub name: TrustDomain,
     pub x509_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     pub jwt_keys: Vec<BundleJwk>,
+    /// The furthest ahead a JWT-SVID's `exp` may lie (`max_jwt_svid_lifetime`, default
+    /// [`jwt_svid::DEFAULT_MAX_LIFETIME`]).
+    pub max_jwt_svid_lifetime: std::time::Duration,
 }
 
 /// Who a caller proved to be.
