@@ -1,7 +1,11 @@
 //! Compiles `proto/` at the workspace root with protox (pure Rust, no `protoc`) and
 //! tonic-prost-build. Clients and servers are generated behind the crate's `client` and
-//! `server` features, so a relying party compiles no server code.
+//! `server` features, so a relying party compiles no server code. Messages that carry a
+//! credential (`SECRET_MESSAGES`) get no derived `Debug`: `src/lib.rs` writes a redacting one.
 use std::path::PathBuf;
+
+/// Messages holding a bearer credential; their `Debug` is hand-written in `src/lib.rs`.
+const SECRET_MESSAGES: [&str; 1] = [".tessera.v1.MintJwtResponse"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
@@ -17,6 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .build_transport(false)
+        .skip_debug(SECRET_MESSAGES)
         .client_mod_attribute("tessera.v1", "#[cfg(feature = \"client\")]")
         .server_mod_attribute("tessera.v1", "#[cfg(feature = \"server\")]")
         .compile_fds(fds)?;

@@ -355,3 +355,29 @@ fn tessera_check_refuses_a_mint_ca_that_does_not_chain_to_the_bundle() {
     assert!(!ok, "{out}");
     assert!(err.contains("signing.ca_cert"), "names the key: {err}");
 }
+
+#[test]
+fn max_jwt_svid_lifetime_defaults_to_an_hour_and_is_read_per_trust_domain() {
+    let fx = Fixture::new();
+    let config = Config::load(&fx.config_path, &SystemClock).unwrap();
+    let hour = std::time::Duration::from_secs(3600);
+    assert_eq!(config.trust_domains[0].max_jwt_svid_lifetime, hour);
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    let set = |value: &str| {
+        text.replace(
+            "[[trust_domain]]",
+            &format!("[[trust_domain]]\nmax_jwt_svid_lifetime = \"{value}\""),
+        )
+    };
+    std::fs::write(&fx.config_path, set("10m")).unwrap();
+    let config = Config::load(&fx.config_path, &SystemClock).unwrap();
+    let ten_minutes = std::time::Duration::from_secs(600);
+    assert_eq!(config.trust_domains[0].max_jwt_svid_lifetime, ten_minutes);
+    let m = error_after(|_, _| set("0s"));
+    assert_has(
+        &m,
+        &["trust_domain[0].max_jwt_svid_lifetime", "at least 1s"],
+    );
+    let m = error_after(|_, _| set("soon"));
+    assert_has(&m, &["trust_domain[0].max_jwt_svid_lifetime"]);
+}

@@ -1,4 +1,4 @@
-//! HTTPS endpoints and the gRPC health protocol.
+//! HTTPS endpoints, the gRPC health protocol and gRPC reflection (v1 and v1alpha).
 
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -52,6 +52,69 @@ async fn answers_the_grpc_health_protocol() {
             ServingStatus::Serving,
             "service {service:?}"
         );
+    }
+    env.shutdown().await;
+}
+
+/// Returns the services a reflection client of `version` (`v1` or `v1alpha`) lists.
+async fn reflected_services(env: &Env, version: &str) -> Vec<String> {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let channel = env.channel(None).await;
+    let host = String::new();
+    let list = || String::new();
+    let names: Vec<String> = if version == "v1" {
+        use v1::server_reflection_request::MessageRequest;
+        use v1::server_reflection_response::MessageResponse;
+        let request = v1::ServerReflectionRequest {
+            host,
+            message_request: Some(MessageRequest::ListServices(list())),
+        };
+        let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel);
+        let mut replies = client
+            .server_reflection_info(futures::stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        match replies.message().await.unwrap().unwrap().message_response {
+            Some(MessageResponse::ListServicesResponse(l)) => {
+                l.service.into_iter().map(|s| s.name).collect()
+            }
+            other => panic!("v1: {other:?}"),
+        }
+    } else {
+        use v1alpha::server_reflection_request::MessageRequest;
+        use v1alpha::server_reflection_response::MessageResponse;
+        let request = v1alpha::ServerReflectionRequest {
+            host,
+            message_request: Some(MessageRequest::ListServices(list())),
+        };
+        let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+        let mut replies = client
+            .server_reflection_info(futures::stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        match replies.message().await.unwrap().unwrap().message_response {
+            Some(MessageResponse::ListServicesResponse(l)) => {
+                l.service.into_iter().map(|s| s.name).collect()
+            }
+            other => panic!("v1alpha: {other:?}"),
+        }
+    };
+    names
+}
+
+#[tokio::test]
+async fn grpc_reflection_lists_the_services_to_v1_and_v1alpha_clients() {
+    let mut env = Env::start().await;
+    for version in ["v1", "v1alpha"] {
+        let services = reflected_services(&env, version).await;
+        for wanted in ["tessera.v1.Broker", "tessera.v1.Admin"] {
+            assert!(
+                services.iter().any(|s| s == wanted),
+                "{version} lists {services:?}, not {wanted}"
+            );
+        }
     }
     env.shutdown().await;
 }

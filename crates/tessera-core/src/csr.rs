@@ -1,11 +1,16 @@
 //! Certificate signing requests, parsed and verified once at the API edge: a [`VerifiedCsr`]
-//! holds only the public key, proven by the CSR's signature. Its subject, SANs, extensions and
-//! CA flags are read by nobody.
+//! holds only the public key, proven by the CSR's signature, re-encoded from the parsed key:
+//! nothing of the CSR's own bytes (e.g. algorithm parameters an attacker filled with a payload)
+//! reaches the certificate the CA signs. Its subject, SANs, extensions and CA flags are read by
+//! nobody.
 
 use std::fmt;
 
 use x509_parser::prelude::{FromDer, X509CertificationRequest};
 use x509_parser::public_key::PublicKey;
+use x509_parser::x509::SubjectPublicKeyInfo;
+
+use crate::der;
 
 /// Largest CSR accepted, in bytes.
 pub const MAX_CSR_LEN: usize = 16 * 1024;
@@ -20,6 +25,8 @@ const OID_P521: &str = "1.3.132.0.35";
 const OID_ED25519: &str = "1.3.101.112";
 const OID_ED448: &str = "1.3.101.113";
 const OID_DSA: &str = "1.2.840.10040.4.1";
+/// Length of an Ed25519 public key, in bytes.
+const ED25519_KEY_LEN: usize = 32;
 
 /// The key types Tessera certifies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +127,66 @@ fn key_type(csr: &X509CertificationRequest<'_>) -> Result<KeyType, CsrError> {
     }
 }
 
+/// Returns the DER SubjectPublicKeyInfo of the key in `spki`, written anew: rsaEncryption with
+/// NULL parameters around `RSAPublicKey { n, e }`; id-ecPublicKey with the named curve around the
+/// point; Ed25519 without parameters around the 32 key bytes. Fails when the key's bits do not
+/// have the form `key_type` needs.
+fn canonical_spki(spki: &SubjectPublicKeyInfo<'_>, key_type: KeyType) -> Result<Vec<u8>, CsrError> {
+    let bits: &[u8] = &spki.subject_public_key.data;
+    if spki.subject_public_key.unused_bits != 0 {
+        return Err(CsrError::Malformed(
+            "public key BIT STRING has unused bits".into(),
+        ));
+    }
+    let (algorithm, key) = match key_type {
+        KeyType::Rsa { .. } => {
+            let Ok(PublicKey::RSA(rsa)) = spki.parsed() else {
+                return Err(CsrError::Malformed("RSA public key does not parse".into()));
+            };
+            let key = der::sequence(&[
+                &der::unsigned_integer(rsa.modulus),
+                &der::unsigned_integer(rsa.exponent),
+            ]);
+            let null = der::tlv(der::tag::NULL, &[]);
+            (
+                der::sequence(&[&der::oid(&[1, 2, 840, 113_549, 1, 1, 1]), &null]),
+                key,
+            )
+        }
+        KeyType::P256 | KeyType::P384 => {
+            let (curve, len): (&[u128], usize) = match key_type {
+                KeyType::P256 => (&[1, 2, 840, 10_045, 3, 1, 7], 32),
+                _ => (&[1, 3, 132, 0, 34], 48),
+            };
+            let point_ok = match bits.first() {
+                Some(0x04) => bits.len() == 1 + 2 * len,
+                Some(0x02 | 0x03) => bits.len() == 1 + len,
+                _ => false,
+            };
+            if !point_ok {
+                return Err(CsrError::Malformed(format!(
+                    "{key_type} point is malformed"
+                )));
+            }
+            let ec = der::oid(&[1, 2, 840, 10_045, 2, 1]);
+            (der::sequence(&[&ec, &der::oid(curve)]), bits.to_vec())
+        }
+        KeyType::Ed25519 => {
+            if bits.len() != ED25519_KEY_LEN {
+                return Err(CsrError::Malformed(format!(
+                    "Ed25519 key is {} bytes, not {ED25519_KEY_LEN}",
+                    bits.len()
+                )));
+            }
+            (
+                der::sequence(&[&der::oid(&[1, 3, 101, 112])]),
+                bits.to_vec(),
+            )
+        }
+    };
+    Ok(der::sequence(&[&algorithm, &der::bit_string(&key)]))
+}
+
 impl VerifiedCsr {
     /// Parses a DER CSR, checks its key type and verifies its signature with its own key.
     /// Fails when the CSR is empty, over [`MAX_CSR_LEN`], malformed, has trailing bytes, carries
@@ -142,12 +209,12 @@ impl VerifiedCsr {
         let key_type = key_type(&csr)?;
         csr.verify_signature().map_err(|_| CsrError::BadSignature)?;
         Ok(VerifiedCsr {
-            spki_der: csr.certification_request_info.subject_pki.raw.to_vec(),
+            spki_der: canonical_spki(&csr.certification_request_info.subject_pki, key_type)?,
             key_type,
         })
     }
 
-    /// Returns the DER SubjectPublicKeyInfo.
+    /// Returns the DER SubjectPublicKeyInfo of the CSR's key, re-encoded (never the CSR's bytes).
     pub fn spki_der(&self) -> &[u8] {
         &self.spki_der
     }

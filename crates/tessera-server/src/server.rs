@@ -496,9 +496,13 @@ async fn serve_grpc(
     conns: tokio::sync::mpsc::Receiver<std::io::Result<TlsConn>>,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // v1 for grpcurl and grpcui; v1alpha for grpcio-reflection (Python), older grpcurl, Postman.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+    };
+    let (reflection_v1, reflection_v1alpha) =
+        (reflection().build_v1()?, reflection().build_v1alpha()?);
     // Requests are small (a CSR is at most 16 KiB); nothing needs tonic's 4 MiB default.
     let admin_service =
         proto::admin_server::AdminServer::new(admin).max_decoding_message_size(MAX_GRPC_MESSAGE);
@@ -510,7 +514,8 @@ async fn serve_grpc(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(broker_service)
         .add_service(admin_service)
         .serve_with_incoming_shutdown(ReceiverStream::new(conns), shutdown.cancelled_owned())

@@ -1,8 +1,11 @@
 //! JWT-SVID verification (`standards.md` §3): JWS compact only, header `alg`/`kid`/`typ` only,
 //! RS/ES/PS 256–512 only, key by `kid` from the bundle of the `sub`'s trust domain, `aud` must hold
-//! our audience, `exp` required and in the future.
+//! our audience, `exp` required and in the future, and no further ahead than the trust domain's
+//! `max_jwt_svid_lifetime` (JWT-SVIDs carry no replay guard: the cap bounds how long a stolen
+//! one is worth anything).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
@@ -18,6 +21,8 @@ use crate::spiffe_id::SpiffeId;
 pub const LEEWAY_SECS: i64 = 30;
 /// Longest bearer token accepted, in bytes.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+/// `[[trust_domain]] max_jwt_svid_lifetime` when not set: the furthest `exp` may lie ahead.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// Why a JWT-SVID was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +55,13 @@ pub enum JwtSvidError {
     MissingExp,
     #[error("token expired at {exp} (now {now})")]
     Expired { exp: i64, now: i64 },
+    #[error(
+        "JWT-SVID lives longer than the {} this trust domain allows: exp is {exp}, {}s after now \
+         ({now}); ask for a shorter-lived JWT-SVID",
+        human_secs(*.max_secs),
+        .exp.saturating_sub(*.now)
+    )]
+    LivesTooLong { exp: i64, now: i64, max_secs: i64 },
     #[error("token is not valid before {nbf} (now {now})")]
     NotYetValid { nbf: i64, now: i64 },
     #[error("aud does not contain `{0}`")]
@@ -69,10 +81,26 @@ struct Claims {
     nbf: Option<f64>,
 }
 
+/// Returns `secs` as the config writes it: `1h`, `15m` or `90s`.
+fn human_secs(secs: i64) -> String {
+    match secs {
+        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// One trust domain's JWT-SVID keys and lifetime cap.
+struct DomainKeys {
+    keys: Vec<VerifyingKey>,
+    /// Longest `exp − now` accepted, in seconds.
+    max_lifetime: i64,
+}
+
 /// Verifies JWT-SVIDs against the configured trust domains' JWT bundles.
 pub struct JwtSvidVerifier {
     audience: String,
-    domains: HashMap<String, Vec<VerifyingKey>>,
+    domains: HashMap<String, DomainKeys>,
 }
 
 impl std::fmt::Debug for JwtSvidVerifier {
@@ -80,7 +108,7 @@ impl std::fmt::Debug for JwtSvidVerifier {
         let kids: Vec<(&String, Vec<&str>)> = self
             .domains
             .iter()
-            .map(|(d, keys)| (d, keys.iter().filter_map(|k| k.kid.as_deref()).collect()))
+            .map(|(d, dk)| (d, dk.keys.iter().filter_map(|k| k.kid.as_deref()).collect()))
             .collect();
         f.debug_struct("JwtSvidVerifier")
             .field("audience", &self.audience)
@@ -135,6 +163,9 @@ impl JwtSvidVerifier {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            let max_lifetime =
+                i64::try_from(domain.max_jwt_svid_lifetime.as_secs()).unwrap_or(i64::MAX);
+            let keys = DomainKeys { keys, max_lifetime };
             out.insert(domain.name.as_str().to_owned(), keys);
         }
         Ok(JwtSvidVerifier {
@@ -180,11 +211,11 @@ impl JwtSvidVerifier {
             return Err(JwtSvidError::SubjectWithoutPath(sub.to_owned()));
         }
         let domain = identity.trust_domain_name();
-        let keys = self
+        let domain_keys = self
             .domains
             .get(domain)
             .ok_or_else(|| JwtSvidError::UntrustedDomain(domain.to_owned()))?;
-        jws::verify(keys, kid.as_deref(), alg, parts).map_err(|e| match e {
+        jws::verify(&domain_keys.keys, kid.as_deref(), alg, parts).map_err(|e| match e {
             SignatureError::UnknownKid(kid) => JwtSvidError::UnknownKid {
                 kid,
                 domain: domain.to_owned(),
@@ -195,7 +226,7 @@ impl JwtSvidVerifier {
             },
             SignatureError::BadSignature => JwtSvidError::BadSignature,
         })?;
-        self.check_claims(&claims, now)?;
+        self.check_claims(&claims, now, domain_keys.max_lifetime)?;
         Ok(Attestation {
             principal: Principal::Spiffe(identity),
             evidence_kind: EvidenceKind::JwtSvid,
@@ -205,11 +236,25 @@ impl JwtSvidVerifier {
         })
     }
 
-    fn check_claims(&self, claims: &Claims, now: i64) -> Result<(), JwtSvidError> {
-        // Times may be written as floats by some issuers; whole seconds are what count.
+    /// Checks `exp` (present, not past, at most `max_lifetime` seconds ahead), `nbf` and `aud`.
+    fn check_claims(
+        &self,
+        claims: &Claims,
+        now: i64,
+        max_lifetime: i64,
+    ) -> Result<(), JwtSvidError> {
+        // Times may be written as floats by some issuers; whole seconds are what count (the
+        // cast saturates, so 1e30 is i64::MAX).
         let exp = claims.exp.ok_or(JwtSvidError::MissingExp)? as i64;
         if now >= exp.saturating_add(LEEWAY_SECS) {
             return Err(JwtSvidError::Expired { exp, now });
+        }
+        if exp.saturating_sub(now) > max_lifetime {
+            return Err(JwtSvidError::LivesTooLong {
+                exp,
+                now,
+                max_secs: max_lifetime,
+            });
         }
         if let Some(nbf) = claims.nbf.map(|n| n as i64)
             && now.saturating_add(LEEWAY_SECS) < nbf

@@ -23,6 +23,7 @@ fn bundle(name: &str, keys: &[(&str, &TestKey)]) -> TrustDomainBundle {
                 jwk: key.jwk(kid, Some("jwt-svid")),
             })
             .collect(),
+        max_jwt_svid_lifetime: DEFAULT_MAX_LIFETIME,
     }
 }
 
@@ -149,6 +150,29 @@ fn cases() -> Vec<Case<JwtSvidError>> {
             Some(E::Expired {
                 exp: NOW - LEEWAY_SECS,
                 now: NOW,
+            }),
+        ),
+        case(
+            "an_exp_one_hour_ahead_is_accepted_under_the_default_cap",
+            Change::Claims(|c| c["exp"] = json!(NOW + 3600)),
+            None,
+        ),
+        case(
+            "an_exp_further_ahead_than_the_lifetime_cap_is_refused",
+            Change::Claims(|c| c["exp"] = json!(NOW + 3601)),
+            Some(E::LivesTooLong {
+                exp: NOW + 3601,
+                now: NOW,
+                max_secs: 3600,
+            }),
+        ),
+        case(
+            "an_exp_of_1e18_is_refused_by_the_lifetime_cap",
+            Change::Claims(|c| c["exp"] = json!(1e18)),
+            Some(E::LivesTooLong {
+                exp: 1_000_000_000_000_000_000,
+                now: NOW,
+                max_secs: 3600,
             }),
         ),
         case(
@@ -307,10 +331,33 @@ fn an_unusable_bundle_key_is_a_bundle_error_naming_domain_and_kid() {
             kid: "bad".into(),
             jwk,
         }],
+        max_jwt_svid_lifetime: DEFAULT_MAX_LIFETIME,
     };
     let err = JwtSvidVerifier::new(&[domain], AUDIENCE).unwrap_err();
     assert!(
         matches!(&err, BundleError::JwtKey { domain, kid, .. } if domain == TD && kid == "bad"),
         "{err:?}"
+    );
+}
+
+#[test]
+fn the_lifetime_cap_is_the_trust_domains_and_its_refusal_names_it_and_the_exp() {
+    let key = TestKey::es256();
+    let mut domain = bundle(TD, &[(KID, &key)]);
+    domain.max_jwt_svid_lifetime = std::time::Duration::from_secs(600);
+    let verifier = JwtSvidVerifier::new(&[domain], AUDIENCE).unwrap();
+    let at_cap = key.sign(
+        &header(),
+        &json!({"sub": WORKLOAD, "aud": AUDIENCE, "exp": NOW + 600}),
+    );
+    assert!(verifier.verify(&at_cap, NOW).is_ok());
+    let over = key.sign(
+        &header(),
+        &json!({"sub": WORKLOAD, "aud": AUDIENCE, "exp": 1e18}),
+    );
+    let message = verifier.verify(&over, NOW).unwrap_err().to_string();
+    assert!(
+        message.starts_with("JWT-SVID lives longer than the 10m this trust domain allows: exp is 1000000000000000000"),
+        "{message}"
     );
 }

@@ -30,6 +30,9 @@ pub struct TrustDomainBundle {
     pub name: TrustDomain,
     pub x509_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     pub jwt_keys: Vec<BundleJwk>,
+    /// The furthest ahead a JWT-SVID's `exp` may lie (`max_jwt_svid_lifetime`, default
+    /// [`jwt_svid::DEFAULT_MAX_LIFETIME`]).
+    pub max_jwt_svid_lifetime: std::time::Duration,
 }
 
 /// Who a caller proved to be.
@@ -81,14 +84,34 @@ pub enum AttestError {
     Oidc(#[from] OidcError),
 }
 
-/// The evidence one call carries.
-#[derive(Debug, Clone, Copy, Default)]
+/// The evidence one call carries. Its `Debug` shows the authorization scheme and length, never
+/// the token.
+#[derive(Clone, Copy, Default)]
 pub struct Evidence<'a> {
     /// The raw `authorization` header value, if any.
     pub authorization: Option<&'a str>,
     /// The connection's client certificate and the outcome of verifying it, if one was
     /// presented.
     pub peer: Option<&'a PeerCert>,
+}
+
+impl fmt::Debug for Evidence<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let authorization = self.authorization.map(|header| {
+            let scheme = header.split_once(' ').map_or("", |(scheme, _)| scheme);
+            // The scheme is attacker-chosen too: only a known one is echoed.
+            let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+                "Bearer"
+            } else {
+                "?"
+            };
+            format!("{scheme} <redacted, {} bytes>", header.len())
+        });
+        f.debug_struct("Evidence")
+            .field("authorization", &authorization)
+            .field("peer", &self.peer)
+            .finish()
+    }
 }
 
 /// Verifies evidence against the configured trust domains and OIDC issuers.
@@ -239,6 +262,32 @@ mod tests {
         assert_eq!(
             bearer_token("abc"),
             Err(AttestError::MalformedAuthorization)
+        );
+    }
+
+    #[test]
+    fn the_debug_of_evidence_shows_the_scheme_and_length_but_never_the_token() {
+        let token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJzcGlmZmUifQ.c2lnbmF0dXJl";
+        let header = format!("Bearer {token}");
+        let evidence = Evidence {
+            authorization: Some(&header),
+            peer: None,
+        };
+        let debug = format!("{evidence:?}");
+        assert!(!debug.contains(token), "{debug}");
+        assert!(!debug.contains("c2lnbmF0dXJl"), "{debug}");
+        assert!(
+            debug.contains(&format!("Bearer <redacted, {} bytes>", header.len())),
+            "{debug}"
+        );
+        let odd = Evidence {
+            authorization: Some("Secret-Scheme hunter2"),
+            peer: None,
+        };
+        let debug = format!("{odd:#?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("Secret"),
+            "{debug}"
         );
     }
 

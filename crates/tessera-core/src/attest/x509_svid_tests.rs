@@ -13,6 +13,7 @@ fn domain(name: &str, roots: Vec<CertificateDer<'static>>) -> TrustDomainBundle 
         name: name.parse().expect("trust domain"),
         x509_roots: roots,
         jwt_keys: Vec::new(),
+        max_jwt_svid_lifetime: crate::attest::jwt_svid::DEFAULT_MAX_LIFETIME,
     }
 }
 

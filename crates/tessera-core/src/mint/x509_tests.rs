@@ -236,3 +236,62 @@ fn validity_stays_within_the_ca_and_an_expired_ca_refuses_to_mint() {
     let (late, _) = mint_with(&minter, &rcgen::PKCS_ECDSA_P256_SHA256, NOW + 100);
     assert_eq!(late.unwrap_err(), MintError::CaExpired(NOW + 100));
 }
+
+/// Returns a CSR for an RSA 2048 key whose SPKI algorithm parameters are `parameters` instead
+/// of NULL, signed by that key (so it verifies), and the key.
+fn rsa_csr_with_spki_parameters(parameters: &[u8]) -> (Vec<u8>, rcgen::KeyPair) {
+    use rcgen::SigningKey;
+    let key = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+        .unwrap();
+    let rsa_encryption = der::oid(&[1, 2, 840, 113_549, 1, 1, 1]);
+    let spki = der::sequence(&[
+        &der::sequence(&[&rsa_encryption, parameters]),
+        &der::bit_string(key.der_bytes()),
+    ]);
+    let info = der::sequence(&[
+        &der::small_integer(0),
+        &der::sequence(&[]),
+        &spki,
+        &der::tlv(0xa0, &[]),
+    ]);
+    let sha256_with_rsa = der::oid(&[1, 2, 840, 113_549, 1, 1, 11]);
+    let signature_algorithm = der::sequence(&[&sha256_with_rsa, &der::tlv(tag::NULL, &[])]);
+    let signature = der::bit_string(&key.sign(&info).unwrap());
+    (
+        der::sequence(&[&info, &signature_algorithm, &signature]),
+        key,
+    )
+}
+
+#[test]
+fn a_payload_in_the_csrs_key_parameters_does_not_reach_the_signed_leaf() {
+    let payload = vec![0x5a; 8800];
+    let (csr, key) = rsa_csr_with_spki_parameters(&der::tlv(tag::OCTET_STRING, &payload));
+    let csr = VerifiedCsr::from_der(&csr).unwrap();
+    assert_eq!(csr.key_type(), crate::csr::KeyType::Rsa { bits: 2048 });
+    let root = Ca::root("example.org root");
+    let minted = minter(&root)
+        .mint(MintX509Params {
+            workload: &WORKLOAD.parse().unwrap(),
+            destination: DESTINATION,
+            purpose: PURPOSE,
+            csr: &csr,
+            ttl: Duration::from_secs(TTL),
+            issued_ms: NOW * 1000,
+        })
+        .unwrap();
+    let (_, leaf) = X509Certificate::from_der(&minted.chain[0]).unwrap();
+    assert!(
+        !minted.chain[0].windows(64).any(|w| w == &payload[..64]),
+        "the payload is in the leaf"
+    );
+    // rcgen writes the canonical form: rsaEncryption, NULL parameters, RSAPublicKey.
+    let canonical = key.subject_public_key_info();
+    let spki = leaf.public_key().raw;
+    assert!(
+        spki == canonical.as_slice(),
+        "leaf SPKI is {} bytes, not the {} of the canonical encoding",
+        spki.len(),
+        canonical.len()
+    );
+}

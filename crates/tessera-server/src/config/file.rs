@@ -82,6 +82,7 @@ pub struct TrustDomainSection {
     pub name: String,
     pub x509_bundle: Option<String>,
     pub jwt_bundle: Option<String>,
+    pub max_jwt_svid_lifetime: Option<String>,
 }
 
 /// One `[[oidc_issuer]]`.

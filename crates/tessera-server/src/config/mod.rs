@@ -557,10 +557,19 @@ fn trust_domains(
                 .map_err(|m| check.invalid(key("jwt_bundle"), m.to_string()))?,
             None => Vec::new(),
         };
+        let max_jwt_svid_lifetime = check.duration(
+            &key("max_jwt_svid_lifetime"),
+            s.max_jwt_svid_lifetime.as_deref(),
+            tessera_core::attest::jwt_svid::DEFAULT_MAX_LIFETIME,
+        )?;
+        if max_jwt_svid_lifetime.as_secs() == 0 {
+            return Err(check.invalid(key("max_jwt_svid_lifetime"), "must be at least 1s"));
+        }
         out.push(TrustDomainConfig {
             name,
             x509_roots,
             jwt_keys,
+            max_jwt_svid_lifetime,
         });
     }
     Ok(out)
