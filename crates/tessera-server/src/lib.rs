@@ -28,5 +28,6 @@ pub mod settings;
 pub mod signing;
 pub mod ssf;
 pub mod status_list;
+pub mod sweeper;
 pub mod tls;
 pub mod watchers;

@@ -36,7 +36,6 @@ use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use crate::readiness::Readiness;
 use crate::reload::{ReloadError, ReloadReport, Reloader, ReloaderParts};
-use crate::revoker::Revoker;
 use crate::tls::{self, AcceptParams, ServerConfigParams, TlsConn};
 
 /// Largest gRPC request accepted, in bytes.
@@ -236,7 +235,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
         shutdown.clone(),
     ));
     let http = tokio::spawn(serve_http(http_router, http_conns, shutdown.clone()));
-    let sweeper = tokio::spawn(sweep(
+    let sweeper = tokio::spawn(crate::sweeper::sweep(
         Arc::clone(&services.revoker),
         config.ledger.retain_expired,
         config.ledger.sweep_interval,
@@ -563,51 +562,4 @@ async fn serve_http(
     }
     graceful.shutdown().await;
     Ok(())
-}
-
-/// Records swept per write transaction.
-const SWEEP_BATCH: usize = 10_000;
-/// How often `expired` events are recorded.
-const EXPIRE_EVERY: Duration = Duration::from_secs(5);
-
-/// Records `expired` events every [`EXPIRE_EVERY`], and every `every` sweeps expired records,
-/// old events and dead rules from the ledger and the revocation index.
-async fn sweep(
-    revoker: Arc<Revoker>,
-    retain: Duration,
-    every: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut expire_tick = tokio::time::interval(EXPIRE_EVERY);
-    let mut sweep_tick = tokio::time::interval(every.max(Duration::from_secs(1)));
-    let retain = i64::try_from(retain.as_secs()).unwrap_or(i64::MAX);
-    loop {
-        let sweep_now = tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = expire_tick.tick() => false,
-            _ = sweep_tick.tick() => true,
-        };
-        if let Err(e) = revoker.expire().await {
-            tracing::warn!(error = %e, "recording expiries failed");
-        }
-        if sweep_now {
-            sweep_ledger(&revoker, retain).await;
-        }
-    }
-}
-
-/// Deletes what the revoker says the ledger may forget, in batches until the backlog is gone,
-/// bounded so one sweep cannot run forever.
-async fn sweep_ledger(revoker: &Revoker, retain: i64) {
-    let params = revoker.forget(retain, SWEEP_BATCH);
-    for _ in 0..100 {
-        match revoker.sweep(params).await {
-            Ok(n) if (n as usize) < SWEEP_BATCH => break,
-            Ok(n) => tracing::info!(swept = n, "expired credentials swept from the ledger"),
-            Err(e) => {
-                tracing::warn!(error = %e, "ledger sweep failed");
-                break;
-            }
-        }
-    }
 }
