@@ -375,3 +375,23 @@ async fn tessera_exchange_prints_the_minted_token() {
     assert_eq!(claims_of(printed.trim())["sub"], GITHUB_WORKLOAD);
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_refused_token_with_a_10_kb_issuer_writes_a_short_audit_line() {
+    let (mut env, issuer) = ci_env().await;
+    let huge = format!("https://{}.example.org", "a".repeat(10 * 1024));
+    let token = issuer.sign(&json!({"iss": huge, "sub": "x", "aud": "tessera", "exp": now() + 60}));
+    let reply = exchange(&env, &token, REGISTRY, PUSH).await;
+    assert_oauth_error(&reply, "invalid_request", "not a configured OIDC issuer");
+    env.shutdown().await;
+    let log = std::fs::read_to_string(env.fx.dir.path().join("data/audit.log")).unwrap();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(r#""event":"refused""#))
+        .collect();
+    assert_eq!(refused.len(), 1, "{log}");
+    assert!(refused[0].len() < 1024, "{} bytes", refused[0].len());
+    let line: Value = serde_json::from_str(refused[0]).unwrap();
+    let reason = line["reason"].as_str().unwrap();
+    assert!(reason.contains("…[truncated, "), "{reason}");
+}

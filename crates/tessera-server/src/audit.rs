@@ -4,6 +4,7 @@
 //! line touched ([`verify`], `tessera audit verify FILE`). One writer thread appends; callers
 //! never wait for the disk.
 
+use std::borrow::Cow;
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -13,6 +14,29 @@ use serde_json::{Map, Value};
 
 use tessera_core::attest::sha256_hex;
 use tessera_core::clock::SharedClock;
+
+/// Most bytes of an attacker-chosen value written to the audit log or the server log.
+pub const UNTRUSTED_MAX: usize = 256;
+
+/// Returns `value` unchanged when it has at most [`UNTRUSTED_MAX`] bytes, else its first
+/// [`UNTRUSTED_MAX`] bytes (cut at a character boundary) followed by
+/// `…[truncated, N bytes]`, N its full length. For what unauthenticated callers choose
+/// (refusal reasons that quote their claims, destinations, purposes): a flood of large values
+/// cannot make each refused request a large audit or log line.
+pub fn untrusted(value: &str) -> Cow<'_, str> {
+    if value.len() <= UNTRUSTED_MAX {
+        return Cow::Borrowed(value);
+    }
+    let mut end = UNTRUSTED_MAX;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!(
+        "{}…[truncated, {} bytes]",
+        &value[..end],
+        value.len()
+    ))
+}
 
 /// `prev` of the first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -229,6 +253,23 @@ pub fn verify(path: &Path) -> Result<u64, AuditError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn untrusted_values_over_256_bytes_are_cut_at_a_character_boundary_and_marked() {
+        assert_eq!(untrusted("short"), "short");
+        let exact = "a".repeat(UNTRUSTED_MAX);
+        assert_eq!(untrusted(&exact), exact);
+        let long = format!("{}é{}", "a".repeat(UNTRUSTED_MAX - 1), "b".repeat(12_000));
+        let cut = untrusted(&long);
+        let total = long.len();
+        assert_eq!(
+            cut,
+            format!(
+                "{}…[truncated, {total} bytes]",
+                "a".repeat(UNTRUSTED_MAX - 1)
+            )
+        );
+    }
 
     #[test]
     fn verifies_an_intact_chain_across_reopens_and_names_an_edited_line() {

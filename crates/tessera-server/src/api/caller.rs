@@ -10,7 +10,7 @@ use tessera_core::clock::SharedClock;
 use tessera_core::policy::Access;
 use tessera_core::spiffe_id::SpiffeId;
 
-use crate::audit::Audit;
+use crate::audit::{Audit, untrusted};
 use crate::refusal::Refusal;
 use crate::settings::Current;
 
@@ -78,7 +78,7 @@ impl Callers {
         let attestation = self.attest(evidence).await.map_err(|e| {
             self.audit.record(
                 "admin_refused",
-                serde_json::json!({"action": action, "reason": e.to_string()}),
+                serde_json::json!({"action": action, "reason": untrusted(&e.to_string())}),
             );
             Refusal::from(&e)
         })?;

@@ -16,7 +16,7 @@ use super::caller::Callers;
 use super::convert;
 use super::status::{refuse, status};
 use super::watch::{Replay, WatchRequest, WatchStream, Watches};
-use crate::audit::Audit;
+use crate::audit::{Audit, untrusted};
 use crate::enforcement::Enforcement;
 use crate::issuer::{IssueError, Issuer};
 use crate::limits::Limits;
@@ -77,7 +77,11 @@ impl BrokerService {
     fn refused(&self, e: &IssueError, request: &CredentialRequest) -> Status {
         self.audit.record(
             "refused",
-            serde_json::json!({"reason": e.to_string(), "destination": request.destination, "purpose": request.purpose}),
+            serde_json::json!({
+                "reason": untrusted(&e.to_string()),
+                "destination": untrusted(&request.destination),
+                "purpose": untrusted(&request.purpose),
+            }),
         );
         refuse(e, &self.metrics)
     }

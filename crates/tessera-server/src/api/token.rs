@@ -13,7 +13,7 @@ use tessera_core::domain::CredentialKind;
 use tessera_core::request::{CredentialRequest, RequestError};
 
 use super::oauth::{no_store_json, render};
-use crate::audit::Audit;
+use crate::audit::{Audit, untrusted};
 use crate::issuer::Issuer;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -217,13 +217,21 @@ async fn exchange_inner(
     let form = Form(form_urlencoded::parse(body).into_owned().collect());
     let x = parse(&form)?;
     let issuer = &endpoint.issuer;
-    let authorized = issuer.authorize_token(x.subject_token, &x.request, CredentialKind::Jwt).await.map_err(|e| {
-        endpoint.audit.record(
-            "refused",
-            json!({"reason": e.to_string(), "destination": x.request.destination, "purpose": x.request.purpose, "via": "token-exchange"}),
-        );
-        subject_refusal(Refusal::from(&e))
-    })?;
+    let authorized = issuer
+        .authorize_token(x.subject_token, &x.request, CredentialKind::Jwt)
+        .await
+        .map_err(|e| {
+            endpoint.audit.record(
+                "refused",
+                json!({
+                    "reason": untrusted(&e.to_string()),
+                    "destination": untrusted(&x.request.destination),
+                    "purpose": untrusted(&x.request.purpose),
+                    "via": "token-exchange",
+                }),
+            );
+            subject_refusal(Refusal::from(&e))
+        })?;
     let minted = issuer
         .issue_jwt(authorized, &x.request)
         .await
