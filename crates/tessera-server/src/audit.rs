@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
+use prometheus_client::metrics::counter::Counter;
 use serde_json::{Map, Value};
 
 use tessera_core::attest::sha256_hex;
@@ -53,10 +54,15 @@ pub enum AuditError {
     Broken { line: u64, reason: String },
 }
 
+/// Lines the audit queue holds before [`AuditLog::record`] drops (and counts) new ones.
+pub const AUDIT_QUEUE: usize = 8192;
+
 /// A handle to the audit writer; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::SyncSender<Message>,
+    /// Lines dropped because the queue was full (`tessera_audit_dropped_total`).
+    dropped: Counter,
 }
 
 /// Where a service records what it did: the audit log if there is one, stamped by the clock.
@@ -142,9 +148,10 @@ fn tail(path: &Path) -> Result<(String, u64), AuditError> {
 }
 
 impl AuditLog {
-    /// Opens (or creates) the log at `path`, continuing its chain, and starts the writer.
-    /// Fails when the file cannot be opened or its last line is not JSON.
-    pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
+    /// Opens (or creates) the log at `path`, continuing its chain, and starts the writer,
+    /// whose queue holds [`AUDIT_QUEUE`] lines; lines recorded while it is full are counted in
+    /// `dropped`. Fails when the file cannot be opened or its last line is not JSON.
+    pub fn open(path: &Path, dropped: Counter) -> Result<AuditLog, AuditError> {
         let io = |source| AuditError::Io {
             path: path.to_owned(),
             source,
@@ -158,7 +165,7 @@ impl AuditLog {
             .append(true)
             .open(path)
             .map_err(io)?;
-        let (tx, rx) = mpsc::channel::<Message>();
+        let (tx, rx) = mpsc::sync_channel::<Message>(AUDIT_QUEUE);
         let shown = path.display().to_string();
         std::thread::Builder::new()
             .name("audit-writer".into())
@@ -193,10 +200,12 @@ impl AuditLog {
                 }
             })
             .map_err(io)?;
-        Ok(AuditLog { tx })
+        Ok(AuditLog { tx, dropped })
     }
 
-    /// Appends an entry of `event` with `fields`, stamped with unix time `at`.
+    /// Appends an entry of `event` with `fields`, stamped with unix time `at`. Never waits:
+    /// while the queue is full (a flood of refusals outruns the disk), the entry is dropped
+    /// and counted.
     pub fn record(&self, event: &str, at: i64, fields: Value) {
         let mut map = match fields {
             Value::Object(map) => map,
@@ -204,10 +213,18 @@ impl AuditLog {
         };
         map.insert("event".into(), Value::String(event.to_owned()));
         map.insert("at".into(), at.into());
-        let _ = self.tx.send(Message::Entry(map)); // the writer only stops with the process
+        match self.tx.try_send(Message::Entry(map)) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(_)) => {
+                self.dropped.inc();
+            }
+            // The writer only stops with the process.
+            Err(mpsc::TrySendError::Disconnected(_)) => {}
+        }
     }
 
-    /// Returns once every entry recorded before the call is written and flushed.
+    /// Returns once every entry recorded (and not dropped) before the call is written and
+    /// flushed; waits for room in the queue.
     pub fn flush(&self) {
         let (done, wait) = mpsc::channel();
         if self.tx.send(Message::Flush(done)).is_ok() {
@@ -255,6 +272,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_full_queue_drops_new_lines_without_waiting_and_counts_them_in_the_metric() {
+        let metrics = crate::metrics::Metrics::new();
+        let (tx, queued) = mpsc::sync_channel(2);
+        // No writer drains this queue: it stays full after two lines.
+        let log = AuditLog {
+            tx,
+            dropped: metrics.audit_dropped.clone(),
+        };
+        for i in 0..5 {
+            log.record("refused", 1000 + i, serde_json::json!({"reason": "bad"}));
+        }
+        assert_eq!(queued.try_iter().count(), 2);
+        assert_eq!(metrics.audit_dropped.get(), 3);
+        assert!(
+            metrics.encode().contains("tessera_audit_dropped_total 3"),
+            "{}",
+            metrics.encode()
+        );
+    }
+
+    #[test]
     fn untrusted_values_over_256_bytes_are_cut_at_a_character_boundary_and_marked() {
         assert_eq!(untrusted("short"), "short");
         let exact = "a".repeat(UNTRUSTED_MAX);
@@ -276,7 +314,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         for round in 0..2 {
-            let log = AuditLog::open(&path).unwrap();
+            let log = AuditLog::open(&path, Counter::default()).unwrap();
             for i in 0..3 {
                 log.record(
                     "issued",

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub ssf: crate::ssf::metrics::SsfMetrics,
     /// Seconds until each configured grant ends (negative once it has).
     pub grant_expiry_seconds: Family<GrantLabels, Gauge>,
+    /// Audit lines dropped because the audit queue was full (a flood outran the disk).
+    pub audit_dropped: Counter,
     registry: Registry,
 }
 
@@ -117,8 +119,15 @@ impl Metrics {
             "Seconds until a grant ends (negative once it has ended)",
             grant_expiry_seconds.clone(),
         );
+        let audit_dropped = Counter::default();
+        r.register(
+            "audit_dropped",
+            "Audit log lines dropped because the audit queue was full",
+            audit_dropped.clone(),
+        );
         Metrics {
             grant_expiry_seconds,
+            audit_dropped,
             issued,
             refused,
             live_credentials,
