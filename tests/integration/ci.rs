@@ -395,3 +395,28 @@ async fn a_refused_token_with_a_10_kb_issuer_writes_a_short_audit_line() {
     let reason = line["reason"].as_str().unwrap();
     assert!(reason.contains("…[truncated, "), "{reason}");
 }
+
+#[tokio::test]
+async fn repeated_refusals_of_one_bad_token_are_audited_once_with_a_count() {
+    let clock = Arc::new(ManualClock::at(now()));
+    let (mut env, issuer) = ci_env_with_clock(Some(Arc::clone(&clock) as SharedClock)).await;
+    let unknown = "https://unknown.example.org";
+    let token =
+        issuer.sign(&json!({"iss": unknown, "sub": "x", "aud": "tessera", "exp": now() + 60}));
+    for _ in 0..5 {
+        let reply = exchange(&env, &token, REGISTRY, PUSH).await;
+        assert_oauth_error(&reply, "invalid_request", "not a configured OIDC issuer");
+    }
+    env.shutdown().await;
+    let log = std::fs::read_to_string(env.fx.dir.path().join("data/audit.log")).unwrap();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &Value| l["event"].as_str().unwrap().starts_with("refused"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert_eq!(lines[0]["event"], "refused");
+    assert_eq!(lines[1]["event"], "refused_repeated");
+    assert_eq!(lines[1]["count"], 4);
+    assert_eq!(lines[1]["reason"], lines[0]["reason"]);
+}

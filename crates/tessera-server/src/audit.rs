@@ -8,13 +8,15 @@ use std::borrow::Cow;
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use prometheus_client::metrics::counter::Counter;
 use serde_json::{Map, Value};
 
 use tessera_core::attest::sha256_hex;
 use tessera_core::clock::SharedClock;
+
+use crate::refusal_audit::Repeats;
 
 /// Most bytes of an attacker-chosen value written to the audit log or the server log.
 pub const UNTRUSTED_MAX: usize = 256;
@@ -70,6 +72,8 @@ pub struct AuditLog {
 pub struct Audit {
     log: Option<AuditLog>,
     clock: SharedClock,
+    /// Refusals of unauthenticated callers counted this interval.
+    repeats: Arc<Repeats>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -83,7 +87,31 @@ impl std::fmt::Debug for Audit {
 impl Audit {
     /// Records into `log` (nowhere when `None`) at the times `clock` gives.
     pub fn new(log: Option<AuditLog>, clock: SharedClock) -> Self {
-        Audit { log, clock }
+        Audit {
+            log,
+            clock,
+            repeats: Arc::default(),
+        }
+    }
+
+    /// Appends a refusal `event` with `fields`. One of an `unauthenticated` caller (class
+    /// [`crate::refusal::Class::Unauthenticated`]) is aggregated ([`crate::refusal_audit`]): written only when it is the first for
+    /// `reason` (cut by [`untrusted`]) in the interval, else counted in the `refused_repeated`
+    /// line that ends the interval. Others are written as they come.
+    pub fn refusal(&self, event: &str, unauthenticated: bool, reason: &str, fields: Value) {
+        let Some(log) = &self.log else { return };
+        if !unauthenticated {
+            log.record(event, self.clock.unix_seconds(), fields);
+            return;
+        }
+        let now = self.clock.unix_seconds();
+        let (full, ended) = self.repeats.note(event, &untrusted(reason), now);
+        for summary in ended {
+            log.record("refused_repeated", now, summary);
+        }
+        if full {
+            log.record(event, now, fields);
+        }
     }
 
     /// Appends an entry (a no-op without a log).
@@ -93,9 +121,14 @@ impl Audit {
         }
     }
 
-    /// Waits until everything recorded so far is written (at shutdown).
+    /// Writes the counts of repeated refusals, then waits until everything recorded so far is
+    /// written (at shutdown).
     pub fn flush(&self) {
         if let Some(log) = &self.log {
+            let now = self.clock.unix_seconds();
+            for summary in self.repeats.close(now) {
+                log.record("refused_repeated", now, summary);
+            }
             log.flush();
         }
     }

@@ -21,7 +21,7 @@ use crate::enforcement::Enforcement;
 use crate::issuer::{IssueError, Issuer};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::refusal::{OAuthCode, Refusal};
+use crate::refusal::{Class, OAuthCode, Refusal};
 use crate::tls::PeerInfo;
 use crate::watchers::Pool;
 
@@ -75,10 +75,13 @@ pub(crate) fn evidence<T>(request: &Request<T>) -> Result<Evidence<'_>, AttestEr
 impl BrokerService {
     /// Audits a refused mint and returns its status.
     fn refused(&self, e: &IssueError, request: &CredentialRequest) -> Status {
-        self.audit.record(
+        let reason = e.to_string();
+        self.audit.refusal(
             "refused",
+            Refusal::from(e).class == Class::Unauthenticated,
+            &reason,
             serde_json::json!({
-                "reason": untrusted(&e.to_string()),
+                "reason": untrusted(&reason),
                 "destination": untrusted(&request.destination),
                 "purpose": untrusted(&request.purpose),
             }),

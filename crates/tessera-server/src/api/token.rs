@@ -17,7 +17,7 @@ use crate::audit::{Audit, untrusted};
 use crate::issuer::Issuer;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::refusal::{OAuthCode, Refusal};
+use crate::refusal::{Class, OAuthCode, Refusal};
 
 pub use tessera_core::exchange::{ACCESS_TOKEN, GRANT_TYPE, ID_TOKEN, JWT};
 
@@ -221,16 +221,20 @@ async fn exchange_inner(
         .authorize_token(x.subject_token, &x.request, CredentialKind::Jwt)
         .await
         .map_err(|e| {
-            endpoint.audit.record(
+            let reason = e.to_string();
+            let refusal = Refusal::from(&e);
+            endpoint.audit.refusal(
                 "refused",
+                refusal.class == Class::Unauthenticated,
+                &reason,
                 json!({
-                    "reason": untrusted(&e.to_string()),
+                    "reason": untrusted(&reason),
                     "destination": untrusted(&x.request.destination),
                     "purpose": untrusted(&x.request.purpose),
                     "via": "token-exchange",
                 }),
             );
-            subject_refusal(Refusal::from(&e))
+            subject_refusal(refusal)
         })?;
     let minted = issuer
         .issue_jwt(authorized, &x.request)
@@ -248,7 +252,7 @@ async fn exchange_inner(
 /// On `/token` the evidence is the `subject_token` parameter: say so in an authentication
 /// refusal's description.
 fn subject_refusal(mut refusal: Refusal) -> Refusal {
-    if refusal.class == crate::refusal::Class::Unauthenticated {
+    if refusal.class == Class::Unauthenticated {
         refusal.message = format!("subject_token: {}", refusal.message);
     }
     refusal
