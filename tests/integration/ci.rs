@@ -394,3 +394,48 @@ async fn tessera_exchange_prints_the_minted_token() {
     assert_eq!(claims_of(printed.trim())["sub"], GITHUB_WORKLOAD);
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_refused_token_with_a_10_kb_issuer_writes_a_short_audit_line() {
+    let (mut env, issuer) = ci_env().await;
+    let huge = format!("https://{}.example.org", "a".repeat(10 * 1024));
+    let token = issuer.sign(&json!({"iss": huge, "sub": "x", "aud": "tessera", "exp": now() + 60}));
+    let reply = exchange(&env, &token, REGISTRY, PUSH).await;
+    assert_oauth_error(&reply, "invalid_request", "not a configured OIDC issuer");
+    env.shutdown().await;
+    let log = std::fs::read_to_string(env.fx.dir.path().join("data/audit.log")).unwrap();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(r#""event":"refused""#))
+        .collect();
+    assert_eq!(refused.len(), 1, "{log}");
+    assert!(refused[0].len() < 1024, "{} bytes", refused[0].len());
+    let line: Value = serde_json::from_str(refused[0]).unwrap();
+    let reason = line["reason"].as_str().unwrap();
+    assert!(reason.contains("…[truncated, "), "{reason}");
+}
+
+#[tokio::test]
+async fn repeated_refusals_of_one_bad_token_are_audited_once_with_a_count() {
+    let clock = Arc::new(ManualClock::at(now()));
+    let (mut env, issuer) = ci_env_with_clock(Some(Arc::clone(&clock) as SharedClock)).await;
+    let unknown = "https://unknown.example.org";
+    let token =
+        issuer.sign(&json!({"iss": unknown, "sub": "x", "aud": "tessera", "exp": now() + 60}));
+    for _ in 0..5 {
+        let reply = exchange(&env, &token, REGISTRY, PUSH).await;
+        assert_oauth_error(&reply, "invalid_request", "not a configured OIDC issuer");
+    }
+    env.shutdown().await;
+    let log = std::fs::read_to_string(env.fx.dir.path().join("data/audit.log")).unwrap();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &Value| l["event"].as_str().unwrap().starts_with("refused"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert_eq!(lines[0]["event"], "refused");
+    assert_eq!(lines[1]["event"], "refused_repeated");
+    assert_eq!(lines[1]["count"], 4);
+    assert_eq!(lines[1]["reason"], lines[0]["reason"]);
+}

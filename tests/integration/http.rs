@@ -144,6 +144,7 @@ async fn serves_prometheus_metrics_named_tessera() {
         "tessera_revoke_delivery_seconds",
         "tessera_ledger_commit_seconds",
         "tessera_ledger_batch_size",
+        "tessera_audit_dropped_total",
     ] {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }

@@ -34,6 +34,7 @@ macro_rules! conformance_tests {
             events_since_pages_through_the_sequence,
             subscribers_get_committed_events_in_order_with_their_records,
             expire_emits_one_event_per_credential_once,
+            expire_writes_at_most_its_limit_and_repeated_calls_finish_the_backlog,
             list_pages_newest_first_through_filters,
             scan_pages_in_id_order,
             live_counts_and_x509_records_survive_a_reopen,
@@ -195,7 +196,7 @@ pub(crate) async fn subscribers_get_committed_events_in_order_with_their_records
     let mut live = ledger.subscribe();
     ledger.record(plain(record("a", 150))).await.unwrap();
     let stored = ledger.add_rule(rule("r", 10)).await.unwrap();
-    ledger.expire(200).await.unwrap();
+    ledger.expire(200, usize::MAX).await.unwrap();
     let mut got = Vec::new();
     for _ in 0..3 {
         got.push(live.recv().await.unwrap());
@@ -218,10 +219,10 @@ pub(crate) async fn expire_emits_one_event_per_credential_once(backend: &dyn Bac
     for (id, exp) in [("soon", 100), ("soon2", 150), ("later", 500)] {
         ledger.record(plain(record(id, exp))).await.unwrap();
     }
-    assert_eq!(ledger.expire(200).await.unwrap(), 2);
-    assert_eq!(ledger.expire(200).await.unwrap(), 0);
-    assert_eq!(ledger.expire(300).await.unwrap(), 0);
-    assert_eq!(ledger.expire(501).await.unwrap(), 1);
+    assert_eq!(ledger.expire(200, usize::MAX).await.unwrap(), 2);
+    assert_eq!(ledger.expire(200, usize::MAX).await.unwrap(), 0);
+    assert_eq!(ledger.expire(300, usize::MAX).await.unwrap(), 0);
+    assert_eq!(ledger.expire(501, usize::MAX).await.unwrap(), 1);
     let expired: Vec<_> = ledger
         .events_since(3, 10)
         .await
@@ -235,6 +236,57 @@ pub(crate) async fn expire_emits_one_event_per_credential_once(backend: &dyn Bac
         (EventKind::Expired, 500, "later".to_owned()),
     ];
     assert_eq!(expired, expected);
+}
+
+pub(crate) async fn expire_writes_at_most_its_limit_and_repeated_calls_finish_the_backlog(
+    backend: &dyn Backend,
+) {
+    let ledger = backend.open().await;
+    let overdue = [
+        ("b", 100),
+        ("a", 100),
+        ("c", 100),
+        ("e", 120),
+        ("d", 120),
+        ("f", 150),
+    ];
+    for (id, exp) in overdue {
+        ledger.record(plain(record(id, exp))).await.unwrap();
+    }
+    ledger.record(plain(record("later", 500))).await.unwrap();
+    // A limit of 2 cuts the three of second 100 in two: the next call resumes inside it.
+    for _ in 0..2 {
+        let before = ledger.last_sequence().await.unwrap();
+        let n = ledger.expire(200, 2).await.unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(ledger.last_sequence().await.unwrap(), before + 2);
+    }
+    drop(ledger);
+    let ledger = backend.open().await;
+    assert_eq!(
+        ledger.expire(200, 2).await.unwrap(),
+        2,
+        "resumes after a reopen"
+    );
+    assert_eq!(
+        ledger.expire(200, 2).await.unwrap(),
+        0,
+        "the backlog is gone"
+    );
+    let expired: Vec<_> = ledger
+        .events_since(7, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.at, e.credential.unwrap().credential_id))
+        .collect();
+    let mut expected: Vec<_> = overdue
+        .iter()
+        .map(|(id, exp)| (EventKind::Expired, *exp, (*id).to_owned()))
+        .collect();
+    expected.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
+    assert_eq!(expired, expected, "each once, in (expires_at, id) order");
+    assert_eq!(ledger.expire(501, 2).await.unwrap(), 1);
 }
 
 pub(crate) async fn list_pages_newest_first_through_filters(backend: &dyn Backend) {
@@ -386,7 +438,7 @@ pub(crate) async fn close_refuses_writes_and_keeps_reads(backend: &dyn Backend) 
     let after = ledger.record(plain(record("after", 1000))).await;
     assert!(matches!(after, Err(LedgerError::Closed)), "{after:?}");
     assert!(matches!(
-        ledger.expire(2000).await,
+        ledger.expire(2000, usize::MAX).await,
         Err(LedgerError::Closed)
     ));
     assert!(ledger.get("before").await.unwrap().is_some());

@@ -161,7 +161,9 @@ async fn copy_records(
         let credentials = records
             .into_iter()
             .map(|record| ImportedCredential {
-                expired: record.expires_at < cursor,
+                // Ids are never empty: (t, id) <= (at, "") exactly when t < at.
+                expired: (record.expires_at, record.credential_id.as_str())
+                    <= (cursor.0, cursor.1.as_str()),
                 record,
             })
             .collect();

@@ -207,9 +207,11 @@ pub trait Ledger: SignalStore + AckStore + UsageStore + Send + Sync + fmt::Debug
     /// Returns the last sequence assigned (0 for an empty ledger).
     async fn last_sequence(&self) -> Result<u64, LedgerError>;
 
-    /// Appends an `expired` event for every credential whose `expires_at` passed since the
-    /// last call, up to `now`; returns how many.
-    async fn expire(&self, now: i64) -> Result<u64, LedgerError>;
+    /// Appends an `expired` event, in (expires_at, id) order, for at most `limit` of the
+    /// credentials whose `expires_at` is before `now` and that have none yet; returns how many.
+    /// Fewer than `limit` means none is left before `now`; `limit` means the caller calls
+    /// again to write the rest (each call is one bounded write transaction).
+    async fn expire(&self, now: i64, limit: usize) -> Result<u64, LedgerError>;
 
     /// Returns committed events as they are committed, in sequence order. A receiver that lags
     /// too far sees `RecvError::Lagged` and resumes from [`Ledger::events_since`].

@@ -126,7 +126,10 @@ pub fn services(
     let Material { attestor, bundles } = material(config, &clock)?;
     let signing = start_signing(config, &clock)?;
     let audit = Audit::new(
-        Some(AuditLog::open(&config.audit_path)?),
+        Some(AuditLog::open(
+            &config.audit_path,
+            metrics.audit_dropped.clone(),
+        )?),
         Arc::clone(&clock),
     );
     let revocations = Arc::new(RevocationIndex::new());

@@ -4,15 +4,42 @@
 //! line touched ([`verify`], `tessera audit verify FILE`). One writer thread appends; callers
 //! never wait for the disk.
 
+use std::borrow::Cow;
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
+use prometheus_client::metrics::counter::Counter;
 use serde_json::{Map, Value};
 
 use tessera_core::attest::sha256_hex;
 use tessera_core::clock::SharedClock;
+
+use crate::refusal_audit::Repeats;
+
+/// Most bytes of an attacker-chosen value written to the audit log or the server log.
+pub const UNTRUSTED_MAX: usize = 256;
+
+/// Returns `value` unchanged when it has at most [`UNTRUSTED_MAX`] bytes, else its first
+/// [`UNTRUSTED_MAX`] bytes (cut at a character boundary) followed by
+/// `…[truncated, N bytes]`, N its full length. For what unauthenticated callers choose
+/// (refusal reasons that quote their claims, destinations, purposes): a flood of large values
+/// cannot make each refused request a large audit or log line.
+pub fn untrusted(value: &str) -> Cow<'_, str> {
+    if value.len() <= UNTRUSTED_MAX {
+        return Cow::Borrowed(value);
+    }
+    let mut end = UNTRUSTED_MAX;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!(
+        "{}…[truncated, {} bytes]",
+        &value[..end],
+        value.len()
+    ))
+}
 
 /// `prev` of the first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -29,10 +56,15 @@ pub enum AuditError {
     Broken { line: u64, reason: String },
 }
 
+/// Lines the audit queue holds before [`AuditLog::record`] drops (and counts) new ones.
+pub const AUDIT_QUEUE: usize = 8192;
+
 /// A handle to the audit writer; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::SyncSender<Message>,
+    /// Lines dropped because the queue was full (`tessera_audit_dropped_total`).
+    dropped: Counter,
 }
 
 /// Where a service records what it did: the audit log if there is one, stamped by the clock.
@@ -40,6 +72,8 @@ pub struct AuditLog {
 pub struct Audit {
     log: Option<AuditLog>,
     clock: SharedClock,
+    /// Refusals of unauthenticated callers counted this interval.
+    repeats: Arc<Repeats>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -53,7 +87,31 @@ impl std::fmt::Debug for Audit {
 impl Audit {
     /// Records into `log` (nowhere when `None`) at the times `clock` gives.
     pub fn new(log: Option<AuditLog>, clock: SharedClock) -> Self {
-        Audit { log, clock }
+        Audit {
+            log,
+            clock,
+            repeats: Arc::default(),
+        }
+    }
+
+    /// Appends a refusal `event` with `fields`. One of an `unauthenticated` caller (class
+    /// [`crate::refusal::Class::Unauthenticated`]) is aggregated ([`crate::refusal_audit`]): written only when it is the first for
+    /// `reason` (cut by [`untrusted`]) in the interval, else counted in the `refused_repeated`
+    /// line that ends the interval. Others are written as they come.
+    pub fn refusal(&self, event: &str, unauthenticated: bool, reason: &str, fields: Value) {
+        let Some(log) = &self.log else { return };
+        if !unauthenticated {
+            log.record(event, self.clock.unix_seconds(), fields);
+            return;
+        }
+        let now = self.clock.unix_seconds();
+        let (full, ended) = self.repeats.note(event, &untrusted(reason), now);
+        for summary in ended {
+            log.record("refused_repeated", now, summary);
+        }
+        if full {
+            log.record(event, now, fields);
+        }
     }
 
     /// Appends an entry (a no-op without a log).
@@ -63,9 +121,14 @@ impl Audit {
         }
     }
 
-    /// Waits until everything recorded so far is written (at shutdown).
+    /// Writes the counts of repeated refusals, then waits until everything recorded so far is
+    /// written (at shutdown).
     pub fn flush(&self) {
         if let Some(log) = &self.log {
+            let now = self.clock.unix_seconds();
+            for summary in self.repeats.close(now) {
+                log.record("refused_repeated", now, summary);
+            }
             log.flush();
         }
     }
@@ -118,9 +181,10 @@ fn tail(path: &Path) -> Result<(String, u64), AuditError> {
 }
 
 impl AuditLog {
-    /// Opens (or creates) the log at `path`, continuing its chain, and starts the writer.
-    /// Fails when the file cannot be opened or its last line is not JSON.
-    pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
+    /// Opens (or creates) the log at `path`, continuing its chain, and starts the writer,
+    /// whose queue holds [`AUDIT_QUEUE`] lines; lines recorded while it is full are counted in
+    /// `dropped`. Fails when the file cannot be opened or its last line is not JSON.
+    pub fn open(path: &Path, dropped: Counter) -> Result<AuditLog, AuditError> {
         let io = |source| AuditError::Io {
             path: path.to_owned(),
             source,
@@ -134,7 +198,7 @@ impl AuditLog {
             .append(true)
             .open(path)
             .map_err(io)?;
-        let (tx, rx) = mpsc::channel::<Message>();
+        let (tx, rx) = mpsc::sync_channel::<Message>(AUDIT_QUEUE);
         let shown = path.display().to_string();
         std::thread::Builder::new()
             .name("audit-writer".into())
@@ -169,10 +233,12 @@ impl AuditLog {
                 }
             })
             .map_err(io)?;
-        Ok(AuditLog { tx })
+        Ok(AuditLog { tx, dropped })
     }
 
-    /// Appends an entry of `event` with `fields`, stamped with unix time `at`.
+    /// Appends an entry of `event` with `fields`, stamped with unix time `at`. Never waits:
+    /// while the queue is full (a flood of refusals outruns the disk), the entry is dropped
+    /// and counted.
     pub fn record(&self, event: &str, at: i64, fields: Value) {
         let mut map = match fields {
             Value::Object(map) => map,
@@ -180,10 +246,18 @@ impl AuditLog {
         };
         map.insert("event".into(), Value::String(event.to_owned()));
         map.insert("at".into(), at.into());
-        let _ = self.tx.send(Message::Entry(map)); // the writer only stops with the process
+        match self.tx.try_send(Message::Entry(map)) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(_)) => {
+                self.dropped.inc();
+            }
+            // The writer only stops with the process.
+            Err(mpsc::TrySendError::Disconnected(_)) => {}
+        }
     }
 
-    /// Returns once every entry recorded before the call is written and flushed.
+    /// Returns once every entry recorded (and not dropped) before the call is written and
+    /// flushed; waits for room in the queue.
     pub fn flush(&self) {
         let (done, wait) = mpsc::channel();
         if self.tx.send(Message::Flush(done)).is_ok() {
@@ -231,11 +305,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_full_queue_drops_new_lines_without_waiting_and_counts_them_in_the_metric() {
+        let metrics = crate::metrics::Metrics::new();
+        let (tx, queued) = mpsc::sync_channel(2);
+        // No writer drains this queue: it stays full after two lines.
+        let log = AuditLog {
+            tx,
+            dropped: metrics.audit_dropped.clone(),
+        };
+        for i in 0..5 {
+            log.record("refused", 1000 + i, serde_json::json!({"reason": "bad"}));
+        }
+        assert_eq!(queued.try_iter().count(), 2);
+        assert_eq!(metrics.audit_dropped.get(), 3);
+        assert!(
+            metrics.encode().contains("tessera_audit_dropped_total 3"),
+            "{}",
+            metrics.encode()
+        );
+    }
+
+    #[test]
+    fn untrusted_values_over_256_bytes_are_cut_at_a_character_boundary_and_marked() {
+        assert_eq!(untrusted("short"), "short");
+        let exact = "a".repeat(UNTRUSTED_MAX);
+        assert_eq!(untrusted(&exact), exact);
+        let long = format!("{}é{}", "a".repeat(UNTRUSTED_MAX - 1), "b".repeat(12_000));
+        let cut = untrusted(&long);
+        let total = long.len();
+        assert_eq!(
+            cut,
+            format!(
+                "{}…[truncated, {total} bytes]",
+                "a".repeat(UNTRUSTED_MAX - 1)
+            )
+        );
+    }
+
+    #[test]
     fn verifies_an_intact_chain_across_reopens_and_names_an_edited_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         for round in 0..2 {
-            let log = AuditLog::open(&path).unwrap();
+            let log = AuditLog::open(&path, Counter::default()).unwrap();
             for i in 0..3 {
                 log.record(
                     "issued",

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod rate_limit;
 pub mod readiness;
 pub mod refusal;
+pub mod refusal_audit;
 pub mod reload;
 pub mod revoker;
 pub mod server;

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub grant_expiry_seconds: Family<GrantLabels, Gauge>,
     /// Connections closed as soon as accepted, by reason.
     pub connections_shed: Family<ShedLabels, Counter>,
+    /// Audit lines dropped because the audit queue was full (a flood outran the disk).
+    pub audit_dropped: Counter,
     registry: Registry,
 }
 
@@ -131,9 +133,16 @@ impl Metrics {
             "Connections closed as soon as accepted: past a connection or handshake limit",
             connections_shed.clone(),
         );
+        let audit_dropped = Counter::default();
+        r.register(
+            "audit_dropped",
+            "Audit log lines dropped because the audit queue was full",
+            audit_dropped.clone(),
+        );
         Metrics {
             connections_shed,
             grant_expiry_seconds,
+            audit_dropped,
             issued,
             refused,
             live_credentials,

@@ -12,6 +12,7 @@ use tessera_core::policy::{AccessError, PolicyError};
 use tessera_core::request::RequestError;
 use tessera_ledger::LedgerError;
 
+use crate::audit::untrusted;
 use crate::issuer::IssueError;
 use crate::limits::Overloaded;
 use crate::metrics::Metrics;
@@ -131,18 +132,20 @@ impl Refusal {
         self
     }
 
-    /// Logs the refusal (its cause, for the operator) and counts it, once.
+    /// Logs the refusal (its cause, for the operator) and counts it, once. Message and cause
+    /// may quote what the caller sent: each is logged cut to [`untrusted`]'s bound.
     pub fn observe(&self, metrics: &Metrics) {
         metrics.refused(self.class.as_str());
-        match (&self.cause, self.class) {
+        let message = untrusted(&self.message);
+        match (self.cause.as_deref().map(untrusted), self.class) {
             (Some(cause), Class::Internal) => {
-                tracing::error!(cause = %cause, message = %self.message, "request failed")
+                tracing::error!(cause = %cause, message = %message, "request failed")
             }
             (Some(cause), _) => {
-                tracing::warn!(cause = %cause, message = %self.message, "request refused")
+                tracing::warn!(cause = %cause, message = %message, "request refused")
             }
             (None, _) => {
-                tracing::debug!(class = self.class.as_str(), message = %self.message, "request refused")
+                tracing::debug!(class = self.class.as_str(), message = %message, "request refused")
             }
         }
     }

@@ -421,3 +421,46 @@ fn shared_signals_errors_have_their_class_and_ssf_http_status() {
     );
     assert_eq!(reply::http_status(Class::Denied), StatusCode::FORBIDDEN);
 }
+
+/// What a tracing subscriber wrote, shared with the test.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_refusal_quoting_10_kb_of_the_callers_bytes_logs_a_short_marked_line() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let huge = "a".repeat(10 * 1024);
+    let quoted = Refusal::new(
+        Class::Unauthenticated,
+        OAuthCode::InvalidRequest,
+        format!("issuer `{huge}` is not a configured OIDC issuer"),
+    );
+    let with_cause = Refusal::from(&LedgerError::Storage(huge));
+    tracing::subscriber::with_default(subscriber, || {
+        let metrics = crate::metrics::Metrics::new();
+        quoted.observe(&metrics);
+        with_cause.observe(&metrics);
+    });
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    for line in text.lines() {
+        assert!(line.len() < 1024, "{} bytes: {line}", line.len());
+        assert!(line.contains("…[truncated, "), "{line}");
+    }
+}

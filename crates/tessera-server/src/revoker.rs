@@ -413,12 +413,13 @@ impl Revoker {
         Some(crl)
     }
 
-    /// Records `expired` events for credentials whose expiry passed; returns how many (the live
-    /// gauge follows the events, see [`Revoker::follow_rules`]).
-    pub async fn expire(&self) -> Result<u64, LedgerError> {
+    /// Records `expired` events for at most `limit` credentials whose expiry passed; returns
+    /// how many, `limit` when more may be left (the live gauge follows the events, see
+    /// [`Revoker::follow_rules`]).
+    pub async fn expire(&self, limit: usize) -> Result<u64, LedgerError> {
         self.parts
             .ledger
-            .expire(self.parts.clock.unix_seconds())
+            .expire(self.parts.clock.unix_seconds(), limit)
             .await
     }
 

@@ -26,7 +26,8 @@ use crate::{
 pub(super) enum Work {
     Record(Box<RecordParams>),
     AddRule(NewRule),
-    Expire(i64),
+    /// Now, at most this many events.
+    Expire(i64, usize),
     Sweep(SweepParams),
     Close,
 }
@@ -204,7 +205,7 @@ async fn apply(client: &mut Object, works: &[Work], origin: &str) -> Result<Done
         .map_err(pg("starting a ledger batch"))?;
     if works
         .iter()
-        .any(|w| matches!(w, Work::Expire(_) | Work::Sweep(_)))
+        .any(|w| matches!(w, Work::Expire(..) | Work::Sweep(_)))
     {
         // Expiries and sweeps of concurrent replicas take turns (taken first: lock order).
         txn.execute("SELECT 1 FROM expire_lock FOR UPDATE", &[])
@@ -235,7 +236,7 @@ async fn apply(client: &mut Object, works: &[Work], origin: &str) -> Result<Done
                 continue;
             }
             Work::AddRule(rule) => b.add_rule(rule),
-            Work::Expire(now) => b.expire(*now).await?,
+            Work::Expire(now, limit) => b.expire(*now, *limit).await?,
             Work::Sweep(params) => b.sweep(*params).await?,
             Work::Close => b.outcomes.push(Outcome::Closed),
         }
@@ -381,16 +382,25 @@ impl Batch<'_> {
         Ok(())
     }
 
-    /// Marks every credential that expired before `now` and has no `expired` event yet, and
-    /// queues one for each (in expiry order); deletes the counts of buckets that ended.
-    async fn expire(&mut self, now: i64) -> Result<(), Failed> {
+    /// Marks the first `limit`, in (expires_at, id) order, of the credentials that expired
+    /// before `now` and have no `expired` event yet, and queues one for each (in that order);
+    /// deletes the counts of buckets that ended.
+    async fn expire(&mut self, now: i64, limit: usize) -> Result<(), Failed> {
         const OP: &str = "recording expiries";
         self.flush_counts().await?;
         let sql = format!(
             "UPDATE credentials AS c SET expired = true
-             WHERE NOT c.expired AND c.expires_at < $1 RETURNING {RECORD_COLUMNS}"
+             WHERE c.credential_id IN (
+                 SELECT credential_id FROM credentials WHERE NOT expired AND expires_at < $1
+                 ORDER BY expires_at, credential_id LIMIT $2)
+             RETURNING {RECORD_COLUMNS}"
         );
-        let found = self.txn.query(&sql, &[&now]).await.map_err(pg(OP))?;
+        let limit = rows::bigint(limit as u64);
+        let found = self
+            .txn
+            .query(&sql, &[&now, &limit])
+            .await
+            .map_err(pg(OP))?;
         let mut expired = found
             .iter()
             .map(rows::record)

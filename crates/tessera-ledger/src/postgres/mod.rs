@@ -336,8 +336,8 @@ impl Ledger for PostgresLedger {
         .await
     }
 
-    async fn expire(&self, now: i64) -> Result<u64, LedgerError> {
-        self.request(Work::Expire(now), Answer::Count).await
+    async fn expire(&self, now: i64, limit: usize) -> Result<u64, LedgerError> {
+        self.request(Work::Expire(now, limit), Answer::Count).await
     }
 
     async fn ping(&self) -> Result<(), LedgerError> {

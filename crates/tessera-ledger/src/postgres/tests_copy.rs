@@ -64,7 +64,7 @@ async fn fill(ledger: &RedbLedger) {
         .await
         .unwrap();
     ledger.record(plain(sample("old", 150))).await.unwrap();
-    assert_eq!(ledger.expire(200).await.unwrap(), 2);
+    assert_eq!(ledger.expire(200, usize::MAX).await.unwrap(), 2);
     ledger
         .add_rule(rule("r2", Selector::CredentialId, "x", 1100))
         .await
@@ -175,8 +175,8 @@ async fn a_copied_ledger_answers_as_the_embedded_one_and_continues_its_sequence(
     let next = target.record(plain(sample("next", 1000))).await.unwrap();
     assert_eq!(next, last + 1);
     // The `expired` flags follow the source's cursor: both emit events for the same ones.
-    assert_eq!(target.expire(300).await.unwrap(), 1);
-    assert_eq!(source.expire(300).await.unwrap(), 1);
+    assert_eq!(target.expire(300, usize::MAX).await.unwrap(), 1);
+    assert_eq!(source.expire(300, usize::MAX).await.unwrap(), 1);
     let expired = target.events_since(next, 10).await.unwrap();
     assert_eq!(expired.len(), 1);
     assert_eq!(

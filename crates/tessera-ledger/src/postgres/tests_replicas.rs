@@ -147,7 +147,7 @@ async fn concurrent_expiry_on_two_replicas_emits_one_event_per_credential() {
             .await
             .unwrap();
     }
-    let (n_a, n_b) = tokio::join!(a.expire(200), b.expire(200));
+    let (n_a, n_b) = tokio::join!(a.expire(200, usize::MAX), b.expire(200, usize::MAX));
     assert_eq!(n_a.unwrap() + n_b.unwrap(), 50);
     let events = a.events_since(50, 1000).await.unwrap();
     let expired: BTreeSet<String> = events
@@ -156,7 +156,7 @@ async fn concurrent_expiry_on_two_replicas_emits_one_event_per_credential() {
         .map(|e| e.credential.as_ref().unwrap().credential_id.clone())
         .collect();
     assert_eq!((events.len(), expired.len()), (50, 50));
-    assert_eq!(b.expire(300).await.unwrap(), 0);
+    assert_eq!(b.expire(300, usize::MAX).await.unwrap(), 0);
 }
 
 /// Opens a transaction on a connection of its own that takes the next sequence for a

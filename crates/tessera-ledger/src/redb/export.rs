@@ -6,7 +6,10 @@
 use ::redb::{ReadableDatabase, ReadableTable};
 
 use super::codec::{self, StoredEvent};
-use super::{EVENTS, EXPIRED_CURSOR_KEY, LIVE_COUNTS, META, REPLAY, RedbLedger, StorageContext};
+use super::{
+    EVENTS, EXPIRED_CURSOR_ID, EXPIRED_CURSOR_KEY, LIVE_COUNTS, META, REPLAY, RedbLedger,
+    StorageContext,
+};
 use crate::{EventRow, LedgerError, LiveCountRow, ReplayGuard, Selector};
 
 impl RedbLedger {
@@ -91,10 +94,11 @@ impl RedbLedger {
         .await
     }
 
-    /// Returns the expiry cursor: every credential whose `expires_at` is before it has had its
-    /// `expired` event (or was recorded already expired, and never gets one); 0 before the
-    /// first expiry. Fails with `Storage` when the metadata cannot be read.
-    pub async fn expired_cursor(&self) -> Result<i64, LedgerError> {
+    /// Returns the expiry cursor (at, id): every credential whose (`expires_at`, id) is at or
+    /// before it has had its `expired` event (or was recorded already expired, and never gets
+    /// one); id is empty when the last expiry was not cut short by its limit, and the cursor
+    /// (0, "") before the first expiry. Fails with `Storage` when the metadata cannot be read.
+    pub async fn expired_cursor(&self) -> Result<(i64, String), LedgerError> {
         const OP: &str = "reading the expiry cursor";
         self.read(|db| {
             let txn = db.begin_read().ctx(OP)?;
@@ -103,7 +107,13 @@ impl RedbLedger {
                 .get(EXPIRED_CURSOR_KEY)
                 .ctx(OP)?
                 .map_or(0, |v| v.value());
-            Ok(i64::try_from(cursor).unwrap_or(i64::MAX))
+            let ids = txn.open_table(EXPIRED_CURSOR_ID).ctx(OP)?;
+            let id = ids
+                .get(EXPIRED_CURSOR_KEY)
+                .ctx(OP)?
+                .map(|v| v.value().to_owned())
+                .unwrap_or_default();
+            Ok((i64::try_from(cursor).unwrap_or(i64::MAX), id))
         })
         .await
     }

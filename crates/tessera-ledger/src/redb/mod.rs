@@ -58,6 +58,10 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 const LAST_SEQUENCE_KEY: &str = "last_sequence";
 const EXPIRED_CURSOR_KEY: &str = "expired_cursor";
+/// [`EXPIRED_CURSOR_KEY`] → the id of the last record given its `expired` event at the
+/// cursor's second when a limited [`Ledger::expire`] stopped there; empty (or absent, in files
+/// from before) when every record before the cursor has its event.
+const EXPIRED_CURSOR_ID: TableDefinition<&str, &str> = TableDefinition::new("expired_cursor_id");
 const SCHEMA_VERSION: u64 = 3;
 /// Events a live subscriber may fall behind by before it is told it lagged.
 const EVENT_BUFFER: usize = 16 * 1024;
@@ -327,8 +331,9 @@ impl Ledger for RedbLedger {
         .await
     }
 
-    async fn expire(&self, now: i64) -> Result<u64, LedgerError> {
-        self.request(|reply| WriterMsg::Expire(now, reply)).await
+    async fn expire(&self, now: i64, limit: usize) -> Result<u64, LedgerError> {
+        self.request(|reply| WriterMsg::Expire(now, limit, reply))
+            .await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Event> {

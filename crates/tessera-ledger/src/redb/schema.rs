@@ -12,9 +12,9 @@ use ::redb::{Database, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 use super::codec;
 use super::{
-    CREDENTIALS, EVENTS, EXPIRY, ISSUED, LAST_SEQUENCE_KEY, LIVE_COUNTS, META, REPLAY,
-    REPLAY_EXPIRY, RULES, SCHEMA_VERSION, SCHEMA_VERSION_KEY, STATUS_EXPIRY, StorageContext,
-    X509_EXPIRY, decode,
+    CREDENTIALS, EVENTS, EXPIRED_CURSOR_ID, EXPIRY, ISSUED, LAST_SEQUENCE_KEY, LIVE_COUNTS, META,
+    REPLAY, REPLAY_EXPIRY, RULES, SCHEMA_VERSION, SCHEMA_VERSION_KEY, STATUS_EXPIRY,
+    StorageContext, X509_EXPIRY, decode,
 };
 use crate::{COUNTED, CredentialKind, CredentialRecord, Event, LedgerError};
 
@@ -34,6 +34,7 @@ pub(super) fn init_schema(db: &Database) -> Result<u64, LedgerError> {
         txn.open_table(RULES).ctx(OP)?;
         txn.open_table(EVENTS).ctx(OP)?;
         txn.open_table(LIVE_COUNTS).ctx(OP)?;
+        txn.open_table(EXPIRED_CURSOR_ID).ctx(OP)?;
         super::signals::create_tables(&txn)?;
         super::acks::create_tables(&txn)?;
         super::usage::create_tables(&txn)?;

@@ -176,9 +176,9 @@ async fn expire_emits_one_expired_event_per_credential() {
     let (_dir, ledger) = temp_ledger();
     ledger.record(plain(sample("soon", 100))).await.unwrap();
     ledger.record(plain(sample("later", 500))).await.unwrap();
-    assert_eq!(ledger.expire(200).await.unwrap(), 1);
-    assert_eq!(ledger.expire(200).await.unwrap(), 0);
-    assert_eq!(ledger.expire(600).await.unwrap(), 1);
+    assert_eq!(ledger.expire(200, usize::MAX).await.unwrap(), 1);
+    assert_eq!(ledger.expire(200, usize::MAX).await.unwrap(), 0);
+    assert_eq!(ledger.expire(600, usize::MAX).await.unwrap(), 1);
     let kinds: Vec<_> = ledger
         .events_since(2, 10)
         .await

@@ -3,6 +3,7 @@
 //! only then answers every waiter and publishes the batch's events, in sequence order.
 
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -12,8 +13,9 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::codec;
 use super::{
-    CREDENTIALS, EVENTS, EXPIRED_CURSOR_KEY, EXPIRY, ISSUED, LAST_SEQUENCE_KEY, LIVE_COUNTS, META,
-    REPLAY, REPLAY_EXPIRY, RULES, RedbOptions, STATUS_EXPIRY, StorageContext, X509_EXPIRY,
+    CREDENTIALS, EVENTS, EXPIRED_CURSOR_ID, EXPIRED_CURSOR_KEY, EXPIRY, ISSUED, LAST_SEQUENCE_KEY,
+    LIVE_COUNTS, META, REPLAY, REPLAY_EXPIRY, RULES, RedbOptions, STATUS_EXPIRY, StorageContext,
+    X509_EXPIRY,
 };
 use crate::usage::UsageBatch;
 use crate::{
@@ -35,7 +37,8 @@ pub(super) struct PendingRecord {
 pub(super) enum WriterMsg {
     Record(Box<PendingRecord>, Reply<u64>),
     AddRule(Box<NewRule>, Reply<RevocationRule>),
-    Expire(i64, Reply<u64>),
+    /// Now, at most this many events, reply.
+    Expire(i64, usize, Reply<u64>),
     Sweep(SweepParams, Reply<u64>),
     Close(Reply<()>),
 }
@@ -44,7 +47,7 @@ pub(super) enum WriterMsg {
 enum Job {
     Record(Box<PendingRecord>, Reply<u64>, Result<u64, LedgerError>),
     AddRule(Box<NewRule>, Reply<RevocationRule>, Option<RevocationRule>),
-    Expire(i64, Reply<u64>, u64),
+    Expire((i64, usize), Reply<u64>, u64),
     Sweep(SweepParams, Reply<u64>, u64),
     Close(Reply<()>),
 }
@@ -54,7 +57,7 @@ impl From<WriterMsg> for Job {
         match msg {
             WriterMsg::Record(r, reply) => Job::Record(r, reply, Ok(0)),
             WriterMsg::AddRule(rule, reply) => Job::AddRule(rule, reply, None),
-            WriterMsg::Expire(now, reply) => Job::Expire(now, reply, 0),
+            WriterMsg::Expire(now, limit, reply) => Job::Expire((now, limit), reply, 0),
             WriterMsg::Sweep(params, reply) => Job::Sweep(params, reply, 0),
             WriterMsg::Close(reply) => Job::Close(reply),
         }
@@ -113,6 +116,7 @@ struct Batch<'t> {
     rules: Table<'t, &'static str, &'static [u8]>,
     events: Table<'t, u64, &'static [u8]>,
     meta: Table<'t, &'static str, u64>,
+    cursor_id: Table<'t, &'static str, &'static str>,
     live_counts: Table<'t, (i64, u8, &'static str), u64>,
     x509: Table<'t, (i64, &'static str), ()>,
     status: Table<'t, (i64, &'static str), ()>,
@@ -228,6 +232,7 @@ fn apply(
         rules: txn.open_table(RULES).ctx(OP)?,
         events: txn.open_table(EVENTS).ctx(OP)?,
         meta: txn.open_table(META).ctx(OP)?,
+        cursor_id: txn.open_table(EXPIRED_CURSOR_ID).ctx(OP)?,
         live_counts: txn.open_table(LIVE_COUNTS).ctx(OP)?,
         x509: txn.open_table(X509_EXPIRY).ctx(OP)?,
         status: txn.open_table(STATUS_EXPIRY).ctx(OP)?,
@@ -240,9 +245,9 @@ fn apply(
         match job {
             Job::Record(pending, _, result) => *result = b.insert_record(pending)?,
             Job::AddRule(rule, _, stored) => *stored = Some(b.add_rule(rule)?),
-            Job::Expire(now, _, n) => {
+            Job::Expire((now, limit), _, n) => {
                 b.flush_counts()?;
-                *n = b.expire(*now)?;
+                *n = b.expire(*now, *limit)?;
             }
             Job::Sweep(params, _, n) => {
                 b.flush_counts()?;
@@ -379,8 +384,11 @@ impl Batch<'_> {
         Ok(stored)
     }
 
-    /// Appends `expired` events for records whose expiry is in `[cursor, now)`.
-    fn expire(&mut self, now: i64) -> Result<u64, LedgerError> {
+    /// Appends `expired` events, in (expires_at, id) order, for at most `limit` records past
+    /// the cursor whose expiry is before `now`; returns how many. The cursor moves to `now` when
+    /// that was all of them, else to the last record given its event (the next call resumes
+    /// there), so one call never writes more than `limit` events.
+    fn expire(&mut self, now: i64, limit: usize) -> Result<u64, LedgerError> {
         const OP: &str = "recording expiries";
         let cursor = self
             .meta
@@ -388,15 +396,28 @@ impl Batch<'_> {
             .ctx(OP)?
             .map_or(0, |v| v.value());
         let cursor = i64::try_from(cursor).unwrap_or(i64::MAX);
-        if now <= cursor {
+        if now <= cursor || limit == 0 {
             return Ok(0);
         }
+        let after = self
+            .cursor_id
+            .get(EXPIRED_CURSOR_KEY)
+            .ctx(OP)?
+            .map(|v| v.value().to_owned())
+            .unwrap_or_default();
+        let start = if after.is_empty() {
+            Bound::Included((cursor, ""))
+        } else {
+            Bound::Excluded((cursor, after.as_str()))
+        };
         let mut expired = Vec::new();
-        for entry in self.expiry.range((cursor, "")..(now, "")).ctx(OP)? {
+        let range = (start, Bound::Excluded((now, "")));
+        for entry in self.expiry.range(range).ctx(OP)?.take(limit) {
             let (key, _) = entry.ctx(OP)?;
-            expired.push(key.value().1.to_owned());
+            let (expires_at, id) = key.value();
+            expired.push((expires_at, id.to_owned()));
         }
-        for id in &expired {
+        for (_, id) in &expired {
             let Some(bytes) = self
                 .credentials
                 .get(id.as_str())
@@ -408,10 +429,16 @@ impl Batch<'_> {
             let record = codec::decode_record(id, &bytes)?;
             self.append(EventKind::Expired, record.expires_at, Some(record), None)?;
         }
+        let (to, to_id) = match expired.last() {
+            Some((at, id)) if expired.len() == limit => (*at, id.as_str()),
+            _ => (now, ""),
+        };
         self.meta
-            .insert(EXPIRED_CURSOR_KEY, u64::try_from(now).unwrap_or_default())
+            .insert(EXPIRED_CURSOR_KEY, u64::try_from(to).unwrap_or_default())
             .ctx(OP)?;
-        // Counts of credentials that expired at or before `now` are no longer live.
+        self.cursor_id.insert(EXPIRED_CURSOR_KEY, to_id).ctx(OP)?;
+        // Counts of credentials that expired at or before `now` are no longer live (reads
+        // ignore them whether or not their events are written yet).
         self.live_counts
             .retain_in(..(now.saturating_add(1), 0u8, ""), |_, _| false)
             .ctx(OP)?;

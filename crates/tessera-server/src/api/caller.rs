@@ -10,8 +10,8 @@ use tessera_core::clock::SharedClock;
 use tessera_core::policy::Access;
 use tessera_core::spiffe_id::SpiffeId;
 
-use crate::audit::Audit;
-use crate::refusal::Refusal;
+use crate::audit::{Audit, untrusted};
+use crate::refusal::{Class, Refusal};
 use crate::settings::Current;
 
 /// Attests callers and applies the access rules.
@@ -76,11 +76,15 @@ impl Callers {
         action: &'static str,
     ) -> Result<SpiffeId, Refusal> {
         let attestation = self.attest(evidence).await.map_err(|e| {
-            self.audit.record(
+            let reason = e.to_string();
+            let refusal = Refusal::from(&e);
+            self.audit.refusal(
                 "admin_refused",
-                serde_json::json!({"action": action, "reason": e.to_string()}),
+                refusal.class == Class::Unauthenticated,
+                &reason,
+                serde_json::json!({"action": action, "reason": untrusted(&reason)}),
             );
-            Refusal::from(&e)
+            refusal
         })?;
         match self.access().admin(&attestation.principal) {
             Ok(id) => {

@@ -16,12 +16,12 @@ use super::caller::Callers;
 use super::convert;
 use super::status::{refuse, status};
 use super::watch::{Replay, WatchRequest, WatchStream, Watches};
-use crate::audit::Audit;
+use crate::audit::{Audit, untrusted};
 use crate::enforcement::Enforcement;
 use crate::issuer::{IssueError, Issuer};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::refusal::{OAuthCode, Refusal};
+use crate::refusal::{Class, OAuthCode, Refusal};
 use crate::tls::PeerInfo;
 use crate::watchers::Pool;
 
@@ -75,9 +75,16 @@ pub(crate) fn evidence<T>(request: &Request<T>) -> Result<Evidence<'_>, AttestEr
 impl BrokerService {
     /// Audits a refused mint and returns its status.
     fn refused(&self, e: &IssueError, request: &CredentialRequest) -> Status {
-        self.audit.record(
+        let reason = e.to_string();
+        self.audit.refusal(
             "refused",
-            serde_json::json!({"reason": e.to_string(), "destination": request.destination, "purpose": request.purpose}),
+            Refusal::from(e).class == Class::Unauthenticated,
+            &reason,
+            serde_json::json!({
+                "reason": untrusted(&reason),
+                "destination": untrusted(&request.destination),
+                "purpose": untrusted(&request.purpose),
+            }),
         );
         refuse(e, &self.metrics)
     }

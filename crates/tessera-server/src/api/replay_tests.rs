@@ -126,8 +126,8 @@ impl Ledger for Counting {
     async fn last_sequence(&self) -> Result<u64, LedgerError> {
         self.inner.last_sequence().await
     }
-    async fn expire(&self, now: i64) -> Result<u64, LedgerError> {
-        self.inner.expire(now).await
+    async fn expire(&self, now: i64, limit: usize) -> Result<u64, LedgerError> {
+        self.inner.expire(now, limit).await
     }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
         self.inner.subscribe()

@@ -13,11 +13,11 @@ use tessera_core::domain::CredentialKind;
 use tessera_core::request::{CredentialRequest, RequestError};
 
 use super::oauth::{no_store_json, render};
-use crate::audit::Audit;
+use crate::audit::{Audit, untrusted};
 use crate::issuer::Issuer;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::refusal::{OAuthCode, Refusal};
+use crate::refusal::{Class, OAuthCode, Refusal};
 
 pub use tessera_core::exchange::{ACCESS_TOKEN, GRANT_TYPE, ID_TOKEN, JWT};
 
@@ -217,13 +217,25 @@ async fn exchange_inner(
     let form = Form(form_urlencoded::parse(body).into_owned().collect());
     let x = parse(&form)?;
     let issuer = &endpoint.issuer;
-    let authorized = issuer.authorize_token(x.subject_token, &x.request, CredentialKind::Jwt).await.map_err(|e| {
-        endpoint.audit.record(
-            "refused",
-            json!({"reason": e.to_string(), "destination": x.request.destination, "purpose": x.request.purpose, "via": "token-exchange"}),
-        );
-        subject_refusal(Refusal::from(&e))
-    })?;
+    let authorized = issuer
+        .authorize_token(x.subject_token, &x.request, CredentialKind::Jwt)
+        .await
+        .map_err(|e| {
+            let reason = e.to_string();
+            let refusal = Refusal::from(&e);
+            endpoint.audit.refusal(
+                "refused",
+                refusal.class == Class::Unauthenticated,
+                &reason,
+                json!({
+                    "reason": untrusted(&reason),
+                    "destination": untrusted(&x.request.destination),
+                    "purpose": untrusted(&x.request.purpose),
+                    "via": "token-exchange",
+                }),
+            );
+            subject_refusal(refusal)
+        })?;
     let minted = issuer
         .issue_jwt(authorized, &x.request)
         .await
@@ -240,7 +252,7 @@ async fn exchange_inner(
 /// On `/token` the evidence is the `subject_token` parameter: say so in an authentication
 /// refusal's description.
 fn subject_refusal(mut refusal: Refusal) -> Refusal {
-    if refusal.class == crate::refusal::Class::Unauthenticated {
+    if refusal.class == Class::Unauthenticated {
         refusal.message = format!("subject_token: {}", refusal.message);
     }
     refusal
