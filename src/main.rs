@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod audit;
 mod evidence;
 mod grants;
 mod ledger;
@@ -167,6 +168,11 @@ enum AuditCommand {
     Verify {
         /// The audit log (JSON lines).
         file: PathBuf,
+        /// The broker's configuration: also check the file against the line its ledger
+        /// anchored (detects lines deleted from the end). An embedded ledger must not be in
+        /// use by a running broker.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -210,14 +216,8 @@ fn main() -> ExitCode {
         } => dev_certs(&out),
         Command::Ledger { command } => ledger::run(command).map_err(|e| e.to_string()),
         Command::Audit {
-            command: AuditCommand::Verify { file },
-        } => match tessera_server::audit::verify(&file) {
-            Ok(lines) => {
-                println!("{}: chain intact, {lines} lines", file.display());
-                Ok(())
-            }
-            Err(e) => Err(format!("{}: {e}", file.display())),
-        },
+            command: AuditCommand::Verify { file, config },
+        } => audit::verify(&file, config),
         Command::Revoke {
             selector,
             reason,

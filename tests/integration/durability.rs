@@ -196,3 +196,38 @@ async fn twenty_sigkills_under_load_lose_no_credential_and_leave_everything_cons
     assert!(total > 20, "{total} credentials over 20 kills");
     eprintln!("{total} credentials received over 20 SIGKILLs: every one recorded; {last} events");
 }
+
+#[tokio::test]
+async fn lines_deleted_from_the_end_of_the_audit_log_are_found_with_the_ledgers_anchor() {
+    let mut env = Env::start().await;
+    let mut client = env.workload_client().await;
+    for _ in 0..6 {
+        mint(&mut client, DEST, PURPOSE, 60, None).await.unwrap();
+    }
+    env.shutdown().await; // the last line is anchored before the ledger closes
+    let log = env.fx.ledger_path.with_file_name("audit.log");
+    let verify = |config: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        command.args(["audit", "verify"]).arg(&log);
+        if config {
+            command.arg("--config").arg(&env.fx.config_path);
+        }
+        command.output().unwrap()
+    };
+    let intact = verify(true);
+    assert!(intact.status.success(), "{intact:?}");
+    assert!(String::from_utf8_lossy(&intact.stdout).contains("the ledger anchored"));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() > 5, "{} lines", lines.len());
+    let kept = lines[..lines.len() - 5].join("\n") + "\n";
+    std::fs::write(&log, kept).unwrap();
+    assert!(
+        verify(false).status.success(),
+        "the chain alone cannot tell (what the anchor is for)"
+    );
+    let truncated = verify(true);
+    assert!(!truncated.status.success(), "{truncated:?}");
+    let message = String::from_utf8_lossy(&truncated.stderr);
+    assert!(message.contains("truncated"), "{message}");
+}

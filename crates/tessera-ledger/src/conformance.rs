@@ -43,6 +43,7 @@ macro_rules! conformance_tests {
             close_refuses_writes_and_keeps_reads,
             the_newest_issue_time_is_read_from_the_newest_ids,
             the_first_acknowledgement_of_a_rule_is_kept_until_forgotten,
+            an_audit_anchor_only_moves_forward_and_survives_a_reopen,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
@@ -512,4 +513,37 @@ pub(crate) async fn the_first_acknowledgement_of_a_rule_is_kept_until_forgotten(
     assert_eq!(ledger.forget_acknowledgements(2_000).await.unwrap(), 1);
     assert_eq!(ledger.acknowledgements("r1", 10).await.unwrap().len(), 1);
     assert_eq!(ledger.acknowledgements("r2", 10).await.unwrap().len(), 1);
+}
+
+pub(crate) async fn an_audit_anchor_only_moves_forward_and_survives_a_reopen(
+    backend: &dyn Backend,
+) {
+    let ledger = backend.open().await;
+    let anchor = |log: &str, seq: u64| crate::AuditAnchor {
+        log: log.into(),
+        seq,
+        hash: format!("h{seq}"),
+        at_ms: 1_000 + seq as i64,
+    };
+    assert_eq!(ledger.audit_anchor("log-a").await.unwrap(), None);
+    ledger.anchor_audit(anchor("log-a", 5)).await.unwrap();
+    ledger.anchor_audit(anchor("log-a", 3)).await.unwrap();
+    ledger.anchor_audit(anchor("log-b", 1)).await.unwrap();
+    assert_eq!(
+        ledger.audit_anchor("log-a").await.unwrap(),
+        Some(anchor("log-a", 5)),
+        "an older line does not move it back"
+    );
+    ledger.anchor_audit(anchor("log-a", 9)).await.unwrap();
+    ledger.close().await.unwrap();
+    drop(ledger);
+    let ledger = backend.open().await;
+    assert_eq!(
+        ledger.audit_anchor("log-a").await.unwrap(),
+        Some(anchor("log-a", 9))
+    );
+    assert_eq!(
+        ledger.audit_anchor("log-b").await.unwrap(),
+        Some(anchor("log-b", 1))
+    );
 }

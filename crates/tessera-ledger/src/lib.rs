@@ -23,6 +23,7 @@
 //! `tessera-core`; this crate only keeps them.
 
 mod acks;
+mod anchors;
 #[cfg(test)]
 mod conformance;
 #[cfg(test)]
@@ -43,6 +44,7 @@ use std::fmt;
 use async_trait::async_trait;
 
 pub use self::acks::{AckStore, Acknowledgement};
+pub use self::anchors::{AnchorStore, AuditAnchor};
 pub use self::copy::{CopyError, CopyReport, copy_redb_to_postgres, open_source};
 pub use self::metrics::LedgerMetrics;
 pub use self::postgres::{
@@ -185,7 +187,9 @@ pub enum LedgerError {
 /// keeps the Shared Signals delivery state ([`SignalStore`]), acknowledgements of rules
 /// ([`AckStore`]) and the usage of grants ([`UsageStore`]).
 #[async_trait]
-pub trait Ledger: SignalStore + AckStore + UsageStore + Send + Sync + fmt::Debug + 'static {
+pub trait Ledger:
+    SignalStore + AckStore + AnchorStore + UsageStore + Send + Sync + fmt::Debug + 'static
+{
     /// Durably records one credential, its replay guard if any, its `issued` event and its
     /// usage ([`UsageStore`]), atomically. Returns the event's sequence once committed and
     /// fsynced, sharing the commit with any writes submitted concurrently. Fails with `Replay`

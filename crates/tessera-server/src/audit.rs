@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
 use prometheus_client::metrics::counter::Counter;
 use serde_json::{Map, Value};
@@ -54,6 +54,15 @@ pub enum AuditError {
     },
     #[error("line {line}: {reason}")]
     Broken { line: u64, reason: String },
+    #[error(
+        "the log was truncated: the ledger anchored line {anchored} (written at {at_ms} ms), \
+         the file ends at line {lines}"
+    )]
+    Truncated {
+        anchored: u64,
+        lines: u64,
+        at_ms: i64,
+    },
 }
 
 /// Lines the audit queue holds before [`AuditLog::record`] drops (and counts) new ones.
@@ -65,6 +74,8 @@ pub struct AuditLog {
     tx: mpsc::SyncSender<Message>,
     /// Lines dropped because the queue was full (`tessera_audit_dropped_total`).
     dropped: Counter,
+    /// The last line written and flushed.
+    position: Arc<Mutex<Option<AuditPosition>>>,
 }
 
 /// Where a service records what it did: the audit log if there is one, stamped by the clock.
@@ -121,6 +132,12 @@ impl Audit {
         }
     }
 
+    /// Returns where the log's chain stands (its last line written and flushed), or `None`
+    /// without a log or before its first line.
+    pub fn position(&self) -> Option<AuditPosition> {
+        self.log.as_ref()?.position()
+    }
+
     /// Writes the counts of repeated refusals, then waits until everything recorded so far is
     /// written (at shutdown).
     pub fn flush(&self) {
@@ -147,27 +164,43 @@ fn seal(fields: &Map<String, Value>) -> String {
     sha256_hex(Value::Object(fields.clone()).to_string().as_bytes())
 }
 
-/// Reads the `hash` and `seq` of the last line of an existing log.
-fn tail(path: &Path) -> Result<(String, u64), AuditError> {
+/// Where a log's chain stands: its identity (the hash of its first line), and the `seq` and
+/// `hash` of its last line (what [`crate::audit_anchor`] stores in the ledger).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditPosition {
+    pub log: String,
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// Reads the `hash` and `seq` of the last line of an existing log, and the hash of its first.
+fn tail(path: &Path) -> Result<(String, u64, Option<String>), AuditError> {
     let io = |source| AuditError::Io {
         path: path.to_owned(),
         source,
     };
     let file = match std::fs::File::open(path) {
         Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((GENESIS.to_owned(), 0)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((GENESIS.to_owned(), 0, None));
+        }
         Err(e) => return Err(io(e)),
     };
+    let mut first = None;
     let mut last = None;
     for line in BufReader::new(file).lines() {
         let line = line.map_err(io)?;
         if !line.trim().is_empty() {
+            if first.is_none() {
+                first = Some(line.clone());
+            }
             last = Some(line);
         }
     }
     let Some(last) = last else {
-        return Ok((GENESIS.to_owned(), 0));
+        return Ok((GENESIS.to_owned(), 0, None));
     };
+    let first = first.as_deref().and_then(line_hash);
     let value: Value = serde_json::from_str(&last).map_err(|e| AuditError::Broken {
         line: 0,
         reason: format!("last line is not JSON: {e}"),
@@ -177,7 +210,23 @@ fn tail(path: &Path) -> Result<(String, u64), AuditError> {
         .and_then(Value::as_str)
         .unwrap_or(GENESIS)
         .to_owned();
-    Ok((hash, value.get("seq").and_then(Value::as_u64).unwrap_or(0)))
+    Ok((
+        hash,
+        value.get("seq").and_then(Value::as_u64).unwrap_or(0),
+        first,
+    ))
+}
+
+/// Returns the `hash` member of a log line, if it has one.
+fn line_hash(line: &str) -> Option<String> {
+    let value: Value = serde_json::from_str(line).ok()?;
+    value.get("hash")?.as_str().map(str::to_owned)
+}
+
+/// Returns the identity of the log at `path` (the hash of its first line), or `None` for an
+/// empty log. Fails when the file cannot be read.
+pub fn log_id(path: &Path) -> Result<Option<String>, AuditError> {
+    Ok(tail(path)?.2)
 }
 
 impl AuditLog {
@@ -192,7 +241,13 @@ impl AuditLog {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
-        let (mut prev, mut seq) = tail(path)?;
+        let (mut prev, mut seq, mut log_id) = tail(path)?;
+        let position = Arc::new(Mutex::new(log_id.clone().map(|log| AuditPosition {
+            log,
+            seq,
+            hash: prev.clone(),
+        })));
+        let written = Arc::clone(&position);
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -220,12 +275,25 @@ impl AuditLog {
                         fields.insert("hash".into(), Value::String(hash.clone()));
                         match writeln!(out, "{}", Value::Object(fields)) {
                             // The chain advances only past lines that were written.
-                            Ok(()) => (seq, prev) = (seq + 1, hash),
+                            Ok(()) => {
+                                log_id.get_or_insert_with(|| hash.clone());
+                                (seq, prev) = (seq + 1, hash);
+                            }
                             Err(e) => tracing::error!(file = %shown, error = %e, "writing the audit log failed"),
                         }
                     }
-                    if let Err(e) = out.flush() {
-                        tracing::error!(file = %shown, error = %e, "flushing the audit log failed");
+                    match out.flush() {
+                        Ok(()) => {
+                            if let Some(log) = &log_id {
+                                *written.lock().unwrap_or_else(PoisonError::into_inner) =
+                                    Some(AuditPosition {
+                                        log: log.clone(),
+                                        seq,
+                                        hash: prev.clone(),
+                                    });
+                            }
+                        }
+                        Err(e) => tracing::error!(file = %shown, error = %e, "flushing the audit log failed"),
                     }
                     for done in flushed {
                         let _ = done.send(());
@@ -233,7 +301,11 @@ impl AuditLog {
                 }
             })
             .map_err(io)?;
-        Ok(AuditLog { tx, dropped })
+        Ok(AuditLog {
+            tx,
+            dropped,
+            position,
+        })
     }
 
     /// Appends an entry of `event` with `fields`, stamped with unix time `at`. Never waits:
@@ -263,6 +335,14 @@ impl AuditLog {
         if self.tx.send(Message::Flush(done)).is_ok() {
             let _ = wait.recv();
         }
+    }
+
+    /// Returns the last line written and flushed, or `None` before the first.
+    pub fn position(&self) -> Option<AuditPosition> {
+        self.position
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -300,6 +380,37 @@ pub fn verify(path: &Path) -> Result<u64, AuditError> {
     Ok(count)
 }
 
+/// Checks the log at `path`, whose chain verified with `lines` lines, against the `anchor`
+/// the ledger holds for it: the anchored line must be there with the anchored hash. Fails with
+/// `Truncated` when the file ends before it, `Broken` when that line differs.
+pub fn check_anchor(
+    path: &Path,
+    lines: u64,
+    anchor: &tessera_ledger::AuditAnchor,
+) -> Result<(), AuditError> {
+    if anchor.seq > lines {
+        return Err(AuditError::Truncated {
+            anchored: anchor.seq,
+            lines,
+            at_ms: anchor.at_ms,
+        });
+    }
+    let file = std::fs::File::open(path).map_err(|source| AuditError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let index = usize::try_from(anchor.seq.saturating_sub(1)).unwrap_or(usize::MAX);
+    let line = BufReader::new(file).lines().nth(index);
+    let hash = line.and_then(|l| l.ok()).as_deref().and_then(line_hash);
+    if hash.as_deref() != Some(anchor.hash.as_str()) {
+        return Err(AuditError::Broken {
+            line: anchor.seq,
+            reason: "its hash is not the one the ledger anchored".into(),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,6 +423,7 @@ mod tests {
         let log = AuditLog {
             tx,
             dropped: metrics.audit_dropped.clone(),
+            position: Arc::default(),
         };
         for i in 0..5 {
             log.record("refused", 1000 + i, serde_json::json!({"reason": "bad"}));

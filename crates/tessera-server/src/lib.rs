@@ -10,6 +10,7 @@
 pub mod api;
 pub mod assemble;
 pub mod audit;
+pub mod audit_anchor;
 pub mod config;
 pub mod conns;
 pub mod enforcement;

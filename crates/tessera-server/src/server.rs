@@ -124,7 +124,10 @@ impl ServerHandle {
 
 /// Opens the configured ledger, recording into `metrics`. Fails when it cannot be opened: the
 /// redb file is unusable, or the database cannot be reached or has a newer schema.
-async fn open_ledger(config: &Config, metrics: &Metrics) -> Result<Arc<dyn Ledger>, ServerError> {
+pub async fn open_ledger(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<Arc<dyn Ledger>, ServerError> {
     match &config.ledger.backend {
         LedgerBackend::Redb(path) => {
             let path = path.clone();
@@ -207,6 +210,12 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
     let shutdown = CancellationToken::new();
     let reloader = reloader(&config, &services);
     follow(&services, &shutdown).await?;
+    tokio::spawn(crate::audit_anchor::follow(
+        services.audit.clone(),
+        Arc::clone(&services.ledger),
+        Arc::clone(&services.clock),
+        shutdown.clone(),
+    ));
     let listener = Listener {
         config: &config,
         services: &services,
@@ -252,6 +261,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
         background: ssf_tasks,
         ledger: Arc::clone(&services.ledger),
         audit: services.audit.clone(),
+        clock: Arc::clone(&services.clock),
     }));
     Ok(ServerHandle {
         grpc_addr,
@@ -334,6 +344,7 @@ struct StopParams {
     background: tokio_util::task::TaskTracker,
     ledger: Arc<dyn Ledger>,
     audit: Audit,
+    clock: SharedClock,
 }
 
 /// Waits for `shutdown`, then stops gracefully: not ready, no new connections, in-flight
@@ -356,9 +367,13 @@ async fn stop_when_cancelled(p: StopParams) -> Result<(), ServerError> {
     {
         tracing::warn!("shared signals tasks did not stop within the grace period");
     }
-    p.ledger.close().await?;
-    let audit = p.audit;
+    // The audit log is written out and its last line anchored before the ledger closes.
+    let audit = p.audit.clone();
     let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
+    if let Err(e) = crate::audit_anchor::anchor(&p.audit, p.ledger.as_ref(), &p.clock).await {
+        tracing::warn!(error = %e, "anchoring the audit log at shutdown failed");
+    }
+    p.ledger.close().await?;
     tracing::info!("ledger flushed; stopped");
     match drained {
         Ok((Ok(Err(e)), _)) => Err(e),

@@ -53,6 +53,7 @@
 //! detects one that is not.
 
 mod acks;
+mod anchors;
 mod batch;
 mod connect;
 mod fanout;

@@ -15,10 +15,11 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (3, include_str!("migrations/0003_ssf.sql")),
     (4, include_str!("migrations/0004_acks.sql")),
     (5, include_str!("migrations/0005_usage.sql")),
+    (6, include_str!("migrations/0006_audit_anchors.sql")),
 ];
 
 /// The schema version this build creates and reads.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// Key of the advisory lock migrations hold (any constant shared by every build).
 const MIGRATION_LOCK: i64 = 0x0074_6573_7365_7261; // "tessera"

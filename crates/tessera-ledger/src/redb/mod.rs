@@ -5,6 +5,7 @@
 //! batch's events. Reads run on tokio's blocking pool.
 
 mod acks;
+mod anchors;
 mod codec;
 mod export;
 mod reads;

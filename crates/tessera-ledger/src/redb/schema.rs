@@ -37,6 +37,7 @@ pub(super) fn init_schema(db: &Database) -> Result<u64, LedgerError> {
         txn.open_table(EXPIRED_CURSOR_ID).ctx(OP)?;
         super::signals::create_tables(&txn)?;
         super::acks::create_tables(&txn)?;
+        super::anchors::create_tables(&txn)?;
         super::usage::create_tables(&txn)?;
         let empty = txn.open_table(CREDENTIALS).ctx(OP)?.is_empty().ctx(OP)?;
         let mut meta = txn.open_table(META).ctx(OP)?;

@@ -60,6 +60,20 @@ impl AckStore for Counting {
     }
 }
 
+/// Audit anchors pass straight through (replays do not touch them).
+#[async_trait]
+impl tessera_ledger::AnchorStore for Counting {
+    async fn anchor_audit(&self, anchor: tessera_ledger::AuditAnchor) -> Result<(), LedgerError> {
+        self.inner.anchor_audit(anchor).await
+    }
+    async fn audit_anchor(
+        &self,
+        log: &str,
+    ) -> Result<Option<tessera_ledger::AuditAnchor>, LedgerError> {
+        self.inner.audit_anchor(log).await
+    }
+}
+
 /// Usage passes straight through (replays do not touch it).
 #[async_trait]
 impl UsageStore for Counting {
