@@ -151,6 +151,33 @@ async fn serves_prometheus_metrics_named_tessera() {
     env.shutdown().await;
 }
 
+/// Returns a TLS connection to `env`'s HTTPS port offering `alpn`, verified against the
+/// fixture's TLS CA as `localhost`, on which nothing has been sent yet.
+async fn tls_to(
+    env: &Env,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(env.fx.material.tls_ca.cert_der.clone().into())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    let tcp = tokio::net::TcpStream::connect(env.http).await.unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap()
+}
+
 /// A form body of about 200 KB: three times `/token`'s limit.
 fn oversized_form() -> String {
     format!("grant_type=x&subject_token={}", "a".repeat(200_000))
@@ -184,25 +211,7 @@ async fn an_oversized_body_over_http1_gets_a_413_not_a_reset() {
 async fn an_oversized_body_over_http2_gets_a_413_not_a_stream_error() {
     use http_body_util::BodyExt;
     let mut env = Env::start().await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(env.fx.material.tls_ca.cert_der.clone().into())
-        .unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(env.http).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(
-            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap();
+    let tls = tls_to(&env, &[b"h2"]).await;
     let (mut sender, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(tls),
@@ -275,24 +284,7 @@ async fn connections_past_the_per_address_limit_are_closed_at_once() {
 async fn a_connection_that_sends_nothing_after_its_handshake_is_closed() {
     use tokio::io::AsyncReadExt;
     let mut env = Env::start().await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(env.fx.material.tls_ca.cert_der.clone().into())
-        .unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(env.http).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(
-            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap();
+    let mut tls = tls_to(&env, &[]).await;
     let mut buf = [0u8; 16];
     // Generous: the deadline is 5 s; before it existed the connection stayed open for minutes.
     let read = tokio::time::timeout(std::time::Duration::from_secs(20), tls.read(&mut buf))

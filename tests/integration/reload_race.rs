@@ -41,8 +41,11 @@ pub(crate) async fn assembled_with(
     s
 }
 
-/// Puts the grants of `config` in force, as a reload does (everything else as it was).
-fn reload_grants(s: &Services, config: &Config) {
+/// Puts in force the grants of `fx`'s configuration file edited by `edit`, as a reload does
+/// (everything else as it was).
+fn reload_edited(s: &Services, fx: &Fixture, edit: impl FnOnce(String) -> String) {
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    let config = Config::parse(&fx.config_path, &edit(text), &SystemClock).unwrap();
     let old = s.settings.load();
     s.settings.replace(Settings::new(SettingsParts {
         attestor: Arc::clone(&old.attestor),
@@ -73,14 +76,7 @@ async fn a_mint_decided_before_a_reload_that_removed_its_grant_is_refused() {
         .authorize_token(&token, &reports, CredentialKind::Jwt)
         .await
         .unwrap();
-    let text = std::fs::read_to_string(&fx.config_path).unwrap();
-    let without = Config::parse(
-        &fx.config_path,
-        &text.replace(EXTRA_GRANTS, ""),
-        &SystemClock,
-    )
-    .unwrap();
-    reload_grants(&s, &without);
+    reload_edited(&s, &fx, |t| t.replace(EXTRA_GRANTS, ""));
     let refused = s.issuer.issue_jwt(decided, &reports).await.unwrap_err();
     assert!(
         matches!(refused, IssueError::Policy(PolicyError::NoGrant { .. })),
@@ -101,14 +97,7 @@ async fn a_mint_decided_before_a_reload_finishes_as_decided_when_its_grant_is_un
         .authorize_token(&token, &ledger, CredentialKind::Jwt)
         .await
         .unwrap();
-    let text = std::fs::read_to_string(&fx.config_path).unwrap();
-    let without = Config::parse(
-        &fx.config_path,
-        &text.replace(EXTRA_GRANTS, ""),
-        &SystemClock,
-    )
-    .unwrap();
-    reload_grants(&s, &without);
+    reload_edited(&s, &fx, |t| t.replace(EXTRA_GRANTS, ""));
     let minted = s.issuer.issue_jwt(decided, &ledger).await.unwrap();
     assert!(minted.expires_at > minted.issued_at);
     stop.cancel();
@@ -126,16 +115,10 @@ async fn a_mint_decided_before_a_reload_that_narrowed_its_grant_goes_on_under_th
         .authorize_token(&token, &ledger, CredentialKind::Jwt)
         .await
         .unwrap();
-    let text = std::fs::read_to_string(&fx.config_path).unwrap();
-    let shorter = Config::parse(
-        &fx.config_path,
-        &text
-            .replace("default_ttl = \"5m\"", "default_ttl = \"1m\"")
-            .replace("max_ttl = \"15m\"", "max_ttl = \"1m\""),
-        &SystemClock,
-    )
-    .unwrap();
-    reload_grants(&s, &shorter);
+    reload_edited(&s, &fx, |t| {
+        t.replace("default_ttl = \"5m\"", "default_ttl = \"1m\"")
+            .replace("max_ttl = \"15m\"", "max_ttl = \"1m\"")
+    });
     let minted = s.issuer.issue_jwt(decided, &ledger).await.unwrap();
     assert_eq!(
         minted.expires_at - minted.issued_at,
