@@ -72,7 +72,7 @@ impl AdminService {
 }
 
 /// Parses the selector of a RevokeRequest; fails when none is set or its value is empty.
-fn selector(request: &proto::RevokeRequest) -> Result<(Selector, String), Refusal> {
+pub(super) fn selector(request: &proto::RevokeRequest) -> Result<(Selector, String), Refusal> {
     let (selector, value) = match &request.selector {
         Some(WireSelector::CredentialId(v)) => (Selector::CredentialId, v),
         Some(WireSelector::Workload(v)) => (Selector::Workload, v),
@@ -101,7 +101,7 @@ fn selector(request: &proto::RevokeRequest) -> Result<(Selector, String), Refusa
     Ok((selector, value.clone()))
 }
 
-fn list_params(
+pub(super) fn list_params(
     r: &proto::ListCredentialsRequest,
 ) -> Result<(ListParams, Option<CredentialStatus>), Refusal> {
     let kind = match r.kind.as_str() {

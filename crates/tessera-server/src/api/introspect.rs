@@ -90,7 +90,7 @@ impl IntrospectEndpoint {
 }
 
 /// Returns the `token` form parameter, or why the request is invalid.
-fn token_param(body: &[u8]) -> Result<String, Refusal> {
+pub(super) fn token_param(body: &[u8]) -> Result<String, Refusal> {
     form_urlencoded::parse(body)
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.into_owned())

@@ -6,6 +6,8 @@ pub mod admin;
 mod body;
 pub mod caller;
 mod convert;
+#[cfg(fuzzing)]
+pub mod fuzz_hooks;
 pub mod grants;
 pub mod grpc;
 pub mod http;

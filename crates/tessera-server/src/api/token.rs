@@ -67,7 +67,7 @@ fn request_error(e: &RequestError) -> Refusal {
 }
 
 /// The parsed form: every parameter with all its values.
-struct Form(Vec<(String, String)>);
+pub(super) struct Form(pub(super) Vec<(String, String)>);
 
 impl Form {
     fn all(&self, name: &str) -> Vec<&str> {
@@ -98,14 +98,14 @@ impl Form {
 }
 
 /// A checked exchange request.
-struct Exchange<'a> {
+pub(super) struct Exchange<'a> {
     subject_token: &'a str,
     request: CredentialRequest,
     issued_token_type: &'static str,
 }
 
 /// Checks the parameters of an exchange; fails with the RFC 6749 error naming the first problem.
-fn parse(form: &Form) -> Result<Exchange<'_>, Refusal> {
+pub(super) fn parse(form: &Form) -> Result<Exchange<'_>, Refusal> {
     let grant_type = form.required("grant_type")?;
     if grant_type != GRANT_TYPE {
         return Err(bad(

@@ -239,7 +239,7 @@ impl KeyCache {
 
     /// Installs keys without fetching (unit tests only); fails when the issuer is not
     /// configured.
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     pub(crate) async fn seed(
         &self,
         issuer: &str,

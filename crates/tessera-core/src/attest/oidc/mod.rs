@@ -162,10 +162,10 @@ impl OidcVerifier {
         self.issuers.contains_key(issuer)
     }
 
-    /// Installs `jwks` as the issuer's current keys without fetching (unit tests only). Fails
-    /// when the issuer is not configured.
-    #[cfg(test)]
-    pub(crate) async fn seed_keys(
+    /// Installs `jwks` as the issuer's current keys without fetching (unit tests and fuzz
+    /// targets only). Fails when the issuer is not configured.
+    #[cfg(any(test, fuzzing))]
+    pub async fn seed_keys(
         &self,
         issuer: &str,
         jwks: &jsonwebtoken::jwk::JwkSet,
