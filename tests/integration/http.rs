@@ -293,3 +293,75 @@ async fn a_connection_that_sends_nothing_after_its_handshake_is_closed() {
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     env.shutdown().await;
 }
+
+/// Starts a broker whose HTTPS connections close after `idle` with no request in flight.
+async fn start_with_idle_timeout(idle: &str) -> Env {
+    let fx = crate::common::Fixture::new();
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    let limited = text.replace(
+        "audience = \"tessera\"",
+        &format!("audience = \"tessera\"\nhttp_idle_timeout = \"{idle}\""),
+    );
+    std::fs::write(&fx.config_path, limited).unwrap();
+    Env::start_fixture(fx).await
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_though_it_answers_pings() {
+    use http_body_util::BodyExt;
+    let mut env = start_with_idle_timeout("1s").await;
+    let tls = tls_to(&env, &[b"h2"]).await;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let request = hyper::Request::builder()
+        .uri(format!("https://localhost:{}/healthz", env.http.port()))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap();
+    // Generous: the timeout is 1 s; before it existed the connection stayed open for minutes.
+    tokio::time::timeout(std::time::Duration::from_secs(20), conn)
+        .await
+        .expect("the server closed the idle connection")
+        .unwrap()
+        .expect("closed gracefully (GOAWAY), not reset");
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_idle_http1_keep_alive_connection_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut env = start_with_idle_timeout("1s").await;
+    let mut tls = tls_to(&env, &[b"http/1.1"]).await;
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Under the 10 s header-read timeout, which would otherwise be what closes it.
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(8), async {
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the server closed the idle keep-alive connection"
+    );
+    assert!(
+        seen.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    env.shutdown().await;
+}

@@ -16,6 +16,7 @@ pub mod conns;
 pub mod enforcement;
 pub mod expiry;
 pub mod grants;
+pub mod https_conns;
 pub mod issuer;
 pub mod limits;
 pub mod metrics;

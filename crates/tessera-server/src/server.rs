@@ -6,9 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use futures::FutureExt;
 use tessera_core::clock::SharedClock;
 use tessera_ledger::{
     Ledger, LedgerError, PostgresLedger, PostgresOptions, RedbLedger, RedbOptions,
@@ -243,7 +241,10 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
         grpc_conns,
         shutdown.clone(),
     ));
-    let http = tokio::spawn(serve_http(http_router, http_conns, shutdown.clone()));
+    let idle = config.server.http_idle_timeout;
+    let http = tokio::spawn(
+        crate::https_conns::serve(http_router, http_conns, idle, shutdown.clone()).map(Ok),
+    );
     let sweeper = tokio::spawn(crate::sweeper::sweep(
         Arc::clone(&services.revoker),
         config.ledger.retain_expired,
@@ -534,47 +535,5 @@ async fn serve_grpc(
         .add_service(admin_service)
         .serve_with_incoming_shutdown(ReceiverStream::new(conns), shutdown.cancelled_owned())
         .await?;
-    Ok(())
-}
-
-async fn serve_http(
-    router: axum::Router,
-    mut conns: tokio::sync::mpsc::Receiver<std::io::Result<TlsConn>>,
-    shutdown: CancellationToken,
-) -> Result<(), ServerError> {
-    let graceful = GracefulShutdown::new();
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // A timer enables hyper's header-read timeout (slow clients cannot hold connections).
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
-    // Dead peers are found by pings; an HTTP/1.1 connection that sends no request within the
-    // header timeout is closed (the first request has its own deadline: tls::FIRST_REQUEST_TIMEOUT).
-    builder
-        .http2()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(10));
-    loop {
-        let conn = tokio::select! {
-            () = shutdown.cancelled() => break,
-            conn = conns.recv() => match conn {
-                Some(Ok(conn)) => conn,
-                Some(Err(_)) => continue,
-                None => break,
-            },
-        };
-        let service = router.clone().layer(axum::Extension(conn.info().clone()));
-        let connection =
-            builder.serve_connection(TokioIo::new(conn), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection.into_owned());
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "HTTP connection ended with an error");
-            }
-        });
-    }
-    graceful.shutdown().await;
     Ok(())
 }

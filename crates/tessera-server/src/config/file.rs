@@ -42,6 +42,7 @@ pub struct ServerSection {
     pub max_in_flight: Option<usize>,
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<usize>,
+    pub http_idle_timeout: Option<String>,
     /// Deprecated: the size of each watcher pool unless its own key is set.
     pub max_watchers: Option<usize>,
     pub max_revocation_watchers: Option<usize>,

@@ -106,6 +106,8 @@ pub struct ServerConfig {
     pub watch: crate::watchers::WatchLimits,
     /// RFC 7009 revocations each workload may make.
     pub revoke_rate: crate::rate_limit::Rate,
+    /// How long an HTTPS connection may stay open with no request in flight.
+    pub http_idle_timeout: Duration,
 }
 
 /// A value that is not of the form its key takes.
@@ -382,6 +384,11 @@ fn server(check: &Checker<'_>, s: &file::ServerSection) -> Result<ServerConfig, 
         },
         watch: limits::watch(check, s)?,
         revoke_rate: limits::revoke_rate(check, s)?,
+        http_idle_timeout: check.duration(
+            "server.http_idle_timeout",
+            s.http_idle_timeout.as_deref(),
+            crate::https_conns::DEFAULT_IDLE_TIMEOUT,
+        )?,
         shutdown_grace: check.duration(
             "server.shutdown_grace",
             s.shutdown_grace.as_deref(),
