@@ -89,6 +89,11 @@ pub struct JwtCredential {
 }
 
 impl JwtCredential {
+    /// Returns its id, workload, destination, purpose, issue time and expiry.
+    pub fn issued(&self) -> &Issued {
+        &self.issued
+    }
+
     /// Returns the token, to send as `authorization: Bearer`.
     pub fn token(&self) -> &str {
         &self.token
@@ -153,6 +158,12 @@ pub struct X509SvidCredential {
 }
 
 impl X509SvidCredential {
+    /// Returns its id (the serial in hex), workload, destination, purpose, issue time and
+    /// expiry.
+    pub fn issued(&self) -> &Issued {
+        &self.issued
+    }
+
     /// Returns the certificate chain (DER), leaf first.
     pub fn cert_chain(&self) -> &[CertificateDer<'static>] {
         &self.cert_chain

@@ -1,7 +1,8 @@
 //! A credential source's renewal loop: mint at start, renew at the scheduled point of each
-//! credential's lifetime, retry failures with backoff while keeping the last good credential,
-//! and renew at once when the revocation follower reports the credential held. A first mint
-//! refused for good (evidence missing or refused, no grant) stops the source.
+//! credential's lifetime, retry failures with backoff while keeping the last good credential
+//! (and at once when the revocation stream reconnects: the broker is back), and renew at once
+//! when the revocation follower reports the credential held. A first mint refused for good
+//! (evidence missing or refused, no grant) stops the source.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +62,8 @@ pub(crate) async fn run<C: Mintable>(
     loop {
         let revoked = tokio::select! {
             () = wait_until(&*clock, due_ms) => false,
+            // Failing, and the revocation stream just reconnected: the broker is back.
+            () = shared.reachable(), if failures > 0 => false,
             Some(id) = revoked_rx.recv() => {
                 let held = shared.current().is_some_and(|c| c.issued().credential_id == id);
                 if !held {
@@ -101,7 +104,9 @@ pub(crate) async fn run<C: Mintable>(
                     follower = Some(AbortOnDrop(tokio::spawn(task)));
                 }
             }
+            // Refused before any credential was held: nothing to serve, a person must act.
             Err(error) if follower.is_none() && !error.is_transient() => {
+                shared.failed(error.clone(), now);
                 tracing::error!(
                     %error,
                     destination = %params.destination,

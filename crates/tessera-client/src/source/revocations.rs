@@ -111,6 +111,8 @@ async fn apply_stream<C: Mintable>(
         *since = (*since).max(event.sequence);
         if event.caught_up {
             shared.set_following(true);
+            // The broker answers: a renewal waiting out a backoff may go now.
+            shared.broker_reachable();
             *failures = 0;
             continue;
         }

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use tessera_core::clock::SharedClock;
 
@@ -55,6 +55,8 @@ pub(crate) struct Shared<C> {
     failures: AtomicU64,
     revocation_renewals: AtomicU64,
     following: AtomicBool,
+    /// Told when the broker answered a call other than a mint (the revocation stream opened).
+    reachable: Notify,
 }
 
 impl<C: Mintable> Shared<C> {
@@ -67,6 +69,7 @@ impl<C: Mintable> Shared<C> {
             failures: AtomicU64::new(0),
             revocation_renewals: AtomicU64::new(0),
             following: AtomicBool::new(false),
+            reachable: Notify::new(),
         }
     }
 
@@ -137,6 +140,16 @@ impl<C: Mintable> Shared<C> {
 
     pub(crate) fn set_following(&self, following: bool) {
         self.following.store(following, Ordering::Release);
+    }
+
+    /// Tells whoever waits in [`Self::reachable`] that the broker answers again.
+    pub(crate) fn broker_reachable(&self) {
+        self.reachable.notify_waiters();
+    }
+
+    /// Returns once [`Self::broker_reachable`] is called after this call.
+    pub(crate) async fn reachable(&self) {
+        self.reachable.notified().await;
     }
 
     /// Returns the credentials minted (the first one included).

@@ -50,6 +50,8 @@ struct Fake {
     mode: Mutex<Mode>,
     attempts: Mutex<Vec<(i64, bool)>>,
     watches: Mutex<Vec<u64>>,
+    /// When each revocation stream opened, ms after T0.
+    opened: Mutex<Vec<i64>>,
     stream: Mutex<Option<UnboundedSender<Result<RevocationEvent, tonic::Status>>>>,
     sequence: AtomicU64,
     serial: AtomicU64,
@@ -65,6 +67,7 @@ impl Fake {
             mode: Mutex::new(Mode::Up),
             attempts: Mutex::new(Vec::new()),
             watches: Mutex::new(Vec::new()),
+            opened: Mutex::new(Vec::new()),
             stream: Mutex::new(None),
             sequence: AtomicU64::new(0),
             serial: AtomicU64::new(0),
@@ -149,6 +152,13 @@ impl Broker for Fake {
         since_sequence: u64,
     ) -> BoxFuture<'_, Result<RevocationStream, SourceError>> {
         self.watches.lock().unwrap().push(since_sequence);
+        if *self.mode.lock().unwrap() == Mode::Down {
+            return Box::pin(async { Err(tonic::Status::unavailable("down").into()) });
+        }
+        self.opened
+            .lock()
+            .unwrap()
+            .push(self.clock.unix_millis() - T0);
         let (tx, rx) = unbounded();
         let marker = RevocationEvent {
             sequence: self.sequence.load(Ordering::SeqCst),
@@ -172,6 +182,19 @@ async fn next(changes: &mut watch::Receiver<Option<Arc<JwtCredential>>>) -> Arc<
         if let Some(c) = changes.borrow_and_update().clone() {
             return c;
         }
+    }
+}
+
+/// Waits (in paused time) for a credential other than `previous`; returns it.
+async fn next_after(source: &JwtSource, previous: &JwtCredential) -> Arc<JwtCredential> {
+    let mut changes = source.subscribe();
+    loop {
+        if let Some(c) = changes.borrow_and_update().clone()
+            && c.issued().credential_id != previous.issued().credential_id
+        {
+            return c;
+        }
+        changes.changed().await.unwrap();
     }
 }
 
@@ -239,6 +262,28 @@ async fn an_unreachable_broker_leaves_the_last_good_credential_in_place_until_it
     let (at, minted) = *attempts.last().unwrap();
     assert!(minted && at > 70_000 && at < 100_000, "{attempts:?}");
     assert!(source.failures() >= 5, "{}", source.failures());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_renewal_is_retried_as_soon_as_the_revocation_stream_reconnects() {
+    let fake = Fake::new(1_000);
+    let source = start(&fake, 0.5);
+    let first = source.ready().await.unwrap();
+    until(&source, |s| s.following_revocations).await;
+    fake.set(Mode::Down);
+    fake.break_stream();
+    // Renewal at 500 s fails; by 580 s the backoff has reached its maximum (15-30 s).
+    tokio::time::sleep_until(fake.clock.start + Duration::from_secs(580)).await;
+    assert!(source.failures() >= 6, "{}", source.failures());
+    fake.set(Mode::Up);
+    let renewed = next_after(&source, &first).await;
+    let reopened = *fake.opened.lock().unwrap().last().unwrap();
+    assert!(reopened > 580_000);
+    assert_eq!(
+        renewed.issued().received_ms - T0,
+        reopened,
+        "minted when the stream reconnected, not at the end of the backoff"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -338,6 +383,7 @@ async fn a_first_mint_refused_stops_the_source_with_the_refusal() {
     assert!(!error.is_transient());
     tokio::time::sleep(Duration::from_secs(600)).await;
     assert_eq!(fake.attempts().len(), 1, "not retried");
+    assert_eq!((source.renewals(), source.failures()), (0, 1));
     assert!(fake.watches.lock().unwrap().is_empty());
 }
 
