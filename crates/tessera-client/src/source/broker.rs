@@ -107,7 +107,7 @@ impl GrpcBroker {
     }
 
     /// Returns the channel presenting `identity` (chain and key PEM), made when there is none
-    /// yet or the identity changed. Fails when the address or identity is unusable.
+    /// yet or the identity changed. Fails when the address is unusable.
     fn channel(
         &self,
         identity: Option<(Vec<u8>, zeroize::Zeroizing<Vec<u8>>)>,
@@ -118,10 +118,11 @@ impl GrpcBroker {
             context.update(key);
             context.finish().as_ref().to_vec()
         });
-        let mut cached = self.channel.lock().map_err(|_| SourceError::Unavailable {
-            code: tonic::Code::Internal,
-            message: "the channel cache is poisoned".to_owned(),
-        })?;
+        // A panic while holding the lock leaves a channel or nothing: keep using it.
+        let mut cached = self
+            .channel
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(c) = cached.as_ref().filter(|c| c.identity == fingerprint) {
             return Ok(c.channel.clone());
         }

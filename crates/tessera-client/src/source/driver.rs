@@ -47,100 +47,159 @@ async fn wait_until(clock: &dyn Clock, due_ms: i64) {
     }
 }
 
+/// Why the loop woke up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// The renewal (or retry) is due, or the broker is reachable again.
+    Due,
+    /// The credential held is revoked.
+    Revoked,
+}
+
+/// The renewal loop of one source and what it carries between attempts.
+struct Driver<C: Mintable> {
+    shared: Arc<Shared<C>>,
+    broker: Arc<dyn Broker>,
+    params: SourceParams,
+    revoked_rx: mpsc::Receiver<String>,
+    /// Handed to the revocation follower when it starts (after the first credential).
+    revoked_tx: Option<mpsc::Sender<String>>,
+    follower: Option<AbortOnDrop>,
+    /// True once a credential was minted.
+    minted_once: bool,
+    due_ms: i64,
+    failures: u32,
+}
+
 /// Runs the renewal loop of one source until it stops for good (or the task is aborted).
 pub(crate) async fn run<C: Mintable>(
     shared: Arc<Shared<C>>,
     broker: Arc<dyn Broker>,
     params: SourceParams,
 ) {
-    let clock = Arc::clone(&shared.clock);
-    let (revoked_tx, mut revoked_rx) = mpsc::channel::<String>(REVOKED_QUEUE);
-    let mut revoked_tx = Some(revoked_tx);
-    let mut follower: Option<AbortOnDrop> = None;
-    let mut due_ms = clock.unix_millis();
-    let mut failures = 0u32;
+    let (revoked_tx, revoked_rx) = mpsc::channel::<String>(REVOKED_QUEUE);
+    let due_ms = shared.clock.unix_millis();
+    let mut driver = Driver {
+        shared,
+        broker,
+        params,
+        revoked_rx,
+        revoked_tx: Some(revoked_tx),
+        follower: None,
+        minted_once: false,
+        due_ms,
+        failures: 0,
+    };
     loop {
-        let revoked = tokio::select! {
-            () = wait_until(&*clock, due_ms) => false,
-            // Failing, and the revocation stream just reconnected: the broker is back.
-            () = shared.reachable(), if failures > 0 => false,
-            Some(id) = revoked_rx.recv() => {
-                let held = shared.current().is_some_and(|c| c.issued().credential_id == id);
-                if !held {
-                    continue;
-                }
-                shared.note_revoked();
-                true
-            }
-        };
-        let outcome = attempt::<C>(&*broker, &params, &*clock).await;
+        let wake = driver.wait().await;
+        let clock = Arc::clone(&driver.shared.clock);
+        let outcome = attempt::<C>(&*driver.broker, &driver.params, &*clock).await;
         let now = clock.unix_millis();
         match outcome {
-            Ok(credential) => {
-                failures = 0;
-                let issued = credential.issued();
-                due_ms = params.schedule.renew_at(
-                    issued.received_ms,
-                    issued.lifetime_ms(),
-                    params.jitter.unit(),
-                );
-                tracing::info!(
-                    credential_id = %issued.credential_id,
-                    destination = %params.destination,
-                    purpose = %params.purpose,
-                    expires_at = issued.expires_at,
-                    renew_in_ms = due_ms - now,
-                    "minted a credential"
-                );
-                shared.publish(credential, due_ms);
-                if let Some(tx) = revoked_tx.take() {
-                    // Follow from the first credential on: a replay from 0 misses no rule.
-                    let task = revocations::follow(
-                        Arc::clone(&shared),
-                        Arc::clone(&broker),
-                        (params.schedule, Arc::clone(&params.jitter)),
-                        tx,
-                    );
-                    follower = Some(AbortOnDrop(tokio::spawn(task)));
-                }
-            }
+            Ok(credential) => driver.minted(credential, now),
             // Refused before any credential was held: nothing to serve, a person must act.
-            Err(error) if follower.is_none() && !error.is_transient() => {
-                shared.failed(error.clone(), now);
-                tracing::error!(
-                    %error,
-                    destination = %params.destination,
-                    purpose = %params.purpose,
-                    "the first mint was refused; the credential source stops"
-                );
-                shared.stop(error);
+            Err(error) if !driver.minted_once && !error.is_transient() => {
+                driver.stop(error, now);
                 return;
             }
-            Err(error) => {
-                if revoked {
-                    // Known to be revoked and not replaced: serving it helps nobody.
-                    shared.withdraw();
+            Err(error) => driver.retry_later(error, wake, now),
+        }
+    }
+}
+
+impl<C: Mintable> Driver<C> {
+    /// Returns when an attempt is due: at the scheduled time, when the credential held is
+    /// revoked, or (while failing) when the revocation stream reconnects.
+    async fn wait(&mut self) -> Wake {
+        loop {
+            tokio::select! {
+                () = wait_until(&*self.shared.clock, self.due_ms) => return Wake::Due,
+                // Failing, and the revocation stream just reconnected: the broker is back.
+                () = self.shared.reachable(), if self.failures > 0 => return Wake::Due,
+                Some(id) = self.revoked_rx.recv() => {
+                    let held = self.shared.current();
+                    if held.is_some_and(|c| c.issued().credential_id == id) {
+                        self.shared.note_revoked();
+                        return Wake::Revoked;
+                    }
                 }
-                failures = failures.saturating_add(1);
-                let remaining = shared
-                    .current()
-                    .map(|c| c.issued().local_expiry_ms().saturating_sub(now));
-                let delay = params
-                    .schedule
-                    .retry_delay(failures, params.jitter.unit(), remaining);
-                due_ms = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
-                tracing::warn!(
-                    %error,
-                    destination = %params.destination,
-                    purpose = %params.purpose,
-                    failures,
-                    retry_in_ms = due_ms - now,
-                    remaining_ms = ?remaining,
-                    "minting failed; keeping the credential held and retrying"
-                );
-                shared.failed(error, due_ms);
             }
         }
+    }
+
+    /// Holds `credential`, schedules its renewal, and starts following revocations (when asked
+    /// to) after the first one.
+    fn minted(&mut self, credential: C, now: i64) {
+        self.failures = 0;
+        let issued = credential.issued();
+        let p = &self.params;
+        self.due_ms =
+            p.schedule
+                .renew_at(issued.received_ms, issued.lifetime_ms(), p.jitter.unit());
+        tracing::info!(
+            credential_id = %issued.credential_id,
+            destination = %p.destination,
+            purpose = %p.purpose,
+            expires_at = issued.expires_at,
+            renew_in_ms = self.due_ms - now,
+            "minted a credential"
+        );
+        self.shared.publish(credential, self.due_ms);
+        self.minted_once = true;
+        if !p.follow_revocations {
+            return;
+        }
+        if let Some(tx) = self.revoked_tx.take() {
+            // Follow from the first credential on: a replay from 0 misses no rule.
+            let task = revocations::follow(
+                Arc::clone(&self.shared),
+                Arc::clone(&self.broker),
+                (p.schedule, Arc::clone(&p.jitter)),
+                tx,
+            );
+            self.follower = Some(AbortOnDrop(tokio::spawn(task)));
+        }
+    }
+
+    /// Records a failed attempt and schedules the next one, keeping the credential held unless
+    /// it was known to be revoked.
+    fn retry_later(&mut self, error: SourceError, wake: Wake, now: i64) {
+        if wake == Wake::Revoked {
+            // Known to be revoked and not replaced: serving it helps nobody.
+            self.shared.withdraw();
+        }
+        self.failures = self.failures.saturating_add(1);
+        let remaining = self
+            .shared
+            .current()
+            .map(|c| c.issued().local_expiry_ms().saturating_sub(now));
+        let p = &self.params;
+        let delay = p
+            .schedule
+            .retry_delay(self.failures, p.jitter.unit(), remaining);
+        self.due_ms = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+        tracing::warn!(
+            %error,
+            destination = %p.destination,
+            purpose = %p.purpose,
+            failures = self.failures,
+            retry_in_ms = self.due_ms - now,
+            remaining_ms = ?remaining,
+            "minting failed; keeping the credential held and retrying"
+        );
+        self.shared.failed(error, self.due_ms);
+    }
+
+    /// Stops the source for good with `error`.
+    fn stop(&self, error: SourceError, now: i64) {
+        self.shared.failed(error.clone(), now);
+        tracing::error!(
+            %error,
+            destination = %self.params.destination,
+            purpose = %self.params.purpose,
+            "the first mint was refused; the credential source stops"
+        );
+        self.shared.stop(error);
     }
 }
 

@@ -73,19 +73,23 @@ pub struct SourceParams {
     /// 0: the grant's default TTL.
     pub ttl_seconds: u32,
     pub schedule: Schedule,
+    /// Follow `WatchRevocations` and renew at once when a rule covers the credential held
+    /// (default). The broker lets X509-SVIDs and JWT-SVIDs watch, not CI tokens.
+    pub follow_revocations: bool,
     pub clock: SharedClock,
     pub jitter: Arc<dyn Jitter>,
 }
 
 impl SourceParams {
     /// Returns parameters for `destination` and `purpose` with the grant's default TTL, the
-    /// default [`Schedule`], the system clock and random jitter.
+    /// default [`Schedule`], revocations followed, the system clock and random jitter.
     pub fn new(destination: &str, purpose: &str) -> Self {
         SourceParams {
             destination: destination.to_owned(),
             purpose: purpose.to_owned(),
             ttl_seconds: 0,
             schedule: Schedule::default(),
+            follow_revocations: true,
             clock: Arc::new(SystemClock),
             jitter: Arc::new(RandomJitter),
         }
@@ -99,6 +103,7 @@ impl fmt::Debug for SourceParams {
             .field("purpose", &self.purpose)
             .field("ttl_seconds", &self.ttl_seconds)
             .field("schedule", &self.schedule)
+            .field("follow_revocations", &self.follow_revocations)
             .finish_non_exhaustive()
     }
 }

@@ -370,6 +370,20 @@ async fn the_revocation_stream_resumes_after_the_last_sequence_it_saw() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_source_told_not_to_follow_revocations_never_watches() {
+    let fake = Fake::new(100);
+    let params = SourceParams {
+        follow_revocations: false,
+        ..fake.params(0.5)
+    };
+    let source = JwtSource::spawn(params, Arc::clone(&fake) as Arc<dyn Broker>);
+    let first = source.ready().await.unwrap();
+    next_after(&source, &first).await;
+    assert!(fake.watches.lock().unwrap().is_empty());
+    assert!(!source.status().following_revocations);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_first_mint_refused_stops_the_source_with_the_refusal() {
     let fake = Fake::new(100);
     fake.set(Mode::Refuse);
