@@ -10,6 +10,7 @@
 mod ci;
 mod common;
 mod config;
+mod credential_source;
 mod cutoffs;
 mod durability;
 mod evidence;

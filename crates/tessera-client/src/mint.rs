@@ -2,7 +2,8 @@
 //! certificate, or with a bearer JWT-SVID / CI token per call) and mint JWTs and X.509-SVIDs.
 
 use tessera_proto::broker_client::BrokerClient;
-use tessera_proto::{MintJwtRequest, MintX509Request};
+use tessera_proto::{MintJwtRequest, MintX509Request, RevocationEvent, WatchRevocationsRequest};
+use tonic::Streaming;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -60,6 +61,16 @@ impl std::fmt::Debug for ConnectParams {
 /// Opens a TLS channel to the broker. Fails when the URL or TLS material is unusable or the
 /// broker cannot be reached.
 pub async fn connect(p: ConnectParams) -> Result<Channel, ClientError> {
+    let url = p.url.clone();
+    endpoint(p)?
+        .connect()
+        .await
+        .map_err(|source| ClientError::Connect { url, source })
+}
+
+/// Returns the endpoint [`connect`] connects to, for a caller that sets more options or
+/// connects lazily. Fails when the URL or TLS material is unusable.
+pub fn endpoint(p: ConnectParams) -> Result<Endpoint, ClientError> {
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&p.ca_pem))
         .domain_name(p.server_name.clone());
@@ -69,13 +80,7 @@ pub async fn connect(p: ConnectParams) -> Result<Channel, ClientError> {
     let url = p.url.clone();
     Endpoint::from_shared(p.url)
         .and_then(|e| e.tls_config(tls))
-        .map_err(|source| ClientError::Url {
-            url: url.clone(),
-            source,
-        })?
-        .connect()
-        .await
-        .map_err(|source| ClientError::Connect { url, source })
+        .map_err(|source| ClientError::Url { url, source })
 }
 
 /// A minted JWT.
@@ -199,5 +204,15 @@ impl MintClient {
             expires_at: reply.expires_at,
             trust_bundle: reply.trust_bundle,
         })
+    }
+
+    /// Opens `WatchRevocations` after `since_sequence` (0: every retained rule), with the
+    /// bearer token when one is set. Fails with the broker's status when it refuses.
+    pub async fn watch_revocations(
+        &mut self,
+        since_sequence: u64,
+    ) -> Result<Streaming<RevocationEvent>, ClientError> {
+        let request = self.request(WatchRevocationsRequest { since_sequence });
+        Ok(self.inner.watch_revocations(request).await?.into_inner())
     }
 }

@@ -225,7 +225,7 @@ impl RelyingParty {
 
 /// Returns the cut-off of `event` in unix milliseconds; a broker from before millisecond
 /// cut-offs sends only seconds, which cover their whole second.
-fn cutoff_ms(event: &RevocationEvent) -> i64 {
+pub(crate) fn cutoff_ms(event: &RevocationEvent) -> i64 {
     match event.effective_at_ms {
         0 => event.effective_at.saturating_mul(1000).saturating_add(999),
         ms => ms,

@@ -1,8 +1,10 @@
 //! The real-server harness: a [`Fixture`] (fresh dev PKI and a config listening on
 //! 127.0.0.1:0), an [`Env`] that starts the real server on it with real TLS, and gRPC and
-//! HTTPS clients that talk to it over mTLS or with a bearer token.
+//! HTTPS clients that talk to it over mTLS or with a bearer token; a [`Relay`] in front of it
+//! makes it unreachable and reachable again on the same address.
 
 mod https;
+mod relay;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +26,7 @@ pub use self::https::{
     HttpReply, https_get, https_request, https_request_as, https_request_to, post_form,
     post_form_as,
 };
+pub use self::relay::Relay;
 
 /// Destination and purpose granted to the dev workload.
 pub const DEST: &str = "https://ledger.example.org";
