@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod agent;
 mod audit;
 mod evidence;
 mod grants;
@@ -26,6 +27,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Keeps a workload's credentials fresh in files (see agent.example.toml).
+    Agent {
+        /// Agent configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Runs the broker.
     Serve {
         /// Configuration file (TOML).
@@ -208,6 +215,7 @@ fn main() -> ExitCode {
         } => return review::run(connection, options),
         Command::Grants { json, connection } => grants::list(connection, json),
         Command::Serve { config, dev } => serve(config, dev),
+        Command::Agent { config } => agent(&config),
         Command::Check { config } => check(&config),
         #[cfg(feature = "bench")]
         Command::Bench(args) => tessera_bench::run(&args).map_err(|e| e.to_string()),
@@ -300,6 +308,15 @@ fn check(path: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
+fn agent(config: &std::path::Path) -> Result<(), String> {
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|e| format!("starting the runtime: {e}"))?;
+    let clock: SharedClock = Arc::new(SystemClock);
+    runtime
+        .block_on(agent::run(config, clock))
+        .map_err(|e| e.to_string())
+}
+
 fn serve(config: Option<PathBuf>, dev: bool) -> Result<(), String> {
     let path = match (config, dev) {
         (Some(path), false) => path,
@@ -356,7 +373,7 @@ async fn reload_on_hangup(
     }
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

@@ -7,6 +7,7 @@
     missing_debug_implementations
 )]
 
+mod agent;
 mod ci;
 mod common;
 mod config;

@@ -13,7 +13,7 @@ use super::credential::Mintable;
 use super::error::SourceError;
 
 /// How a source is doing, at one moment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceStatus {
     /// The id of the credential held, if any.
     pub credential_id: Option<String>,

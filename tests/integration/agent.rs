@@ -1,0 +1,393 @@
+//! `tessera agent`, the binary, against the real broker over real TLS: it writes fresh files
+//! (mode 0600, replaced whole) and renews them before they expire, replaces a revoked credential
+//! at once, keeps the last good files while the broker is unreachable, and exits non-zero with
+//! a clear message when its attestation material is missing or its credential is refused.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tessera_proto::admin_client::AdminClient;
+use tessera_proto::revoke_request::Selector;
+use tessera_proto::{ListCredentialsRequest, RevokeRequest};
+use tessera_testkit::dev::WORKLOAD_ID;
+
+use crate::common::{DEST, Env, PURPOSE, Relay};
+
+/// A running `tessera agent`, killed when dropped.
+struct Agent {
+    child: tokio::process::Child,
+    health: u16,
+    dir: PathBuf,
+}
+
+/// Returns a port free on 127.0.0.1 now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Returns an agent configuration for `env`'s dev workload reaching the broker at `grpc`: a JWT
+/// and an X.509-SVID of `ttl`, written under `dir`, each renewal appended to `dir/hook.log`.
+fn agent_toml(env: &Env, grpc: std::net::SocketAddr, dir: &Path, ttl: &str, health: u16) -> String {
+    let cert = env.fx.path("workload.pem");
+    let key = env.fx.path("workload-key.pem");
+    let ca = env.fx.path("tls-ca.pem");
+    let hook = dir.join("hook.log");
+    format!(
+        r#"[broker]
+grpc = "https://{grpc}"
+ca = "{ca}"
+server_name = "localhost"
+[attest]
+x509_svid_cert = "{cert}"
+x509_svid_key = "{key}"
+[health]
+addr = "127.0.0.1:{health}"
+[[credential]]
+name = "ledger"
+kind = "jwt"
+destination = "{DEST}"
+purpose = "{PURPOSE}"
+ttl = "{ttl}"
+file = "ledger.jwt"
+command = ["sh", "-c", "echo renewed >> {hook}"]
+[[credential]]
+name = "svid"
+kind = "x509"
+destination = "{DEST}"
+purpose = "{PURPOSE}"
+ttl = "{ttl}"
+cert_file = "svid.pem"
+key_file = "svid-key.pem"
+bundle_file = "bundle.pem"
+"#,
+        ca = ca.display(),
+        cert = cert.display(),
+        key = key.display(),
+        hook = hook.display(),
+    )
+}
+
+impl Agent {
+    /// Starts `tessera agent` on `toml`, written in a fresh folder under `env`'s.
+    fn start(env: &Env, name: &str, toml: impl FnOnce(&Path, u16) -> String) -> Agent {
+        let dir = env.fx.path(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let health = free_port();
+        let config = dir.join("agent.toml");
+        std::fs::write(&config, toml(&dir, health)).unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .arg("agent")
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Agent { child, health, dir }
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Returns `/healthz` as (status code, JSON), or `None` while it does not answer.
+    async fn health(&self) -> Option<(u16, serde_json::Value)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.health))
+            .await
+            .ok()?;
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nhost: agent\r\nconnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut raw = Vec::new();
+        tcp.read_to_end(&mut raw).await.ok()?;
+        let text = String::from_utf8(raw).ok()?;
+        let code = text.get(9..12)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n")?.1;
+        Some((code, serde_json::from_str(body).ok()?))
+    }
+
+    /// Waits until `/healthz` satisfies `done`; returns its JSON.
+    async fn health_until(
+        &self,
+        done: impl Fn(u16, &serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        within("the agent's health", async {
+            loop {
+                if let Some((code, json)) = self.health().await
+                    && done(code, &json)
+                {
+                    return json;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+    }
+
+    /// Waits for the JWT file to hold a token other than `previous`; returns it.
+    async fn next_token(&self, previous: Option<&str>) -> String {
+        within("a new token file", async {
+            loop {
+                if let Ok(token) = std::fs::read_to_string(self.file("ledger.jwt"))
+                    && Some(token.as_str()) != previous
+                {
+                    return token;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.file("agent.log")).unwrap_or_default()
+    }
+}
+
+/// Returns what `work` returns; the test fails if that takes more than 30 s.
+async fn within<T>(what: &str, work: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(30), work).await {
+        Ok(done) => done,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+/// Returns a JWT's claims (unverified: the tests check what the agent wrote, not the broker).
+fn claims(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let part = token.split('.').nth(1).expect("a compact JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Returns the credential's status as the broker lists it.
+async fn listed_status(env: &Env, credential_id: &str) -> String {
+    let listed = env
+        .admin_client()
+        .await
+        .list_credentials(ListCredentialsRequest {
+            workload: WORKLOAD_ID.into(),
+            ..ListCredentialsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    listed
+        .credentials
+        .into_iter()
+        .find(|c| c.credential_id == credential_id)
+        .map(|c| c.status)
+        .unwrap_or_else(|| panic!("{credential_id} is not listed"))
+}
+
+/// Checks that the key file holds the private key of the certificate file's leaf.
+fn assert_key_matches_cert(cert_pem: &[u8], key_pem: &[u8]) {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+    let leaf = CertificateDer::pem_slice_iter(cert_pem)
+        .next()
+        .unwrap()
+        .unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+    let key = PrivatePkcs8KeyDer::from_pem_slice(key_pem).unwrap();
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, key.secret_pkcs8_der()).unwrap();
+    assert_eq!(
+        pair.public_key().as_ref(),
+        cert.public_key().subject_public_key.data.as_ref(),
+        "the key file holds the leaf's key"
+    );
+}
+
+#[tokio::test]
+async fn the_agent_writes_whole_files_and_renews_them_before_they_expire() {
+    let mut env = Env::start().await;
+    let grpc = env.grpc;
+    let agent = Agent::start(&env, "agent", |dir, health| {
+        agent_toml(&env, grpc, dir, "6s", health)
+    });
+    let first = agent.next_token(None).await;
+    agent.health_until(|code, _| code == 200).await;
+    // A reader polling the files meanwhile only ever sees whole ones.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (jwt, cert, stop) = (
+            agent.file("ledger.jwt"),
+            agent.file("svid.pem"),
+            stop.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut reads = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                let token = std::fs::read_to_string(&jwt).unwrap();
+                assert_eq!(token.split('.').count(), 3, "a partial token: {token}");
+                let pem = std::fs::read_to_string(&cert).unwrap();
+                assert!(
+                    pem.trim_end().ends_with("-----END CERTIFICATE-----"),
+                    "{pem}"
+                );
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let (was, seen_at) = (claims(&first), tessera_testkit::harness::now());
+    assert_eq!(was["sub"], WORKLOAD_ID);
+    let second = agent.next_token(Some(&first)).await;
+    let renewed_at = tessera_testkit::harness::now();
+    assert!(
+        renewed_at < was["exp"].as_i64().unwrap(),
+        "renewed before it expired"
+    );
+    assert!(renewed_at >= seen_at, "{renewed_at} {seen_at}");
+    assert_ne!(claims(&second)["jti"], was["jti"]);
+    stop.store(true, Ordering::SeqCst);
+    assert!(reader.join().unwrap() > 0);
+    for file in ["ledger.jwt", "svid.pem", "svid-key.pem", "bundle.pem"] {
+        assert_eq!(mode(&agent.file(file)), 0o600, "{file}");
+    }
+    assert_key_matches_cert(
+        &std::fs::read(agent.file("svid.pem")).unwrap(),
+        &std::fs::read(agent.file("svid-key.pem")).unwrap(),
+    );
+    let hooks = std::fs::read_to_string(agent.file("hook.log")).unwrap();
+    assert!(
+        hooks.lines().count() >= 2,
+        "the command ran after each renewal: {hooks}"
+    );
+    let metrics = reqwest_free_get(agent.health, "/metrics").await;
+    assert!(
+        metrics.contains("tessera_agent_renewals_total{credential=\"ledger\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tessera_agent_credential_expiry_seconds{credential=\"svid\"}"),
+        "{metrics}"
+    );
+    drop(agent);
+    env.shutdown().await;
+}
+
+/// Returns the body of a plain HTTP GET of `path` on 127.0.0.1:`port`.
+async fn reqwest_free_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: agent\r\nconnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    tcp.read_to_string(&mut raw).await.unwrap();
+    raw.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_revoked_credential_file_is_replaced_at_once() {
+    let mut env = Env::start().await;
+    let grpc = env.grpc;
+    // Ten minutes: a new file within the test can only come from the revocation.
+    let agent = Agent::start(&env, "agent", |dir, health| {
+        agent_toml(&env, grpc, dir, "10m", health)
+    });
+    let first = agent.next_token(None).await;
+    agent.health_until(|code, _| code == 200).await;
+    let jti = claims(&first)["jti"].as_str().unwrap().to_owned();
+    AdminClient::new(env.channel(Some(&env.fx.material.admin)).await)
+        .revoke(RevokeRequest {
+            selector: Some(Selector::CredentialId(jti.clone())),
+            reason: "leaked in a log".into(),
+        })
+        .await
+        .unwrap();
+    let second = agent.next_token(Some(&first)).await;
+    let new_jti = claims(&second)["jti"].as_str().unwrap().to_owned();
+    assert_ne!(new_jti, jti);
+    assert_eq!(listed_status(&env, &jti).await, "revoked");
+    assert_eq!(listed_status(&env, &new_jti).await, "live");
+    drop(agent);
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_last_good_files_are_kept_while_the_broker_is_down_and_renewed_when_it_returns() {
+    let mut env = Env::start().await;
+    let relay = Relay::start(env.grpc).await;
+    let via = relay.addr();
+    let agent = Agent::start(&env, "agent", |dir, health| {
+        agent_toml(&env, via, dir, "6s", health)
+    });
+    let first = agent.next_token(None).await;
+    agent.health_until(|code, _| code == 200).await;
+    relay.cut();
+    let stale = agent
+        .health_until(|_, json| json["credentials"][0]["stale"] == true)
+        .await;
+    assert!(stale["credentials"][0]["last_error"].is_string(), "{stale}");
+    assert_eq!(
+        std::fs::read_to_string(agent.file("ledger.jwt")).unwrap(),
+        first,
+        "the last good token stays in place"
+    );
+    relay.restore();
+    let renewed = agent.next_token(Some(&first)).await;
+    assert_ne!(claims(&renewed)["jti"], claims(&first)["jti"]);
+    agent
+        .health_until(|code, json| code == 200 && json["credentials"][0]["stale"] == false)
+        .await;
+    drop(agent);
+    env.shutdown().await;
+}
+
+/// Runs the agent on `toml` to its end; returns its exit code and log.
+async fn run_to_exit(env: &Env, toml: impl FnOnce(&Path, u16) -> String) -> (Option<i32>, String) {
+    let mut agent = Agent::start(env, "failing", toml);
+    let status = within("the agent to exit", agent.child.wait())
+        .await
+        .unwrap();
+    (status.code(), agent.log())
+}
+
+#[tokio::test]
+async fn the_agent_exits_non_zero_naming_missing_attestation_material_or_a_refusal() {
+    let mut env = Env::start().await;
+    let grpc = env.grpc;
+    let absent = env.fx.path("absent-svid.pem");
+    let (code, log) = run_to_exit(&env, |dir, health| {
+        agent_toml(&env, grpc, dir, "5m", health).replace(
+            &env.fx.path("workload.pem").display().to_string(),
+            &absent.display().to_string(),
+        )
+    })
+    .await;
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("X509-SVID certificate") && log.contains("absent-svid.pem"),
+        "{log}"
+    );
+    // A destination no grant allows: the broker refuses, for good.
+    let (code, log) = run_to_exit(&env, |dir, health| {
+        agent_toml(&env, grpc, dir, "5m", health).replace(DEST, "https://nowhere.example.org")
+    })
+    .await;
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("credential `ledger`") && log.contains("refused"),
+        "{log}"
+    );
+    env.shutdown().await;
+}
