@@ -27,7 +27,10 @@ pub mod spiffe_workload {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.debug_struct("X509svid")
                 .field("spiffe_id", &self.spiffe_id)
-                .field("x509_svid", &format_args!("<{} bytes>", self.x509_svid.len()))
+                .field(
+                    "x509_svid",
+                    &format_args!("<{} bytes>", self.x509_svid.len()),
+                )
                 .field(
                     "x509_svid_key",
                     &format_args!("<redacted, {} bytes>", self.x509_svid_key.len()),
@@ -43,7 +46,10 @@ pub mod spiffe_workload {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.debug_struct("Jwtsvid")
                 .field("spiffe_id", &self.spiffe_id)
-                .field("svid", &format_args!("<redacted, {} bytes>", self.svid.len()))
+                .field(
+                    "svid",
+                    &format_args!("<redacted, {} bytes>", self.svid.len()),
+                )
                 .field("hint", &self.hint)
                 .finish()
         }
@@ -76,7 +82,7 @@ mod tests {
     fn the_debug_of_a_workload_api_svid_never_prints_its_key_or_token() {
         let svid = spiffe_workload::X509svid {
             spiffe_id: "spiffe://example.org/w".into(),
-            x509_svid_key: b"PRIVATE-KEY-BYTES".to_vec().into(),
+            x509_svid_key: b"PRIVATE-KEY-BYTES".to_vec(),
             ..Default::default()
         };
         let jwt = spiffe_workload::Jwtsvid {
@@ -85,7 +91,10 @@ mod tests {
             hint: String::new(),
         };
         let debug = format!("{svid:?} {jwt:?}");
-        assert!(!debug.contains("PRIVATE") && !debug.contains("c2lnbmF0dXJl"), "{debug}");
+        assert!(
+            !debug.contains("PRIVATE") && !debug.contains("c2lnbmF0dXJl"),
+            "{debug}"
+        );
         assert!(debug.contains("<redacted, 17 bytes>"), "{debug}");
         assert!(debug.contains("spiffe://example.org/w"), "{debug}");
     }

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::{Stream, StreamExt};
 use tessera_proto::spiffe_workload as pb;
 use tessera_proto::spiffe_workload::spiffe_workload_api_server::{
     SpiffeWorkloadApi, SpiffeWorkloadApiServer,
@@ -25,9 +26,10 @@ use tessera_proto::spiffe_workload::spiffe_workload_api_server::{
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::{UnixListenerStream, WatchStream};
-use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::dev::{DevMaterial, TRUST_DOMAIN, WORKLOAD_ID};
 use crate::pki::{Certified, JwtSvidSigner};
 
 /// The header every Workload API call must carry (SPIFFE Workload Endpoint §3).
@@ -97,6 +99,22 @@ impl WorkloadApiMaterial {
     }
 }
 
+impl WorkloadApiMaterial {
+    /// Returns what a SPIRE agent of the dev trust domain would serve for `material`: the
+    /// domain's SPIFFE root and JWT-SVID key (which signs `FetchJWTSVID` answers), and the dev
+    /// workload's X509-SVID.
+    pub fn of_dev(material: &DevMaterial) -> Self {
+        let signer = JwtSvidSigner::from_pkcs8_pem(
+            material.jwt_svid_signer.key_pem(),
+            &material.jwt_svid_signer.kid,
+        )
+        .unwrap();
+        let mut served = Self::bundles(TRUST_DOMAIN, &material.spiffe_ca, Arc::new(signer));
+        served.svid = Some(Svid::of(WORKLOAD_ID, &material.workload));
+        served
+    }
+}
+
 /// Returns a JWKS holding the `use: jwt-svid` keys of `signers`.
 pub fn jwks(signers: &[&JwtSvidSigner]) -> serde_json::Value {
     let keys: Vec<serde_json::Value> = signers.iter().map(|s| s.bundle_jwk()).collect();
@@ -107,6 +125,8 @@ pub fn jwks(signers: &[&JwtSvidSigner]) -> serde_json::Value {
 pub struct WorkloadApiServer {
     path: PathBuf,
     state: Arc<watch::Sender<WorkloadApiMaterial>>,
+    /// Ends every stream and stops serving.
+    stop: CancellationToken,
     task: JoinHandle<()>,
 }
 
@@ -125,19 +145,26 @@ impl WorkloadApiServer {
         let _ = std::fs::remove_file(socket_path);
         let listener = tokio::net::UnixListener::bind(socket_path).unwrap();
         let state = Arc::new(watch::Sender::new(material));
+        let stop = CancellationToken::new();
         let service = Service {
             state: Arc::clone(&state),
+            stop: stop.clone(),
         };
         let server = SpiffeWorkloadApiServer::with_interceptor(service, require_header);
+        let stopped = stop.clone();
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(server)
-                .serve_with_incoming(UnixListenerStream::new(listener))
+                .serve_with_incoming_shutdown(
+                    UnixListenerStream::new(listener),
+                    stopped.cancelled_owned(),
+                )
                 .await;
         });
         WorkloadApiServer {
             path: socket_path.to_owned(),
             state,
+            stop,
             task,
         }
     }
@@ -207,10 +234,10 @@ impl WorkloadApiServer {
         self.state.receiver_count()
     }
 
-    /// Goes away as a killed agent does: every stream and connection is cut and the socket
-    /// file removed.
+    /// Goes away as a stopped agent does: every stream ends, every connection is closed and
+    /// the socket file removed.
     pub async fn stop(self) {
-        self.task.abort();
+        self.stop.cancel();
         let _ = self.task.await;
         let _ = std::fs::remove_file(&self.path);
     }
@@ -226,9 +253,10 @@ fn require_header(request: Request<()>) -> Result<Request<()>, Status> {
     }
 }
 
-/// The service: every stream watches `state`.
+/// The service: every stream watches `state` until `stop`.
 struct Service {
     state: Arc<watch::Sender<WorkloadApiMaterial>>,
+    stop: CancellationToken,
 }
 
 type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -239,7 +267,9 @@ impl Service {
         &self,
         answer: fn(&WorkloadApiMaterial) -> Result<T, Status>,
     ) -> Response<Streamed<T>> {
-        let stream = WatchStream::new(self.state.subscribe()).map(move |m| answer(&m));
+        let stream = WatchStream::new(self.state.subscribe())
+            .map(move |m| answer(&m))
+            .take_until(self.stop.clone().cancelled_owned());
         Response::new(Box::pin(stream))
     }
 }
@@ -341,7 +371,11 @@ fn x509_svid_response(m: &WorkloadApiMaterial) -> Result<pb::X509svidResponse, S
         .as_ref()
         .ok_or_else(|| Status::permission_denied("no identity issued"))?;
     let own = own_trust_domain(&svid.spiffe_id);
-    let bundle = m.x509_bundles.get(own).map(|r| r.concat()).unwrap_or_default();
+    let bundle = m
+        .x509_bundles
+        .get(own)
+        .map(|r| r.concat())
+        .unwrap_or_default();
     Ok(pb::X509svidResponse {
         svids: vec![pb::X509svid {
             spiffe_id: svid.spiffe_id.clone(),
