@@ -33,3 +33,4 @@ pub mod status_list;
 pub mod sweeper;
 pub mod tls;
 pub mod watchers;
+pub mod workload_api;
