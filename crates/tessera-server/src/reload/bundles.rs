@@ -34,12 +34,13 @@ impl Reloader {
     pub async fn follow_bundles(self: Arc<Self>, shutdown: CancellationToken) {
         let mut changes = self.parts.workload_api.changes();
         loop {
+            // First at once: bundles may have come between start-up's and this subscription.
+            // Errors are logged and audited by `apply_bundles`.
+            let _ = self.apply_bundles().await;
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 changed = changes.changed() => if changed.is_err() { return },
             }
-            // Errors are logged and audited by `apply_bundles`.
-            let _ = self.apply_bundles().await;
         }
     }
 
