@@ -288,10 +288,18 @@ fn dev_certs(out: &std::path::Path) -> Result<(), String> {
 }
 
 /// `tessera check`: prints what the configuration holds and its warnings, or why it does not
-/// load (naming the file and key), as `serve` would refuse it.
+/// load (naming the file and key), as `serve` would refuse it. Trust domains whose bundles come
+/// from a Workload API are checked with the bundles it sends now.
 fn check(path: &std::path::Path) -> Result<(), String> {
     let clock: SharedClock = Arc::new(SystemClock);
-    let config = Config::load(path, clock.as_ref()).map_err(|e| e.to_string())?;
+    let mut config = Config::load(path, clock.as_ref()).map_err(|e| e.to_string())?;
+    if !config.workload_api.is_empty() {
+        let runtime =
+            tokio::runtime::Runtime::new().map_err(|e| format!("starting the runtime: {e}"))?;
+        config = runtime
+            .block_on(tessera_server::workload_api::configure_once(&config))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     tessera_server::server::check(&config, &clock)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     for warning in &config.warnings {

@@ -381,3 +381,57 @@ fn max_jwt_svid_lifetime_defaults_to_an_hour_and_is_read_per_trust_domain() {
     let m = error_after(|_, _| set("soon"));
     assert_has(&m, &["trust_domain[0].max_jwt_svid_lifetime"]);
 }
+
+#[test]
+fn a_workload_api_trust_domain_takes_no_bundle_file_and_names_its_key_when_wrong() {
+    let fx = Fixture::new();
+    fx.use_workload_api("unix:/run/spire/agent.sock");
+    let config = Config::load(&fx.config_path, &SystemClock).unwrap();
+    let endpoint = &config.workload_api.domains["example.org"];
+    assert_eq!(endpoint.address(), "unix:///run/spire/agent.sock");
+    assert!(config.trust_domains[0].x509_roots.is_empty());
+    assert_eq!(
+        config.workload_api.timeout,
+        std::time::Duration::from_secs(10)
+    );
+    let beside_files = error_after(|t, _| {
+        t.replace(
+            "[[trust_domain]]",
+            "[[trust_domain]]\nworkload_api = \"unix:///run/spire/agent.sock\"",
+        )
+    });
+    assert_has(
+        &beside_files,
+        &["trust_domain[0].workload_api", "remove `x509_bundle`"],
+    );
+    let not_an_endpoint = error_after(|t, fx| {
+        fx.use_workload_api("https://agent.example.org");
+        std::fs::read_to_string(&fx.config_path).unwrap_or(t)
+    });
+    assert_has(
+        &not_an_endpoint,
+        &["trust_domain[0].workload_api", "unix:///"],
+    );
+    let misspelt = error_after(|t, _| {
+        t.replace(
+            "[[trust_domain]]",
+            "[[trust_domain]]\nworkload_api_socket = \"x\"",
+        )
+    });
+    assert_has(&misspelt, &["unknown field `workload_api_socket`"]);
+    let neither = error_after(|t, _| {
+        t.lines()
+            .filter(|l| !l.starts_with("x509_bundle") && !l.starts_with("jwt_bundle"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    assert_has(&neither, &["trust_domain[0].name", "workload_api"]);
+    let timeout = error_after(|t, _| {
+        t.replacen(
+            "[server]\n",
+            "[server]\nworkload_api_timeout = \"soon\"\n",
+            1,
+        )
+    });
+    assert_has(&timeout, &["server.workload_api_timeout"]);
+}

@@ -36,4 +36,5 @@ mod status_list;
 mod status_list_npm;
 mod token_exchange;
 mod watch_limits;
+mod workload_api;
 mod x509;

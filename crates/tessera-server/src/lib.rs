@@ -34,3 +34,4 @@ pub mod status_list;
 pub mod sweeper;
 pub mod tls;
 pub mod watchers;
+pub mod workload_api;

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub connections_shed: Family<ShedLabels, Counter>,
     /// Audit lines dropped because the audit queue was full (a flood outran the disk).
     pub audit_dropped: Counter,
+    /// Trust bundles taken from a SPIFFE Workload API.
+    pub workload_api: crate::workload_api::metrics::WorkloadApiMetrics,
     registry: Registry,
 }
 
@@ -139,7 +141,9 @@ impl Metrics {
             "Audit log lines dropped because the audit queue was full",
             audit_dropped.clone(),
         );
+        let workload_api = crate::workload_api::metrics::WorkloadApiMetrics::register(&mut r);
         Metrics {
+            workload_api,
             connections_shed,
             grant_expiry_seconds,
             audit_dropped,

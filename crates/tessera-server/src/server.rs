@@ -33,8 +33,9 @@ use crate::expiry::{ExpiryParts, ExpiryWatch};
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use crate::readiness::Readiness;
-use crate::reload::{ReloadError, ReloadReport, Reloader, ReloaderParts};
+use crate::reload::{ReloadError, ReloadReport, Reloader};
 use crate::tls::{self, AcceptParams, ServerConfigParams, TlsConn};
+use crate::workload_api::WorkloadApi;
 
 /// Largest gRPC request accepted, in bytes.
 pub const MAX_GRPC_MESSAGE: usize = 64 * 1024;
@@ -66,6 +67,8 @@ pub enum ServerError {
     Grpc(#[from] tonic::transport::Error),
     #[error("shared signals: {0}")]
     Ssf(#[from] crate::ssf::TransmitterError),
+    #[error(transparent)]
+    WorkloadApi(#[from] crate::workload_api::WorkloadApiError),
 }
 
 /// A running server.
@@ -194,19 +197,18 @@ pub fn check(config: &Config, clock: &SharedClock) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// Starts the server described by `config`; returns once both listeners are bound and the
-/// ledger is open. Fails when a listener cannot bind, the ledger cannot open, or TLS material
-/// is unusable.
+/// Starts the server described by `config`; returns once the trust bundles of its Workload-API
+/// trust domains have come, both listeners are bound and the ledger is open. Fails when a
+/// Workload API sends no bundles in time, a listener cannot bind, the ledger cannot open, or
+/// TLS material is unusable.
 pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, ServerError> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let metrics = Arc::new(Metrics::new());
-    let ledger = open_ledger(&config, &metrics).await?;
-    let services = crate::assemble::services(&config, ledger, metrics, clock)?;
-    services.revoker.restore().await?;
     let shutdown = CancellationToken::new();
-    let reloader = reloader(&config, &services);
+    // Whatever start-up spawned stops if it fails half-way.
+    let stop_on_failure = shutdown.clone().drop_guard();
+    let (config, services, reloader) = assemble(config, clock, &shutdown).await?;
     follow(&services, &shutdown).await?;
     tokio::spawn(crate::audit_anchor::follow(
         services.audit.clone(),
@@ -264,6 +266,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
         audit: services.audit.clone(),
         clock: Arc::clone(&services.clock),
     }));
+    stop_on_failure.disarm();
     Ok(ServerHandle {
         grpc_addr,
         http_addr,
@@ -271,6 +274,26 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<ServerHandle, S
         shutdown,
         task,
     })
+}
+
+/// Takes the bundles of `config`'s Workload-API trust domains (waiting for the first ones),
+/// opens the ledger and builds the services and the reloader, which follows bundle rotations
+/// until `shutdown`. Returns the configuration with those bundles, the services and the
+/// reloader. Fails when no bundles come, the ledger cannot open, or the material is unusable.
+async fn assemble(
+    config: Config,
+    clock: SharedClock,
+    shutdown: &CancellationToken,
+) -> Result<(Config, Services, Arc<Reloader>), ServerError> {
+    let metrics = Arc::new(Metrics::new());
+    let workload_api = WorkloadApi::new(metrics.workload_api.clone(), shutdown.clone());
+    let (filled, bundles) = workload_api.configure(&config).await?;
+    let ledger = open_ledger(&filled, &metrics).await?;
+    let services = crate::assemble::services(&filled, ledger, metrics, clock)?;
+    services.revoker.restore().await?;
+    let reloader = Arc::new(Reloader::of(config, bundles, &services, workload_api));
+    tokio::spawn(Arc::clone(&reloader).follow_bundles(shutdown.clone()));
+    Ok((filled, services, reloader))
 }
 
 /// Starts what keeps the services current until `shutdown`: rules committed anywhere, the ends
@@ -445,21 +468,6 @@ fn http_parts(
         ready,
         ssf,
     }
-}
-
-/// Returns the reloader of `config`'s file for the settings of `s`.
-fn reloader(config: &Config, s: &Services) -> Arc<Reloader> {
-    // What the file said at start, to tell later which changes need a restart.
-    let text = &config.text.0;
-    let parts = ReloaderParts {
-        source: config.source.clone(),
-        settings: Arc::clone(&s.settings),
-        signing: s.signing.clone(),
-        revoker: Arc::clone(&s.revoker),
-        audit: s.audit.clone(),
-        clock: Arc::clone(&s.clock),
-    };
-    Arc::new(Reloader::new(parts, text))
 }
 
 /// Returns the Broker and Admin gRPC services, each with only what it uses.

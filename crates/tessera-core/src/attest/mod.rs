@@ -118,7 +118,9 @@ impl fmt::Debug for Evidence<'_> {
 pub struct Attestor {
     jwt: JwtSvidVerifier,
     x509: std::sync::Arc<X509SvidVerifier>,
-    oidc: OidcVerifier,
+    /// Shared with the attestors [`Attestor::rebundle`] makes (its JWKS cache survives).
+    oidc: std::sync::Arc<OidcVerifier>,
+    audience: String,
 }
 
 impl fmt::Debug for Attestor {
@@ -134,7 +136,24 @@ impl Attestor {
         Ok(Attestor {
             jwt: JwtSvidVerifier::new(p.domains, p.audience)?,
             x509: std::sync::Arc::new(X509SvidVerifier::new(p.domains, p.client_ca)?),
-            oidc: p.oidc,
+            oidc: std::sync::Arc::new(p.oidc),
+            audience: p.audience.to_owned(),
+        })
+    }
+
+    /// Returns an attestor like this one (same audience, same OIDC issuers and key cache) that
+    /// trusts the bundles of `domains` instead (trust bundles that rotated). Fails when a
+    /// bundle certificate or key cannot be used.
+    pub fn rebundle(
+        &self,
+        domains: &[TrustDomainBundle],
+        client_ca: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+    ) -> Result<Self, BundleError> {
+        Ok(Attestor {
+            jwt: JwtSvidVerifier::new(domains, &self.audience)?,
+            x509: std::sync::Arc::new(X509SvidVerifier::new(domains, client_ca)?),
+            oidc: std::sync::Arc::clone(&self.oidc),
+            audience: self.audience.clone(),
         })
     }
 
@@ -289,6 +308,40 @@ mod tests {
             !debug.contains("hunter2") && !debug.contains("Secret"),
             "{debug}"
         );
+    }
+
+    fn domain(roots: Vec<rustls::pki_types::CertificateDer<'static>>) -> TrustDomainBundle {
+        TrustDomainBundle {
+            name: crate::test_pki::TD.parse().expect("trust domain"),
+            x509_roots: roots,
+            jwt_keys: Vec::new(),
+            max_jwt_svid_lifetime: jwt_svid::DEFAULT_MAX_LIFETIME,
+        }
+    }
+
+    #[test]
+    fn a_rebundled_attestor_trusts_the_new_roots_only_and_keeps_the_audience() {
+        use crate::test_pki::{Ca, Leaf, NOW, WORKLOAD};
+        let (old, new) = (Ca::root("old"), Ca::root("new"));
+        let clock: crate::clock::SharedClock =
+            std::sync::Arc::new(crate::clock::ManualClock::at(NOW));
+        let attestor = Attestor::new(AttestorParams {
+            domains: &[domain(vec![old.cert.clone()])],
+            audience: "tessera",
+            client_ca: None,
+            oidc: OidcVerifier::new(Vec::new(), Vec::new(), clock),
+        })
+        .expect("attestor");
+        let rebundled = attestor
+            .rebundle(&[domain(vec![new.cert.clone()])], None)
+            .expect("rebundled");
+        let of_old = [old.issue(&Leaf::svid(WORKLOAD))];
+        let of_new = [new.issue(&Leaf::svid(WORKLOAD))];
+        assert!(attestor.x509().verify(&of_old, NOW).is_ok());
+        assert!(rebundled.x509().verify(&of_old, NOW).is_err());
+        assert!(rebundled.x509().verify(&of_new, NOW).is_ok());
+        assert_eq!(rebundled.audience, "tessera");
+        assert!(std::sync::Arc::ptr_eq(&attestor.oidc, &rebundled.oidc));
     }
 
     #[test]

@@ -51,6 +51,7 @@ pub struct ServerSection {
     pub max_replays: Option<usize>,
     pub revoke_rate_per_workload: Option<u32>,
     pub revoke_burst_per_workload: Option<u32>,
+    pub workload_api_timeout: Option<String>,
 }
 
 /// `[ledger]`.
@@ -83,6 +84,8 @@ pub struct TrustDomainSection {
     pub name: String,
     pub x509_bundle: Option<String>,
     pub jwt_bundle: Option<String>,
+    /// `unix:///…`, `tcp://…` or `env`: both bundles come from this SPIFFE Workload API.
+    pub workload_api: Option<String>,
     pub max_jwt_svid_lifetime: Option<String>,
 }
 

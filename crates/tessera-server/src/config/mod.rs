@@ -4,6 +4,7 @@
 mod file;
 mod ledger;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,6 +26,7 @@ pub use self::ledger::{
 pub use self::oidc::OidcIssuerConfig;
 pub use self::signing::{JWKS_MAX_AGE, JwtKeyConfig, MintCaConfig, SigningConfig, Trust};
 pub use self::ssf::SsfConfig;
+pub use self::workload_api::{WorkloadApiConfig, WorkloadApiEndpoint};
 pub use tessera_core::attest::TrustDomainBundle as TrustDomainConfig;
 
 pub use tessera_core::policy::MAX_GRANT_TTL;
@@ -58,7 +60,11 @@ pub struct Config {
     pub server: ServerConfig,
     pub ledger: LedgerConfig,
     pub signing: SigningConfig,
+    /// Every trust domain; those of `workload_api` have no roots or keys here (they come from
+    /// the Workload API when the broker starts: see `crate::workload_api`).
     pub trust_domains: Vec<TrustDomainConfig>,
+    /// The trust domains whose bundles come from a SPIFFE Workload API.
+    pub workload_api: WorkloadApiConfig,
     pub oidc_issuers: Vec<OidcIssuerConfig>,
     pub admin_ids: Vec<SpiffeId>,
     /// The audit log file (`[audit] path`, default `audit.log` beside the ledger).
@@ -263,7 +269,15 @@ impl Config {
         let server = server(&check, &file.server)?;
         let ledger = ledger::ledger(&check, &file.ledger)?;
         let (signing, signing_warnings) = signing::signing(&check, &file.signing)?;
-        let trust_domains = trust_domains(&check, &file.trust_domain)?;
+        let (trust_domains, wapi_domains) = trust_domains(&check, &file.trust_domain)?;
+        let workload_api = WorkloadApiConfig {
+            domains: wapi_domains,
+            timeout: check.duration(
+                "server.workload_api_timeout",
+                file.server.workload_api_timeout.as_deref(),
+                workload_api::DEFAULT_TIMEOUT,
+            )?,
+        };
         let known = |td: &str| trust_domains.iter().any(|t| t.name.as_str() == td);
         let mut admin_ids = Vec::new();
         for (i, id) in file.admin.spiffe_ids.iter().enumerate() {
@@ -320,6 +334,7 @@ impl Config {
             ledger,
             signing,
             trust_domains,
+            workload_api,
             oidc_issuers,
             admin_ids,
             audit_path,
@@ -397,11 +412,21 @@ fn server(check: &Checker<'_>, s: &file::ServerSection) -> Result<ServerConfig, 
     })
 }
 
+/// Checks every `[[trust_domain]]`; returns them, and the Workload API endpoint of those whose
+/// bundles come from one (by name). Fails naming the key of the first problem.
 fn trust_domains(
     check: &Checker<'_>,
     sections: &[file::TrustDomainSection],
-) -> Result<Vec<TrustDomainConfig>, ConfigError> {
+) -> Result<
+    (
+        Vec<TrustDomainConfig>,
+        BTreeMap<String, WorkloadApiEndpoint>,
+    ),
+    ConfigError,
+> {
     let mut out: Vec<TrustDomainConfig> = Vec::new();
+    let mut wapi = BTreeMap::new();
+    let env = |name: &str| std::env::var(name).ok();
     for (i, s) in sections.iter().enumerate() {
         let key = |k: &str| format!("trust_domain[{i}].{k}");
         let name: TrustDomain = s
@@ -414,8 +439,26 @@ fn trust_domains(
                 format!("trust domain `{name}` is listed twice"),
             ));
         }
-        if s.x509_bundle.is_none() && s.jwt_bundle.is_none() {
-            return Err(check.invalid(key("name"), "set `x509_bundle`, `jwt_bundle` or both"));
+        let files = s.x509_bundle.is_some() || s.jwt_bundle.is_some();
+        match (&s.workload_api, files) {
+            (Some(_), true) => {
+                return Err(check.invalid(
+                    key("workload_api"),
+                    "both bundles come from the Workload API: remove `x509_bundle` and \
+                     `jwt_bundle`, or `workload_api`",
+                ));
+            }
+            (Some(value), false) => {
+                let endpoint = workload_api::endpoint(check, &key("workload_api"), value, &env)?;
+                wapi.insert(name.as_str().to_owned(), endpoint);
+            }
+            (None, false) => {
+                return Err(check.invalid(
+                    key("name"),
+                    "set `x509_bundle`, `jwt_bundle` or both, or `workload_api`",
+                ));
+            }
+            (None, true) => {}
         }
         let x509_roots = match &s.x509_bundle {
             Some(path) => check.certs(&key("x509_bundle"), path)?,
@@ -441,7 +484,7 @@ fn trust_domains(
             max_jwt_svid_lifetime,
         });
     }
-    Ok(out)
+    Ok((out, wapi))
 }
 
 mod grant;
@@ -450,6 +493,7 @@ mod oidc;
 mod signing;
 mod ssf;
 mod status_list;
+mod workload_api;
 
 #[cfg(test)]
 mod tests {

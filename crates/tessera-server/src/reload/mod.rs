@@ -4,8 +4,11 @@
 //! bundles, OIDC issuers, grants, the admin list and the signing keys and mint CAs
 //! ([`crate::signing`]) reload; what needs a restart (listeners,
 //! the ledger, the audit log, …) is reported, not applied. What the reload took away from the
-//! grants is revoked at once ([`offboard`]).
+//! grants is revoked at once ([`offboard`]). Trust domains whose bundles come from a SPIFFE
+//! Workload API take the bundles it sends now; new bundles it sends later are put in force the
+//! same way, as a new settings generation of the configuration in force ([`bundles`]).
 
+mod bundles;
 pub mod offboard;
 mod sections;
 
@@ -17,13 +20,14 @@ use tessera_core::clock::SharedClock;
 use tessera_core::domain::Selector;
 use tokio::sync::Mutex;
 
-use crate::assemble::{AssembleError, material};
+use crate::assemble::{AssembleError, Services, material};
 use crate::audit::Audit;
 use crate::config::{Config, ConfigError};
 use crate::refusal::{Class, OAuthCode, Refusal};
 use crate::revoker::{RevokeParams, Revoker};
 use crate::settings::{Current, Settings, SettingsParts};
 use crate::signing::{PreparedSigning, Signing};
+use crate::workload_api::{Snapshot, WorkloadApi, WorkloadApiError};
 
 use self::offboard::Removal;
 use self::sections::Sections;
@@ -37,6 +41,8 @@ pub enum ReloadError {
     Material(#[from] AssembleError),
     #[error("the configuration was not reloaded: reading it failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("the configuration was not reloaded: {0}")]
+    WorkloadApi(#[from] WorkloadApiError),
     #[error(
         "the configuration was reloaded (generation {generation}), but offboarding failed for \
          {failed}: reload again once the ledger answers (the next reload retries them)"
@@ -50,11 +56,13 @@ pub enum ReloadError {
 impl From<&ReloadError> for Refusal {
     fn from(e: &ReloadError) -> Self {
         match e {
-            ReloadError::Config(_) | ReloadError::Material(_) => Refusal::new(
-                Class::Precondition,
-                OAuthCode::InvalidRequest,
-                e.to_string(),
-            ),
+            ReloadError::Config(_) | ReloadError::Material(_) | ReloadError::WorkloadApi(_) => {
+                Refusal::new(
+                    Class::Precondition,
+                    OAuthCode::InvalidRequest,
+                    e.to_string(),
+                )
+            }
             ReloadError::Task(_) => {
                 Refusal::new(Class::Internal, OAuthCode::ServerError, e.to_string())
             }
@@ -98,6 +106,8 @@ pub struct ReloaderParts {
     /// The JWT keys and mint CAs, updated in place.
     pub signing: Signing,
     pub revoker: Arc<Revoker>,
+    /// The Workload API endpoints followed for trust bundles.
+    pub workload_api: Arc<WorkloadApi>,
     pub audit: Audit,
     pub clock: SharedClock,
 }
@@ -119,12 +129,16 @@ pub struct Reloader {
 }
 
 /// What the reloader keeps between reloads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct InForce {
     sections: Sections,
     /// Removals whose revoke could not be stored: the grants are already gone from the
     /// settings, so a later reload would not find them again by comparing.
     pending: Vec<Removal>,
+    /// The configuration in force, its Workload-API trust domains without bundles.
+    config: Config,
+    /// The Workload API bundles in force, by trust domain.
+    bundles: Snapshot,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -136,16 +150,43 @@ impl std::fmt::Debug for Reloader {
 }
 
 impl Reloader {
-    /// A reloader of `parts.source`, whose sections in force are those of `text` (the file
-    /// as the process started from it).
-    pub fn new(parts: ReloaderParts, text: &str) -> Self {
-        Reloader {
+    /// A reloader of `parts.source`, whose configuration in force is `config` (as the process
+    /// started from it, Workload-API trust domains without bundles) with the Workload API
+    /// bundles `bundles`.
+    pub fn new(parts: ReloaderParts, config: Config, bundles: Snapshot) -> Self {
+        let mut reloader = Reloader {
             in_force: Mutex::new(InForce {
-                sections: Sections::parse(text),
+                sections: Sections::parse(&config.text.0),
                 pending: Vec::new(),
+                config,
+                bundles: Snapshot::new(),
             }),
             parts,
-        }
+        };
+        reloader.bundles_changed(&Snapshot::new(), &bundles);
+        reloader.in_force.get_mut().bundles = bundles;
+        reloader
+    }
+
+    /// Returns the reloader of `config`'s file (as read at start, Workload-API trust domains
+    /// without bundles), whose Workload API bundles in force are `bundles`, for the settings and
+    /// signing material of `s`.
+    pub fn of(
+        config: Config,
+        bundles: Snapshot,
+        s: &Services,
+        workload_api: Arc<WorkloadApi>,
+    ) -> Self {
+        let parts = ReloaderParts {
+            source: config.source.clone(),
+            settings: Arc::clone(&s.settings),
+            signing: s.signing.clone(),
+            revoker: Arc::clone(&s.revoker),
+            workload_api,
+            audit: s.audit.clone(),
+            clock: Arc::clone(&s.clock),
+        };
+        Reloader::new(parts, config, bundles)
     }
 
     /// Reads and checks the configuration file again and puts it in force, then revokes what
@@ -154,8 +195,8 @@ impl Reloader {
     /// it when an offboarding revoke could not be stored (the error names them).
     pub async fn reload(&self, by: &str) -> Result<ReloadReport, ReloadError> {
         let mut in_force = self.in_force.lock().await;
-        let (config, text) = match self.read().await {
-            Ok(read) => read,
+        let (checked, config, bundles) = match self.prepare().await {
+            Ok(prepared) => prepared,
             Err(e) => {
                 tracing::error!(error = %e, by, "configuration reload refused");
                 self.parts.audit.record(
@@ -167,10 +208,16 @@ impl Reloader {
         };
         // Compared with the file at start: what needs a restart is still as it was then, so a
         // second reload reports it again.
-        let restart_required = in_force.sections.restart_required(&Sections::parse(&text));
+        let restart_required = in_force
+            .sections
+            .restart_required(&Sections::parse(&config.text.0));
         let now_ms = self.parts.clock.unix_millis();
-        self.parts.signing.commit(config.signing, now_ms);
-        let (new, old) = self.parts.settings.replace(config.settings);
+        self.parts.signing.commit(checked.signing, now_ms);
+        let (new, old) = self.parts.settings.replace(checked.settings);
+        self.parts.workload_api.retain(&config.workload_api);
+        self.bundles_changed(&in_force.bundles, &bundles);
+        in_force.bundles = bundles;
+        in_force.config = config;
         let mut removals = std::mem::take(&mut in_force.pending);
         removals.extend(offboard::removals(old.policy.grants(), new.policy.grants()));
         let (offboarded, failed) = self.offboard(removals, by).await;
@@ -178,7 +225,7 @@ impl Reloader {
             generation: new.generation,
             offboarded,
             restart_required,
-            warnings: config.warnings,
+            warnings: checked.warnings,
         };
         self.observe(&report, by);
         if !failed.is_empty() {
@@ -192,21 +239,28 @@ impl Reloader {
         Ok(report)
     }
 
-    /// Reads, checks and assembles the configuration file; returns its settings and text.
-    async fn read(&self) -> Result<(Checked, String), ReloadError> {
+    /// Reads the configuration file, takes the bundles of its Workload-API trust domains (first
+    /// following the endpoints it newly names), checks and assembles it; returns its settings,
+    /// the configuration as read, and the bundles it was assembled with. Fails, changing
+    /// nothing in force, when the file is invalid or a Workload API sends no bundle for one of
+    /// its trust domains.
+    async fn prepare(&self) -> Result<(Checked, Config, Snapshot), ReloadError> {
         let source = self.parts.source.clone();
         let clock = Arc::clone(&self.parts.clock);
-        let signing = self.parts.signing.clone();
-        tokio::task::spawn_blocking(move || {
+        let config = tokio::task::spawn_blocking(move || {
             let text = std::fs::read_to_string(&source).map_err(|e| ConfigError::Read {
                 file: source.clone(),
                 source: e,
             })?;
-            let config = Config::parse(&source, &text, clock.as_ref())?;
-            let checked = Checked::of(&config, &clock, &signing)?;
-            Ok((checked, text))
+            Config::parse(&source, &text, clock.as_ref())
         })
-        .await?
+        .await??;
+        let (filled, bundles) = self.parts.workload_api.configure(&config).await?;
+        let clock = Arc::clone(&self.parts.clock);
+        let signing = self.parts.signing.clone();
+        let checked =
+            tokio::task::spawn_blocking(move || Checked::of(&filled, &clock, &signing)).await??;
+        Ok((checked, config, bundles))
     }
 
     /// Revokes each of `removals` as a `grant` rule; returns what was revoked and the

@@ -99,6 +99,26 @@ impl Fixture {
         std::fs::write(&self.config_path, text).unwrap();
     }
 
+    /// Rewrites the config so that its trust domain takes both bundles from the SPIFFE Workload
+    /// API at `endpoint` (`workload_api = …` in place of `x509_bundle` and `jwt_bundle`).
+    /// Panics if the file cannot be read or written.
+    pub fn use_workload_api(&self, endpoint: &str) {
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        let mut out = String::new();
+        for line in text.lines() {
+            if line.starts_with("x509_bundle = ") {
+                out.push_str(&format!(
+                    "workload_api = {}\n",
+                    crate::dev::toml_str(endpoint)
+                ));
+            } else if !line.starts_with("jwt_bundle = ") {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        std::fs::write(&self.config_path, out).unwrap();
+    }
+
     /// Returns the loaded config. Panics if it does not load.
     pub fn config(&self) -> Config {
         Config::load(&self.config_path, &SystemClock).unwrap()

@@ -1,0 +1,85 @@
+//! The metrics of trust bundles that come from a SPIFFE Workload API:
+//! `tessera_trust_bundle_updated_timestamp_seconds{trust_domain}` (when the bundles of a trust
+//! domain last changed in the settings in force), `tessera_workload_api_connected{endpoint}`
+//! (1 while its streams are open) and `tessera_workload_api_reconnects_total{endpoint}`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Labels of a trust domain's gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrustDomainLabels {
+    pub trust_domain: String,
+}
+
+/// Labels of a Workload API endpoint (`unix:///run/spire/agent.sock`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: String,
+}
+
+/// The Workload API metrics of one server.
+#[derive(Debug, Clone)]
+pub struct WorkloadApiMetrics {
+    pub bundle_updated: Family<TrustDomainLabels, Gauge>,
+    pub connected: Family<EndpointLabels, Gauge>,
+    pub reconnects: Family<EndpointLabels, Counter>,
+}
+
+impl WorkloadApiMetrics {
+    /// Returns fresh metrics registered in `registry`.
+    pub fn register(registry: &mut Registry) -> WorkloadApiMetrics {
+        let m = WorkloadApiMetrics {
+            bundle_updated: Family::default(),
+            connected: Family::default(),
+            reconnects: Family::default(),
+        };
+        registry.register(
+            "trust_bundle_updated_timestamp_seconds",
+            "Unix time at which the bundles of a trust domain taken from a Workload API last \
+             changed in the settings in force",
+            m.bundle_updated.clone(),
+        );
+        registry.register(
+            "workload_api_connected",
+            "1 while the bundle streams of a Workload API endpoint are open, else 0",
+            m.connected.clone(),
+        );
+        registry.register(
+            "workload_api_reconnects",
+            "Times the bundle streams of a Workload API endpoint were lost and dialled again",
+            m.reconnects.clone(),
+        );
+        m
+    }
+
+    /// Records that the bundles of `trust_domain` changed at unix time `at`.
+    pub fn bundle_updated(&self, trust_domain: &str, at: i64) {
+        self.bundle_updated
+            .get_or_create(&TrustDomainLabels {
+                trust_domain: trust_domain.to_owned(),
+            })
+            .set(at);
+    }
+
+    /// Records whether the streams of `endpoint` are open.
+    pub fn connected(&self, endpoint: &str, up: bool) {
+        self.connected
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.to_owned(),
+            })
+            .set(i64::from(up));
+    }
+
+    /// Counts a lost connection to `endpoint`.
+    pub fn reconnect(&self, endpoint: &str) {
+        self.reconnects
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.to_owned(),
+            })
+            .inc();
+    }
+}
