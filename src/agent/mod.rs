@@ -19,7 +19,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tessera_client::source::{
     Attestor, Broker, BrokerAddress, CredentialSource, GrpcBroker, JwtSource, SourceError,
-    SourceParams, TokenFile, X509SvidFiles, X509SvidSource,
+    SourceParams, TokenFile, WorkloadApiSvid, X509SvidFiles, X509SvidSource,
 };
 use tessera_core::clock::SharedClock;
 
@@ -81,7 +81,7 @@ impl Drop for AbortOnDrop {
 /// Starts the sources, writers and status listener of `config`, and waits until every source
 /// holds its first credential or one is refused for good. Fails as [`run`].
 pub async fn start(config: &AgentConfig, clock: SharedClock) -> Result<Running, AgentError> {
-    let attestor = attestor(&config.attest)?;
+    let attestor = attestor(&config.attest).await?;
     let follow = follows_revocations(&config.attest);
     let ca_pem = std::fs::read(&config.broker.ca).map_err(|source| AgentError::BrokerCa {
         path: config.broker.ca.clone(),
@@ -174,9 +174,13 @@ fn launch<C: Writable>(
     }
 }
 
+/// How long the agent waits at start for the Workload API's first SVID.
+const WORKLOAD_API_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Returns the attestor of `attest`. Fails when its material is missing now (it is read again
-/// at every renewal, so it may rotate later).
-fn attestor(attest: &Attest) -> Result<Arc<dyn Attestor>, AgentError> {
+/// at every renewal, so it may rotate later), or the Workload API serves no SVID within
+/// [`WORKLOAD_API_TIMEOUT`].
+async fn attestor(attest: &Attest) -> Result<Arc<dyn Attestor>, AgentError> {
     let present = |path: &Path, what: &str| {
         std::fs::metadata(path)
             .map(|_| ())
@@ -195,9 +199,19 @@ fn attestor(attest: &Attest) -> Result<Arc<dyn Attestor>, AgentError> {
             present(path, "token file")?;
             Ok(Arc::new(TokenFile { path: path.clone() }))
         }
-        Attest::WorkloadApi(endpoint) => Err(AgentError::Attestation(format!(
-            "workload_api {endpoint}: not supported by this build"
-        ))),
+        Attest::WorkloadApi(endpoint) => {
+            let connected =
+                tokio::time::timeout(WORKLOAD_API_TIMEOUT, WorkloadApiSvid::connect(endpoint))
+                    .await
+                    .map_err(|_| {
+                        AgentError::Attestation(format!(
+                            "workload_api {endpoint}: no X509-SVID within {}s",
+                            WORKLOAD_API_TIMEOUT.as_secs()
+                        ))
+                    })?
+                    .map_err(|e| AgentError::Attestation(e.to_string()))?;
+            Ok(Arc::new(connected))
+        }
     }
 }
 
@@ -268,12 +282,13 @@ mod tests {
         assert!(!follows_revocations(&Attest::TokenFile(path)));
     }
 
-    #[test]
-    fn missing_attestation_material_is_named() {
+    #[tokio::test]
+    async fn missing_attestation_material_is_named() {
         let e = attestor(&Attest::SvidFiles {
             cert: "/nonexistent/svid.pem".into(),
             key: "/nonexistent/key.pem".into(),
         })
+        .await
         .err()
         .unwrap();
         assert!(

@@ -1,7 +1,8 @@
 //! `tessera agent`, the binary, against the real broker over real TLS: it writes fresh files
 //! (mode 0600, replaced whole) and renews them before they expire, replaces a revoked credential
 //! at once, keeps the last good files while the broker is unreachable, and exits non-zero with
-//! a clear message when its attestation material is missing or its credential is refused.
+//! a clear message when its attestation material is missing or its credential is refused. It
+//! attests with the SVID the SPIFFE Workload API serves and follows its rotation.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +14,10 @@ use tessera_proto::revoke_request::Selector;
 use tessera_proto::{ListCredentialsRequest, RevokeRequest};
 use tessera_testkit::dev::WORKLOAD_ID;
 
-use crate::common::{DEST, Env, PURPOSE, Relay};
+use tessera_core::attest::x5t_s256;
+use tessera_testkit::workload_api::{Svid, WorkloadApiMaterial, WorkloadApiServer};
+
+use crate::common::{DEST, Env, Fixture, PURPOSE, Relay};
 
 /// A running `tessera agent`, killed when dropped.
 struct Agent {
@@ -387,6 +391,60 @@ async fn the_agent_exits_non_zero_naming_missing_attestation_material_or_a_refus
     assert_eq!(code, Some(1), "{log}");
     assert!(
         log.contains("credential `ledger`") && log.contains("refused"),
+        "{log}"
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_agent_attests_with_the_workload_apis_svid_and_follows_its_rotation() {
+    let mut env = Env::start().await;
+    let grpc = env.grpc;
+    let socket = env.fx.path("agent.sock");
+    let api =
+        WorkloadApiServer::start(&socket, WorkloadApiMaterial::of_dev(&env.fx.material)).await;
+    let endpoint = api.endpoint();
+    let svid_files = format!(
+        "x509_svid_cert = \"{}\"\nx509_svid_key = \"{}\"",
+        env.fx.path("workload.pem").display(),
+        env.fx.path("workload-key.pem").display()
+    );
+    let agent = Agent::start(&env, "agent", |dir, health| {
+        agent_toml(&env, grpc, dir, "6s", health)
+            .replace(&svid_files, &format!("workload_api = \"{endpoint}\""))
+    });
+    let first = agent.next_token(None).await;
+    let served = x5t_s256(&env.fx.material.workload.cert_der);
+    assert_eq!(
+        claims(&first)["cnf"]["x5t#S256"],
+        served.as_str(),
+        "bound to the served SVID"
+    );
+    let rotated = env.fx.svid(&Fixture::svid_spec(WORKLOAD_ID));
+    api.set_svid(Svid::of(WORKLOAD_ID, &rotated));
+    let now_bound = x5t_s256(&rotated.cert_der);
+    within("a token bound to the rotated SVID", async {
+        let mut previous = first;
+        loop {
+            let token = agent.next_token(Some(&previous)).await;
+            if claims(&token)["cnf"]["x5t#S256"] == now_bound.as_str() {
+                return;
+            }
+            previous = token;
+        }
+    })
+    .await;
+    drop(agent);
+    // With the Workload API gone, the agent cannot start: it says so and exits non-zero.
+    api.stop().await;
+    let (code, log) = run_to_exit(&env, |dir, health| {
+        agent_toml(&env, grpc, dir, "5m", health)
+            .replace(&svid_files, &format!("workload_api = \"{endpoint}\""))
+    })
+    .await;
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("workload_api") || log.contains("workload-api"),
         "{log}"
     );
     env.shutdown().await;

@@ -277,7 +277,7 @@ fn leaf_identity(leaf: &[u8], public_point: &[u8]) -> Result<String, SourceError
 }
 
 /// Returns `der` as a PEM block with `label`, 64 characters a line.
-fn pem(label: &str, der: &[u8]) -> String {
+pub(super) fn pem(label: &str, der: &[u8]) -> String {
     let body = STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
     for line in body.as_bytes().chunks(64) {

@@ -48,6 +48,8 @@ mod local_key;
 mod revocations;
 mod schedule;
 mod state;
+#[cfg(feature = "workload-api")]
+mod workload_api;
 
 use std::fmt;
 use std::sync::Arc;
@@ -64,6 +66,8 @@ pub use self::evidence::{Attestor, Evidence, FixedEvidence, TokenFile, X509SvidF
 pub use self::schedule::{FixedJitter, Jitter, RandomJitter, Schedule};
 use self::state::Shared;
 pub use self::state::SourceStatus;
+#[cfg(feature = "workload-api")]
+pub use self::workload_api::WorkloadApiSvid;
 
 /// What a source mints and how it schedules.
 #[derive(Clone)]
