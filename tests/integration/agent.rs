@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use tessera_proto::admin_client::AdminClient;
 use tessera_proto::revoke_request::Selector;
-use tessera_proto::{ListCredentialsRequest, RevokeRequest};
+use tessera_proto::RevokeRequest;
 use tessera_testkit::dev::WORKLOAD_ID;
 
 use tessera_core::attest::x5t_s256;
 use tessera_testkit::workload_api::{Svid, WorkloadApiMaterial, WorkloadApiServer};
 
-use crate::common::{DEST, Env, Fixture, PURPOSE, Relay};
+use crate::common::{DEST, Env, Fixture, PURPOSE, Relay, listed_status};
 
 /// A running `tessera agent`, killed when dropped.
 struct Agent {
@@ -174,26 +174,6 @@ fn claims(token: &str) -> serde_json::Value {
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
-
-/// Returns the credential's status as the broker lists it.
-async fn listed_status(env: &Env, credential_id: &str) -> String {
-    let listed = env
-        .admin_client()
-        .await
-        .list_credentials(ListCredentialsRequest {
-            workload: WORKLOAD_ID.into(),
-            ..ListCredentialsRequest::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    listed
-        .credentials
-        .into_iter()
-        .find(|c| c.credential_id == credential_id)
-        .map(|c| c.status)
-        .unwrap_or_else(|| panic!("{credential_id} is not listed"))
 }
 
 /// Checks that the key file holds the private key of the certificate file's leaf.

@@ -26,3 +26,24 @@ pub async fn run_cli(mut command: std::process::Command) -> std::process::Output
         .await
         .unwrap()
 }
+
+/// Returns the status (`live`, `revoked`) the broker lists for the dev workload's credential
+/// `credential_id`; the test fails when it is not listed.
+pub async fn listed_status(env: &Env, credential_id: &str) -> String {
+    let listed = env
+        .admin_client()
+        .await
+        .list_credentials(tessera_proto::ListCredentialsRequest {
+            workload: tessera_testkit::dev::WORKLOAD_ID.into(),
+            ..tessera_proto::ListCredentialsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    listed
+        .credentials
+        .into_iter()
+        .find(|c| c.credential_id == credential_id)
+        .map(|c| c.status)
+        .unwrap_or_else(|| panic!("{credential_id} is not listed"))
+}

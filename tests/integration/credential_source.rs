@@ -19,10 +19,10 @@ use tessera_core::csr::VerifiedCsr;
 use tessera_core::domain::id;
 use tessera_proto::admin_client::AdminClient;
 use tessera_proto::revoke_request::Selector;
-use tessera_proto::{ListCredentialsRequest, RevokeRequest};
+use tessera_proto::RevokeRequest;
 use tessera_testkit::dev::WORKLOAD_ID;
 
-use crate::common::{DEST, Env, JWT_ONLY_ID, PURPOSE, Relay, now};
+use crate::common::{DEST, Env, JWT_ONLY_ID, PURPOSE, Relay, listed_status, now};
 
 /// Returns what `work` returns; the test fails if that takes more than 30 s.
 async fn within<T>(what: &str, work: impl Future<Output = T>) -> T {
@@ -83,26 +83,6 @@ fn params(ttl_seconds: u32) -> SourceParams {
         jitter: Arc::new(FixedJitter(0.5)),
         ..SourceParams::new(DEST, PURPOSE)
     }
-}
-
-/// Returns the status (`live`, `revoked`) the broker lists for `credential_id`.
-async fn listed_status(env: &Env, credential_id: &str) -> String {
-    let listed = env
-        .admin_client()
-        .await
-        .list_credentials(ListCredentialsRequest {
-            workload: WORKLOAD_ID.into(),
-            ..ListCredentialsRequest::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    listed
-        .credentials
-        .into_iter()
-        .find(|c| c.credential_id == credential_id)
-        .map(|c| c.status)
-        .unwrap_or_else(|| panic!("{credential_id} is not listed"))
 }
 
 #[tokio::test]

@@ -178,6 +178,27 @@ async fn tls_to(
         .unwrap()
 }
 
+/// Returns an HTTP/2 connection to `env`'s HTTPS port: its request sender and the connection
+/// task to drive (it ends when the server closes the connection).
+async fn h2_to(
+    env: &Env,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    hyper::client::conn::http2::Connection<
+        hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+        http_body_util::Full<bytes::Bytes>,
+        hyper_util::rt::TokioExecutor,
+    >,
+) {
+    let tls = tls_to(env, &[b"h2"]).await;
+    hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap()
+}
+
 /// A form body of about 200 KB: three times `/token`'s limit.
 fn oversized_form() -> String {
     format!("grant_type=x&subject_token={}", "a".repeat(200_000))
@@ -211,13 +232,7 @@ async fn an_oversized_body_over_http1_gets_a_413_not_a_reset() {
 async fn an_oversized_body_over_http2_gets_a_413_not_a_stream_error() {
     use http_body_util::BodyExt;
     let mut env = Env::start().await;
-    let tls = tls_to(&env, &[b"h2"]).await;
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
+    let (mut sender, conn) = h2_to(&env).await;
     tokio::spawn(conn);
     let request = hyper::Request::builder()
         .method("POST")
@@ -310,17 +325,11 @@ async fn start_with_idle_timeout(idle: &str) -> Env {
 async fn an_idle_http2_connection_is_closed_though_it_answers_pings() {
     use http_body_util::BodyExt;
     let mut env = start_with_idle_timeout("1s").await;
-    let tls = tls_to(&env, &[b"h2"]).await;
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
+    let (mut sender, conn) = h2_to(&env).await;
     let conn = tokio::spawn(conn);
     let request = hyper::Request::builder()
         .uri(format!("https://localhost:{}/healthz", env.http.port()))
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), 200);
