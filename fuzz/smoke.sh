@@ -5,10 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${1:-4}"
-# FUZZ_BUILD_ARGS: extra `cargo fuzz build` flags (CI trades run speed for build time with
-# `--codegen-units 16`).
+# FUZZ_BUILD_ARGS: extra `cargo fuzz build` flags. CI passes `--dev`: unoptimized targets build
+# in about half the time and still run thousands of inputs per target in the smoke.
 cargo +nightly fuzz build ${FUZZ_BUILD_ARGS:-}
-bin=target/x86_64-unknown-linux-gnu/release
+profile=release
+case " ${FUZZ_BUILD_ARGS:-} " in *" --dev "* | *" -D "*) profile=debug ;; esac
+bin=target/x86_64-unknown-linux-gnu/$profile
 "$bin/seed_corpus" corpus
 for target in $(cargo +nightly fuzz list); do
   [ "$target" = seed_corpus ] && continue
