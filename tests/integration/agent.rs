@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use tessera_proto::RevokeRequest;
 use tessera_proto::admin_client::AdminClient;
 use tessera_proto::revoke_request::Selector;
-use tessera_proto::RevokeRequest;
 use tessera_testkit::dev::WORKLOAD_ID;
 
 use tessera_core::attest::x5t_s256;

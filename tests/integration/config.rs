@@ -435,3 +435,55 @@ fn a_workload_api_trust_domain_takes_no_bundle_file_and_names_its_key_when_wrong
     });
     assert_has(&timeout, &["server.workload_api_timeout"]);
 }
+
+#[test]
+fn a_bundle_endpoint_trust_domain_takes_no_other_source_and_names_its_key_when_wrong() {
+    let fx = Fixture::new();
+    fx.append_config(
+        "\n[[trust_domain]]\nname = \"partner.org\"\n\
+         bundle_endpoint_url = \"https://partner.example/bundle\"\n",
+    );
+    let config = Config::load(&fx.config_path, &SystemClock).unwrap();
+    assert_eq!(
+        config.workload_api.bundle_endpoints["partner.org"].url,
+        "https://partner.example/bundle"
+    );
+    assert_eq!(
+        config.workload_api.min_refresh,
+        std::time::Duration::from_secs(30)
+    );
+    let with = |extra: &str| {
+        let extra = extra.to_owned();
+        error_after(move |t, _| format!("{t}\n[[trust_domain]]\nname = \"partner.org\"\n{extra}\n"))
+    };
+    let beside_files =
+        with("bundle_endpoint_url = \"https://partner.example/b\"\nx509_bundle = \"x.pem\"");
+    assert_has(
+        &beside_files,
+        &[
+            "trust_domain[1].bundle_endpoint_url",
+            "remove `x509_bundle`",
+        ],
+    );
+    let beside_agent = with(
+        "bundle_endpoint_url = \"https://partner.example/b\"\nworkload_api = \"unix:///a.sock\"",
+    );
+    assert_has(
+        &beside_agent,
+        &["trust_domain[1].bundle_endpoint_url", "`workload_api`"],
+    );
+    let plain_http = with("bundle_endpoint_url = \"http://partner.example/b\"");
+    assert_has(
+        &plain_http,
+        &["trust_domain[1].bundle_endpoint_url", "https_web"],
+    );
+    let ca_alone = with("x509_bundle = \"x.pem\"\nbundle_endpoint_ca = \"ca.pem\"");
+    assert_has(
+        &ca_alone,
+        &["trust_domain[1].bundle_endpoint_ca", "bundle_endpoint_url"],
+    );
+    let no_file = with(
+        "bundle_endpoint_url = \"https://partner.example/b\"\nbundle_endpoint_ca = \"/nope.pem\"",
+    );
+    assert_has(&no_file, &["trust_domain[1].bundle_endpoint_ca"]);
+}

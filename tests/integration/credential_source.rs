@@ -17,9 +17,9 @@ use tessera_client::source::{
 use tessera_core::attest::{Usage, X509SvidVerifier};
 use tessera_core::csr::VerifiedCsr;
 use tessera_core::domain::id;
+use tessera_proto::RevokeRequest;
 use tessera_proto::admin_client::AdminClient;
 use tessera_proto::revoke_request::Selector;
-use tessera_proto::RevokeRequest;
 use tessera_testkit::dev::WORKLOAD_ID;
 
 use crate::common::{DEST, Env, JWT_ONLY_ID, PURPOSE, Relay, listed_status, now};

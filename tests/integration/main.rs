@@ -8,6 +8,7 @@
 )]
 
 mod agent;
+mod bundle_endpoint;
 mod ci;
 mod common;
 mod config;

@@ -229,7 +229,7 @@ impl Drop for TestIssuer {
 
 /// Returns a fresh CA, valid from an hour ago for three hours, and a TLS server config with a
 /// leaf for 127.0.0.1 under it.
-fn tls_material() -> (Certified, rustls::ServerConfig) {
+pub(crate) fn tls_material() -> (Certified, rustls::ServerConfig) {
     let (nb, na) = (
         offset_now() - ::time::Duration::hours(1),
         offset_now() + ::time::Duration::hours(2),
@@ -254,7 +254,7 @@ fn tls_material() -> (Certified, rustls::ServerConfig) {
 
 /// Serves `router` over TLS, HTTP/1.1, on every connection `listener` accepts, until the
 /// listener fails or the task is aborted.
-async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     router: axum::Router,

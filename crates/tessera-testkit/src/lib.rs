@@ -5,6 +5,7 @@
 // A test kit fails the test that called it: panicking on a broken fixture is its error path.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod bundle_endpoint;
 pub mod ci_issuer;
 pub mod dev;
 pub mod fixtures;

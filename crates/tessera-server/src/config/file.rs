@@ -52,6 +52,7 @@ pub struct ServerSection {
     pub revoke_rate_per_workload: Option<u32>,
     pub revoke_burst_per_workload: Option<u32>,
     pub workload_api_timeout: Option<String>,
+    pub bundle_endpoint_min_refresh: Option<String>,
 }
 
 /// `[ledger]`.
@@ -86,6 +87,10 @@ pub struct TrustDomainSection {
     pub jwt_bundle: Option<String>,
     /// `unix:///…`, `tcp://…` or `env`: both bundles come from this SPIFFE Workload API.
     pub workload_api: Option<String>,
+    /// `https://…`: the bundle comes from this SPIFFE bundle endpoint (`https_web`).
+    pub bundle_endpoint_url: Option<String>,
+    /// A PEM file of roots trusted beside the Web PKI for `bundle_endpoint_url`.
+    pub bundle_endpoint_ca: Option<String>,
     pub max_jwt_svid_lifetime: Option<String>,
 }
 

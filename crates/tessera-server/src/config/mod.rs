@@ -17,6 +17,7 @@ use tessera_core::keys::{self, SecretKey};
 use tessera_core::policy::{Grant, SpiffePattern};
 use tessera_core::spiffe_id::{SpiffeId, TrustDomain};
 
+pub use self::bundle_endpoint::BundleEndpoint;
 pub use self::file::FileConfig;
 pub use self::grant::GrantWarning;
 pub use self::ledger::{
@@ -269,15 +270,24 @@ impl Config {
         let server = server(&check, &file.server)?;
         let ledger = ledger::ledger(&check, &file.ledger)?;
         let (signing, signing_warnings) = signing::signing(&check, &file.signing)?;
-        let (trust_domains, wapi_domains) = trust_domains(&check, &file.trust_domain)?;
+        let (trust_domains, sources) = trust_domains(&check, &file.trust_domain)?;
         let workload_api = WorkloadApiConfig {
-            domains: wapi_domains,
+            domains: sources.workload_api,
+            bundle_endpoints: sources.bundle_endpoints,
             timeout: check.duration(
                 "server.workload_api_timeout",
                 file.server.workload_api_timeout.as_deref(),
                 workload_api::DEFAULT_TIMEOUT,
             )?,
+            min_refresh: check.duration(
+                "server.bundle_endpoint_min_refresh",
+                file.server.bundle_endpoint_min_refresh.as_deref(),
+                bundle_endpoint::DEFAULT_MIN_REFRESH,
+            )?,
         };
+        if workload_api.min_refresh.is_zero() {
+            return Err(check.invalid("server.bundle_endpoint_min_refresh", "must be above 0"));
+        }
         let known = |td: &str| trust_domains.iter().any(|t| t.name.as_str() == td);
         let mut admin_ids = Vec::new();
         for (i, id) in file.admin.spiffe_ids.iter().enumerate() {
@@ -412,21 +422,21 @@ fn server(check: &Checker<'_>, s: &file::ServerSection) -> Result<ServerConfig, 
     })
 }
 
-/// Checks every `[[trust_domain]]`; returns them, and the Workload API endpoint of those whose
-/// bundles come from one (by name). Fails naming the key of the first problem.
+/// Where the bundles of the trust domains that rotate come from, by trust domain name.
+#[derive(Debug, Default)]
+struct RotatingSources {
+    workload_api: BTreeMap<String, WorkloadApiEndpoint>,
+    bundle_endpoints: BTreeMap<String, BundleEndpoint>,
+}
+
+/// Checks every `[[trust_domain]]`; returns them, and where the bundles of those whose bundles
+/// rotate come from. Fails naming the key of the first problem.
 fn trust_domains(
     check: &Checker<'_>,
     sections: &[file::TrustDomainSection],
-) -> Result<
-    (
-        Vec<TrustDomainConfig>,
-        BTreeMap<String, WorkloadApiEndpoint>,
-    ),
-    ConfigError,
-> {
+) -> Result<(Vec<TrustDomainConfig>, RotatingSources), ConfigError> {
     let mut out: Vec<TrustDomainConfig> = Vec::new();
-    let mut wapi = BTreeMap::new();
-    let env = |name: &str| std::env::var(name).ok();
+    let mut sources = RotatingSources::default();
     for (i, s) in sections.iter().enumerate() {
         let key = |k: &str| format!("trust_domain[{i}].{k}");
         let name: TrustDomain = s
@@ -439,27 +449,7 @@ fn trust_domains(
                 format!("trust domain `{name}` is listed twice"),
             ));
         }
-        let files = s.x509_bundle.is_some() || s.jwt_bundle.is_some();
-        match (&s.workload_api, files) {
-            (Some(_), true) => {
-                return Err(check.invalid(
-                    key("workload_api"),
-                    "both bundles come from the Workload API: remove `x509_bundle` and \
-                     `jwt_bundle`, or `workload_api`",
-                ));
-            }
-            (Some(value), false) => {
-                let endpoint = workload_api::endpoint(check, &key("workload_api"), value, &env)?;
-                wapi.insert(name.as_str().to_owned(), endpoint);
-            }
-            (None, false) => {
-                return Err(check.invalid(
-                    key("name"),
-                    "set `x509_bundle`, `jwt_bundle` or both, or `workload_api`",
-                ));
-            }
-            (None, true) => {}
-        }
+        bundle_source(check, i, name.as_str(), s, &mut sources)?;
         let x509_roots = match &s.x509_bundle {
             Some(path) => check.certs(&key("x509_bundle"), path)?,
             None => Vec::new(),
@@ -484,9 +474,64 @@ fn trust_domains(
             max_jwt_svid_lifetime,
         });
     }
-    Ok((out, wapi))
+    Ok((out, sources))
 }
 
+/// Checks that `[[trust_domain]]` number `i` (`s`, trust domain `name`) names exactly one source of bundles (files,
+/// `workload_api` or `bundle_endpoint_url`), and records it in `sources` when it rotates.
+/// Fails naming the key of the problem.
+fn bundle_source(
+    check: &Checker<'_>,
+    i: usize,
+    name: &str,
+    s: &file::TrustDomainSection,
+    sources: &mut RotatingSources,
+) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("trust_domain[{i}].{k}");
+    let files = s.x509_bundle.is_some() || s.jwt_bundle.is_some();
+    if s.bundle_endpoint_ca.is_some() && s.bundle_endpoint_url.is_none() {
+        return Err(check.invalid(
+            key("bundle_endpoint_ca"),
+            "set only beside `bundle_endpoint_url`",
+        ));
+    }
+    let env = |name: &str| std::env::var(name).ok();
+    match (&s.workload_api, &s.bundle_endpoint_url, files) {
+        (Some(_), Some(_), _) | (None, Some(_), true) => Err(check.invalid(
+            key("bundle_endpoint_url"),
+            "both bundles come from the bundle endpoint: remove `x509_bundle`, `jwt_bundle` \
+             and `workload_api`, or `bundle_endpoint_url`",
+        )),
+        (Some(_), None, true) => Err(check.invalid(
+            key("workload_api"),
+            "both bundles come from the Workload API: remove `x509_bundle` and `jwt_bundle`, \
+             or `workload_api`",
+        )),
+        (Some(value), None, false) => {
+            let endpoint = workload_api::endpoint(check, &key("workload_api"), value, &env)?;
+            sources.workload_api.insert(name.to_owned(), endpoint);
+            Ok(())
+        }
+        (None, Some(url), false) => {
+            let endpoint = bundle_endpoint::bundle_endpoint(
+                check,
+                &key("bundle_endpoint_url"),
+                url,
+                &key("bundle_endpoint_ca"),
+                s.bundle_endpoint_ca.as_deref(),
+            )?;
+            sources.bundle_endpoints.insert(name.to_owned(), endpoint);
+            Ok(())
+        }
+        (None, None, false) => Err(check.invalid(
+            key("name"),
+            "set `x509_bundle`, `jwt_bundle` or both, `workload_api`, or `bundle_endpoint_url`",
+        )),
+        (None, None, true) => Ok(()),
+    }
+}
+
+mod bundle_endpoint;
 mod grant;
 mod limits;
 mod oidc;

@@ -5,7 +5,9 @@
 //! `workload_api = "env"` takes it from `SPIFFE_ENDPOINT_SOCKET` when the file is read. A trust
 //! domain with `workload_api` takes both of its bundles from there, so `x509_bundle` and
 //! `jwt_bundle` may not be set beside it. Federated trust domains name the same endpoint: each
-//! configured domain takes the bundle the endpoint sends under its name.
+//! configured domain takes the bundle the endpoint sends under its name. Trust domains with
+//! `bundle_endpoint_url` ([`super::bundle_endpoint`]) are listed here too: their bundles rotate
+//! the same way.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -13,6 +15,7 @@ use std::time::Duration;
 
 use spiffe::transport::Endpoint;
 
+use super::bundle_endpoint::BundleEndpoint;
 use super::{Checker, ConfigError};
 
 /// The variable `workload_api = "env"` reads (SPIFFE Workload Endpoint §4).
@@ -86,13 +89,18 @@ impl Ord for WorkloadApiEndpoint {
     }
 }
 
-/// The trust domains whose bundles come from a Workload API.
+/// The trust domains whose bundles rotate: those that come from a Workload API, and those
+/// fetched from a SPIFFE bundle endpoint.
 #[derive(Clone, Debug, Default)]
 pub struct WorkloadApiConfig {
     /// The endpoint of each such trust domain, by trust domain name.
     pub domains: BTreeMap<String, WorkloadApiEndpoint>,
+    /// The bundle endpoint of each foreign trust domain fetched from one, by trust domain name.
+    pub bundle_endpoints: BTreeMap<String, BundleEndpoint>,
     /// How long start-up, and a reload that names a new endpoint, wait for its first bundles.
     pub timeout: Duration,
+    /// The shortest wait between two fetches of a bundle endpoint, whatever its refresh hint.
+    pub min_refresh: Duration,
 }
 
 impl WorkloadApiConfig {
@@ -110,9 +118,19 @@ impl WorkloadApiConfig {
             .collect()
     }
 
-    /// Returns true when no trust domain takes its bundles from a Workload API.
+    /// Returns true when no trust domain takes its bundles from a Workload API or a bundle
+    /// endpoint.
     pub fn is_empty(&self) -> bool {
-        self.domains.is_empty()
+        self.domains.is_empty() && self.bundle_endpoints.is_empty()
+    }
+
+    /// Returns the name of where the bundles of `domain` come from (an endpoint address or a
+    /// bundle endpoint URL), if they rotate.
+    pub fn source_of(&self, domain: &str) -> Option<String> {
+        self.domains
+            .get(domain)
+            .map(ToString::to_string)
+            .or_else(|| self.bundle_endpoints.get(domain).map(|e| e.url.clone()))
     }
 }
 

@@ -1,5 +1,5 @@
-//! Trust bundles that rotate in a SPIFFE Workload API: [`Reloader::apply_bundles`] puts the
-//! bundles it sends now in force as a new settings generation of the configuration in force,
+//! Trust bundles that rotate in a SPIFFE Workload API or a SPIFFE bundle endpoint:
+//! [`Reloader::apply_bundles`] puts the bundles they serve now in force as a new settings generation of the configuration in force,
 //! through the same swap a reload makes, so the next TLS handshake and the next JWT-SVID are
 //! verified with them (and connections already open are checked again on their next call).
 //! The configuration file is not read again. What a rotation breaks is said, not refused: the
@@ -68,7 +68,7 @@ impl Reloader {
             Err(e) => {
                 tracing::error!(
                     error = %e, trust_domains = %changed.join(", "),
-                    "trust bundles from the Workload API refused; the bundles in force stay"
+                    "rotated trust bundles refused; the bundles in force stay"
                 );
                 self.parts.audit.record(
                     "trust_bundle_update_refused",
@@ -80,12 +80,18 @@ impl Reloader {
         let (new, _) = self.parts.settings.replace(settings);
         self.bundles_changed(&in_force.bundles, &snapshot);
         in_force.bundles = snapshot;
+        let endpoints = &in_force.config.workload_api.bundle_endpoints;
+        let by = if changed.iter().all(|d| endpoints.contains_key(d)) {
+            "bundle_endpoint"
+        } else {
+            "workload_api"
+        };
         let update = BundleUpdate {
             generation: new.generation,
             trust_domains: changed,
             warnings,
         };
-        self.observe_bundles(&update);
+        self.observe_bundles(&update, by);
         Ok(Some(update))
     }
 
@@ -132,20 +138,22 @@ impl Reloader {
         }
     }
 
-    /// Logs and audits an applied bundle update.
-    fn observe_bundles(&self, update: &BundleUpdate) {
+    /// Logs and audits an applied bundle update, which came `by` a Workload API or a bundle
+    /// endpoint.
+    fn observe_bundles(&self, update: &BundleUpdate, by: &str) {
         for warning in &update.warnings {
             tracing::warn!("{warning}");
         }
         tracing::info!(
             generation = update.generation,
             trust_domains = %update.trust_domains.join(", "),
-            "trust bundles from the Workload API put in force"
+            "trust bundles from the {} put in force",
+            if by == "bundle_endpoint" { "bundle endpoint" } else { "Workload API" }
         );
         self.parts.audit.record(
             "trust_bundle_updated",
             serde_json::json!({
-                "by": "workload_api", "generation": update.generation,
+                "by": by, "generation": update.generation,
                 "trust_domains": update.trust_domains, "warnings": update.warnings,
             }),
         );

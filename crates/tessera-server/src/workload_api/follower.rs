@@ -13,6 +13,7 @@ use spiffe::{JwtBundleSet, WorkloadApiClient, X509BundleSet};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::backoff::Backoff;
 use super::metrics::WorkloadApiMetrics;
 use super::{EndpointBundles, JwtKey};
 use crate::config::WorkloadApiEndpoint;
@@ -52,7 +53,7 @@ pub(super) struct FollowerParts {
 /// Follows `p.endpoint` until `p.stop` is cancelled.
 pub(super) async fn follow(p: FollowerParts) {
     let address = p.endpoint.address().to_owned();
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     loop {
         let lost = tokio::select! {
             () = p.stop.cancelled() => break,
@@ -162,60 +163,4 @@ fn jwt_keys(set: &JwtBundleSet) -> BTreeMap<String, Vec<JwtKey>> {
             (td.to_string(), keys)
         })
         .collect()
-}
-
-/// Exponential backoff from [`FIRST_BACKOFF`] to [`MAX_BACKOFF`], with up to 25 % jitter so
-/// that replicas behind one agent do not dial it in step.
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            next: FIRST_BACKOFF,
-        }
-    }
-}
-
-impl Backoff {
-    /// Returns the wait before the next dial and doubles the one after.
-    fn next(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (base * 2).min(MAX_BACKOFF);
-        let mut byte = [0u8; 1];
-        let jitter = match aws_lc_rs::rand::fill(&mut byte) {
-            Ok(()) => base.mul_f64(f64::from(byte[0]) / 255.0 / 4.0),
-            Err(_) => Duration::ZERO,
-        };
-        base + jitter
-    }
-
-    /// Starts again from [`FIRST_BACKOFF`] (the endpoint answered).
-    fn reset(&mut self) {
-        self.next = FIRST_BACKOFF;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_backoff_doubles_up_to_its_cap_with_bounded_jitter_and_starts_over_on_reset() {
-        let mut backoff = Backoff::default();
-        let mut base = FIRST_BACKOFF;
-        for _ in 0..10 {
-            let wait = backoff.next();
-            assert!(
-                wait >= base && wait <= base + base / 4,
-                "{wait:?} for {base:?}"
-            );
-            base = (base * 2).min(MAX_BACKOFF);
-        }
-        assert_eq!(backoff.next, MAX_BACKOFF);
-        backoff.reset();
-        assert!(backoff.next() <= FIRST_BACKOFF + FIRST_BACKOFF / 4);
-    }
 }

@@ -1,7 +1,9 @@
 //! The metrics of trust bundles that come from a SPIFFE Workload API:
 //! `tessera_trust_bundle_updated_timestamp_seconds{trust_domain}` (when the bundles of a trust
 //! domain last changed in the settings in force), `tessera_workload_api_connected{endpoint}`
-//! (1 while its streams are open) and `tessera_workload_api_reconnects_total{endpoint}`.
+//! (1 while its streams are open) and `tessera_workload_api_reconnects_total{endpoint}`; of
+//! SPIFFE bundle endpoints, `tessera_bundle_endpoint_up{url}` (1 when its last fetch gave a
+//! bundle) and `tessera_bundle_endpoint_fetch_failures_total{url}`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -21,12 +23,20 @@ pub struct EndpointLabels {
     pub endpoint: String,
 }
 
-/// The Workload API metrics of one server.
+/// Labels of a bundle endpoint (`https://partner.example/bundle`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UrlLabels {
+    pub url: String,
+}
+
+/// The Workload API and bundle endpoint metrics of one server.
 #[derive(Debug, Clone)]
 pub struct WorkloadApiMetrics {
     pub bundle_updated: Family<TrustDomainLabels, Gauge>,
     pub connected: Family<EndpointLabels, Gauge>,
     pub reconnects: Family<EndpointLabels, Counter>,
+    pub bundle_endpoint_up: Family<UrlLabels, Gauge>,
+    pub bundle_endpoint_failures: Family<UrlLabels, Counter>,
 }
 
 impl WorkloadApiMetrics {
@@ -36,6 +46,8 @@ impl WorkloadApiMetrics {
             bundle_updated: Family::default(),
             connected: Family::default(),
             reconnects: Family::default(),
+            bundle_endpoint_up: Family::default(),
+            bundle_endpoint_failures: Family::default(),
         };
         registry.register(
             "trust_bundle_updated_timestamp_seconds",
@@ -52,6 +64,16 @@ impl WorkloadApiMetrics {
             "workload_api_reconnects",
             "Times the bundle streams of a Workload API endpoint were lost and dialled again",
             m.reconnects.clone(),
+        );
+        registry.register(
+            "bundle_endpoint_up",
+            "1 when the last fetch of a SPIFFE bundle endpoint gave a bundle, else 0",
+            m.bundle_endpoint_up.clone(),
+        );
+        registry.register(
+            "bundle_endpoint_fetch_failures",
+            "Fetches of a SPIFFE bundle endpoint that failed (the last bundle stayed)",
+            m.bundle_endpoint_failures.clone(),
         );
         m
     }
@@ -81,5 +103,23 @@ impl WorkloadApiMetrics {
                 endpoint: endpoint.to_owned(),
             })
             .inc();
+    }
+
+    /// Records a bundle fetched from `url`.
+    pub fn bundle_endpoint_fetched(&self, url: &str) {
+        self.bundle_endpoint_up
+            .get_or_create(&UrlLabels {
+                url: url.to_owned(),
+            })
+            .set(1);
+    }
+
+    /// Records a failed fetch of `url`.
+    pub fn bundle_endpoint_failed(&self, url: &str) {
+        let labels = UrlLabels {
+            url: url.to_owned(),
+        };
+        self.bundle_endpoint_up.get_or_create(&labels).set(0);
+        self.bundle_endpoint_failures.get_or_create(&labels).inc();
     }
 }

@@ -4,7 +4,15 @@
 //! configuration's trust domains: start-up does so once the first bundles have come (bounded by
 //! `[server] workload_api_timeout`), and every change and every reload goes through the
 //! reloader, which makes a new settings generation of them (`crate::reload`).
+//!
+//! Foreign trust domains with `bundle_endpoint_url` rotate the same way: a [`fetcher`] per
+//! bundle endpoint fetches its SPIFFE bundle document ([`bundle_doc`]) after each refresh hint
+//! and keeps it as that trust domain's bundles; start-up waits for the first fetch and fails
+//! naming the URL when it fails.
 
+mod backoff;
+pub mod bundle_doc;
+mod fetcher;
 mod follower;
 pub mod metrics;
 
@@ -18,9 +26,10 @@ use tessera_core::keys::BundleJwk;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use self::fetcher::FetcherParts;
 use self::follower::{EndpointState, FollowerParts};
 use self::metrics::WorkloadApiMetrics;
-use crate::config::{Config, WorkloadApiConfig, WorkloadApiEndpoint};
+use crate::config::{BundleEndpoint, Config, WorkloadApiConfig, WorkloadApiEndpoint};
 
 /// Why the Workload API bundles cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -46,9 +55,15 @@ pub enum WorkloadApiError {
         sent: String,
     },
     #[error(
-        "trust_domain `{domain}`: JWT key `{kid}` from the SPIFFE Workload API at {endpoint} is \
-         not a JWK: {reason}"
+        "trust_domain `{domain}`: the first fetch of its SPIFFE bundle from {url} failed: \
+         {reason}"
     )]
+    BundleEndpoint {
+        domain: String,
+        url: String,
+        reason: String,
+    },
+    #[error("trust_domain `{domain}`: JWT key `{kid}` from {endpoint} is not a JWK: {reason}")]
     JwtKey {
         domain: String,
         endpoint: String,
@@ -105,9 +120,14 @@ struct Follower {
     stop: CancellationToken,
 }
 
-/// The Workload API endpoints followed, and the last bundles each sent.
+/// A bundle endpoint fetched for a trust domain (its name, the endpoint).
+type Fetched = (String, BundleEndpoint);
+
+/// The Workload API endpoints followed and the bundle endpoints fetched, and the last bundles
+/// each sent.
 pub struct WorkloadApi {
     followers: Mutex<BTreeMap<WorkloadApiEndpoint, Follower>>,
+    fetchers: Mutex<BTreeMap<Fetched, Follower>>,
     changes: Arc<watch::Sender<u64>>,
     metrics: WorkloadApiMetrics,
     /// Stops every follower (the server's shutdown).
@@ -120,8 +140,10 @@ impl std::fmt::Debug for WorkloadApi {
             .followers
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let fetchers = self.fetchers.lock().unwrap_or_else(PoisonError::into_inner);
         f.debug_struct("WorkloadApi")
             .field("endpoints", &followers.keys().collect::<Vec<_>>())
+            .field("bundle_endpoints", &fetchers.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -131,6 +153,7 @@ impl WorkloadApi {
     pub fn new(metrics: WorkloadApiMetrics, stop: CancellationToken) -> Arc<Self> {
         Arc::new(WorkloadApi {
             followers: Mutex::new(BTreeMap::new()),
+            fetchers: Mutex::new(BTreeMap::new()),
             changes: Arc::new(watch::Sender::new(0)),
             metrics,
             stop,
@@ -148,9 +171,19 @@ impl WorkloadApi {
     }
 
     /// Follows every endpoint of `config` not followed yet, and waits (up to `config.timeout`
-    /// each, concurrently) until each has sent its first X.509 and JWT bundles. Fails naming the
-    /// first endpoint that sent none in time, and why.
+    /// each, concurrently) until each has sent its first X.509 and JWT bundles and each bundle
+    /// endpoint has been fetched once. Fails naming the first endpoint that sent none in time,
+    /// or the first bundle endpoint whose first fetch failed, and why.
     pub async fn follow(&self, config: &WorkloadApiConfig) -> Result<(), WorkloadApiError> {
+        let fetches: Vec<_> = config
+            .bundle_endpoints
+            .iter()
+            .map(|(domain, endpoint)| {
+                let key = (domain.clone(), endpoint.clone());
+                let state = self.start_fetching(&key, config.min_refresh);
+                first_fetch(key, state, config.timeout)
+            })
+            .collect();
         let waits: Vec<_> = config
             .endpoints()
             .into_iter()
@@ -160,7 +193,12 @@ impl WorkloadApi {
                 first_bundles(endpoint, state, domains, config.timeout)
             })
             .collect();
-        for outcome in futures::future::join_all(waits).await {
+        let (waited, fetched) = futures::future::join(
+            futures::future::join_all(waits),
+            futures::future::join_all(fetches),
+        )
+        .await;
+        for outcome in waited.into_iter().chain(fetched) {
             outcome?;
         }
         Ok(())
@@ -181,6 +219,46 @@ impl WorkloadApi {
             }
             kept
         });
+        let mut fetchers = self.fetchers.lock().unwrap_or_else(PoisonError::into_inner);
+        fetchers.retain(|(domain, endpoint), fetcher| {
+            let kept = config.bundle_endpoints.get(domain) == Some(endpoint);
+            if !kept {
+                tracing::info!(url = %endpoint, %domain, "the bundle endpoint is not fetched any more");
+                fetcher.stop.cancel();
+            }
+            kept
+        });
+    }
+
+    /// Returns the state of the bundle endpoint `key`, fetching it first if it was not.
+    fn start_fetching(
+        &self,
+        key: &Fetched,
+        min_refresh: Duration,
+    ) -> watch::Receiver<EndpointState> {
+        let mut fetchers = self.fetchers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(fetcher) = fetchers.get(key) {
+            return fetcher.state.clone();
+        }
+        let (state, receiver) = watch::channel(EndpointState::default());
+        let stop = self.stop.child_token();
+        tokio::spawn(fetcher::follow(FetcherParts {
+            domain: key.0.clone(),
+            endpoint: key.1.clone(),
+            min_refresh,
+            state,
+            changes: Arc::clone(&self.changes),
+            metrics: self.metrics.clone(),
+            stop: stop.clone(),
+        }));
+        fetchers.insert(
+            key.clone(),
+            Follower {
+                state: receiver.clone(),
+                stop,
+            },
+        );
+        receiver
     }
 
     /// Returns the state of `endpoint`, following it first if it was not.
@@ -227,8 +305,9 @@ impl WorkloadApi {
         Ok((fill(config, &snapshot)?, snapshot))
     }
 
-    /// Returns the bundles of each trust domain of `config`, from its endpoint's last message,
-    /// and the domains its endpoint sent no bundle for (or that is not followed).
+    /// Returns the bundles of each trust domain of `config`, from its endpoint's last message or
+    /// its bundle endpoint's last document, and the domains its endpoint sent no bundle for (or
+    /// that is not followed).
     pub fn snapshot(&self, config: &WorkloadApiConfig) -> (Snapshot, Vec<WorkloadApiError>) {
         let followers = self
             .followers
@@ -250,6 +329,27 @@ impl WorkloadApi {
                     sent: bundles.domains(),
                 });
             }
+            snapshot.insert(
+                domain.clone(),
+                DomainBundles {
+                    x509_roots: roots.unwrap_or_default(),
+                    jwt_keys: keys.unwrap_or_default(),
+                },
+            );
+        }
+        let fetchers = self.fetchers.lock().unwrap_or_else(PoisonError::into_inner);
+        for (domain, endpoint) in &config.bundle_endpoints {
+            let key = (domain.clone(), endpoint.clone());
+            let Some(bundles) = fetchers.get(&key).map(|f| f.state.borrow().bundles.clone()) else {
+                missing.push(WorkloadApiError::BundleEndpoint {
+                    domain: domain.clone(),
+                    url: endpoint.url.clone(),
+                    reason: "it is not fetched".to_owned(),
+                });
+                continue;
+            };
+            let roots = bundles.x509.and_then(|mut m| m.remove(domain));
+            let keys = bundles.jwt.and_then(|mut m| m.remove(domain));
             snapshot.insert(
                 domain.clone(),
                 DomainBundles {
@@ -303,6 +403,34 @@ async fn first_bundles(
     })
 }
 
+/// Waits up to `timeout` until the bundle endpoint `key` has been fetched once, successfully
+/// or not. Fails naming the trust domain, the URL and why when that fetch failed or did not end
+/// in time.
+async fn first_fetch(
+    key: Fetched,
+    mut state: watch::Receiver<EndpointState>,
+    timeout: Duration,
+) -> Result<(), WorkloadApiError> {
+    let fetched = |s: &EndpointState| s.bundles.complete() || s.error.is_some();
+    let waited = tokio::time::timeout(timeout, state.wait_for(fetched))
+        .await
+        .is_ok_and(|came| came.is_ok());
+    let now = state.borrow().clone();
+    if waited && now.bundles.complete() {
+        return Ok(());
+    }
+    let reason = match now.error {
+        Some(error) => error,
+        None => format!("no answer within {timeout:?} ([server] workload_api_timeout)"),
+    };
+    let (domain, endpoint) = key;
+    Err(WorkloadApiError::BundleEndpoint {
+        domain,
+        url: endpoint.url,
+        reason,
+    })
+}
+
 /// Returns `config` with the bundles of its Workload-API trust domains taken from `snapshot`
 /// (a domain missing from it gets none: nothing of it is trusted). Fails when a JWT key is not
 /// a JWK.
@@ -310,7 +438,7 @@ pub fn fill(config: &Config, snapshot: &Snapshot) -> Result<Config, WorkloadApiE
     let mut filled = config.clone();
     for domain in &mut filled.trust_domains {
         let name = domain.name.as_str();
-        let Some(endpoint) = config.workload_api.domains.get(name) else {
+        let Some(source) = config.workload_api.source_of(name) else {
             continue;
         };
         let bundles = snapshot.get(name).cloned().unwrap_or_default();
@@ -319,7 +447,7 @@ pub fn fill(config: &Config, snapshot: &Snapshot) -> Result<Config, WorkloadApiE
             .into_iter()
             .map(CertificateDer::from)
             .collect();
-        domain.jwt_keys = jwt_keys(name, endpoint, &bundles.jwt_keys)?;
+        domain.jwt_keys = jwt_keys(name, &source, &bundles.jwt_keys)?;
     }
     Ok(filled)
 }
@@ -328,14 +456,14 @@ pub fn fill(config: &Config, snapshot: &Snapshot) -> Result<Config, WorkloadApiE
 /// API leaves it out). Fails naming the key that is not a JWK.
 fn jwt_keys(
     domain: &str,
-    endpoint: &WorkloadApiEndpoint,
+    endpoint: &str,
     keys: &[JwtKey],
 ) -> Result<Vec<BundleJwk>, WorkloadApiError> {
     let mut out = Vec::new();
     for key in keys {
         let bad = |reason: String| WorkloadApiError::JwtKey {
             domain: domain.to_owned(),
-            endpoint: endpoint.to_string(),
+            endpoint: endpoint.to_owned(),
             kid: key.kid.clone(),
             reason,
         };
