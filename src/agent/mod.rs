@@ -100,31 +100,14 @@ pub async fn start(config: &AgentConfig, clock: SharedClock) -> Result<Running, 
         },
         attestor,
     ));
-    let mut probes: Vec<(String, Arc<dyn Probe>)> = Vec::new();
-    let mut readiness = Vec::new();
-    let mut writers = Vec::new();
-    for (index, spec) in config.credentials.iter().enumerate() {
-        let mut params = SourceParams::new(&spec.request.destination, &spec.request.purpose);
-        params.ttl_seconds = spec
-            .request
-            .ttl
-            .map_or(0, |t| u32::try_from(t.as_secs()).unwrap_or(u32::MAX));
-        params.follow_revocations = follow;
-        params.clock = Arc::clone(&clock);
-        let started = match spec.output {
-            Output::Jwt { .. } => {
-                launch(JwtSource::spawn(params, Arc::clone(&broker)), spec, index)
-            }
-            Output::X509 { .. } => launch(
-                X509SvidSource::spawn(params, Arc::clone(&broker)),
-                spec,
-                index,
-            ),
-        };
-        probes.push((spec.name.clone(), started.probe));
-        readiness.push(started.ready);
-        writers.push(started.writer);
-    }
+    let launched = launch_all(config, &broker, follow, &clock);
+    let probes: Vec<(String, Arc<dyn Probe>)> = launched
+        .iter()
+        .zip(&config.credentials)
+        .map(|(l, spec)| (spec.name.clone(), Arc::clone(&l.probe)))
+        .collect();
+    let (readiness, writers): (Vec<_>, Vec<_>) =
+        launched.into_iter().map(|l| (l.ready, l.writer)).unzip();
     let status = Status::new(probes.clone(), clock);
     for writer in writers {
         tokio::spawn(writer(status.clone()));
@@ -150,6 +133,34 @@ pub async fn start(config: &AgentConfig, clock: SharedClock) -> Result<Running, 
         _probes: probes.into_iter().map(|(_, p)| p).collect(),
         _health_task: health_task,
     })
+}
+
+/// Starts one source per configured credential on `broker`; returns them in config order.
+fn launch_all(
+    config: &AgentConfig,
+    broker: &Arc<dyn Broker>,
+    follow: bool,
+    clock: &SharedClock,
+) -> Vec<Launched> {
+    config
+        .credentials
+        .iter()
+        .enumerate()
+        .map(|(index, spec)| {
+            let mut params = SourceParams::new(&spec.request.destination, &spec.request.purpose);
+            params.ttl_seconds = spec
+                .request
+                .ttl
+                .map_or(0, |t| u32::try_from(t.as_secs()).unwrap_or(u32::MAX));
+            params.follow_revocations = follow;
+            params.clock = Arc::clone(clock);
+            let broker = Arc::clone(broker);
+            match spec.output {
+                Output::Jwt { .. } => launch(JwtSource::spawn(params, broker), spec, index),
+                Output::X509 { .. } => launch(X509SvidSource::spawn(params, broker), spec, index),
+            }
+        })
+        .collect()
 }
 
 /// A source started: what the status reads, its first credential, and its writer.
