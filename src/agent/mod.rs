@@ -240,12 +240,8 @@ fn follows_revocations(attest: &Attest) -> bool {
 
 /// Returns the unverified `sub` of a compact JWT.
 fn subject_of(token: &str) -> Option<String> {
-    use base64::Engine;
-    let claims = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(claims)
-        .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    use tessera_core::attest::jws;
+    let claims: serde_json::Value = jws::decode_json(jws::split(token)?.claims)?;
     claims.get("sub")?.as_str().map(str::to_owned)
 }
 

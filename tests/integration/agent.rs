@@ -17,7 +17,7 @@ use tessera_testkit::dev::WORKLOAD_ID;
 use tessera_core::attest::x5t_s256;
 use tessera_testkit::workload_api::{Svid, WorkloadApiMaterial, WorkloadApiServer};
 
-use crate::common::{DEST, Env, Fixture, PURPOSE, Relay, listed_status};
+use crate::common::{DEST, Env, Fixture, PURPOSE, Relay, claims_of, listed_status};
 
 /// A running `tessera agent`, killed when dropped.
 struct Agent {
@@ -100,19 +100,8 @@ impl Agent {
 
     /// Returns `/healthz` as (status code, JSON), or `None` while it does not answer.
     async fn health(&self) -> Option<(u16, serde_json::Value)> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.health))
-            .await
-            .ok()?;
-        tcp.write_all(b"GET /healthz HTTP/1.1\r\nhost: agent\r\nconnection: close\r\n\r\n")
-            .await
-            .ok()?;
-        let mut raw = Vec::new();
-        tcp.read_to_end(&mut raw).await.ok()?;
-        let text = String::from_utf8(raw).ok()?;
-        let code = text.get(9..12)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n")?.1;
-        Some((code, serde_json::from_str(body).ok()?))
+        let (code, body) = http_get(self.health, "/healthz").await?;
+        Some((code, serde_json::from_str(&body).ok()?))
     }
 
     /// Waits until `/healthz` satisfies `done`; returns its JSON.
@@ -159,16 +148,6 @@ async fn within<T>(what: &str, work: impl std::future::Future<Output = T>) -> T 
         Ok(done) => done,
         Err(_) => panic!("timed out waiting for {what}"),
     }
-}
-
-/// Returns a JWT's claims (unverified: the tests check what the agent wrote, not the broker).
-fn claims(token: &str) -> serde_json::Value {
-    use base64::Engine;
-    let part = token.split('.').nth(1).expect("a compact JWT");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(part)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
 }
 
 fn mode(path: &Path) -> u32 {
@@ -228,7 +207,7 @@ async fn the_agent_writes_whole_files_and_renews_them_before_they_expire() {
             reads
         })
     };
-    let (was, seen_at) = (claims(&first), tessera_testkit::harness::now());
+    let (was, seen_at) = (claims_of(&first), tessera_testkit::harness::now());
     assert_eq!(was["sub"], WORKLOAD_ID);
     let second = agent.next_token(Some(&first)).await;
     let renewed_at = tessera_testkit::harness::now();
@@ -237,7 +216,7 @@ async fn the_agent_writes_whole_files_and_renews_them_before_they_expire() {
         "renewed before it expired"
     );
     assert!(renewed_at >= seen_at, "{renewed_at} {seen_at}");
-    assert_ne!(claims(&second)["jti"], was["jti"]);
+    assert_ne!(claims_of(&second)["jti"], was["jti"]);
     stop.store(true, Ordering::SeqCst);
     assert!(reader.join().unwrap() > 0);
     for file in ["ledger.jwt", "svid.pem", "svid-key.pem", "bundle.pem"] {
@@ -252,7 +231,7 @@ async fn the_agent_writes_whole_files_and_renews_them_before_they_expire() {
         hooks.lines().count() >= 2,
         "the command ran after each renewal: {hooks}"
     );
-    let metrics = reqwest_free_get(agent.health, "/metrics").await;
+    let (_, metrics) = http_get(agent.health, "/metrics").await.unwrap();
     assert!(
         metrics.contains("tessera_agent_renewals_total{credential=\"ledger\"}"),
         "{metrics}"
@@ -265,19 +244,20 @@ async fn the_agent_writes_whole_files_and_renews_them_before_they_expire() {
     env.shutdown().await;
 }
 
-/// Returns the body of a plain HTTP GET of `path` on 127.0.0.1:`port`.
-async fn reqwest_free_get(port: u16, path: &str) -> String {
+/// Returns the status code and body of a plain HTTP GET of `path` on 127.0.0.1:`port`, or `None`
+/// while nothing answers there.
+async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
-        .unwrap();
+        .ok()?;
     let request = format!("GET {path} HTTP/1.1\r\nhost: agent\r\nconnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.ok()?;
     let mut raw = String::new();
-    tcp.read_to_string(&mut raw).await.unwrap();
-    raw.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
+    tcp.read_to_string(&mut raw).await.ok()?;
+    let code = raw.get(9..12)?.parse().ok()?;
+    let (_, body) = raw.split_once("\r\n\r\n")?;
+    Some((code, body.to_owned()))
 }
 
 #[tokio::test]
@@ -290,7 +270,7 @@ async fn a_revoked_credential_file_is_replaced_at_once() {
     });
     let first = agent.next_token(None).await;
     agent.health_until(|code, _| code == 200).await;
-    let jti = claims(&first)["jti"].as_str().unwrap().to_owned();
+    let jti = claims_of(&first)["jti"].as_str().unwrap().to_owned();
     AdminClient::new(env.channel(Some(&env.fx.material.admin)).await)
         .revoke(RevokeRequest {
             selector: Some(Selector::CredentialId(jti.clone())),
@@ -299,7 +279,7 @@ async fn a_revoked_credential_file_is_replaced_at_once() {
         .await
         .unwrap();
     let second = agent.next_token(Some(&first)).await;
-    let new_jti = claims(&second)["jti"].as_str().unwrap().to_owned();
+    let new_jti = claims_of(&second)["jti"].as_str().unwrap().to_owned();
     assert_ne!(new_jti, jti);
     assert_eq!(listed_status(&env, &jti).await, "revoked");
     assert_eq!(listed_status(&env, &new_jti).await, "live");
@@ -329,7 +309,7 @@ async fn the_last_good_files_are_kept_while_the_broker_is_down_and_renewed_when_
     );
     relay.restore();
     let renewed = agent.next_token(Some(&first)).await;
-    assert_ne!(claims(&renewed)["jti"], claims(&first)["jti"]);
+    assert_ne!(claims_of(&renewed)["jti"], claims_of(&first)["jti"]);
     agent
         .health_until(|code, json| code == 200 && json["credentials"][0]["stale"] == false)
         .await;
@@ -396,7 +376,7 @@ async fn the_agent_attests_with_the_workload_apis_svid_and_follows_its_rotation(
     let first = agent.next_token(None).await;
     let served = x5t_s256(&env.fx.material.workload.cert_der);
     assert_eq!(
-        claims(&first)["cnf"]["x5t#S256"],
+        claims_of(&first)["cnf"]["x5t#S256"],
         served.as_str(),
         "bound to the served SVID"
     );
@@ -407,7 +387,7 @@ async fn the_agent_attests_with_the_workload_apis_svid_and_follows_its_rotation(
         let mut previous = first;
         loop {
             let token = agent.next_token(Some(&previous)).await;
-            if claims(&token)["cnf"]["x5t#S256"] == now_bound.as_str() {
+            if claims_of(&token)["cnf"]["x5t#S256"] == now_bound.as_str() {
                 return;
             }
             previous = token;

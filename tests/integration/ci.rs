@@ -10,7 +10,7 @@ use tessera_testkit::fixtures::{
 };
 use tonic::Code;
 
-use crate::common::{Env, Fixture, HttpReply, csr_der, mint, now, post_form};
+use crate::common::{Env, Fixture, HttpReply, claims_of, csr_der, mint, now, post_form};
 use crate::issuer::{TestIssuer, rand_hex};
 
 pub(crate) const REGISTRY: &str = CI_DESTINATION;
@@ -86,18 +86,6 @@ pub(crate) async fn exchange(env: &Env, token: &str, audience: &str, scope: &str
 async fn exchanges_a_fresh_github_token(env: &Env, issuer: &TestIssuer) {
     let reply = exchange(env, &issuer.github_token(json!({})), REGISTRY, PUSH).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-}
-
-/// Decodes a minted JWT's claims (the signature is checked in the JWT tests).
-pub(crate) fn claims_of(token: &str) -> Value {
-    use base64::Engine;
-    let part = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(part)
-            .unwrap(),
-    )
-    .unwrap()
 }
 
 #[track_caller]

@@ -47,3 +47,14 @@ pub async fn listed_status(env: &Env, credential_id: &str) -> String {
         .map(|c| c.status)
         .unwrap_or_else(|| panic!("{credential_id} is not listed"))
 }
+
+/// Returns a compact JWT's claims, unverified (the tests that need it check signatures
+/// elsewhere); the test fails when it is not a JWT.
+pub fn claims_of(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let part = token.split('.').nth(1).expect("a compact JWT");
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap();
+    serde_json::from_slice(&json).unwrap()
+}

@@ -7,8 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use tessera_core::clock::{ManualClock, SharedClock};
 use tessera_core::domain::{
@@ -23,18 +21,12 @@ use tessera_proto::revoke_request::Selector as RevokeSelector;
 use tessera_server::signing::JwtKeys;
 use tessera_server::status_list::{Served, StatusListConfig, StatusListParts, StatusLists};
 
-use crate::common::{DEST, Env, HttpReply, PURPOSE, https_request, mint};
+use crate::common::{DEST, Env, HttpReply, PURPOSE, claims_of, https_request, mint};
 use crate::status_list_npm::decode;
-
-/// Returns the claims of a compact JWT (unverified).
-fn claims(jwt: &str) -> Value {
-    let payload = jwt.split('.').nth(1).unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
-}
 
 /// Returns the (path, uri, idx) of a minted token's status list entry.
 pub(crate) fn entry(env: &Env, token: &str) -> (String, String, u64) {
-    let reference = &claims(token)["status"]["status_list"];
+    let reference = &claims_of(token)["status"]["status_list"];
     let uri = reference["uri"].as_str().unwrap().to_owned();
     let issuer = env.fx.config().server.issuer;
     let path = uri.strip_prefix(&issuer).unwrap().to_owned();
@@ -63,7 +55,7 @@ pub(crate) async fn fetch_until(env: &Env, path: &str, done: impl Fn(&str) -> bo
 /// Returns the status of `idx` in the list JWT `jwt`, decoded in Rust.
 pub(crate) fn bit(jwt: &str, idx: u64) -> u8 {
     let list: tessera_core::status_list::EncodedList =
-        serde_json::from_value(claims(jwt)["status_list"].clone()).unwrap();
+        serde_json::from_value(claims_of(jwt)["status_list"].clone()).unwrap();
     list.decompress().unwrap().status(idx).unwrap()
 }
 
@@ -330,7 +322,7 @@ async fn the_client_sdk_reads_a_revocation_offline_from_the_list() {
     assert!(issuer.starts_with("https://localhost:"), "{issuer}");
     let mut client = env.workload_client().await;
     let minted = mint(&mut client, DEST, PURPOSE, 60, None).await.unwrap();
-    let token_claims = claims(&minted.token);
+    let token_claims = claims_of(&minted.token);
     let jwks = serde_json::from_value(jwks(&env).await).unwrap();
     let roots = [env.fx.material.tls_ca.cert_der.clone().into()];
     let clock: SharedClock = Arc::new(tessera_core::clock::SystemClock);

@@ -24,7 +24,8 @@ use tonic::Code;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::ci::{EXCHANGE, ID_TOKEN, PUSH, REGISTRY, assert_oauth_error, claims_of};
+use crate::ci::{EXCHANGE, ID_TOKEN, PUSH, REGISTRY, assert_oauth_error};
+use crate::common::claims_of;
 use crate::common::{DEST, Fixture, HttpReply, PURPOSE, crl_serials, csr_der, mint};
 use crate::issuer::TestIssuer;
 
