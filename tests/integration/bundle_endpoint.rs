@@ -4,15 +4,13 @@
 //! a rotation after the refresh hint, keeps the last bundle when a fetch fails, and refuses to
 //! start naming the URL when the endpoint is down.
 
-use std::future::Future;
-use std::time::Duration;
-
 use serde_json::Value;
 use tessera_testkit::bundle_endpoint::{BundleEndpointServer, spiffe_bundle};
 use tessera_testkit::dev::{Certified, JwtSvidSigner, pki};
 use tonic::Code;
 
-use crate::common::{DEST, Env, Fixture, PURPOSE, https_get, mint, now, offset_now};
+use crate::common::{Env, Fixture, https_get, now, offset_now};
+use crate::workload_api::{mint_as, mint_with, until};
 
 const PARTNER_ID: &str = "spiffe://partner.org/ns/billing/sa/api";
 
@@ -70,35 +68,6 @@ fn fixture(url: &str, endpoint: Option<&BundleEndpointServer>) -> Fixture {
         ca.display()
     ));
     fx
-}
-
-/// Mints a JWT on a new connection presenting `svid`; returns the refusal's code.
-async fn mint_as(env: &Env, svid: &Certified) -> Result<(), Code> {
-    let mut client = env.client(Some(svid)).await;
-    let minted = mint(&mut client, DEST, PURPOSE, 60, None).await;
-    minted.map(|_| ()).map_err(|s| s.code())
-}
-
-/// Mints a JWT with `token` as bearer, without a client certificate; returns the refusal's
-/// code.
-async fn mint_with(env: &Env, token: &str) -> Result<(), Code> {
-    let mut client = env.client(None).await;
-    let minted = mint(&mut client, DEST, PURPOSE, 60, Some(token)).await;
-    minted.map(|_| ()).map_err(|s| s.code())
-}
-
-/// Polls `check` until it returns true (at most 20 s); the test fails if it never does.
-async fn until<'a, Fut>(check: impl Fn() -> Fut + 'a)
-where
-    Fut: Future<Output = bool> + 'a,
-{
-    for _ in 0..400 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the broker never showed what was expected");
 }
 
 /// Returns the `/metrics` text.

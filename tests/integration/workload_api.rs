@@ -54,7 +54,7 @@ fn root_ca(td: &str, name: &str) -> Certified {
 }
 
 /// Mints a JWT on a new connection presenting `svid`; returns the refusal's code.
-async fn mint_as(env: &Env, svid: &Certified) -> Result<(), Code> {
+pub(crate) async fn mint_as(env: &Env, svid: &Certified) -> Result<(), Code> {
     let mut client = env.client(Some(svid)).await;
     let minted = mint(&mut client, DEST, PURPOSE, 60, None).await;
     minted.map(|_| ()).map_err(|s| s.code())
@@ -62,14 +62,14 @@ async fn mint_as(env: &Env, svid: &Certified) -> Result<(), Code> {
 
 /// Mints a JWT with `token` as bearer, on a connection without a client certificate; returns
 /// the refusal's code.
-async fn mint_with(env: &Env, token: &str) -> Result<(), Code> {
+pub(crate) async fn mint_with(env: &Env, token: &str) -> Result<(), Code> {
     let mut client = env.client(None).await;
     let minted = mint(&mut client, DEST, PURPOSE, 60, Some(token)).await;
     minted.map(|_| ()).map_err(|s| s.code())
 }
 
 /// Polls `check` until it returns true (at most 20 s); the test fails if it never does.
-async fn until<'a, Fut>(check: impl Fn() -> Fut + 'a)
+pub(crate) async fn until<'a, Fut>(check: impl Fn() -> Fut + 'a)
 where
     Fut: Future<Output = bool> + 'a,
 {
