@@ -6,6 +6,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+use prometheus_client::metrics::counter::Counter;
 use tessera_core::attest::jwt_svid::DEFAULT_MAX_LIFETIME;
 use tessera_core::attest::{JwtSvidVerifier, Principal, TrustDomainBundle};
 use tessera_core::keys::BundleJwk;
@@ -24,7 +25,7 @@ fn verifier() -> &'static JwtSvidVerifier {
             }],
             max_jwt_svid_lifetime: DEFAULT_MAX_LIFETIME,
         };
-        JwtSvidVerifier::new(&[bundle], AUDIENCE).expect("verifier")
+        JwtSvidVerifier::new(&[bundle], AUDIENCE, Counter::default()).expect("verifier")
     })
 }
 

@@ -22,6 +22,7 @@ fn args(env: &Env, scenario: Scenario, ci_issuer: std::net::SocketAddr) -> Bench
         warmup: Duration::from_millis(100),
         concurrency: 64,
         connections: 2,
+        http1_connections: 2,
         ci_issuer_addr: ci_issuer,
         peer_url: "http://127.0.0.1:9/token".into(),
         revoke_rate: 10.0,

@@ -108,6 +108,7 @@ pub struct Report {
     pub scenario: Scenario,
     pub p99_limit_ms: u64,
     pub concurrency: usize,
+    /// Connections the requests went over (HTTP/1.1 for `exchange` and `peer`).
     pub connections: usize,
     pub ceiling: Ceiling,
     pub steps: Vec<StepReport>,
@@ -142,7 +143,10 @@ impl Report {
             scenario: args.scenario,
             p99_limit_ms: u64::try_from(p99_limit.as_millis()).unwrap_or(u64::MAX),
             concurrency: args.concurrency,
-            connections: args.connections,
+            connections: match args.scenario {
+                Scenario::Exchange | Scenario::Peer => args.http1_connections,
+                _ => args.connections,
+            },
             ceiling,
             steps,
             summary,

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use prometheus_client::metrics::counter::Counter;
 use tessera_core::attest::oidc::KeySource;
 use tessera_core::attest::{Attestor, AttestorParams, BundleError, OidcVerifier};
 use tessera_core::clock::SharedClock;
@@ -89,12 +90,18 @@ impl fmt::Debug for Material {
 
 /// Returns the checked material of `config`. Fails when a bundle cannot be used or an OIDC
 /// issuer's extra root is unusable. Opens nothing, binds nothing.
-pub fn material(config: &Config, clock: &SharedClock) -> Result<Material, AssembleError> {
+/// JWT-SVID verifies the attestor's cache saves are counted in `jwt_svid_cache_hits`.
+pub fn material(
+    config: &Config,
+    clock: &SharedClock,
+    jwt_svid_cache_hits: &Counter,
+) -> Result<Material, AssembleError> {
     let attestor = Arc::new(Attestor::new(AttestorParams {
         domains: &config.trust_domains,
         audience: &config.server.audience,
         client_ca: config.server.tls_client_ca.as_deref(),
         oidc: oidc_verifier(config, clock)?,
+        jwt_svid_cache_hits: jwt_svid_cache_hits.clone(),
     })?);
     Ok(Material {
         attestor,
@@ -123,7 +130,7 @@ pub fn services(
     metrics: Arc<Metrics>,
     clock: SharedClock,
 ) -> Result<Services, AssembleError> {
-    let Material { attestor, bundles } = material(config, &clock)?;
+    let Material { attestor, bundles } = material(config, &clock, &metrics.jwt_svid_cache_hits)?;
     let signing = start_signing(config, &clock)?;
     let audit = Audit::new(
         Some(AuditLog::open(

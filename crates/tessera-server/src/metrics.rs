@@ -57,6 +57,8 @@ pub struct Metrics {
     pub connections_shed: Family<ShedLabels, Counter>,
     /// Audit lines dropped because the audit queue was full (a flood outran the disk).
     pub audit_dropped: Counter,
+    /// JWT-SVID signature verifies saved: a token that verified before was presented again.
+    pub jwt_svid_cache_hits: Counter,
     /// Trust bundles taken from a SPIFFE Workload API.
     pub workload_api: crate::workload_api::metrics::WorkloadApiMetrics,
     registry: Registry,
@@ -141,8 +143,16 @@ impl Metrics {
             "Audit log lines dropped because the audit queue was full",
             audit_dropped.clone(),
         );
+        let jwt_svid_cache_hits = Counter::default();
+        r.register(
+            "jwt_svid_cache_hits",
+            "JWT-SVID verifies saved: the token verified before and was only checked for its \
+             times again",
+            jwt_svid_cache_hits.clone(),
+        );
         let workload_api = crate::workload_api::metrics::WorkloadApiMetrics::register(&mut r);
         Metrics {
+            jwt_svid_cache_hits,
             workload_api,
             connections_shed,
             grant_expiry_seconds,

@@ -184,7 +184,8 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError
 /// keys, bundles, OIDC issuer roots, the mint CA self-test, and the TLS certificate and key of
 /// both listeners (what `tessera check` answers). Fails naming what is wrong.
 pub fn check(config: &Config, clock: &SharedClock) -> Result<(), ServerError> {
-    let material = crate::assemble::material(config, clock)?;
+    let hits = prometheus_client::metrics::counter::Counter::default();
+    let material = crate::assemble::material(config, clock, &hits)?;
     crate::assemble::start_signing(config, clock)?;
     for alpn in [&[b"h2".as_slice()][..], &[b"h2", b"http/1.1"]] {
         tls::server_config(ServerConfigParams {

@@ -8,12 +8,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
+use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
 
 use super::TrustDomainBundle;
 use super::jws::{self, Audience, SignatureError, VerifyingKey};
+use super::svid_cache::SvidCache;
 use super::x509_svid::BundleError;
-use super::{Attestation, Principal, sha256_hex};
+use super::{Attestation, Principal, hex, sha256};
 use crate::domain::EvidenceKind;
 use crate::spiffe_id::SpiffeId;
 
@@ -90,6 +92,49 @@ fn human_secs(secs: i64) -> String {
     }
 }
 
+/// A bearer token and its SHA-256 (the cache key, and the evidence hash in hex).
+#[derive(Debug, Clone, Copy)]
+pub struct Token<'a> {
+    pub text: &'a str,
+    pub digest: [u8; 32],
+}
+
+/// What a verified JWT-SVID left that later presentations still check or return.
+#[derive(Debug)]
+struct Verified {
+    identity: SpiffeId,
+    exp: i64,
+    nbf: Option<i64>,
+    /// The trust domain's lifetime cap when it was verified (fixed for one verifier).
+    max_lifetime: i64,
+}
+
+/// Checks `exp` (not past, at most `max_lifetime` seconds ahead) and `nbf` at `now`, both
+/// with [`LEEWAY_SECS`]. Fails with the rule broken.
+fn check_times(
+    exp: i64,
+    nbf: Option<i64>,
+    now: i64,
+    max_lifetime: i64,
+) -> Result<(), JwtSvidError> {
+    if now >= exp.saturating_add(LEEWAY_SECS) {
+        return Err(JwtSvidError::Expired { exp, now });
+    }
+    if exp.saturating_sub(now) > max_lifetime {
+        return Err(JwtSvidError::LivesTooLong {
+            exp,
+            now,
+            max_secs: max_lifetime,
+        });
+    }
+    if let Some(nbf) = nbf
+        && now.saturating_add(LEEWAY_SECS) < nbf
+    {
+        return Err(JwtSvidError::NotYetValid { nbf, now });
+    }
+    Ok(())
+}
+
 /// One trust domain's JWT-SVID keys and lifetime cap.
 struct DomainKeys {
     keys: Vec<VerifyingKey>,
@@ -97,10 +142,12 @@ struct DomainKeys {
     max_lifetime: i64,
 }
 
-/// Verifies JWT-SVIDs against the configured trust domains' JWT bundles.
+/// Verifies JWT-SVIDs against the configured trust domains' JWT bundles, remembering the
+/// tokens that verified until they expire ([`svid_cache`]).
 pub struct JwtSvidVerifier {
     audience: String,
     domains: HashMap<String, DomainKeys>,
+    cache: SvidCache<Verified>,
 }
 
 impl std::fmt::Debug for JwtSvidVerifier {
@@ -148,8 +195,13 @@ fn check_header(part: &str) -> Result<(Algorithm, Option<String>), JwtSvidError>
 }
 
 impl JwtSvidVerifier {
-    /// Builds the verifier; fails when a bundle key cannot be used for verification.
-    pub fn new(domains: &[TrustDomainBundle], audience: &str) -> Result<Self, BundleError> {
+    /// Builds the verifier, with an empty cache whose hits are counted in `cache_hits`; fails
+    /// when a bundle key cannot be used for verification.
+    pub fn new(
+        domains: &[TrustDomainBundle],
+        audience: &str,
+        cache_hits: Counter,
+    ) -> Result<Self, BundleError> {
         let mut out = HashMap::new();
         for domain in domains.iter().filter(|d| !d.jwt_keys.is_empty()) {
             let keys = domain
@@ -168,10 +220,27 @@ impl JwtSvidVerifier {
             let keys = DomainKeys { keys, max_lifetime };
             out.insert(domain.name.as_str().to_owned(), keys);
         }
+        let longest = out.values().map(|d| d.max_lifetime).max().unwrap_or(0);
+        let ttl = u64::try_from(longest.saturating_add(LEEWAY_SECS)).unwrap_or(0);
         Ok(JwtSvidVerifier {
             audience: audience.to_owned(),
             domains: out,
+            cache: SvidCache::new(Duration::from_secs(ttl), cache_hits),
         })
+    }
+
+    /// Returns the outcome for a token that verified before (its SHA-256 is `digest`): its
+    /// attestation, or the time rule it now breaks. `None` when it is not remembered.
+    pub fn cached(&self, digest: &[u8; 32], now: i64) -> Option<Result<Attestation, JwtSvidError>> {
+        let verified = self.cache.get(digest)?;
+        let times = check_times(verified.exp, verified.nbf, now, verified.max_lifetime);
+        Some(times.map(|()| Attestation {
+            principal: Principal::Spiffe(verified.identity.clone()),
+            evidence_kind: EvidenceKind::JwtSvid,
+            evidence_hash: hex(digest),
+            cnf_x5t_s256: None,
+            one_time: None,
+        }))
     }
 
     /// Verifies `token` at unix time `now`; returns the attested workload. Fails with the first
@@ -180,21 +249,34 @@ impl JwtSvidVerifier {
         if token.len() > MAX_TOKEN_LEN {
             return Err(JwtSvidError::TooLong);
         }
+        let digest = sha256(token.as_bytes());
+        if let Some(outcome) = self.cached(&digest, now) {
+            return outcome;
+        }
         let parts = jws::split(token).ok_or(JwtSvidError::NotCompact)?;
         let claims: serde_json::Value =
             jws::decode_json(parts.claims).ok_or(JwtSvidError::BadEncoding { part: "claims" })?;
-        self.verify_parsed(token, &parts, &claims, now)
+        self.verify_parsed(
+            Token {
+                text: token,
+                digest,
+            },
+            &parts,
+            &claims,
+            now,
+        )
     }
 
-    /// Like [`JwtSvidVerifier::verify`], with the token already split and its claims decoded.
+    /// Like [`JwtSvidVerifier::verify`] for a token not in the cache, already split and its
+    /// claims decoded; remembers it when it verifies.
     pub fn verify_parsed(
         &self,
-        token: &str,
+        token: Token<'_>,
         parts: &jws::JwsParts<'_>,
         claims: &serde_json::Value,
         now: i64,
     ) -> Result<Attestation, JwtSvidError> {
-        if token.len() > MAX_TOKEN_LEN {
+        if token.text.len() > MAX_TOKEN_LEN {
             return Err(JwtSvidError::TooLong);
         }
         let (alg, kid) = check_header(parts.header)?;
@@ -227,10 +309,17 @@ impl JwtSvidVerifier {
             SignatureError::BadSignature => JwtSvidError::BadSignature,
         })?;
         self.check_claims(&claims, now, domain_keys.max_lifetime)?;
+        let verified = Verified {
+            identity: identity.clone(),
+            exp: claims.exp.map_or(0, |e| e as i64),
+            nbf: claims.nbf.map(|n| n as i64),
+            max_lifetime: domain_keys.max_lifetime,
+        };
+        self.cache.insert(token.digest, verified);
         Ok(Attestation {
             principal: Principal::Spiffe(identity),
             evidence_kind: EvidenceKind::JwtSvid,
-            evidence_hash: sha256_hex(token.as_bytes()),
+            evidence_hash: hex(&token.digest),
             cnf_x5t_s256: None,
             one_time: None,
         })
@@ -246,21 +335,7 @@ impl JwtSvidVerifier {
         // Times may be written as floats by some issuers; whole seconds are what count (the
         // cast saturates, so 1e30 is i64::MAX).
         let exp = claims.exp.ok_or(JwtSvidError::MissingExp)? as i64;
-        if now >= exp.saturating_add(LEEWAY_SECS) {
-            return Err(JwtSvidError::Expired { exp, now });
-        }
-        if exp.saturating_sub(now) > max_lifetime {
-            return Err(JwtSvidError::LivesTooLong {
-                exp,
-                now,
-                max_secs: max_lifetime,
-            });
-        }
-        if let Some(nbf) = claims.nbf.map(|n| n as i64)
-            && now.saturating_add(LEEWAY_SECS) < nbf
-        {
-            return Err(JwtSvidError::NotYetValid { nbf, now });
-        }
+        check_times(exp, claims.nbf.map(|n| n as i64), now, max_lifetime)?;
         match &claims.aud {
             Some(aud) if aud.contains(&self.audience) => Ok(()),
             _ => Err(JwtSvidError::Audience(self.audience.clone())),

@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::attest::sha256_hex;
 use crate::keys::BundleJwk;
 use crate::test_jws::{Case, Change, TestKey, case, unsigned};
 use crate::test_pki::{NOW, TD, WORKLOAD};
@@ -253,6 +254,7 @@ fn each_jwt_svid_rule_refuses_its_violation_and_nothing_else() {
             bundle("other.org", &[("k-other", &other_domain_key)]),
         ],
         AUDIENCE,
+        Counter::default(),
     )
     .unwrap();
     for case in cases() {
@@ -270,7 +272,8 @@ fn each_jwt_svid_rule_refuses_its_violation_and_nothing_else() {
 #[test]
 fn a_verified_jwt_svid_attests_its_sub_with_the_hash_of_the_token() {
     let key = TestKey::es256();
-    let verifier = JwtSvidVerifier::new(&[bundle(TD, &[(KID, &key)])], AUDIENCE).unwrap();
+    let verifier =
+        JwtSvidVerifier::new(&[bundle(TD, &[(KID, &key)])], AUDIENCE, Counter::default()).unwrap();
     let token = key.sign(&header(), &claims());
     let attestation = verifier.verify(&token, NOW).unwrap();
     assert_eq!(
@@ -285,7 +288,8 @@ fn a_verified_jwt_svid_attests_its_sub_with_the_hash_of_the_token() {
 #[test]
 fn rs256_and_ps256_jwt_svids_are_accepted_from_an_rsa_key() {
     let key = TestKey::rsa();
-    let verifier = JwtSvidVerifier::new(&[bundle(TD, &[(KID, &key)])], AUDIENCE).unwrap();
+    let verifier =
+        JwtSvidVerifier::new(&[bundle(TD, &[(KID, &key)])], AUDIENCE, Counter::default()).unwrap();
     for alg in ["RS256", "PS256"] {
         let token = key.sign(&json!({"alg": alg, "kid": KID}), &claims());
         assert!(verifier.verify(&token, NOW).is_ok(), "{alg}");
@@ -304,8 +308,12 @@ fn rs256_and_ps256_jwt_svids_are_accepted_from_an_rsa_key() {
 fn a_key_rotation_keeps_both_kids_verifying() {
     let old = TestKey::es256();
     let new = TestKey::es256();
-    let verifier =
-        JwtSvidVerifier::new(&[bundle(TD, &[("old", &old), ("new", &new)])], AUDIENCE).unwrap();
+    let verifier = JwtSvidVerifier::new(
+        &[bundle(TD, &[("old", &old), ("new", &new)])],
+        AUDIENCE,
+        Counter::default(),
+    )
+    .unwrap();
     for (kid, key) in [("old", &old), ("new", &new)] {
         let token = key.sign(&json!({"alg": "ES256", "kid": kid}), &claims());
         assert!(verifier.verify(&token, NOW).is_ok(), "{kid}");
@@ -333,7 +341,7 @@ fn an_unusable_bundle_key_is_a_bundle_error_naming_domain_and_kid() {
         }],
         max_jwt_svid_lifetime: DEFAULT_MAX_LIFETIME,
     };
-    let err = JwtSvidVerifier::new(&[domain], AUDIENCE).unwrap_err();
+    let err = JwtSvidVerifier::new(&[domain], AUDIENCE, Counter::default()).unwrap_err();
     assert!(
         matches!(&err, BundleError::JwtKey { domain, kid, .. } if domain == TD && kid == "bad"),
         "{err:?}"
@@ -345,7 +353,7 @@ fn the_lifetime_cap_is_the_trust_domains_and_its_refusal_names_it_and_the_exp() 
     let key = TestKey::es256();
     let mut domain = bundle(TD, &[(KID, &key)]);
     domain.max_jwt_svid_lifetime = std::time::Duration::from_secs(600);
-    let verifier = JwtSvidVerifier::new(&[domain], AUDIENCE).unwrap();
+    let verifier = JwtSvidVerifier::new(&[domain], AUDIENCE, Counter::default()).unwrap();
     let at_cap = key.sign(
         &header(),
         &json!({"sub": WORKLOAD, "aud": AUDIENCE, "exp": NOW + 600}),
@@ -360,4 +368,88 @@ fn the_lifetime_cap_is_the_trust_domains_and_its_refusal_names_it_and_the_exp() 
         message.starts_with("JWT-SVID lives longer than the 10m this trust domain allows: exp is 1000000000000000000"),
         "{message}"
     );
+}
+
+#[test]
+fn a_jwt_svid_presented_again_skips_the_verify_but_not_its_times() {
+    let key = TestKey::es256();
+    let hits = Counter::default();
+    let verifier =
+        JwtSvidVerifier::new(&[bundle(TD, &[(KID, &key)])], AUDIENCE, hits.clone()).unwrap();
+    let token = key.sign(&header(), &claims());
+    let first = verifier.verify(&token, NOW).unwrap();
+    assert_eq!(hits.get(), 0);
+    let again = verifier.verify(&token, NOW + 10).unwrap();
+    assert_eq!(
+        hits.get(),
+        1,
+        "the second presentation is served from the cache"
+    );
+    assert_eq!(again.principal, first.principal);
+    assert_eq!(again.evidence_hash, sha256_hex(token.as_bytes()));
+    // exp is NOW + 300, checked again on every hit, with the leeway.
+    assert_eq!(
+        verifier.verify(&token, NOW + 330),
+        Err(JwtSvidError::Expired {
+            exp: NOW + 300,
+            now: NOW + 330
+        })
+    );
+    assert_eq!(hits.get(), 2);
+    let early = key.sign(
+        &header(),
+        &json!({"sub": WORKLOAD, "aud": [AUDIENCE], "exp": NOW + 300, "nbf": NOW}),
+    );
+    assert!(verifier.verify(&early, NOW).is_ok());
+    assert_eq!(
+        verifier.verify(&early, NOW - 31),
+        Err(JwtSvidError::NotYetValid {
+            nbf: NOW,
+            now: NOW - 31
+        })
+    );
+}
+
+#[test]
+fn a_refused_jwt_svid_is_not_remembered_and_a_byte_changed_token_is_verified_anew() {
+    let key = TestKey::es256();
+    let other = TestKey::es256();
+    let hits = Counter::default();
+    let verifier =
+        JwtSvidVerifier::new(&[bundle(TD, &[(KID, &key)])], AUDIENCE, hits.clone()).unwrap();
+    let forged = other.sign(&header(), &claims());
+    for _ in 0..2 {
+        assert_eq!(
+            verifier.verify(&forged, NOW),
+            Err(JwtSvidError::BadSignature)
+        );
+    }
+    let token = key.sign(&header(), &claims());
+    verifier.verify(&token, NOW).unwrap();
+    // The same header and claims under another signature are other bytes: verified, refused.
+    let (signed, _) = token.rsplit_once('.').unwrap();
+    let (_, bad_sig) = forged.rsplit_once('.').unwrap();
+    assert_eq!(
+        verifier.verify(&format!("{signed}.{bad_sig}"), NOW),
+        Err(JwtSvidError::BadSignature)
+    );
+    assert_eq!(hits.get(), 0);
+}
+
+#[test]
+fn a_verifier_built_for_new_bundles_does_not_trust_what_the_old_one_remembered() {
+    let old = TestKey::es256();
+    let new = TestKey::es256();
+    let hits = Counter::default();
+    let before =
+        JwtSvidVerifier::new(&[bundle(TD, &[(KID, &old)])], AUDIENCE, hits.clone()).unwrap();
+    let token = old.sign(&header(), &claims());
+    before.verify(&token, NOW).unwrap();
+    before.verify(&token, NOW).unwrap();
+    assert_eq!(hits.get(), 1);
+    // The bundle rotated: the old key is gone, and so is what it vouched for.
+    let after =
+        JwtSvidVerifier::new(&[bundle(TD, &[(KID, &new)])], AUDIENCE, hits.clone()).unwrap();
+    assert_eq!(after.verify(&token, NOW), Err(JwtSvidError::BadSignature));
+    assert_eq!(hits.get(), 1);
 }

@@ -7,12 +7,14 @@
 pub mod jws;
 pub mod jwt_svid;
 pub mod oidc;
+mod svid_cache;
 pub mod x509_svid;
 
 use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use prometheus_client::metrics::counter::Counter;
 
 use crate::domain::EvidenceKind;
 use crate::keys::BundleJwk;
@@ -121,6 +123,8 @@ pub struct Attestor {
     /// Shared with the attestors [`Attestor::rebundle`] makes (its JWKS cache survives).
     oidc: std::sync::Arc<OidcVerifier>,
     audience: String,
+    /// Counts JWT-SVID verifies saved by the cache; shared with rebundled attestors.
+    jwt_svid_cache_hits: Counter,
 }
 
 impl fmt::Debug for Attestor {
@@ -134,10 +138,11 @@ impl Attestor {
     /// and CI tokens of `p.oidc`'s issuers. Fails when a bundle certificate or key cannot be used.
     pub fn new(p: AttestorParams<'_>) -> Result<Self, BundleError> {
         Ok(Attestor {
-            jwt: JwtSvidVerifier::new(p.domains, p.audience)?,
+            jwt: JwtSvidVerifier::new(p.domains, p.audience, p.jwt_svid_cache_hits.clone())?,
             x509: std::sync::Arc::new(X509SvidVerifier::new(p.domains, p.client_ca)?),
             oidc: std::sync::Arc::new(p.oidc),
             audience: p.audience.to_owned(),
+            jwt_svid_cache_hits: p.jwt_svid_cache_hits,
         })
     }
 
@@ -150,16 +155,23 @@ impl Attestor {
         client_ca: Option<&[rustls::pki_types::CertificateDer<'static>]>,
     ) -> Result<Self, BundleError> {
         Ok(Attestor {
-            jwt: JwtSvidVerifier::new(domains, &self.audience)?,
+            jwt: JwtSvidVerifier::new(domains, &self.audience, self.jwt_svid_cache_hits.clone())?,
             x509: std::sync::Arc::new(X509SvidVerifier::new(domains, client_ca)?),
             oidc: std::sync::Arc::clone(&self.oidc),
             audience: self.audience.clone(),
+            jwt_svid_cache_hits: self.jwt_svid_cache_hits.clone(),
         })
     }
 
     /// Returns the X509-SVID verifier, shared with the TLS layer (once per connection).
     pub fn x509(&self) -> &std::sync::Arc<X509SvidVerifier> {
         &self.x509
+    }
+
+    /// Returns the counter of JWT-SVID verifies saved by the cache, to hand to the attestor
+    /// that replaces this one on reload.
+    pub fn jwt_svid_cache_hits(&self) -> &Counter {
+        &self.jwt_svid_cache_hits
     }
 
     /// Returns the JWT-SVID verifier.
@@ -178,6 +190,11 @@ impl Attestor {
         if token.len() > jwt_svid::MAX_TOKEN_LEN {
             return Err(JwtSvidError::TooLong.into());
         }
+        // Only JWT-SVIDs that verified are remembered: a CI token never hits.
+        let digest = sha256(token.as_bytes());
+        if let Some(outcome) = self.jwt.cached(&digest, now) {
+            return Ok(outcome?);
+        }
         let parts = jws::split(token).ok_or(JwtSvidError::NotCompact)?;
         let claims: serde_json::Value =
             jws::decode_json(parts.claims).ok_or(JwtSvidError::BadEncoding { part: "claims" })?;
@@ -189,7 +206,13 @@ impl Attestor {
             (Some(iss), sub) if !sub.is_some_and(|s| s.starts_with("spiffe://")) => {
                 Err(OidcError::UnknownIssuer(iss.to_owned()).into())
             }
-            _ => Ok(self.jwt.verify_parsed(token, &parts, &claims, now)?),
+            _ => {
+                let token = jwt_svid::Token {
+                    text: token,
+                    digest,
+                };
+                Ok(self.jwt.verify_parsed(token, &parts, &claims, now)?)
+            }
         }
     }
 
@@ -232,6 +255,8 @@ pub struct AttestorParams<'a> {
     /// Extra roots every X509-SVID must also chain to (`[server] tls_client_ca`).
     pub client_ca: Option<&'a [rustls::pki_types::CertificateDer<'static>]>,
     pub oidc: OidcVerifier,
+    /// Where JWT-SVID verifies saved by the cache are counted (`tessera_jwt_svid_cache_hits`).
+    pub jwt_svid_cache_hits: Counter,
 }
 
 /// Extracts the token of an `authorization: Bearer <token>` value (scheme case-insensitive).
@@ -248,9 +273,21 @@ pub fn bearer_token(header: &str) -> Result<&str, AttestError> {
 
 /// Returns lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&sha256(bytes))
+}
+
+/// Returns the SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    let mut out = String::with_capacity(64);
-    for b in digest.as_ref() {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// Returns `bytes` in lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
         out.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
         out.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
     }
@@ -330,6 +367,7 @@ mod tests {
             audience: "tessera",
             client_ca: None,
             oidc: OidcVerifier::new(Vec::new(), Vec::new(), clock),
+            jwt_svid_cache_hits: Counter::default(),
         })
         .expect("attestor");
         let rebundled = attestor

@@ -78,8 +78,9 @@ pub struct RedbOptions {
     /// Bytes of redb page cache (`[ledger] cache_size`). Default 64 MiB.
     pub cache_size: usize,
     /// Group commit window: while writes arrive concurrently (the last batch held more than
-    /// one), a batch waits up to this long for more before committing, so that one commit and
-    /// one fsync carry more credentials. After a batch of one, nothing waits. Default 1 ms.
+    /// one), the writer, woken by a write, sleeps this long before taking what is queued, so
+    /// that one commit and one fsync carry more credentials (and the writer is not woken once
+    /// per write). After a batch of one, nothing waits. Default 1 ms.
     pub linger: std::time::Duration,
     /// Where commit latency, batch sizes and the last sequence are recorded.
     pub metrics: LedgerMetrics,

@@ -141,24 +141,18 @@ impl Writer {
         tracing::debug!("ledger writer stopped");
     }
 
+    /// Returns `first` and what else is queued, up to `max_batch`, and whether a `Close` is
+    /// among them. While writes arrive concurrently (the last batch held more than one), first
+    /// sleeps the linger once, so the batch gathers what arrives meanwhile without a wake-up
+    /// (and a context switch) per message.
     fn drain(&self, first: WriterMsg) -> (Vec<Job>, bool) {
-        let linger_until = (self.last_batch > 1 && !self.options.linger.is_zero())
-            .then(|| std::time::Instant::now() + self.options.linger);
         let mut closing = matches!(first, WriterMsg::Close(_));
+        if !closing && self.last_batch > 1 && !self.options.linger.is_zero() {
+            std::thread::sleep(self.options.linger);
+        }
         let mut jobs = vec![Job::from(first)];
         while !closing && jobs.len() < self.options.max_batch {
-            let msg = match self.rx.try_recv() {
-                Ok(msg) => msg,
-                Err(mpsc::TryRecvError::Disconnected) => break,
-                Err(mpsc::TryRecvError::Empty) => {
-                    let Some(until) = linger_until else { break };
-                    let left = until.saturating_duration_since(std::time::Instant::now());
-                    match self.rx.recv_timeout(left) {
-                        Ok(msg) => msg,
-                        Err(_) => break,
-                    }
-                }
-            };
+            let Ok(msg) = self.rx.try_recv() else { break };
             closing = matches!(msg, WriterMsg::Close(_));
             jobs.push(Job::from(msg));
         }

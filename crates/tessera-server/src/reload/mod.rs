@@ -15,6 +15,7 @@ mod sections;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use tessera_core::clock::SharedClock;
 use tessera_core::domain::Selector;
@@ -258,8 +259,16 @@ impl Reloader {
         let (filled, bundles) = self.parts.workload_api.configure(&config).await?;
         let clock = Arc::clone(&self.parts.clock);
         let signing = self.parts.signing.clone();
+        let hits = self
+            .parts
+            .settings
+            .load()
+            .attestor
+            .jwt_svid_cache_hits()
+            .clone();
         let checked =
-            tokio::task::spawn_blocking(move || Checked::of(&filled, &clock, &signing)).await??;
+            tokio::task::spawn_blocking(move || Checked::of(&filled, &clock, &signing, &hits))
+                .await??;
         Ok((checked, config, bundles))
     }
 
@@ -334,8 +343,13 @@ struct Checked {
 impl Checked {
     /// Returns the settings and signing material of `config`; fails when its material does not
     /// check, or its signing keys or mint CAs cannot take over from those of `signing`.
-    fn of(config: &Config, clock: &SharedClock, signing: &Signing) -> Result<Self, AssembleError> {
-        let material = material(config, clock)?;
+    fn of(
+        config: &Config,
+        clock: &SharedClock,
+        signing: &Signing,
+        jwt_svid_cache_hits: &Counter,
+    ) -> Result<Self, AssembleError> {
+        let material = material(config, clock, jwt_svid_cache_hits)?;
         let trust = config.x509_trust();
         Ok(Checked {
             signing: signing.prepare(&config.signing, &trust, clock.unix_millis())?,
