@@ -10,6 +10,10 @@
 #    credentials, revoke on A → refused by B's introspection and seen by B's watcher
 #    ($REVOKES revokes while both replicas mint), revoke by workload covering $COUNT.
 #
+# With FSYNC_OFF=1, also mint-jwt on PostgreSQL with the server's `fsync = off` (ALTER SYSTEM,
+# reloaded, reset on exit): what durability costs on this ledger, as `[ledger] fsync = false`
+# prices it on redb.
+#
 #   bench/postgres.sh                 # ~10 minutes
 #   COUNT=100000 bench/postgres.sh    # smaller
 set -euo pipefail
@@ -66,7 +70,11 @@ stop_broker() {
 pin_postgres() { # cpu-list
   for pid in $(pgrep -x postgres || pgrep -f 'postgres:' || true); do taskset -a -p -c "$1" "$pid" >/dev/null 2>&1 || true; done
 }
-trap 'stop_broker; pin_postgres 0-$(($(nproc) - 1)); $PG_ADMIN -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1; true' EXIT
+pg_fsync() { # on|off
+  if [ "$1" = on ]; then $PG_ADMIN -c "ALTER SYSTEM RESET fsync" -c "SELECT pg_reload_conf()" >/dev/null
+  else $PG_ADMIN -c "ALTER SYSTEM SET fsync = off" -c "SELECT pg_reload_conf()" >/dev/null; fi
+}
+trap 'stop_broker; [ "${FSYNC_OFF:-0}" = 1 ] && pg_fsync on; pin_postgres 0-$(($(nproc) - 1)); $PG_ADMIN -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1; true' EXIT
 
 ramp() { # label
   taskset -c "$GEN_CPU" "$BIN" bench --scenario mint-jwt --grpc-addr "$GRPC" --http-addr "$HTTP" \
@@ -96,6 +104,17 @@ start_broker "$(write_config postgres "url = \"postgres://postgres@127.0.0.1:543
 pin_postgres "$PG_CPU"
 ramp postgres | sed 's/`mint-jwt`/PostgreSQL/' >> "$RESULTS"
 stop_broker
+
+if [ "${FSYNC_OFF:-0}" = 1 ]; then
+  echo "== mint-jwt on PostgreSQL, server fsync off" >&2
+  $PG_ADMIN -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null
+  pg_fsync off
+  start_broker "$(write_config postgres-nofsync "url = \"postgres://postgres@127.0.0.1:5432/$DB?sslmode=disable\"")"
+  pin_postgres "$PG_CPU"
+  ramp postgres-nofsync | sed 's/`mint-jwt`/PostgreSQL, server fsync off/' >> "$RESULTS"
+  stop_broker
+  pg_fsync on
+fi
 pin_postgres "0-$(($(nproc) - 1))"
 
 if [ "${REPLICAS:-1}" = 1 ]; then

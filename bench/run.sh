@@ -12,14 +12,19 @@
 # Writes target/bench/results.md and replaces the block between the BEGIN/END markers of
 # BENCHMARKS.md with it (machine, date and commit included).
 #
-#   bench/run.sh                      # everything, ~15 minutes
-#   SCENARIOS="mint-jwt" bench/run.sh # one scenario
+# Then (issue 16) `mint-jwt` again with two tokio workers on the broker's one core (CPU per
+# request by thread at 1 and 2 workers), the single-thread ceiling of the ledger writer
+# (examples/ledger_writer_ceiling), and the PostgreSQL ledger durable and with the server's
+# fsync off (bench/postgres.sh, REPLICAS=0; skipped when PostgreSQL is not running).
+#
+#   bench/run.sh                      # everything, ~30 minutes
+#   SCENARIOS="mint-jwt" NOFSYNC= WORKERS2= SERIAL=0 PG=0 PEER=0 bench/run.sh # one scenario
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BROKER_CPU=${BROKER_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
-START_RATE=${START_RATE:-500}
+START_RATE=${START_RATE:-1000}
 PEER_START_RATE=${PEER_START_RATE:-100}  # the peer saturates below 500/s
 RAMP=${RAMP:-1.25}
 P99_MS=${P99_MS:-10}
@@ -27,6 +32,9 @@ DURATION=${DURATION:-8s}
 WARMUP=${WARMUP:-2s}
 SCENARIOS=${SCENARIOS-"mint-jwt mint-jwt-mtls mint-x509 exchange revoke"}
 NOFSYNC=${NOFSYNC-"mint-jwt mint-x509"}
+WORKERS2=${WORKERS2-"mint-jwt"}
+SERIAL=${SERIAL:-1}
+PG=${PG:-1}
 PEER=${PEER:-1}
 OUT=target/bench
 GRPC=127.0.0.1:18443
@@ -54,7 +62,7 @@ write_config() { # name fsync
 
 BROKER_PID=
 start_broker() { # config
-  TESSERA_LOG=warn taskset -c "$BROKER_CPU" "$BIN" serve --config "$1" 2>"$OUT/broker.log" &
+  TOKIO_WORKER_THREADS=${WORKERS:-1} TESSERA_LOG=warn taskset -c "$BROKER_CPU" "$BIN" serve --config "$1" 2>"$OUT/broker.log" &
   BROKER_PID=$!
   for _ in $(seq 100); do
     curl -sf --cacert certs-dev/tls-ca.pem "https://$HTTP/readyz" >/dev/null 2>&1 && return 0
@@ -73,7 +81,7 @@ generate() { # scenario extra-args...
   local scenario=$1; shift
   taskset -c "$GEN_CPU" "$BIN" bench --scenario "$scenario" --grpc-addr "$GRPC" \
     --http-addr "$HTTP" --rate "${RATE:-$START_RATE}" --ramp "$RAMP" --p99-limit-ms "$P99_MS" \
-    --duration "$DURATION" --warmup "$WARMUP" --max-steps "${MAX_STEPS:-14}" --broker-pid "${BROKER_PID:-0}" "$@"
+    --duration "$DURATION" --warmup "$WARMUP" --max-steps "${MAX_STEPS:-16}" --broker-pid "${BROKER_PID:-0}" "$@"
 }
 
 RESULTS="$OUT/results.md"
@@ -100,14 +108,16 @@ run_scenario() { # label scenario fsync extra-args...
   local row
   row=$(head -n1 "$OUT/$label.md")
   if [ "$fsync" = false ]; then row=${row/\`$scenario\`/\`$scenario\` (fsync off)}; fi
+  if [ "${WORKERS:-1}" != 1 ]; then row=${row/\`$scenario\`/\`$scenario\` ($WORKERS tokio workers, one core)}; fi
   echo "$row" >> "$RESULTS"
   { echo; echo "#### $label"; echo; tail -n +3 "$OUT/$label.md"; } >> "$DETAILS"
 }
 
 # HTTP/1.1 carries one request per connection at a time: give the HTTP scenarios more.
-http_args() { case $1 in exchange|peer) echo "--connections 16" ;; esac; }
+http_args() { case $1 in exchange|peer) echo "--http1-connections 64" ;; esac; }
 for s in $SCENARIOS; do run_scenario "$s" "$s" true $(http_args "$s"); done
 for s in $NOFSYNC; do run_scenario "$s-nofsync" "$s" false $(http_args "$s"); done
+for s in $WORKERS2; do WORKERS=2 run_scenario "$s-2workers" "$s" true $(http_args "$s"); done
 
 if [ "$PEER" = 1 ] && command -v node >/dev/null && command -v npm >/dev/null; then
   npm ci --prefix bench/peer --silent
@@ -122,6 +132,19 @@ if [ "$PEER" = 1 ] && command -v node >/dev/null && command -v npm >/dev/null; t
   kill "$PEER_PID"; PEER_PID=
   head -n1 "$OUT/peer.md" | sed 's/`peer`/`peer`: oidc-provider, plain HTTP/' >> "$RESULTS"
   { echo; echo "#### peer (oidc-provider)"; echo; tail -n +3 "$OUT/peer.md"; } >> "$DETAILS"
+fi
+
+if [ "$SERIAL" = 1 ]; then
+  echo "== ledger writer ceiling" >&2
+  cargo build --release --locked --example ledger_writer_ceiling
+  { echo; echo "Serial stage: the redb ledger writer alone (\`examples/ledger_writer_ceiling\`, mint-jwt records, fsync on):"; echo;
+    taskset -c "$BROKER_CPU" target/release/examples/ledger_writer_ceiling 50000 | tail -n +2; } >> "$RESULTS"
+fi
+if [ "$PG" = 1 ] && pg_isready -h 127.0.0.1 -p 5432 >/dev/null 2>&1; then
+  echo "== PostgreSQL ledger (bench/postgres.sh)" >&2
+  REPLICAS=0 FSYNC_OFF=1 bench/postgres.sh >/dev/null
+  { echo; echo "The PostgreSQL ledger (\`REPLICAS=0 FSYNC_OFF=1 bench/postgres.sh\`):"; echo;
+    tail -n +4 target/bench/postgres/results.md; } >> "$RESULTS"
 fi
 
 { echo; echo "<details><summary>Every step</summary>"; cat "$DETAILS"; echo; echo "</details>"; } >> "$RESULTS"

@@ -1,5 +1,7 @@
 //! Configuration errors name the file and the key, and stop start-up.
 
+use std::time::Duration;
+
 use tessera_core::clock::SystemClock;
 use tessera_server::config::Config;
 
@@ -186,6 +188,36 @@ fn a_ledger_cache_size_is_read_as_bytes_or_with_a_unit() {
         let config = Config::load(&fx.config_path, &SystemClock).unwrap();
         assert_eq!(config.ledger.cache_size, bytes, "{value}");
     }
+}
+
+#[test]
+fn the_commit_linger_defaults_to_a_millisecond_takes_micro_or_milliseconds_and_is_bounded() {
+    let fx = Fixture::new();
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    let config = Config::load(&fx.config_path, &SystemClock).unwrap();
+    assert_eq!(config.ledger.commit_linger, Duration::from_millis(1));
+    for (value, linger) in [("0ms", 0), ("500us", 500), ("100ms", 100_000)] {
+        let edited = text.replace(
+            "[ledger]\n",
+            &format!("[ledger]\ncommit_linger = \"{value}\"\n"),
+        );
+        std::fs::write(&fx.config_path, edited).unwrap();
+        let config = Config::load(&fx.config_path, &SystemClock).unwrap();
+        assert_eq!(
+            config.ledger.commit_linger,
+            Duration::from_micros(linger),
+            "{value}"
+        );
+    }
+    let edited = text.replace("[ledger]\n", "[ledger]\ncommit_linger = \"101ms\"\n");
+    std::fs::write(&fx.config_path, edited).unwrap();
+    let err = Config::load(&fx.config_path, &SystemClock)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ledger.commit_linger") && err.contains("100ms"),
+        "{err}"
+    );
 }
 
 #[test]

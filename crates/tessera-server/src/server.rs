@@ -135,6 +135,7 @@ pub async fn open_ledger(
             let options = RedbOptions {
                 durable: config.ledger.fsync,
                 cache_size: config.ledger.cache_size,
+                linger: config.ledger.commit_linger,
                 metrics: metrics.ledger.clone(),
                 ..RedbOptions::default()
             };
@@ -153,7 +154,10 @@ pub async fn open_ledger(
             Ok(Arc::new(ledger))
         }
         LedgerBackend::Postgres(target) => {
-            let options = postgres_options(target, metrics);
+            let options = PostgresOptions {
+                linger: config.ledger.commit_linger,
+                ..postgres_options(target, metrics)
+            };
             let ledger = PostgresLedger::connect(options).await?;
             tracing::info!(url = %target.url, "connected to the PostgreSQL ledger");
             Ok(Arc::new(ledger))

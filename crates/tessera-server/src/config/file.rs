@@ -68,6 +68,7 @@ pub struct LedgerSection {
     pub sweep_interval: Option<String>,
     pub fsync: Option<bool>,
     pub cache_size: Option<ByteSize>,
+    pub commit_linger: Option<String>,
 }
 
 /// A size in bytes: an integer, or a string like `"64MiB"`.

@@ -96,10 +96,19 @@ pub struct LedgerConfig {
     pub fsync: bool,
     /// Bytes of redb page cache (`[ledger] cache_size`).
     pub cache_size: usize,
+    /// Group commit window (`[ledger] commit_linger`, default 1 ms): while mints arrive
+    /// concurrently, how long the writer waits for more before one commit carries them all.
+    /// Longer means fewer commits (less CPU per credential) and more latency per mint.
+    pub commit_linger: Duration,
 }
 
 /// Default of `[ledger] pool_size`.
 pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// Default of `[ledger] commit_linger`.
+pub const DEFAULT_COMMIT_LINGER: Duration = Duration::from_millis(1);
+/// Longest `[ledger] commit_linger` accepted.
+const MAX_COMMIT_LINGER: Duration = Duration::from_millis(100);
 
 /// Default of `[ledger] cache_size`: 64 MiB.
 pub const DEFAULT_LEDGER_CACHE: usize = 64 << 20;
@@ -152,5 +161,18 @@ pub(super) fn ledger(
             s.cache_size.as_ref(),
             DEFAULT_LEDGER_CACHE,
         )?,
+        commit_linger: match check.duration(
+            "ledger.commit_linger",
+            s.commit_linger.as_deref(),
+            DEFAULT_COMMIT_LINGER,
+        )? {
+            linger if linger > MAX_COMMIT_LINGER => {
+                return Err(check.invalid(
+                    "ledger.commit_linger",
+                    "must be at most 100ms: every concurrent mint waits it",
+                ));
+            }
+            linger => linger,
+        },
     })
 }

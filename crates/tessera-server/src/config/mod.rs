@@ -140,6 +140,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, BadValue> {
         .parse()
         .map_err(|_| BadValue::Duration(text.to_owned()))?;
     let secs = match unit {
+        "us" | "µs" => return Ok(Duration::from_micros(n)),
         "ms" => return Ok(Duration::from_millis(n)),
         "s" => n,
         "m" => n.saturating_mul(60),
