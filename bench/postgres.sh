@@ -46,7 +46,7 @@ write_config() { # name ledger-line
   rm -rf "$dir" && mkdir -p "$dir"
   sed -e "s|127.0.0.1:8443|$GRPC|; s|127.0.0.1:8444|$HTTP|g" \
       -e "s|^path = .*|$2|" \
-      -e "s|^audience = \"tessera\"|audience = \"tessera\"\nmax_in_flight = 256|" \
+      -e "s|^audience = \"tessera\"|audience = \"tessera\"\nmax_in_flight = 1024|" \
       certs-dev/tessera.toml > "$dir/tessera.toml"
   printf '\n[audit]\npath = "%s/audit.log"\n' "$dir" >> "$dir/tessera.toml"
   echo "$dir/tessera.toml"

@@ -5,7 +5,7 @@
 //! ([`CutOffs`]). Cut-offs and issue times are compared in milliseconds. Rebuilt from the
 //! ledger at start.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -36,9 +36,17 @@ struct X509Entry {
 }
 
 /// X.509 credentials by serial (hex), with one copy of each distinct selector value.
+///
+/// Ordered maps, not hash maps: this holds every X.509 credential the CRL may list (hundreds of
+/// thousands under load), behind the lock each X.509 mint takes, and a hash map that doubles
+/// rehashes all of them at once (tens of ms under the lock: the `mint-x509` tail stalls of
+/// issue 16). A B-tree grows a node at a time, and time-ordered serials land at its end.
+/// Pruning takes the expired from the front of `by_expiry` instead of scanning everything.
 #[derive(Debug, Default)]
 struct X509Live {
-    by_serial: HashMap<Box<str>, X509Entry>,
+    by_serial: BTreeMap<Box<str>, X509Entry>,
+    /// Serials by `expires_at`; may name serials already removed (taken back, not recorded).
+    by_expiry: BTreeMap<i64, Vec<Box<str>>>,
     names: HashSet<Arc<str>>,
 }
 
@@ -63,14 +71,28 @@ impl X509Live {
             issued_ms: record.issued_at_ms(),
             expires_at: record.expires_at,
         };
-        self.by_serial
-            .insert(record.credential_id.as_str().into(), entry);
+        let serial: Box<str> = record.credential_id.as_str().into();
+        self.by_expiry
+            .entry(record.expires_at)
+            .or_default()
+            .push(serial.clone());
+        self.by_serial.insert(serial, entry);
     }
 
-    /// Forgets entries the CRL no longer lists at `now`, and names no entry uses.
+    /// Forgets entries the CRL no longer lists at `now` (taken from the front of `by_expiry`,
+    /// so the cost is what is forgotten, not what is kept), and names no entry uses.
     fn prune(&mut self, now: i64) {
-        self.by_serial
-            .retain(|_, e| e.expires_at + CRL_VALIDITY_SECS > now);
+        // Kept: expires_at + CRL_VALIDITY_SECS > now.
+        let kept = self
+            .by_expiry
+            .split_off(&now.saturating_sub(CRL_VALIDITY_SECS).saturating_add(1));
+        let forgotten = std::mem::replace(&mut self.by_expiry, kept);
+        if forgotten.is_empty() {
+            return;
+        }
+        for serial in forgotten.into_values().flatten() {
+            self.by_serial.remove(&serial);
+        }
         self.names.retain(|name| Arc::strong_count(name) > 1);
     }
 }
@@ -495,6 +517,33 @@ mod tests {
         assert_eq!(index.issue_ms(50_000, &subject), 100_000 + 1000);
         index.prune(101, 0);
         assert_eq!(index.rule_count(), 0, "pruned like any rule");
+    }
+
+    #[test]
+    fn pruning_forgets_only_serials_past_their_crl_period_even_after_one_was_taken_back() {
+        let index = RevocationIndex::new();
+        index.note_issuing(&record("early", "w", 100)); // expires at 400
+        index.note_issuing(&record("late", "w", 200)); // expires at 500
+        let gone = record("gone", "w", 100);
+        index.note_issuing(&gone);
+        index.note_not_recorded(&gone);
+        index.apply(&rule(Selector::Workload, "w", 250));
+        let listed = |index: &RevocationIndex| -> Vec<String> {
+            let revoked = index.revoked_serials(0).into_iter();
+            revoked.map(|r| r.serial_hex).collect()
+        };
+        assert_eq!(listed(&index), ["early", "late"]);
+        index.prune(0, 400 + CRL_VALIDITY_SECS - 1);
+        assert_eq!(
+            listed(&index),
+            ["early", "late"],
+            "still within its CRL period"
+        );
+        index.prune(0, 400 + CRL_VALIDITY_SECS);
+        assert_eq!(listed(&index), ["late"]);
+        index.prune(0, 500 + CRL_VALIDITY_SECS);
+        assert!(listed(&index).is_empty());
+        assert_eq!(index.rule_count(), 1, "the rule is pruned on its own terms");
     }
 
     #[test]
