@@ -49,7 +49,8 @@ command -v taskset >/dev/null || { echo "bench/run.sh needs taskset (util-linux)
 # The dev config on other ports, a fresh ledger, a CI issuer served by the generator, a lower
 # max_in_flight so that overload is shed within a bounded queue: 1,024 (256 until issue 16),
 # ~0.1 s of work at the peak, so that the generator's catch-up burst after it was itself
-# descheduled for ~30 ms (other services on this VM share its core) is queued, not shed.
+# descheduled for ~30 ms (other services on this VM share its core) is queued, not shed. The
+# generator allows 4,096 in flight, so that at twice the peak the broker's bound is what holds.
 write_config() { # name fsync
   local dir="$OUT/$1"
   rm -rf "$dir" && mkdir -p "$dir"
@@ -83,7 +84,8 @@ generate() { # scenario extra-args...
   local scenario=$1; shift
   taskset -c "$GEN_CPU" "$BIN" bench --scenario "$scenario" --grpc-addr "$GRPC" \
     --http-addr "$HTTP" --rate "${RATE:-$START_RATE}" --ramp "$RAMP" --p99-limit-ms "$P99_MS" \
-    --duration "$DURATION" --warmup "$WARMUP" --max-steps "${MAX_STEPS:-16}" --broker-pid "${BROKER_PID:-0}" "$@"
+    --duration "$DURATION" --warmup "$WARMUP" --max-steps "${MAX_STEPS:-16}" --broker-pid "${BROKER_PID:-0}" \
+    --concurrency 4096 "$@"
 }
 
 RESULTS="$OUT/results.md"
