@@ -15,8 +15,9 @@ use super::TrustDomainBundle;
 use super::jws::{self, Audience, SignatureError, VerifyingKey};
 use super::svid_cache::SvidCache;
 use super::x509_svid::BundleError;
-use super::{Attestation, Principal, hex, sha256};
+use super::{Attestation, Principal, sha256};
 use crate::domain::EvidenceKind;
+use crate::domain::id::hex;
 use crate::spiffe_id::SpiffeId;
 
 /// Tolerated clock skew when checking `exp` and `nbf`, in seconds.

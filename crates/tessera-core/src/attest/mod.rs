@@ -273,7 +273,7 @@ pub fn bearer_token(header: &str) -> Result<&str, AttestError> {
 
 /// Returns lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&sha256(bytes))
+    crate::domain::id::hex(&sha256(bytes))
 }
 
 /// Returns the SHA-256 of `bytes`.
@@ -281,16 +281,6 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
     let mut out = [0u8; 32];
     out.copy_from_slice(digest.as_ref());
-    out
-}
-
-/// Returns `bytes` in lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
-        out.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
-    }
     out
 }
 
