@@ -4,7 +4,7 @@
 //!
 //! For each number of writers in flight (the batch sizes a broker sees at rising load), it
 //! records COUNT credentials through `Ledger::record` from that many concurrent tasks and reads
-//! the writer thread's CPU time from `/proc/self/task/*/stat` (utime + stime), so the figure is
+//! the writer thread's CPU time from `/proc` (`tessera bench`'s reader), so the figure is
 //! the writer's own cost per credential, whatever the rest of the process does.
 //!
 //! ```text
@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tessera_bench::report::cpu_of;
 use tessera_core::domain::{StatusListRef, id};
 use tessera_ledger::{
     CredentialKind, CredentialRecord, EvidenceKind, Ledger, RecordParams, RedbLedger, RedbOptions,
@@ -51,28 +52,11 @@ fn record(i: u64, start_ms: i64) -> CredentialRecord {
     }
 }
 
-/// CPU ticks (1/100 s, utime + stime) of this process's thread named `name`.
-fn thread_ticks(name: &str) -> u64 {
-    let mut total = 0;
-    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim() != name {
-            continue;
-        }
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        let rest = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = rest.split(' ').collect();
-        // Fields 14 and 15 of stat are utime and stime; `rest` starts at field 3.
-        total += fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    }
-    total
-}
-
 /// Records `count` credentials with `in_flight` concurrent writers; returns (credentials/s of
 /// wall time, writer CPU µs per credential, mean batch size).
 async fn run(ledger: &Arc<RedbLedger>, first: u64, count: u64, in_flight: u64) -> (f64, f64, f64) {
     let start_ms = 1_800_000_000_000;
-    let ticks = thread_ticks("ledger-writer");
+    let cpu = cpu_of(std::process::id()).unwrap();
     let commits = ledger.commits();
     let started = Instant::now();
     let tasks: Vec<_> = (0..in_flight)
@@ -95,13 +79,10 @@ async fn run(ledger: &Arc<RedbLedger>, first: u64, count: u64, in_flight: u64) -
         t.await.unwrap();
     }
     let wall = started.elapsed().as_secs_f64();
-    let cpu_us = (thread_ticks("ledger-writer") - ticks) as f64 * 10_000.0;
+    let per_credential = cpu.per_request(&cpu_of(std::process::id()).unwrap(), count);
+    let writer_us = per_credential.get("ledger-writer").copied().unwrap_or(0.0);
     let batches = (ledger.commits() - commits).max(1) as f64;
-    (
-        count as f64 / wall,
-        cpu_us / count as f64,
-        count as f64 / batches,
-    )
+    (count as f64 / wall, writer_us, count as f64 / batches)
 }
 
 #[tokio::main]
