@@ -6,7 +6,8 @@
 # pinned to the other core (taskset -c $GEN_CPU): the crypto ceiling first (same run, idle
 # broker), then rising rates (x$RAMP) until p99 breaks $P99_MS ms, then one step at half the
 # peak sustained rate and one at twice it (overload: the broker must shed, not collapse).
-# Also runs mint-x509 and mint-jwt with `[ledger] fsync = false` to price durability, and
+# Also runs mint-x509 and mint-jwt with `[ledger] fsync = false` to price durability, mint-jwt
+# with `[ledger] journal = false` (redb fsynced at every commit) to price the journal, and
 # the oidc-provider peer in bench/peer/ (needs node + npm; skipped when missing).
 #
 # Writes target/bench/results.md and replaces the block between the BEGIN/END markers of
@@ -18,7 +19,7 @@
 # fsync off (bench/postgres.sh, REPLICAS=0; skipped when PostgreSQL is not running).
 #
 #   bench/run.sh                      # everything, ~30 minutes
-#   SCENARIOS="mint-jwt" NOFSYNC= WORKERS2= SERIAL=0 PG=0 PEER=0 bench/run.sh # one scenario
+#   SCENARIOS="mint-jwt" NOFSYNC= NOJOURNAL= WORKERS2= SERIAL=0 PG=0 PEER=0 bench/run.sh # one scenario
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +33,7 @@ DURATION=${DURATION:-8s}
 WARMUP=${WARMUP:-2s}
 SCENARIOS=${SCENARIOS-"mint-jwt mint-jwt-mtls mint-x509 exchange revoke"}
 NOFSYNC=${NOFSYNC-"mint-jwt mint-x509"}
+NOJOURNAL=${NOJOURNAL-"mint-jwt"}
 WORKERS2=${WORKERS2-"mint-jwt"}
 SERIAL=${SERIAL:-1}
 PG=${PG:-1}
@@ -55,7 +57,7 @@ write_config() { # name fsync
   local dir="$OUT/$1"
   rm -rf "$dir" && mkdir -p "$dir"
   sed -e "s|127.0.0.1:8443|$GRPC|; s|127.0.0.1:8444|$HTTP|g" \
-      -e "s|^path = .*|path = \"$dir/ledger.redb\"\nfsync = $2|" \
+      -e "s|^path = .*|path = \"$dir/ledger.redb\"\nfsync = $2\njournal = ${JOURNAL:-true}|" \
       -e "s|^audience = \"tessera\"|audience = \"tessera\"\nmax_in_flight = 1024|" \
       certs-dev/tessera.toml > "$dir/tessera.toml"
   "$BIN" bench --scenario exchange --ci-issuer-addr 127.0.0.1:9555 --print-broker-config \
@@ -112,6 +114,7 @@ run_scenario() { # label scenario fsync extra-args...
   local row
   row=$(head -n1 "$OUT/$label.md")
   if [ "$fsync" = false ]; then row=${row/\`$scenario\`/\`$scenario\` (fsync off)}; fi
+  if [ "${JOURNAL:-true}" = false ]; then row=${row/\`$scenario\`/\`$scenario\` (no journal: redb fsync per commit)}; fi
   if [ "${WORKERS:-1}" != 1 ]; then row=${row/\`$scenario\`/\`$scenario\` ($WORKERS tokio workers, one core)}; fi
   echo "$row" >> "$RESULTS"
   { echo; echo "#### $label"; echo; tail -n +3 "$OUT/$label.md"; } >> "$DETAILS"
@@ -121,6 +124,7 @@ run_scenario() { # label scenario fsync extra-args...
 http_args() { case $1 in exchange|peer) echo "--http1-connections 64" ;; esac; }
 for s in $SCENARIOS; do run_scenario "$s" "$s" true $(http_args "$s"); done
 for s in $NOFSYNC; do run_scenario "$s-nofsync" "$s" false $(http_args "$s"); done
+for s in $NOJOURNAL; do JOURNAL=false run_scenario "$s-nojournal" "$s" true $(http_args "$s"); done
 for s in $WORKERS2; do WORKERS=2 run_scenario "$s-2workers" "$s" true $(http_args "$s"); done
 
 if [ "$PEER" = 1 ] && command -v node >/dev/null && command -v npm >/dev/null; then

@@ -191,6 +191,26 @@ fn a_ledger_cache_size_is_read_as_bytes_or_with_a_unit() {
 }
 
 #[test]
+fn the_ledger_journal_is_on_unless_turned_off() {
+    let fx = Fixture::new();
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    assert!(
+        Config::load(&fx.config_path, &SystemClock)
+            .unwrap()
+            .ledger
+            .journal
+    );
+    let edited = text.replace("[ledger]\n", "[ledger]\njournal = false\n");
+    std::fs::write(&fx.config_path, edited).unwrap();
+    assert!(
+        !Config::load(&fx.config_path, &SystemClock)
+            .unwrap()
+            .ledger
+            .journal
+    );
+}
+
+#[test]
 fn the_commit_linger_defaults_to_a_millisecond_takes_micro_or_milliseconds_and_is_bounded() {
     let fx = Fixture::new();
     let text = std::fs::read_to_string(&fx.config_path).unwrap();

@@ -134,6 +134,7 @@ pub async fn open_ledger(
             let path = path.clone();
             let options = RedbOptions {
                 durable: config.ledger.fsync,
+                journal: config.ledger.journal,
                 cache_size: config.ledger.cache_size,
                 linger: config.ledger.commit_linger,
                 metrics: metrics.ledger.clone(),

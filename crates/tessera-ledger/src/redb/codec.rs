@@ -295,24 +295,40 @@ fn hex32(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    let mut len = s.len();
+/// Appends `s` as a LEB128 length then its UTF-8 bytes.
+pub(super) fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_bytes(out, s.as_bytes());
+}
+
+/// Appends `bytes` as a LEB128 length then the bytes.
+pub(super) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut len = bytes.len();
     while len >= 0x80 {
         out.push((len as u8 & 0x7f) | 0x80);
         len >>= 7;
     }
     out.push(len as u8);
-    out.extend_from_slice(s.as_bytes());
+    out.extend_from_slice(bytes);
 }
 
 /// Reads fields front to back; every method fails with what was wrong instead of panicking.
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    /// Returns a reader at the start of `bytes`.
+    pub(super) fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes, pos: 0 }
+    }
+
+    /// Returns whether every byte has been read.
+    pub(super) fn is_done(&self) -> bool {
+        self.pos == self.bytes.len()
+    }
+
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let end = self
             .pos
             .checked_add(n)
@@ -323,7 +339,7 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn u8(&mut self) -> Result<u8, DecodeError> {
+    pub(super) fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
 
@@ -333,20 +349,24 @@ impl<'a> Reader<'a> {
         Ok(u32::from_le_bytes(le))
     }
 
-    fn i64(&mut self) -> Result<i64, DecodeError> {
+    pub(super) fn i64(&mut self) -> Result<i64, DecodeError> {
         let mut le = [0u8; 8];
         le.copy_from_slice(self.take(8)?);
         Ok(i64::from_le_bytes(le))
     }
 
-    fn string(&mut self) -> Result<String, DecodeError> {
+    pub(super) fn string(&mut self) -> Result<String, DecodeError> {
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| DecodeError::NotUtf8)
+    }
+
+    /// Reads a LEB128 length then that many bytes (what [`put_bytes`] wrote).
+    pub(super) fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let mut len = 0usize;
         for shift in (0..35).step_by(7) {
             let byte = self.u8()?;
             len |= usize::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
-                let bytes = self.take(len)?;
-                return String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::NotUtf8);
+                return self.take(len);
             }
         }
         Err(DecodeError::LengthTooLong(self.pos))

@@ -1,97 +1,26 @@
 //! The `ledger-writer` thread: takes the first queued message, drains what else is queued (up
-//! to `max_batch`), applies the whole batch in one write transaction, commits it (fsync), and
+//! to `max_batch`), applies the whole batch in one write transaction, makes it durable, and
 //! only then answers every waiter and publishes the batch's events, in sequence order.
+//!
+//! Durable means: committed to redb without an fsync and its frame written and `fdatasync`ed to
+//! the [`journal`](super::journal); or, at a checkpoint (every [`RedbOptions::checkpoint_every`],
+//! when the journal holds [`RedbOptions::journal_bytes`], at close, and whenever the journal
+//! cannot be written), committed to redb with an fsync, after which the journal starts again.
+//! Without the journal (`RedbOptions::journal` false) every batch is a checkpoint.
 
-use std::collections::HashMap;
-use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::time::Instant;
 
-use ::redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
-use tokio::sync::{broadcast, oneshot};
+use ::redb::{Database, Durability, ReadableDatabase};
+use tokio::sync::broadcast;
 
-use super::codec;
-use super::{
-    CREDENTIALS, EVENTS, EXPIRED_CURSOR_ID, EXPIRED_CURSOR_KEY, EXPIRY, ISSUED, LAST_SEQUENCE_KEY,
-    LIVE_COUNTS, META, REPLAY, REPLAY_EXPIRY, RULES, RedbOptions, STATUS_EXPIRY, StorageContext,
-    X509_EXPIRY,
-};
-use crate::usage::UsageBatch;
-use crate::{
-    COUNTED, CredentialKind, CredentialRecord, Event, EventKind, LedgerError, NewRule,
-    RevocationRule, SweepParams, USAGE_DAYS_KEPT, utc_day,
-};
-
-pub(super) type Reply<T> = oneshot::Sender<Result<T, LedgerError>>;
-
-/// A record encoded by the caller, ready for the writer.
-pub(super) struct PendingRecord {
-    pub record: CredentialRecord,
-    pub bytes: Vec<u8>,
-    /// Replay guard key and expiry.
-    pub replay: Option<(String, i64)>,
-}
-
-/// What the writer thread is asked to do.
-pub(super) enum WriterMsg {
-    Record(Box<PendingRecord>, Reply<u64>),
-    AddRule(Box<NewRule>, Reply<RevocationRule>),
-    /// Now, at most this many events, reply.
-    Expire(i64, usize, Reply<u64>),
-    Sweep(SweepParams, Reply<u64>),
-    Close(Reply<()>),
-}
-
-/// A [`WriterMsg`] with room for its result, filled in while the batch is applied.
-enum Job {
-    Record(Box<PendingRecord>, Reply<u64>, Result<u64, LedgerError>),
-    AddRule(Box<NewRule>, Reply<RevocationRule>, Option<RevocationRule>),
-    Expire((i64, usize), Reply<u64>, u64),
-    Sweep(SweepParams, Reply<u64>, u64),
-    Close(Reply<()>),
-}
-
-impl From<WriterMsg> for Job {
-    fn from(msg: WriterMsg) -> Self {
-        match msg {
-            WriterMsg::Record(r, reply) => Job::Record(r, reply, Ok(0)),
-            WriterMsg::AddRule(rule, reply) => Job::AddRule(rule, reply, None),
-            WriterMsg::Expire(now, limit, reply) => Job::Expire((now, limit), reply, 0),
-            WriterMsg::Sweep(params, reply) => Job::Sweep(params, reply, 0),
-            WriterMsg::Close(reply) => Job::Close(reply),
-        }
-    }
-}
-
-impl Job {
-    /// Sends the job's result; called only after its batch is committed.
-    fn answer(self) {
-        match self {
-            Job::Record(_, reply, result) => send(reply, result),
-            Job::AddRule(_, reply, rule) => send(reply, rule.ok_or(LedgerError::Closed)),
-            Job::Expire(_, reply, n) | Job::Sweep(_, reply, n) => send(reply, Ok(n)),
-            Job::Close(reply) => send(reply, Ok(())),
-        }
-    }
-
-    /// Answers `Storage(message)`: the job's batch was not committed.
-    fn fail(self, message: &str) {
-        let err = || LedgerError::Storage(message.to_owned());
-        match self {
-            Job::Record(_, reply, _) | Job::Expire(_, reply, _) | Job::Sweep(_, reply, _) => {
-                send(reply, Err(err()))
-            }
-            Job::AddRule(_, reply, _) => send(reply, Err(err())),
-            Job::Close(reply) => send(reply, Err(err())),
-        }
-    }
-}
-
-/// Answers a waiter. One that gave up (dropped its future) is not an error.
-fn send<T>(reply: Reply<T>, result: Result<T, LedgerError>) {
-    let _ = reply.send(result);
-}
+use super::apply::apply;
+use super::job::{self, Job, WriterMsg};
+use super::journal::{Frame, Journal};
+use super::{JOURNAL_FRAME_KEY, META, RedbOptions, StorageContext};
+use crate::{Event, LedgerError};
 
 /// The writer thread's state.
 pub(super) struct Writer {
@@ -104,39 +33,30 @@ pub(super) struct Writer {
     /// Size of the last batch committed: a batch of more than one says writes are arriving
     /// concurrently, so the next batch lingers for more (see [`RedbOptions::linger`]).
     pub last_batch: usize,
-}
-
-/// The tables one batch writes, and the events it produces.
-struct Batch<'t> {
-    credentials: Table<'t, &'static str, &'static [u8]>,
-    expiry: Table<'t, (i64, &'static str), ()>,
-    issued: Table<'t, (i64, &'static str), ()>,
-    replay: Table<'t, &'static str, i64>,
-    replay_expiry: Table<'t, (i64, &'static str), ()>,
-    rules: Table<'t, &'static str, &'static [u8]>,
-    events: Table<'t, u64, &'static [u8]>,
-    meta: Table<'t, &'static str, u64>,
-    cursor_id: Table<'t, &'static str, &'static str>,
-    live_counts: Table<'t, (i64, u8, &'static str), u64>,
-    x509: Table<'t, (i64, &'static str), ()>,
-    status: Table<'t, (i64, &'static str), ()>,
-    /// Live counts added by this batch's records, written once per key by `flush_counts`.
-    counts: HashMap<(i64, u8, String), u64>,
-    /// Usage added by this batch's records, written once per key by `usage::flush`.
-    usage: UsageBatch,
-    last_sequence: u64,
-    emitted: Vec<Event>,
+    /// The journal, when the ledger is durable and journaled.
+    pub journal: Option<Journal>,
+    /// The number of the last batch committed (stored with it as `journal_frame`).
+    pub frame: u64,
+    /// When redb was last committed with an fsync.
+    pub checkpointed: Instant,
+    /// The journal encoding of the batch being committed, kept to reuse its allocation.
+    pub payload: Vec<u8>,
 }
 
 impl Writer {
-    /// Commits batches until a `Close` is committed or every sender is dropped.
+    /// Commits batches until a `Close` is committed or every sender is dropped, then
+    /// checkpoints, so a closed ledger is whole in its redb file.
     pub fn run(mut self) {
         while let Ok(first) = self.rx.recv() {
             let (jobs, closing) = self.drain(first);
-            self.commit_batch(jobs);
+            self.commit_batch(jobs, closing);
             if closing {
                 break;
             }
+        }
+        let journaled = self.journal.as_ref().is_some_and(|j| j.written() > 0);
+        if journaled && let Err(err) = self.checkpoint() {
+            tracing::error!(error = %err, "checkpointing the ledger at close failed");
         }
         tracing::debug!("ledger writer stopped");
     }
@@ -159,15 +79,16 @@ impl Writer {
         (jobs, closing)
     }
 
-    /// Applies and commits `jobs` in one transaction, then answers each and publishes the
-    /// events; on failure answers `Storage` and forgets the batch's sequence numbers.
-    fn commit_batch(&mut self, mut jobs: Vec<Job>) {
-        let started = std::time::Instant::now();
+    /// Applies and commits `jobs` in one transaction (a checkpoint when `closing`), then
+    /// answers each and publishes the events; on failure answers `Storage` and forgets the
+    /// batch's sequence numbers.
+    fn commit_batch(&mut self, mut jobs: Vec<Job>, closing: bool) {
+        let started = Instant::now();
         let size = jobs.len();
         self.last_batch = size;
-        match self.apply_and_commit(&mut jobs) {
+        match self.apply_and_commit(&mut jobs, closing) {
             Ok((last_sequence, emitted)) => {
-                let committed = std::time::Instant::now();
+                let committed = Instant::now();
                 let metrics = &self.options.metrics;
                 metrics
                     .commit_seconds
@@ -195,322 +116,140 @@ impl Writer {
         }
     }
 
-    fn apply_and_commit(&self, jobs: &mut [Job]) -> Result<(u64, Vec<Event>), LedgerError> {
+    /// Commits `jobs` as the next frame and makes them durable: through the journal, or as a
+    /// checkpoint when one is due (or `closing`). Returns the last sequence and the events.
+    fn apply_and_commit(
+        &mut self,
+        jobs: &mut [Job],
+        closing: bool,
+    ) -> Result<(u64, Vec<Event>), LedgerError> {
+        let frame = self.frame + 1;
+        let checkpoint = closing || self.checkpoint_due();
         let mut txn = self.db.begin_write().ctx("starting a ledger write")?;
-        let durability = if self.options.durable {
-            Durability::Immediate
-        } else {
-            Durability::None
+        let durability = match self.options.durable && checkpoint {
+            true => Durability::Immediate,
+            false => Durability::None,
         };
         txn.set_durability(durability)
             .ctx("setting the ledger durability")?;
-        let result = apply(&txn, jobs, self.last_sequence)?;
+        let result = apply(&txn, jobs, self.last_sequence, frame)?;
         txn.commit().ctx("committing the ledger batch")?;
+        self.frame = frame;
+        if checkpoint {
+            self.restart_journal();
+        } else if self.journal.is_some() {
+            self.journal_batch(jobs, frame)?;
+        }
         Ok(result)
     }
+
+    /// Returns whether the next batch should be committed with an fsync: always when durable
+    /// without a journal, else when the last checkpoint is [`RedbOptions::checkpoint_every`]
+    /// old or the journal holds [`RedbOptions::journal_bytes`].
+    fn checkpoint_due(&self) -> bool {
+        match &self.journal {
+            None => self.options.durable,
+            Some(journal) => {
+                journal.written() >= self.options.journal_bytes
+                    || self.checkpointed.elapsed() >= self.options.checkpoint_every
+            }
+        }
+    }
+
+    /// Writes the committed batch `frame` to the journal. When that fails, checkpoints instead
+    /// (the batch is then durable in redb) and fails only if that fails too.
+    fn journal_batch(&mut self, jobs: &[Job], frame: u64) -> Result<(), LedgerError> {
+        let Some(journal) = self.journal.as_mut() else {
+            return Ok(());
+        };
+        self.payload.clear();
+        let written = job::encode(jobs, &mut self.payload)
+            .and_then(|()| journal.append(frame, &self.payload));
+        if let Err(err) = written {
+            tracing::warn!(error = %err, "the ledger journal failed: checkpointing instead");
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Commits redb with an fsync (making every earlier commit durable) and restarts the
+    /// journal. Fails with `Storage` when the commit fails.
+    fn checkpoint(&mut self) -> Result<(), LedgerError> {
+        checkpoint(&self.db)?;
+        self.restart_journal();
+        Ok(())
+    }
+
+    fn restart_journal(&mut self) {
+        self.checkpointed = Instant::now();
+        if let Some(journal) = self.journal.as_mut() {
+            journal.restart();
+        }
+    }
 }
 
-/// Applies `jobs` in order inside `txn`; returns the last sequence and the events produced.
-fn apply(
-    txn: &WriteTransaction,
-    jobs: &mut [Job],
-    last_sequence: u64,
-) -> Result<(u64, Vec<Event>), LedgerError> {
-    const OP: &str = "opening the ledger tables";
-    let mut b = Batch {
-        credentials: txn.open_table(CREDENTIALS).ctx(OP)?,
-        expiry: txn.open_table(EXPIRY).ctx(OP)?,
-        issued: txn.open_table(ISSUED).ctx(OP)?,
-        replay: txn.open_table(REPLAY).ctx(OP)?,
-        replay_expiry: txn.open_table(REPLAY_EXPIRY).ctx(OP)?,
-        rules: txn.open_table(RULES).ctx(OP)?,
-        events: txn.open_table(EVENTS).ctx(OP)?,
-        meta: txn.open_table(META).ctx(OP)?,
-        cursor_id: txn.open_table(EXPIRED_CURSOR_ID).ctx(OP)?,
-        live_counts: txn.open_table(LIVE_COUNTS).ctx(OP)?,
-        x509: txn.open_table(X509_EXPIRY).ctx(OP)?,
-        status: txn.open_table(STATUS_EXPIRY).ctx(OP)?,
-        counts: HashMap::new(),
-        usage: UsageBatch::default(),
+/// Commits an empty redb transaction with an fsync, which makes every commit before it durable.
+fn checkpoint(db: &Database) -> Result<(), LedgerError> {
+    const OP: &str = "checkpointing the ledger";
+    let mut txn = db.begin_write().ctx(OP)?;
+    txn.set_durability(Durability::Immediate).ctx(OP)?;
+    txn.commit().ctx(OP)
+}
+
+/// What [`replay`] restored.
+pub(super) struct Replayed {
+    /// The last event sequence after the replay.
+    pub last_sequence: u64,
+    /// The number of the last frame the ledger holds.
+    pub frame: u64,
+}
+
+/// Returns the number of the last journal frame the ledger at `db` holds (0 for none).
+pub(super) fn stored_frame(db: &Database) -> Result<u64, LedgerError> {
+    const OP: &str = "reading the journal frame";
+    let txn = db.begin_read().ctx(OP)?;
+    let meta = txn.open_table(META).ctx(OP)?;
+    Ok(meta
+        .get(JOURNAL_FRAME_KEY)
+        .ctx(OP)?
+        .map_or(0, |v| v.value()))
+}
+
+/// Applies `frames` (those after the ledger's stored frame, in order) to `db` as their batches
+/// were applied before a crash, then checkpoints. Returns the sequence and frame reached. Fails
+/// with `Corrupt` on an undecodable frame and `Storage` when a commit fails; nothing is lost
+/// then, as the journal is untouched until the next open succeeds.
+pub(super) fn replay(
+    db: &Database,
+    frames: Vec<Frame>,
+    mut last_sequence: u64,
+    mut frame: u64,
+) -> Result<Replayed, LedgerError> {
+    const OP: &str = "replaying the ledger journal";
+    if frames.is_empty() {
+        return Ok(Replayed {
+            last_sequence,
+            frame,
+        });
+    }
+    let count = frames.len();
+    for f in frames {
+        let mut jobs = job::decode(&f.payload)?;
+        let mut txn = db.begin_write().ctx(OP)?;
+        txn.set_durability(Durability::None).ctx(OP)?;
+        (last_sequence, _) = apply(&txn, &mut jobs, last_sequence, f.number)?;
+        txn.commit().ctx(OP)?;
+        frame = f.number;
+    }
+    checkpoint(db)?;
+    tracing::info!(
+        frames = count,
+        frame,
         last_sequence,
-        emitted: Vec::new(),
-    };
-    for job in jobs.iter_mut() {
-        match job {
-            Job::Record(pending, _, result) => *result = b.insert_record(pending)?,
-            Job::AddRule(rule, _, stored) => *stored = Some(b.add_rule(rule)?),
-            Job::Expire((now, limit), _, n) => {
-                b.flush_counts()?;
-                *n = b.expire(*now, *limit)?;
-            }
-            Job::Sweep(params, _, n) => {
-                b.flush_counts()?;
-                *n = b.sweep(*params)?;
-                let before_day = utc_day(params.expired_before.saturating_mul(1000));
-                super::usage::sweep_days(txn, before_day.saturating_sub(USAGE_DAYS_KEPT))?;
-            }
-            Job::Close(_) => {}
-        }
-    }
-    b.flush_counts()?;
-    super::usage::flush(txn, std::mem::take(&mut b.usage))?;
-    b.meta
-        .insert(LAST_SEQUENCE_KEY, b.last_sequence)
-        .ctx("storing the event sequence")?;
-    Ok((b.last_sequence, b.emitted))
-}
-
-impl Batch<'_> {
-    /// Stores an event with the next sequence (an `issued` or `expired` one by its credential's
-    /// id only) and keeps it, whole, for publishing; returns the sequence.
-    fn append(
-        &mut self,
-        kind: EventKind,
-        at: i64,
-        credential: Option<CredentialRecord>,
-        revocation: Option<RevocationRule>,
-    ) -> Result<u64, LedgerError> {
-        self.last_sequence += 1;
-        let event = Event {
-            sequence: self.last_sequence,
-            kind,
-            at,
-            credential,
-            revocation,
-            committed: None,
-        };
-        let bytes = match (&event.credential, &event.revocation) {
-            (Some(record), _) => codec::encode_credential_event(kind, at, &record.credential_id),
-            (None, Some(rule)) => codec::encode_rule_event(at, rule)?,
-            (None, None) => {
-                return Err(LedgerError::Storage(format!(
-                    "a {} event must name a credential or a rule",
-                    kind.as_str()
-                )));
-            }
-        };
-        self.events
-            .insert(event.sequence, bytes.as_slice())
-            .ctx("storing an event")?;
-        self.emitted.push(event);
-        Ok(self.last_sequence)
-    }
-
-    /// Inserts a record, its indexes, replay guard and `issued` event, and adds it to the
-    /// batch's live counts and usage (written once per key at the end of the batch), unless
-    /// the guard's key is stored or the id is recorded. Returns the record's result.
-    fn insert_record(
-        &mut self,
-        p: &PendingRecord,
-    ) -> Result<Result<u64, LedgerError>, LedgerError> {
-        const OP: &str = "recording a credential";
-        let id = p.record.credential_id.as_str();
-        if let Some((key, _)) = &p.replay
-            && self.replay.get(key.as_str()).ctx(OP)?.is_some()
-        {
-            return Ok(Err(LedgerError::Replay));
-        }
-        if self.credentials.get(id).ctx(OP)?.is_some() {
-            return Ok(Err(LedgerError::Duplicate(id.to_owned())));
-        }
-        self.credentials.insert(id, p.bytes.as_slice()).ctx(OP)?;
-        self.expiry.insert((p.record.expires_at, id), ()).ctx(OP)?;
-        self.issued.insert((p.record.issued_at, id), ()).ctx(OP)?;
-        if p.record.kind == CredentialKind::X509 {
-            self.x509.insert((p.record.expires_at, id), ()).ctx(OP)?;
-        }
-        if p.record.status_list.is_some() {
-            self.status.insert((p.record.expires_at, id), ()).ctx(OP)?;
-        }
-        for selector in COUNTED {
-            let value = selector.value_of(&p.record).to_owned();
-            *self
-                .counts
-                .entry((
-                    crate::count_bucket(p.record.expires_at),
-                    selector.code(),
-                    value,
-                ))
-                .or_default() += 1;
-        }
-        self.usage.add(&p.record);
-        if let Some((key, expires_at)) = &p.replay {
-            self.replay.insert(key.as_str(), *expires_at).ctx(OP)?;
-            self.replay_expiry
-                .insert((*expires_at, key.as_str()), ())
-                .ctx(OP)?;
-        }
-        let sequence = self.append(
-            EventKind::Issued,
-            p.record.issued_at,
-            Some(p.record.clone()),
-            None,
-        )?;
-        Ok(Ok(sequence))
-    }
-
-    /// Adds the batch's pending live counts to the stored ones, one read and write per key.
-    fn flush_counts(&mut self) -> Result<(), LedgerError> {
-        const OP: &str = "storing live counts";
-        for ((expires_at, code, value), n) in self.counts.drain() {
-            let key = (expires_at, code, value.as_str());
-            let stored = self.live_counts.get(key).ctx(OP)?.map_or(0, |v| v.value());
-            self.live_counts.insert(key, stored + n).ctx(OP)?;
-        }
-        Ok(())
-    }
-
-    fn add_rule(&mut self, rule: &NewRule) -> Result<RevocationRule, LedgerError> {
-        let stored = RevocationRule {
-            rule: rule.clone(),
-            sequence: self.last_sequence + 1,
-        };
-        let bytes = serde_json::to_vec(&stored).ctx("encoding a rule")?;
-        self.rules
-            .insert(rule.revocation_id.as_str(), bytes.as_slice())
-            .ctx("storing a rule")?;
-        self.append(
-            EventKind::Revoked,
-            rule.effective_at,
-            None,
-            Some(stored.clone()),
-        )?;
-        Ok(stored)
-    }
-
-    /// Appends `expired` events, in (expires_at, id) order, for at most `limit` records past
-    /// the cursor whose expiry is before `now`; returns how many. The cursor moves to `now` when
-    /// that was all of them, else to the last record given its event (the next call resumes
-    /// there), so one call never writes more than `limit` events.
-    fn expire(&mut self, now: i64, limit: usize) -> Result<u64, LedgerError> {
-        const OP: &str = "recording expiries";
-        let cursor = self
-            .meta
-            .get(EXPIRED_CURSOR_KEY)
-            .ctx(OP)?
-            .map_or(0, |v| v.value());
-        let cursor = i64::try_from(cursor).unwrap_or(i64::MAX);
-        if now <= cursor || limit == 0 {
-            return Ok(0);
-        }
-        let after = self
-            .cursor_id
-            .get(EXPIRED_CURSOR_KEY)
-            .ctx(OP)?
-            .map(|v| v.value().to_owned())
-            .unwrap_or_default();
-        let start = if after.is_empty() {
-            Bound::Included((cursor, ""))
-        } else {
-            Bound::Excluded((cursor, after.as_str()))
-        };
-        let mut expired = Vec::new();
-        let range = (start, Bound::Excluded((now, "")));
-        for entry in self.expiry.range(range).ctx(OP)?.take(limit) {
-            let (key, _) = entry.ctx(OP)?;
-            let (expires_at, id) = key.value();
-            expired.push((expires_at, id.to_owned()));
-        }
-        for (_, id) in &expired {
-            let Some(bytes) = self
-                .credentials
-                .get(id.as_str())
-                .ctx(OP)?
-                .map(|b| b.value().to_vec())
-            else {
-                continue;
-            };
-            let record = codec::decode_record(id, &bytes)?;
-            self.append(EventKind::Expired, record.expires_at, Some(record), None)?;
-        }
-        let (to, to_id) = match expired.last() {
-            Some((at, id)) if expired.len() == limit => (*at, id.as_str()),
-            _ => (now, ""),
-        };
-        self.meta
-            .insert(EXPIRED_CURSOR_KEY, u64::try_from(to).unwrap_or_default())
-            .ctx(OP)?;
-        self.cursor_id.insert(EXPIRED_CURSOR_KEY, to_id).ctx(OP)?;
-        // Counts of credentials that expired at or before `now` are no longer live (reads
-        // ignore them whether or not their events are written yet).
-        self.live_counts
-            .retain_in(..(now.saturating_add(1), 0u8, ""), |_, _| false)
-            .ctx(OP)?;
-        Ok(expired.len() as u64)
-    }
-
-    /// Deletes expired records (with their indexes), old events, dead rules and replay guards.
-    fn sweep(&mut self, params: SweepParams) -> Result<u64, LedgerError> {
-        const OP: &str = "sweeping the ledger";
-        let upper = (params.expired_before, "");
-        let mut expired = Vec::new();
-        for entry in self.expiry.range(..upper).ctx(OP)?.take(params.limit) {
-            let (key, _) = entry.ctx(OP)?;
-            let (expires_at, id) = key.value();
-            expired.push((expires_at, id.to_owned()));
-        }
-        for (expires_at, id) in &expired {
-            self.expiry.remove((*expires_at, id.as_str())).ctx(OP)?;
-            self.x509.remove((*expires_at, id.as_str())).ctx(OP)?;
-            self.status.remove((*expires_at, id.as_str())).ctx(OP)?;
-            if let Some(bytes) = self
-                .credentials
-                .remove(id.as_str())
-                .ctx(OP)?
-                .map(|b| b.value().to_vec())
-                && let Ok(record) = codec::decode_record(id, &bytes)
-            {
-                self.issued
-                    .remove((record.issued_at, id.as_str()))
-                    .ctx(OP)?;
-            }
-        }
-        let mut guards = Vec::new();
-        for entry in self
-            .replay_expiry
-            .range(..upper)
-            .ctx(OP)?
-            .take(params.limit)
-        {
-            let (key, _) = entry.ctx(OP)?;
-            let (expires_at, guard) = key.value();
-            guards.push((expires_at, guard.to_owned()));
-        }
-        for (expires_at, guard) in &guards {
-            self.replay_expiry
-                .remove((*expires_at, guard.as_str()))
-                .ctx(OP)?;
-            self.replay.remove(guard.as_str()).ctx(OP)?;
-        }
-        self.sweep_events_and_rules(params)?;
-        Ok(expired.len() as u64)
-    }
-
-    fn sweep_events_and_rules(&mut self, params: SweepParams) -> Result<(), LedgerError> {
-        const OP: &str = "sweeping events and rules";
-        let mut old_events = Vec::new();
-        for entry in self.events.iter().ctx(OP)?.take(params.limit) {
-            let (seq, bytes) = entry.ctx(OP)?;
-            match codec::event_at(seq.value(), bytes.value()) {
-                Ok(at) if at < params.expired_before => old_events.push(seq.value()),
-                _ => break,
-            }
-        }
-        for seq in old_events {
-            self.events.remove(seq).ctx(OP)?;
-        }
-        let mut dead = Vec::new();
-        for entry in self.rules.iter().ctx(OP)? {
-            let (id, bytes) = entry.ctx(OP)?;
-            if let Ok(rule) = serde_json::from_slice::<RevocationRule>(bytes.value())
-                && rule.rule.effective_at < params.rules_before
-            {
-                dead.push(id.value().to_owned());
-            }
-        }
-        for id in dead {
-            self.rules.remove(id.as_str()).ctx(OP)?;
-        }
-        Ok(())
-    }
+        "ledger journal replayed"
+    );
+    Ok(Replayed {
+        last_sequence,
+        frame,
+    })
 }

@@ -67,6 +67,7 @@ pub struct LedgerSection {
     pub retain_expired: Option<String>,
     pub sweep_interval: Option<String>,
     pub fsync: Option<bool>,
+    pub journal: Option<bool>,
     pub cache_size: Option<ByteSize>,
     pub commit_linger: Option<String>,
 }

@@ -94,6 +94,10 @@ pub struct LedgerConfig {
     /// Fsync every commit (`[ledger] fsync`, default true). `false` is for measuring what
     /// durability costs: a crash may lose credentials that were already handed out.
     pub fsync: bool,
+    /// Make redb batches durable through the journal beside the ledger file (`[ledger]
+    /// journal`, default true), checkpointing redb every 250 ms; `false` fsyncs every redb
+    /// commit instead. No effect on PostgreSQL.
+    pub journal: bool,
     /// Bytes of redb page cache (`[ledger] cache_size`).
     pub cache_size: usize,
     /// Group commit window (`[ledger] commit_linger`, default 1 ms): while mints arrive
@@ -156,6 +160,7 @@ pub(super) fn ledger(
             Duration::from_secs(60),
         )?,
         fsync: s.fsync.unwrap_or(true),
+        journal: s.journal.unwrap_or(true),
         cache_size: check.size(
             "ledger.cache_size",
             s.cache_size.as_ref(),
