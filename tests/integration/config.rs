@@ -211,6 +211,33 @@ fn the_ledger_journal_is_on_unless_turned_off() {
 }
 
 #[test]
+fn the_checkpoint_interval_defaults_to_a_quarter_second_and_is_bounded() {
+    let fx = Fixture::new();
+    let text = std::fs::read_to_string(&fx.config_path).unwrap();
+    let config = Config::load(&fx.config_path, &SystemClock).unwrap();
+    assert_eq!(
+        config.ledger.checkpoint_interval,
+        Duration::from_millis(250)
+    );
+    let set = |value: &str| {
+        let edited = text.replace(
+            "[ledger]\n",
+            &format!("[ledger]\ncheckpoint_interval = \"{value}\"\n"),
+        );
+        std::fs::write(&fx.config_path, edited).unwrap();
+        Config::load(&fx.config_path, &SystemClock)
+    };
+    assert_eq!(
+        set("2s").unwrap().ledger.checkpoint_interval,
+        Duration::from_secs(2)
+    );
+    for bad in ["5ms", "61s"] {
+        let err = set(bad).unwrap_err().to_string();
+        assert!(err.contains("ledger.checkpoint_interval"), "{bad}: {err}");
+    }
+}
+
+#[test]
 fn the_commit_linger_defaults_to_a_millisecond_takes_micro_or_milliseconds_and_is_bounded() {
     let fx = Fixture::new();
     let text = std::fs::read_to_string(&fx.config_path).unwrap();

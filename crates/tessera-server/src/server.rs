@@ -135,6 +135,7 @@ pub async fn open_ledger(
             let options = RedbOptions {
                 durable: config.ledger.fsync,
                 journal: config.ledger.journal,
+                checkpoint_every: config.ledger.checkpoint_interval,
                 cache_size: config.ledger.cache_size,
                 linger: config.ledger.commit_linger,
                 metrics: metrics.ledger.clone(),

@@ -88,7 +88,9 @@ impl Journal {
         {
             return Err(LedgerError::Corrupt(format!(
                 "the ledger journal {} starts at frame {} but the ledger holds frames up to {}: \
-                 frames {} to {} are missing",
+                 frames {} to {} are missing (was the ledger file restored without the journal \
+                 that was beside it? Put that journal back, or move this one away to open the \
+                 file as it is)",
                 path.display(),
                 first.number,
                 applied,

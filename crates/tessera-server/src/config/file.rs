@@ -68,6 +68,7 @@ pub struct LedgerSection {
     pub sweep_interval: Option<String>,
     pub fsync: Option<bool>,
     pub journal: Option<bool>,
+    pub checkpoint_interval: Option<String>,
     pub cache_size: Option<ByteSize>,
     pub commit_linger: Option<String>,
 }

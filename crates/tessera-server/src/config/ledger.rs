@@ -98,6 +98,9 @@ pub struct LedgerConfig {
     /// journal`, default true), checkpointing redb every 250 ms; `false` fsyncs every redb
     /// commit instead. No effect on PostgreSQL.
     pub journal: bool,
+    /// Longest time between redb checkpoints while journaling (`[ledger] checkpoint_interval`,
+    /// default 250 ms, 10 ms to 60 s): each holds the writer for one durable redb commit.
+    pub checkpoint_interval: Duration,
     /// Bytes of redb page cache (`[ledger] cache_size`).
     pub cache_size: usize,
     /// Group commit window (`[ledger] commit_linger`, default 1 ms): while mints arrive
@@ -116,6 +119,29 @@ const MAX_COMMIT_LINGER: Duration = Duration::from_millis(100);
 
 /// Default of `[ledger] cache_size`: 64 MiB.
 pub const DEFAULT_LEDGER_CACHE: usize = 64 << 20;
+
+/// Default of `[ledger] checkpoint_interval`.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Returns `[ledger] checkpoint_interval`, checked: 10 ms to 60 s.
+fn checkpoint_interval(
+    check: &Checker<'_>,
+    s: &file::LedgerSection,
+) -> Result<Duration, ConfigError> {
+    const KEY: &str = "ledger.checkpoint_interval";
+    let interval = check.duration(
+        KEY,
+        s.checkpoint_interval.as_deref(),
+        DEFAULT_CHECKPOINT_INTERVAL,
+    )?;
+    if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&interval) {
+        return Err(check.invalid(
+            KEY,
+            "must be 10ms to 60s: the journal replayed after a crash holds up to this much",
+        ));
+    }
+    Ok(interval)
+}
 
 /// Returns `[ledger]`, checked; fails naming the key that is wrong.
 pub(super) fn ledger(
@@ -161,6 +187,7 @@ pub(super) fn ledger(
         )?,
         fsync: s.fsync.unwrap_or(true),
         journal: s.journal.unwrap_or(true),
+        checkpoint_interval: checkpoint_interval(check, s)?,
         cache_size: check.size(
             "ledger.cache_size",
             s.cache_size.as_ref(),
