@@ -328,7 +328,7 @@ impl<'a> Reader<'a> {
         self.pos == self.bytes.len()
     }
 
-    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let end = self
             .pos
             .checked_add(n)

@@ -161,3 +161,22 @@ async fn a_journal_left_by_a_crash_is_replayed_even_when_the_journal_is_now_off(
         "without the journal every batch is fsynced"
     );
 }
+
+#[tokio::test]
+async fn an_undecodable_frame_stops_the_open_and_names_the_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = ledger_path(&dir);
+    let ledger = open_journaled(&dir, 16 << 20);
+    ledger.record(plain(sample("a", 1_000))).await.unwrap();
+    ledger.close().await.unwrap();
+    drop(ledger);
+    let applied = writer::stored_frame(&Database::open(&path).unwrap()).unwrap();
+    let (mut journal, _) = Journal::open(&journal::path_of(&path), applied).unwrap();
+    journal.append(applied + 1, &[9]).unwrap();
+    let err = RedbLedger::open(&path, RedbOptions::default())
+        .err()
+        .expect("a frame that is not a batch must stop the open");
+    assert!(matches!(err, LedgerError::Corrupt(_)), "{err:?}");
+    let frame = format!("ledger journal frame {}", applied + 1);
+    assert!(err.to_string().contains(&frame), "{err}");
+}

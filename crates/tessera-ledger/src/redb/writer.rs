@@ -234,7 +234,8 @@ pub(super) fn replay(
     }
     let count = frames.len();
     for f in frames {
-        let mut jobs = job::decode(&f.payload)?;
+        let mut jobs = job::decode(&f.payload)
+            .map_err(|e| LedgerError::Corrupt(format!("ledger journal frame {}: {e}", f.number)))?;
         let mut txn = db.begin_write().ctx(OP)?;
         txn.set_durability(Durability::None).ctx(OP)?;
         (last_sequence, _) = apply(&txn, &mut jobs, last_sequence, f.number)?;
