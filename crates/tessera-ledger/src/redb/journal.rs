@@ -121,15 +121,12 @@ impl Journal {
         let len = u32::try_from(payload.len()).map_err(|_| {
             LedgerError::Storage(format!("{OP}: a batch of {} bytes", payload.len()))
         })?;
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&number.to_le_bytes());
-        crc.update(&len.to_le_bytes());
-        crc.update(payload);
         self.buf.clear();
         self.buf.extend_from_slice(MAGIC);
         self.buf.extend_from_slice(&number.to_le_bytes());
         self.buf.extend_from_slice(&len.to_le_bytes());
-        self.buf.extend_from_slice(&crc.finalize().to_le_bytes());
+        self.buf
+            .extend_from_slice(&checksum(number, len.to_le_bytes(), payload).to_le_bytes());
         self.buf.extend_from_slice(payload);
         let end = self.offset + self.buf.len() as u64;
         if end > self.allocated {
@@ -197,17 +194,22 @@ fn frame_at(bytes: &[u8], at: usize) -> Option<(Frame, usize)> {
     let len = usize::try_from(u32::from_le_bytes(len_bytes)).ok()?;
     let start = at + HEADER;
     let payload = bytes.get(start..start.checked_add(len)?)?;
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&number.to_le_bytes());
-    hasher.update(&len_bytes);
-    hasher.update(payload);
-    (hasher.finalize() == crc).then(|| {
+    (checksum(number, len_bytes, payload) == crc).then(|| {
         let frame = Frame {
             number,
             payload: payload.to_vec(),
         };
         (frame, HEADER + len)
     })
+}
+
+/// Returns the CRC-32 of a frame's number, length and payload.
+fn checksum(number: u64, len: [u8; 4], payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&number.to_le_bytes());
+    hasher.update(&len);
+    hasher.update(payload);
+    hasher.finalize()
 }
 
 /// Fsyncs the directory holding `path`, so a newly created file survives a crash.

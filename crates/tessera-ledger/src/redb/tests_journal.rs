@@ -174,8 +174,7 @@ async fn an_undecodable_frame_stops_the_open_and_names_the_frame() {
     let (mut journal, _) = Journal::open(&journal::path_of(&path), applied).unwrap();
     journal.append(applied + 1, &[9]).unwrap();
     let err = RedbLedger::open(&path, RedbOptions::default())
-        .err()
-        .expect("a frame that is not a batch must stop the open");
+        .expect_err("a frame that is not a batch must stop the open");
     assert!(matches!(err, LedgerError::Corrupt(_)), "{err:?}");
     let frame = format!("ledger journal frame {}", applied + 1);
     assert!(err.to_string().contains(&frame), "{err}");
