@@ -108,6 +108,19 @@ impl Journal {
         Ok((journal, frames))
     }
 
+    /// Returns a journal on `path` (which must exist) opened read-only, so every append fails:
+    /// for testing what the writer does then.
+    #[cfg(test)]
+    pub fn unwritable(path: &Path) -> Journal {
+        Journal {
+            file: File::open(path).expect("the journal file exists"),
+            path: path.to_owned(),
+            offset: 0,
+            allocated: 0,
+            buf: Vec::new(),
+        }
+    }
+
     /// Returns how many bytes of frames were written since the journal last restarted.
     pub fn written(&self) -> u64 {
         self.offset

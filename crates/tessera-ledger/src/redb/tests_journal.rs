@@ -179,3 +179,51 @@ async fn an_undecodable_frame_stops_the_open_and_names_the_frame() {
     let frame = format!("ledger journal frame {}", applied + 1);
     assert!(err.to_string().contains(&frame), "{err}");
 }
+
+#[tokio::test]
+async fn when_the_journal_cannot_be_written_the_batch_is_checkpointed_before_it_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = ledger_path(&dir);
+    let db = Arc::new(Database::create(&path).unwrap());
+    let last_sequence = schema::init_schema(&db).unwrap();
+    let journal_path = journal::path_of(&path);
+    std::fs::write(&journal_path, b"").unwrap();
+    let (tx, rx) = mpsc::channel();
+    let writer = Writer {
+        db: Arc::clone(&db),
+        rx,
+        options: RedbOptions {
+            checkpoint_every: Duration::from_secs(3600),
+            ..RedbOptions::default()
+        },
+        commits: Arc::new(AtomicU64::new(0)),
+        events: broadcast::channel(16).0,
+        last_sequence,
+        last_batch: 0,
+        journal: Some(Journal::unwritable(&journal_path)),
+        frame: 0,
+        checkpointed: std::time::Instant::now(),
+        payload: Vec::new(),
+    };
+    let thread = std::thread::spawn(move || writer.run());
+    let record = sample("a", 1_000);
+    let pending = job::PendingRecord {
+        bytes: codec::encode_record(&record),
+        record,
+        replay: None,
+    };
+    let (reply, answer) = oneshot::channel();
+    tx.send(WriterMsg::Record(Box::new(pending), reply))
+        .unwrap();
+    assert_eq!(answer.await.unwrap().unwrap(), 1);
+
+    let bare = crash_image(&dir, false);
+    let bare = RedbLedger::open(&ledger_path(&bare), RedbOptions::default()).unwrap();
+    assert_eq!(
+        ids(&bare).await,
+        ["a"],
+        "answered, so durable in redb itself"
+    );
+    drop(tx);
+    thread.join().unwrap();
+}
