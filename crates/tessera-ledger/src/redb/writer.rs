@@ -80,8 +80,8 @@ impl Writer {
     }
 
     /// Applies and commits `jobs` in one transaction (a checkpoint when `closing`), then
-    /// answers each and publishes the events; on failure answers `Storage` and forgets the
-    /// batch's sequence numbers.
+    /// answers each and publishes the events; on failure answers `Storage`, and forgets the
+    /// batch's sequence numbers unless redb committed it and only making it durable failed.
     fn commit_batch(&mut self, mut jobs: Vec<Job>, closing: bool) {
         let started = Instant::now();
         let size = jobs.len();
@@ -134,7 +134,11 @@ impl Writer {
             .ctx("setting the ledger durability")?;
         let result = apply(&txn, jobs, self.last_sequence, frame)?;
         txn.commit().ctx("committing the ledger batch")?;
+        // Committed, if not yet durable: later batches follow it, even if making it durable
+        // fails below and it is answered `Storage` (like a crash after a commit, before the
+        // reply).
         self.frame = frame;
+        self.last_sequence = result.0;
         if checkpoint {
             self.restart_journal();
         } else if self.journal.is_some() {
