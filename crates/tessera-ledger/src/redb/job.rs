@@ -5,7 +5,8 @@
 //!
 //! A journal payload is the batch's jobs in order, each `tag u8 | fields`:
 //! `1` record: `credential id | record bytes ([`codec::encode_record`]) | has guard u8 |
-//! [guard key | guard expires_at i64 LE]`; `2` rule: the JSON of the [`NewRule`]; `3` expire:
+//! [guard key | guard expires_at i64 LE]`; `2` rule: the JSON of the [`NewRule`], as a byte
+//! string; `3` expire:
 //! `now i64 LE | limit i64 LE`; `4` sweep: `expired_before i64 LE | rules_before i64 LE |
 //! limit i64 LE`. Strings and byte strings are a LEB128 length then the bytes. A `Close` writes
 //! nothing.

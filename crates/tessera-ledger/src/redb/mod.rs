@@ -258,6 +258,14 @@ fn open_journal(
     Ok((journaled.then_some(journal), replayed))
 }
 
+/// Returns the `meta` value under `key` as committed (0 when absent). Fails with `Storage`
+/// naming `operation`.
+fn read_meta(db: &Database, key: &str, operation: &'static str) -> Result<u64, LedgerError> {
+    let txn = db.begin_read().ctx(operation)?;
+    let meta = txn.open_table(META).ctx(operation)?;
+    Ok(meta.get(key).ctx(operation)?.map_or(0, |v| v.value()))
+}
+
 /// Returns [`Ledger::newest_issue_ms`]: the latest issue millisecond among the ids of the
 /// newest issue second (ids within one second do not sort by time as strings).
 fn newest_issue_ms(db: &Database) -> Result<Option<i64>, LedgerError> {
@@ -377,16 +385,8 @@ impl Ledger for RedbLedger {
     }
 
     async fn last_sequence(&self) -> Result<u64, LedgerError> {
-        const OP: &str = "reading the event sequence";
-        self.read(|db| {
-            let txn = db.begin_read().ctx(OP)?;
-            let meta = txn.open_table(META).ctx(OP)?;
-            Ok(meta
-                .get(LAST_SEQUENCE_KEY)
-                .ctx(OP)?
-                .map_or(0, |v| v.value()))
-        })
-        .await
+        self.read(|db| read_meta(db, LAST_SEQUENCE_KEY, "reading the event sequence"))
+            .await
     }
 
     async fn expire(&self, now: i64, limit: usize) -> Result<u64, LedgerError> {

@@ -13,13 +13,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use ::redb::{Database, Durability, ReadableDatabase};
+use ::redb::{Database, Durability};
 use tokio::sync::broadcast;
 
 use super::apply::apply;
 use super::job::{self, Job, WriterMsg};
 use super::journal::{Frame, Journal};
-use super::{JOURNAL_FRAME_KEY, META, RedbOptions, StorageContext};
+use super::{JOURNAL_FRAME_KEY, RedbOptions, StorageContext};
 use crate::{Event, LedgerError};
 
 /// The writer thread's state.
@@ -210,13 +210,7 @@ pub(super) struct Replayed {
 
 /// Returns the number of the last journal frame the ledger at `db` holds (0 for none).
 pub(super) fn stored_frame(db: &Database) -> Result<u64, LedgerError> {
-    const OP: &str = "reading the journal frame";
-    let txn = db.begin_read().ctx(OP)?;
-    let meta = txn.open_table(META).ctx(OP)?;
-    Ok(meta
-        .get(JOURNAL_FRAME_KEY)
-        .ctx(OP)?
-        .map_or(0, |v| v.value()))
+    super::read_meta(db, JOURNAL_FRAME_KEY, "reading the journal frame")
 }
 
 /// Applies `frames` (those after the ledger's stored frame, in order) to `db` as their batches
