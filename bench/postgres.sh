@@ -32,11 +32,13 @@ REVOKES=${REVOKES:-1000}
 OUT=target/bench/postgres
 GRPC=127.0.0.1:18443
 HTTP=127.0.0.1:18444
-BIN=target/release/tessera
+PROFILE=${PROFILE:-production}  # Cargo.toml: what is deployed
+BIN=target/$PROFILE/tessera
 DB=tessera_bench_throughput
 PG_ADMIN="psql -h 127.0.0.1 -U postgres -d postgres -qtA"
 
-cargo build --release --locked --bin tessera --example replica_bench
+cargo build --profile "$PROFILE" --locked --bin tessera
+cargo build --release --locked --example replica_bench
 mkdir -p "$OUT"
 command -v taskset >/dev/null || { echo "bench/postgres.sh needs taskset (util-linux)" >&2; exit 1; }
 pg_isready -h 127.0.0.1 -p 5432 >/dev/null || { echo "PostgreSQL is not running on 127.0.0.1:5432" >&2; exit 1; }

@@ -18,8 +18,9 @@ SCENARIOS=${SCENARIOS-"mint-jwt mint-jwt-mtls mint-x509"}
 OUT=target/bench
 GRPC=127.0.0.1:18443
 HTTP=127.0.0.1:18444
-BIN=target/release/tessera
-cargo build --release --locked --bin tessera
+PROFILE=${PROFILE:-production}  # Cargo.toml: what is deployed
+BIN=target/$PROFILE/tessera
+cargo build --profile "$PROFILE" --locked --bin tessera
 mkdir -p "$OUT"
 
 # Per-thread CPU ticks (1/100 s) of process $1: "tid comm ticks" lines.

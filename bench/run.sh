@@ -42,9 +42,10 @@ OUT=target/bench
 GRPC=127.0.0.1:18443
 HTTP=127.0.0.1:18444
 PEER_PORT=19600
-BIN=target/release/tessera
+PROFILE=${PROFILE:-production}  # Cargo.toml: what is deployed
+BIN=target/$PROFILE/tessera
 
-cargo build --release --locked --bin tessera
+cargo build --profile "$PROFILE" --locked --bin tessera
 mkdir -p "$OUT"
 command -v taskset >/dev/null || { echo "bench/run.sh needs taskset (util-linux)" >&2; exit 1; }
 

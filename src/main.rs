@@ -17,6 +17,12 @@ use tessera_core::clock::{Clock, SharedClock, SystemClock};
 use tessera_server::config::Config;
 use tessera_testkit::dev::DevMaterial;
 
+/// The allocator of the binary's Rust code: mimalloc, which costs redb's page buffers (a fresh
+/// 4 KiB one for each page a ledger commit dirties) and the request path less than glibc's
+/// malloc (BENCHMARKS.md, issue 16). aws-lc's C code still allocates with malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Tessera: short-lived credentials for attested workloads.
 #[derive(Debug, Parser)]
 #[command(name = "tessera", version, about)]
