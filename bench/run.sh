@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Reproduces the load figures of BENCHMARKS.md ("End to end under load").
 #
-# Builds the release binary, then for each scenario starts a fresh broker pinned to one core
-# (taskset -c $BROKER_CPU) on the dev material with a fresh ledger, and runs `tessera bench`
-# pinned to the other core (taskset -c $GEN_CPU): the crypto ceiling first (same run, idle
-# broker), then rising rates (x$RAMP) until p99 breaks $P99_MS ms, then one step at half the
-# peak sustained rate and one at twice it (overload: the broker must shed, not collapse).
-# Also runs mint-x509 and mint-jwt with `[ledger] fsync = false` to price durability, mint-jwt
-# with `[ledger] journal = false` (redb fsynced at every commit) to price the journal, and
-# the oidc-provider peer in bench/peer/ (needs node + npm; skipped when missing).
+# Builds the `production` binary (Cargo.toml; PROFILE=release for the other), then for each
+# scenario starts a fresh broker pinned to one core (taskset -c $BROKER_CPU) on the dev material
+# with a fresh ledger, and runs `tessera bench` pinned to the other core (taskset -c $GEN_CPU):
+# the crypto ceiling first (same run, idle broker), then rising rates (x$RAMP) until p99 breaks
+# $P99_MS ms, then one step at half the peak sustained rate and one at twice it (overload: the
+# broker must shed, not collapse). Also runs mint-x509 and mint-jwt with `[ledger] fsync = false`
+# to price durability, mint-jwt with `[ledger] journal = false` (redb fsynced at every commit) to
+# price the journal, and the oidc-provider peer in bench/peer/ (needs node + npm; skipped when
+# missing).
 #
 # Writes target/bench/results.md and replaces the block between the BEGIN/END markers of
 # BENCHMARKS.md with it (machine, date and commit included).
