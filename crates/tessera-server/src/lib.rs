@@ -11,6 +11,7 @@ pub mod api;
 pub mod assemble;
 pub mod audit;
 pub mod audit_anchor;
+pub mod coalesce;
 pub mod config;
 pub mod conns;
 pub mod enforcement;

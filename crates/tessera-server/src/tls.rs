@@ -28,6 +28,7 @@ use tessera_core::attest::{PeerCert, X509SvidVerifier};
 use tessera_core::clock::SharedClock;
 use tessera_core::keys::SecretKey;
 
+use crate::coalesce::CoalescedWriter;
 use crate::conns::{Admitted, Gate, Shed};
 
 /// TLS handshakes in progress at once, per listener.
@@ -139,7 +140,8 @@ pub fn server_config(p: ServerConfigParams<'_>) -> Result<Arc<rustls::ServerConf
 /// A server-side TLS connection with what was learned about its peer.
 #[derive(Debug)]
 pub struct TlsConn {
-    inner: TlsStream<TcpStream>,
+    /// Writes are held until flushed (`coalesce`): one TLS record per flush.
+    inner: CoalescedWriter<TlsStream<TcpStream>>,
     info: PeerInfo,
     /// Until the first bytes arrive: when the connection is closed if none have.
     first_read: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -161,7 +163,7 @@ impl AsyncRead for TlsConn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = Pin::new(self.inner.get_mut()).poll_read(cx, buf);
         if let Some(deadline) = self.first_read.as_mut() {
             if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
                 self.first_read = None;
@@ -191,14 +193,6 @@ impl AsyncWrite for TlsConn {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -278,7 +272,7 @@ pub fn accept(
                     Ok(Ok(stream)) => {
                         let info = peer_info(&stream, remote, &p);
                         let conn = TlsConn {
-                            inner: stream,
+                            inner: CoalescedWriter::new(stream),
                             info,
                             first_read: Some(Box::pin(tokio::time::sleep(FIRST_REQUEST_TIMEOUT))),
                             _place: place,
