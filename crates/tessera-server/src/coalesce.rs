@@ -10,6 +10,12 @@
 //! joined here until the flush. `tokio::io::BufWriter` would join them too, but it says it
 //! writes vectored (which keeps h2's 256-byte limit) and keeps its buffer for the connection's
 //! life; this one frees it after each flush, so idle connections hold none.
+//!
+//! A flush also waits one turn of the scheduler before it writes (item 10): the ledger answers
+//! a whole batch of mints at once, and their replies, each finished by its own task, would
+//! otherwise each be flushed by the connection's task, which the runtime runs right after the
+//! task that woke it. Yielding once puts the connection's task behind the replies already
+//! runnable, so that they share its write.
 
 use std::io;
 use std::pin::Pin;
@@ -28,6 +34,8 @@ pub struct CoalescedWriter<W> {
     held: Vec<u8>,
     /// How much of `held` the inner writer has taken.
     passed: usize,
+    /// Whether the flush asked for has already yielded its turn (see the module documentation).
+    yielded: bool,
 }
 
 impl<W: AsyncWrite + Unpin> CoalescedWriter<W> {
@@ -37,6 +45,7 @@ impl<W: AsyncWrite + Unpin> CoalescedWriter<W> {
             inner,
             held: Vec::new(),
             passed: 0,
+            yielded: false,
         }
     }
 
@@ -86,9 +95,20 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for CoalescedWriter<W> {
         Poll::Ready(Ok(data.len()))
     }
 
+    /// Passes on what is held and flushes the inner writer; when something is held, first
+    /// returns `Pending` once, waking itself, so that the tasks already runnable write first.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.poll_pass(cx))?;
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let this = &mut *self;
+        if this.passed < this.held.len() && !this.yielded {
+            // A task that wakes itself while it runs is queued behind the runnable tasks
+            // (tokio reschedules it as a yield, never in its "run next" slot).
+            this.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        ready!(this.poll_pass(cx))?;
+        this.yielded = false;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -187,6 +207,47 @@ mod tests {
         w.shutdown().await.unwrap();
         assert_eq!(w.get_ref().writes, vec![b"close_notify follows".to_vec()]);
         assert!(w.get_ref().shut);
+    }
+
+    /// Counts its wake-ups.
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_flush_yields_once_so_that_writes_made_meanwhile_share_its_write() {
+        let wakes = std::sync::Arc::new(Wakes(0.into()));
+        let waker = std::task::Waker::from(std::sync::Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        let mut w = CoalescedWriter::new(Recorder::default());
+        assert!(
+            Pin::new(&mut w)
+                .poll_write(&mut cx, b"reply one")
+                .is_ready()
+        );
+        assert!(Pin::new(&mut w).poll_flush(&mut cx).is_pending());
+        assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(w.get_ref().writes.is_empty());
+        assert!(
+            Pin::new(&mut w)
+                .poll_write(&mut cx, b", reply two")
+                .is_ready()
+        );
+        assert!(Pin::new(&mut w).poll_flush(&mut cx).is_ready());
+        assert_eq!(w.get_ref().writes, vec![b"reply one, reply two".to_vec()]);
+        assert!(
+            Pin::new(&mut w).poll_flush(&mut cx).is_ready(),
+            "with nothing held a flush does not yield"
+        );
+        assert!(Pin::new(&mut w).poll_write(&mut cx, b"next").is_ready());
+        assert!(
+            Pin::new(&mut w).poll_flush(&mut cx).is_pending(),
+            "the next flush yields again"
+        );
     }
 
     #[test]
