@@ -8,6 +8,7 @@ mod agent;
 mod audit;
 mod evidence;
 mod grants;
+mod huge_pages;
 mod ledger;
 mod ops;
 mod review;
@@ -211,7 +212,12 @@ fn init_logging() {
 }
 
 fn main() -> ExitCode {
+    // First, so that no region of the heap is faulted in as a huge page (`huge_pages`).
+    let huge_pages = huge_pages::disable();
     init_logging();
+    if let Err(e) = huge_pages {
+        tracing::warn!(error = %e, "running with transparent huge pages");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         // Its own exit codes: 1 means findings, 2 an error.
