@@ -2,11 +2,11 @@
 //! generator that measures it.
 //!
 //! mimalloc asks for transparent huge pages for its regions. The first touch of each 2 MiB page
-//! then zeroes all of it inside the page fault, on the thread that touched it; on a virtual
-//! machine whose memory the host backs lazily (a Firecracker VM, or one with free-page
-//! reporting) that fault took 10–200 ms, and every mint queued behind the thread waited
-//! (BENCHMARKS.md, issue 16, item 11). Latency-bound servers such as Redis and MongoDB advise
-//! the same; the broker's heap (~100 MiB at 12,000 mints/s) gains little from huge pages.
+//! then zeroes all of it inside the page fault, on the thread that touched it. On the VM the
+//! benchmarks ran on, whose memory the host appears to back on first touch, such faults stalled
+//! the broker for tens to hundreds of ms, and every mint queued behind the thread waited
+//! (BENCHMARKS.md, issue 16, item 11). Redis gives the same advice for the same reason; the
+//! broker's heap (~120 MiB at 12,000 mints/s) gains little from huge pages.
 
 /// Turns transparent huge pages off for this process (`PR_SET_THP_DISABLE`), for memory it
 /// maps from now on and for its existing mappings' future faults. Returns the error when the

@@ -212,7 +212,7 @@ fn init_logging() {
 }
 
 fn main() -> ExitCode {
-    // First, so that no region of the heap is faulted in as a huge page (`huge_pages`).
+    // First, before the heap grows, so that none of it is faulted in as huge pages.
     let huge_pages = huge_pages::disable();
     init_logging();
     if let Err(e) = huge_pages {
