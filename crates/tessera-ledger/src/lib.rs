@@ -12,7 +12,8 @@
 //!   [`LiveCounts`] without reading records; `x509_expiry`: (expires_at, credential id) → ()
 //!   of X.509 credentials only, so a restart reads just those records (for the CRL);
 //! - `rules` (rule id → rule) and `events` (sequence → event), written through the same
-//!   group-commit path as credentials; `replay` (one-time evidence key → until) for CI tokens;
+//!   group-commit path as credentials; `replay_expiry` ((until, one-time evidence key) → ())
+//!   for CI tokens, in order of expiry;
 //! - `usage` and `usage days`: how much each grant is used ([`UsageStore`]), written in the
 //!   transaction that stores the records, one row per distinct key per batch.
 //!
@@ -66,13 +67,17 @@ pub use tessera_core::domain::{
 };
 pub use tessera_core::revocation::{BUCKET_SECS, COUNTED, LiveCounts, count_bucket};
 
-/// A one-time-use marker stored with a record: a second record carrying the same key is
+/// A one-time-use marker stored with a record: a second record carrying the same guard is
 /// refused with [`LedgerError::Replay`] until the marker is swept after `expires_at`.
+///
+/// The key must determine `expires_at`: both come from the one token (a hash of it and its
+/// `exp`), so the same key never arrives with another expiry. The embedded ledger relies on
+/// it: it finds a guard by (`expires_at`, `key`), which keeps its guards in time order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplayGuard {
     /// Opaque key, e.g. a hash of (token, destination, purpose).
     pub key: String,
-    /// Unix seconds after which the guarded token is dead anyway.
+    /// Unix seconds after which the guarded token is dead anyway (its `exp`).
     pub expires_at: i64,
 }
 
@@ -193,7 +198,7 @@ pub trait Ledger:
     /// Durably records one credential, its replay guard if any, its `issued` event and its
     /// usage ([`UsageStore`]), atomically. Returns the event's sequence once committed and
     /// fsynced, sharing the commit with any writes submitted concurrently. Fails with `Replay`
-    /// if the guard's key is already stored, `Duplicate` if the id is already recorded
+    /// if the guard is already stored, `Duplicate` if the id is already recorded
     /// (nothing is written in either case), `Closed` after [`Ledger::close`].
     async fn record(&self, params: RecordParams) -> Result<u64, LedgerError>;
 

@@ -12,8 +12,8 @@ use super::codec;
 use super::job::{Job, PendingRecord};
 use super::{
     CREDENTIALS, EVENTS, EXPIRED_CURSOR_ID, EXPIRED_CURSOR_KEY, EXPIRY, ISSUED, JOURNAL_FRAME_KEY,
-    LAST_SEQUENCE_KEY, LIVE_COUNTS, META, REPLAY, REPLAY_EXPIRY, RULES, STATUS_EXPIRY,
-    StorageContext, X509_EXPIRY,
+    LAST_SEQUENCE_KEY, LIVE_COUNTS, META, REPLAY_EXPIRY, RULES, STATUS_EXPIRY, StorageContext,
+    X509_EXPIRY,
 };
 use crate::usage::UsageBatch;
 use crate::{
@@ -26,7 +26,8 @@ struct Batch<'t> {
     credentials: Table<'t, &'static str, &'static [u8]>,
     expiry: Table<'t, (i64, &'static str), ()>,
     issued: Table<'t, (i64, &'static str), ()>,
-    replay: Table<'t, &'static str, i64>,
+    /// Replay guards by (expires_at, key): time-ordered, so a batch's guards dirty the
+    /// table's last leaf rather than one random leaf each (see [`super::REPLAY_EXPIRY`]).
     replay_expiry: Table<'t, (i64, &'static str), ()>,
     rules: Table<'t, &'static str, &'static [u8]>,
     events: Table<'t, u64, &'static [u8]>,
@@ -56,7 +57,6 @@ pub(super) fn apply(
         credentials: txn.open_table(CREDENTIALS).ctx(OP)?,
         expiry: txn.open_table(EXPIRY).ctx(OP)?,
         issued: txn.open_table(ISSUED).ctx(OP)?,
-        replay: txn.open_table(REPLAY).ctx(OP)?,
         replay_expiry: txn.open_table(REPLAY_EXPIRY).ctx(OP)?,
         rules: txn.open_table(RULES).ctx(OP)?,
         events: txn.open_table(EVENTS).ctx(OP)?,
@@ -143,8 +143,12 @@ impl Batch<'_> {
     ) -> Result<Result<u64, LedgerError>, LedgerError> {
         const OP: &str = "recording a credential";
         let id = p.record.credential_id.as_str();
-        if let Some((key, _)) = &p.replay
-            && self.replay.get(key.as_str()).ctx(OP)?.is_some()
+        if let Some((key, expires_at)) = &p.replay
+            && self
+                .replay_expiry
+                .get((*expires_at, key.as_str()))
+                .ctx(OP)?
+                .is_some()
         {
             return Ok(Err(LedgerError::Replay));
         }
@@ -173,7 +177,6 @@ impl Batch<'_> {
         }
         self.usage.add(&p.record);
         if let Some((key, expires_at)) = &p.replay {
-            self.replay.insert(key.as_str(), *expires_at).ctx(OP)?;
             self.replay_expiry
                 .insert((*expires_at, key.as_str()), ())
                 .ctx(OP)?;
@@ -318,7 +321,6 @@ impl Batch<'_> {
             self.replay_expiry
                 .remove((*expires_at, guard.as_str()))
                 .ctx(OP)?;
-            self.replay.remove(guard.as_str()).ctx(OP)?;
         }
         self.sweep_events_and_rules(params)?;
         Ok(expired.len() as u64)

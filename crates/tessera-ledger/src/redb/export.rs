@@ -7,25 +7,26 @@ use ::redb::{ReadableDatabase, ReadableTable};
 
 use super::codec::{self, StoredEvent};
 use super::{
-    EVENTS, EXPIRED_CURSOR_ID, EXPIRED_CURSOR_KEY, LIVE_COUNTS, META, REPLAY, RedbLedger,
+    EVENTS, EXPIRED_CURSOR_ID, EXPIRED_CURSOR_KEY, LIVE_COUNTS, META, REPLAY_EXPIRY, RedbLedger,
     StorageContext,
 };
 use crate::{EventRow, LedgerError, LiveCountRow, ReplayGuard, Selector};
 
 impl RedbLedger {
-    /// Returns every stored replay guard, in key order. Fails with `Storage` when the table
-    /// cannot be read.
+    /// Returns every stored replay guard, in order of expiry. Fails with `Storage` when the
+    /// table cannot be read.
     pub async fn replay_guards(&self) -> Result<Vec<ReplayGuard>, LedgerError> {
         const OP: &str = "reading replay guards";
         self.read(|db| {
             let txn = db.begin_read().ctx(OP)?;
-            let table = txn.open_table(REPLAY).ctx(OP)?;
+            let table = txn.open_table(REPLAY_EXPIRY).ctx(OP)?;
             let mut out = Vec::new();
             for entry in table.iter().ctx(OP)? {
-                let (key, expires_at) = entry.ctx(OP)?;
+                let (key, _) = entry.ctx(OP)?;
+                let (expires_at, key) = key.value();
                 out.push(ReplayGuard {
-                    key: key.value().to_owned(),
-                    expires_at: expires_at.value(),
+                    key: key.to_owned(),
+                    expires_at,
                 });
             }
             Ok(out)

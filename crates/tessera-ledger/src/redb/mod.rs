@@ -45,9 +45,14 @@ const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credenti
 const EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("expiry");
 /// (issued_at, credential id) → (), for listing newest first.
 const ISSUED: TableDefinition<(i64, &str), ()> = TableDefinition::new("issued");
-/// Replay guard key → expires_at.
-const REPLAY: TableDefinition<&str, i64> = TableDefinition::new("replay");
-/// (expires_at, replay guard key) → (), ordered for sweeping.
+/// Replay guard key → expires_at: schema 3 and before, moved into [`REPLAY_EXPIRY`] and
+/// deleted by the upgrade to 4.
+const LEGACY_REPLAY: TableDefinition<&str, i64> = TableDefinition::new("replay");
+/// (expires_at, replay guard key) → (): the replay guards, found by both halves of the key
+/// (a token's `exp` and its hash, see [`crate::ReplayGuard`]) and swept in order. Guards
+/// arrive roughly in order of expiry, so a batch's guards land in the table's last leaf; keyed
+/// by the hash alone (schema 3), each guard dirtied a random leaf, which doubled the file's
+/// growth and the bytes each checkpoint wrote under CI token exchange.
 const REPLAY_EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("replay_expiry");
 /// Revocation id → serde_json of [`RevocationRule`].
 const RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("rules");
@@ -72,7 +77,7 @@ const JOURNAL_FRAME_KEY: &str = "journal_frame";
 /// cursor's second when a limited [`Ledger::expire`] stopped there; empty (or absent, in files
 /// from before) when every record before the cursor has its event.
 const EXPIRED_CURSOR_ID: TableDefinition<&str, &str> = TableDefinition::new("expired_cursor_id");
-const SCHEMA_VERSION: u64 = 3;
+const SCHEMA_VERSION: u64 = 4;
 /// Events a live subscriber may fall behind by before it is told it lagged.
 const EVENT_BUFFER: usize = 16 * 1024;
 

@@ -2,8 +2,9 @@
 //! older files in one write transaction.
 //!
 //! Versions: 1 lacked the `issued` index; 2 lacked `live_counts` and `x509_expiry`, and kept
-//! records and events as JSON (an `issued` or `expired` event copied its record); 3 keeps them
-//! in the compact encoding of [`super::codec`].
+//! records and events as JSON (an `issued` or `expired` event copied its record); 3 kept replay
+//! guards in a second table keyed by the guard alone; 4 keeps records and events in the compact
+//! encoding of [`super::codec`] and replay guards only by (expiry, key).
 
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -12,15 +13,15 @@ use ::redb::{Database, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 use super::codec;
 use super::{
-    CREDENTIALS, EVENTS, EXPIRED_CURSOR_ID, EXPIRY, ISSUED, LAST_SEQUENCE_KEY, LIVE_COUNTS, META,
-    REPLAY, REPLAY_EXPIRY, RULES, SCHEMA_VERSION, SCHEMA_VERSION_KEY, STATUS_EXPIRY,
+    CREDENTIALS, EVENTS, EXPIRED_CURSOR_ID, EXPIRY, ISSUED, LAST_SEQUENCE_KEY, LEGACY_REPLAY,
+    LIVE_COUNTS, META, REPLAY_EXPIRY, RULES, SCHEMA_VERSION, SCHEMA_VERSION_KEY, STATUS_EXPIRY,
     StorageContext, X509_EXPIRY, decode,
 };
 use crate::{COUNTED, CredentialKind, CredentialRecord, Event, LedgerError};
 
 const OP: &str = "initialising the ledger schema";
 
-/// Creates the tables, checks the schema version (upgrading versions 1 and 2) and returns the
+/// Creates the tables, checks the schema version (upgrading versions 1 to 3) and returns the
 /// last event sequence. Fails with `Corrupt` on an unknown version or an undecodable record
 /// met while upgrading, `Storage` when the file cannot be written.
 pub(super) fn init_schema(db: &Database) -> Result<u64, LedgerError> {
@@ -30,7 +31,6 @@ pub(super) fn init_schema(db: &Database) -> Result<u64, LedgerError> {
         for table in [EXPIRY, REPLAY_EXPIRY, ISSUED, X509_EXPIRY, STATUS_EXPIRY] {
             txn.open_table(table).ctx(OP)?;
         }
-        txn.open_table(REPLAY).ctx(OP)?;
         txn.open_table(RULES).ctx(OP)?;
         txn.open_table(EVENTS).ctx(OP)?;
         txn.open_table(LIVE_COUNTS).ctx(OP)?;
@@ -44,8 +44,11 @@ pub(super) fn init_schema(db: &Database) -> Result<u64, LedgerError> {
         let found = meta.get(SCHEMA_VERSION_KEY).ctx(OP)?.map(|v| v.value());
         match found {
             Some(SCHEMA_VERSION) => {}
-            Some(old @ (1 | 2)) => {
-                upgrade(&txn, old)?;
+            Some(old @ 1..=3) => {
+                if old < 3 {
+                    upgrade(&txn, old)?;
+                }
+                move_replay_guards(&txn)?;
                 meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION).ctx(OP)?;
             }
             Some(other) => {
@@ -69,6 +72,24 @@ pub(super) fn init_schema(db: &Database) -> Result<u64, LedgerError> {
     }
     txn.commit().ctx(OP)?;
     Ok(last_sequence)
+}
+
+/// Copies the replay guards of a schema 3 (or older) file into [`REPLAY_EXPIRY`], where every
+/// guard its writer stored already is (it wrote both tables), and deletes the old table.
+/// Fails with `Storage` when the file cannot be read or written.
+fn move_replay_guards(txn: &WriteTransaction) -> Result<(), LedgerError> {
+    {
+        let legacy = txn.open_table(LEGACY_REPLAY).ctx(OP)?;
+        let mut guards = txn.open_table(REPLAY_EXPIRY).ctx(OP)?;
+        for entry in legacy.iter().ctx(OP)? {
+            let (key, expires_at) = entry.ctx(OP)?;
+            guards
+                .insert((expires_at.value(), key.value()), ())
+                .ctx(OP)?;
+        }
+    }
+    txn.delete_table(LEGACY_REPLAY).ctx(OP)?;
+    Ok(())
 }
 
 /// Records (or events) re-encoded per step of an upgrade.

@@ -234,3 +234,50 @@ async fn an_upgraded_ledger_keeps_records_and_events_compact() {
     let event = txn.open_table(EVENTS).unwrap().get(1).unwrap().unwrap();
     assert_eq!(event.value().len(), 1 + 8 + 1, "kind, time and the id `a`");
 }
+
+#[tokio::test]
+async fn a_version_3_ledger_keeps_refusing_the_tokens_its_replay_guards_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = ledger_path(&dir);
+    {
+        // As schema 3 kept them: a guard in the table keyed by the guard alone (here not
+        // mirrored in `replay_expiry`, so only moving it can keep it).
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(LEGACY_REPLAY)
+            .unwrap()
+            .insert("token|dest|purpose", 500)
+            .unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(SCHEMA_VERSION_KEY, 3)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let ledger = RedbLedger::open(&path, RedbOptions::default()).unwrap();
+    let guarded = |id: &str| crate::RecordParams {
+        credential: sample(id, 1000),
+        replay_guard: Some(crate::ReplayGuard {
+            key: "token|dest|purpose".into(),
+            expires_at: 500,
+        }),
+    };
+    let again = ledger.record(guarded("after-upgrade")).await;
+    assert!(matches!(again, Err(LedgerError::Replay)), "{again:?}");
+    let guards = ledger.replay_guards().await.unwrap();
+    assert_eq!(guards.len(), 1, "{guards:?}");
+    let txn = ledger.db.begin_read().unwrap();
+    let version = txn
+        .open_table(META)
+        .unwrap()
+        .get(SCHEMA_VERSION_KEY)
+        .unwrap();
+    assert_eq!(version.map(|v| v.value()), Some(SCHEMA_VERSION));
+    assert!(
+        txn.open_table(LEGACY_REPLAY).is_err(),
+        "the old table is deleted"
+    );
+    drop(txn);
+    sweep_expired(&ledger, 501).await;
+    ledger.record(guarded("after-expiry")).await.unwrap();
+}

@@ -223,7 +223,7 @@ impl OidcVerifier {
         self.check_signature(&issuer.issuer, kid, alg, parts)
             .await?;
         let now = self.clock.unix_seconds();
-        check_claims(issuer, &registered, now)?;
+        let exp = check_claims(issuer, &registered, now)?;
         let run_id = issuer.profile.check(&registered.sub, &claims)?;
         let identity = CiIdentity {
             issuer: registered.iss,
@@ -239,7 +239,7 @@ impl OidcVerifier {
             cnf_x5t_s256: None,
             one_time: Some(OneTime {
                 key: sha256_hex(parts.signing_input.as_bytes()),
-                until: registered.exp.map_or(now, |e| e as i64),
+                until: exp,
             }),
         })
     }
@@ -274,8 +274,9 @@ impl OidcVerifier {
     }
 }
 
-/// Checks audience, times and lifetime.
-fn check_claims(issuer: &IssuerConfig, c: &Registered, now: i64) -> Result<(), OidcError> {
+/// Checks audience, times and lifetime; returns `exp`, which every token accepted has (so a
+/// replay guard's expiry is the token's own, the same at every use).
+fn check_claims(issuer: &IssuerConfig, c: &Registered, now: i64) -> Result<i64, OidcError> {
     if !c.aud.contains(&issuer.audience) {
         return Err(OidcError::Audience(issuer.audience.clone()));
     }
@@ -302,7 +303,7 @@ fn check_claims(issuer: &IssuerConfig, c: &Registered, now: i64) -> Result<(), O
     if lifetime > max {
         return Err(OidcError::TooLongLived { lifetime, max });
     }
-    Ok(())
+    Ok(exp)
 }
 
 #[cfg(test)]
