@@ -143,6 +143,7 @@ async fn serves_prometheus_metrics_named_tessera() {
         "tessera_watchers",
         "tessera_revoke_delivery_seconds",
         "tessera_ledger_commit_seconds",
+        "tessera_ledger_checkpoint_seconds",
         "tessera_ledger_batch_size",
         "tessera_audit_dropped_total",
     ] {

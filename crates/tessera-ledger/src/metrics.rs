@@ -1,5 +1,6 @@
 //! What the ledger measures about itself. The server registers these handles in its registry
-//! (`tessera_ledger_commit_seconds`, `tessera_ledger_batch_size`, `tessera_events_sequence`);
+//! (`tessera_ledger_commit_seconds`, `tessera_ledger_checkpoint_seconds`,
+//! `tessera_ledger_batch_size`, `tessera_events_sequence`);
 //! a ledger opened without a registry records into handles nobody reads.
 
 use prometheus_client::metrics::gauge::Gauge;
@@ -10,6 +11,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 pub struct LedgerMetrics {
     /// Latency of one batch commit (fsync included), in seconds.
     pub commit_seconds: Histogram,
+    /// Duration of one checkpoint of the embedded ledger (redb committed with an fsync, which
+    /// holds the writer); the PostgreSQL ledger has none.
+    pub checkpoint_seconds: Histogram,
     /// Writes per commit.
     pub batch_size: Histogram,
     /// The last event sequence committed.
@@ -20,6 +24,7 @@ impl Default for LedgerMetrics {
     fn default() -> Self {
         LedgerMetrics {
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
+            checkpoint_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             event_sequence: Gauge::default(),
         }

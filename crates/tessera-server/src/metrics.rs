@@ -120,6 +120,11 @@ impl Metrics {
             ledger.commit_seconds.clone(),
         );
         r.register(
+            "ledger_checkpoint_seconds",
+            "Embedded ledger checkpoint (redb commit with fsync) duration",
+            ledger.checkpoint_seconds.clone(),
+        );
+        r.register(
             "ledger_batch_size",
             "Writes per ledger commit",
             ledger.batch_size.clone(),

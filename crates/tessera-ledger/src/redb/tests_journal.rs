@@ -227,3 +227,45 @@ async fn when_the_journal_cannot_be_written_the_batch_is_checkpointed_before_it_
     drop(tx);
     thread.join().unwrap();
 }
+
+/// Returns how many observations `histogram` holds.
+fn observations(histogram: &prometheus_client::metrics::histogram::Histogram) -> u64 {
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register("h", "", histogram.clone());
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("h_count "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn each_checkpoint_is_timed_and_a_journaled_batch_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = crate::LedgerMetrics::default();
+    let options = RedbOptions {
+        checkpoint_every: Duration::from_secs(3600),
+        journal_bytes: 1,
+        metrics: metrics.clone(),
+        ..RedbOptions::default()
+    };
+    let ledger = RedbLedger::open(&ledger_path(&dir), options).unwrap();
+    ledger.record(plain(sample("a", 1_000))).await.unwrap();
+    assert_eq!(
+        observations(&metrics.checkpoint_seconds),
+        0,
+        "a is journaled"
+    );
+    ledger.record(plain(sample("b", 1_000))).await.unwrap();
+    ledger.record(plain(sample("c", 1_000))).await.unwrap();
+    assert_eq!(observations(&metrics.checkpoint_seconds), 1, "b was one");
+    assert_eq!(observations(&metrics.commit_seconds), 3);
+    ledger.close().await.unwrap();
+    assert_eq!(
+        observations(&metrics.checkpoint_seconds),
+        2,
+        "and the close"
+    );
+}

@@ -126,14 +126,19 @@ impl Writer {
         let frame = self.frame + 1;
         let checkpoint = closing || self.checkpoint_due();
         let mut txn = self.db.begin_write().ctx("starting a ledger write")?;
-        let durability = match self.options.durable && checkpoint {
+        let durable_commit = self.options.durable && checkpoint;
+        let durability = match durable_commit {
             true => Durability::Immediate,
             false => Durability::None,
         };
         txn.set_durability(durability)
             .ctx("setting the ledger durability")?;
         let result = apply(&txn, jobs, self.last_sequence, frame)?;
+        let committing = Instant::now();
         txn.commit().ctx("committing the ledger batch")?;
+        if durable_commit {
+            self.observe_checkpoint(committing);
+        }
         // Committed, if not yet durable: later batches follow it, even if making it durable
         // fails below and it is answered `Storage` (like a crash after a commit, before the
         // reply).
@@ -179,9 +184,19 @@ impl Writer {
     /// Commits redb with an fsync (making every earlier commit durable) and restarts the
     /// journal. Fails with `Storage` when the commit fails.
     fn checkpoint(&mut self) -> Result<(), LedgerError> {
+        let started = Instant::now();
         checkpoint(&self.db)?;
+        self.observe_checkpoint(started);
         self.restart_journal();
         Ok(())
+    }
+
+    /// Records a checkpoint that began at `started` and has just ended.
+    fn observe_checkpoint(&self, started: Instant) {
+        self.options
+            .metrics
+            .checkpoint_seconds
+            .observe(started.elapsed().as_secs_f64());
     }
 
     fn restart_journal(&mut self) {
