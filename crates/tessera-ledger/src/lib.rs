@@ -70,14 +70,15 @@ pub use tessera_core::revocation::{BUCKET_SECS, COUNTED, LiveCounts, count_bucke
 /// A one-time-use marker stored with a record: a second record carrying the same guard is
 /// refused with [`LedgerError::Replay`] until the marker is swept after `expires_at`.
 ///
-/// The key must determine `expires_at`: both come from the one token (a hash of it and its
-/// `exp`), so the same key never arrives with another expiry. The embedded ledger relies on
-/// it: it finds a guard by (`expires_at`, `key`), which keeps its guards in time order.
+/// The key must determine `expires_at`: both come from the one token (the key hashes it with
+/// the destination and purpose; the expiry is its `exp` plus a constant clock-skew leeway), so
+/// the same key never arrives with another expiry. The embedded ledger relies on it: it finds
+/// a guard by (`expires_at`, `key`), which keeps its guards in time order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplayGuard {
     /// Opaque key, e.g. a hash of (token, destination, purpose).
     pub key: String,
-    /// Unix seconds after which the guarded token is dead anyway (its `exp`).
+    /// Unix seconds after which the guarded token is dead anyway (its `exp` plus the leeway).
     pub expires_at: i64,
 }
 

@@ -11,8 +11,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 pub struct LedgerMetrics {
     /// Latency of one batch commit (fsync included), in seconds.
     pub commit_seconds: Histogram,
-    /// Duration of one checkpoint of the embedded ledger (redb committed with an fsync, which
-    /// holds the writer); the PostgreSQL ledger has none.
+    /// Duration of one checkpoint of the embedded ledger's writer (redb committed with an
+    /// fsync, which holds the writer; the one at open, after a journal replay, is not counted);
+    /// the PostgreSQL ledger has none.
     pub checkpoint_seconds: Histogram,
     /// Writes per commit.
     pub batch_size: Histogram,

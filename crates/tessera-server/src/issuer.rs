@@ -308,6 +308,8 @@ impl Issuer {
         let credential = credential_record(attestation, decision, request, issued);
         // Listed before it is durable: a rule committed meanwhile cannot miss it.
         self.parts.status_lists.note_issued(&credential);
+        // The expiry is a function of the token alone (its `exp` and a constant), as the
+        // ledger's guards require (`ReplayGuard`).
         let replay_guard = attestation.one_time.as_ref().map(|once| ReplayGuard {
             key: replay_key(&once.key, request),
             expires_at: once

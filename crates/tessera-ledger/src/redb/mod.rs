@@ -157,7 +157,7 @@ pub struct RedbLedger {
 
 impl RedbLedger {
     /// Opens the ledger at `path`, creating parent directories, the file and the tables if
-    /// missing (and upgrading a version 1 or 2 file), replays its journal (what was made
+    /// missing (and upgrading a version 1 to 3 file), replays its journal (what was made
     /// durable after the last checkpoint), and starts the writer thread. Fails with `Storage`
     /// if a file cannot be opened (including when another process holds the ledger), `Corrupt`
     /// if its schema version is unknown or its journal misses frames.

@@ -2,9 +2,9 @@
 //! older files in one write transaction.
 //!
 //! Versions: 1 lacked the `issued` index; 2 lacked `live_counts` and `x509_expiry`, and kept
-//! records and events as JSON (an `issued` or `expired` event copied its record); 3 kept replay
-//! guards in a second table keyed by the guard alone; 4 keeps records and events in the compact
-//! encoding of [`super::codec`] and replay guards only by (expiry, key).
+//! records and events as JSON (an `issued` or `expired` event copied its record); 3 keeps them
+//! in the compact encoding of [`super::codec`]; up to 3, replay guards were also kept in a table
+//! keyed by the guard alone, and 4 keeps them only by (expiry, key).
 
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -78,6 +78,10 @@ pub(super) fn init_schema(db: &Database) -> Result<u64, LedgerError> {
 /// guard its writer stored already is (it wrote both tables), and deletes the old table.
 /// Fails with `Storage` when the file cannot be read or written.
 fn move_replay_guards(txn: &WriteTransaction) -> Result<(), LedgerError> {
+    tracing::info!(
+        to = SCHEMA_VERSION,
+        "upgrading the ledger schema (moves the replay guards to their table by expiry)"
+    );
     {
         let legacy = txn.open_table(LEGACY_REPLAY).ctx(OP)?;
         let mut guards = txn.open_table(REPLAY_EXPIRY).ctx(OP)?;

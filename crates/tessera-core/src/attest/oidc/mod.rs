@@ -19,7 +19,9 @@ use super::{Attestation, OneTime, Principal, sha256_hex};
 use crate::clock::SharedClock;
 use crate::domain::{CiEvidence, EvidenceKind};
 
-/// Tolerated clock skew for `exp`, `nbf` and `iat`, in seconds.
+/// Tolerated clock skew for `exp`, `nbf` and `iat`, in seconds. Also part of every stored
+/// replay guard (its expiry is `exp` + this): the embedded ledger finds a guard by its expiry,
+/// so a change would leave the guards stored before it unfound until they expire.
 pub const LEEWAY_SECS: i64 = 30;
 /// `iss` of legacy (non-expiring) Kubernetes service account tokens.
 pub const LEGACY_KUBERNETES_ISSUER: &str = "kubernetes/serviceaccount";
