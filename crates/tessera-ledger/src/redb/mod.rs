@@ -49,10 +49,10 @@ const ISSUED: TableDefinition<(i64, &str), ()> = TableDefinition::new("issued");
 /// deleted by the upgrade to 4.
 const LEGACY_REPLAY: TableDefinition<&str, i64> = TableDefinition::new("replay");
 /// (expires_at, replay guard key) → (): the replay guards, found by both halves of the key
-/// (a token's `exp` and its hash, see [`crate::ReplayGuard`]) and swept in order. Guards
-/// arrive roughly in order of expiry, so a batch's guards land in the table's last leaf; keyed
-/// by the hash alone (schema 3), each guard dirtied a random leaf, which doubled the file's
-/// growth and the bytes each checkpoint wrote under CI token exchange.
+/// (the token's `exp` plus the leeway, and its hash; see [`crate::ReplayGuard`]) and swept in
+/// order. Guards arrive roughly in order of expiry, so a batch's guards land in the table's
+/// last leaf; keyed by the hash alone (schema 3), each guard dirtied a random leaf, which
+/// doubled the file's growth and the bytes each checkpoint wrote under CI token exchange.
 const REPLAY_EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("replay_expiry");
 /// Revocation id → serde_json of [`RevocationRule`].
 const RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("rules");
