@@ -9,17 +9,16 @@
 //! broker's heap (~120 MiB at 12,000 mints/s) gains little from huge pages.
 
 /// Turns transparent huge pages off for this process (`PR_SET_THP_DISABLE`), for memory it
-/// maps from now on and for its existing mappings' future faults. Returns the error when the
-/// kernel refuses, which leaves the process as it was.
+/// maps from now on and for its existing mappings' future faults. Fails with the kernel's
+/// error when it refuses, which leaves the process as it was.
 #[cfg(target_os = "linux")]
-pub fn disable() -> Result<(), String> {
+pub fn disable() -> Result<(), nix::Error> {
     nix::sys::prctl::set_thp_disable(true)
-        .map_err(|e| format!("turning transparent huge pages off: {e}"))
 }
 
 /// Does nothing where transparent huge pages are not Linux's.
 #[cfg(not(target_os = "linux"))]
-pub fn disable() -> Result<(), String> {
+pub fn disable() -> Result<(), std::convert::Infallible> {
     Ok(())
 }
 

@@ -216,7 +216,7 @@ fn main() -> ExitCode {
     let huge_pages = huge_pages::disable();
     init_logging();
     if let Err(e) = huge_pages {
-        tracing::warn!(error = %e, "running with transparent huge pages");
+        tracing::warn!(error = %e, "turning transparent huge pages off failed: running with them");
     }
     let cli = Cli::parse();
     let result = match cli.command {

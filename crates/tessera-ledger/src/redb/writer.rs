@@ -134,10 +134,10 @@ impl Writer {
         txn.set_durability(durability)
             .ctx("setting the ledger durability")?;
         let result = apply(&txn, jobs, self.last_sequence, frame)?;
-        let committing = Instant::now();
+        let checkpointing = durable_commit.then(Instant::now);
         txn.commit().ctx("committing the ledger batch")?;
-        if durable_commit {
-            self.observe_checkpoint(committing);
+        if let Some(started) = checkpointing {
+            self.observe_checkpoint(started);
         }
         // Committed, if not yet durable: later batches follow it, even if making it durable
         // fails below and it is answered `Storage` (like a crash after a commit, before the
