@@ -6,7 +6,7 @@
 # samples the broker for a flat profile by thread and symbol.
 #
 #   bench/profile.sh                                   # mint-jwt mint-jwt-mtls mint-x509
-#   SCENARIOS=mint-jwt RATE=1000 bench/profile.sh
+#   SCENARIOS="mint-jwt exchange" RATE=1000 bench/profile.sh
 # Writes target/bench/profile-<scenario>.{threads,symbols}.txt and prints the per-thread table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,14 +38,21 @@ for scenario in $SCENARIOS; do
   rm -rf "$dir" && mkdir -p "$dir"
   sed -e "s|127.0.0.1:8443|$GRPC|; s|127.0.0.1:8444|$HTTP|g" \
       -e "s|^path = .*|path = \"$dir/ledger.redb\"|" certs-dev/tessera.toml > "$dir/tessera.toml"
-  TESSERA_LOG=warn taskset -c "$BROKER_CPU" "$BIN" serve --config "$dir/tessera.toml" 2>"$dir/broker.log" &
+  # `exchange` needs the generator's CI issuer trusted (as bench/run.sh), and more HTTP/1.1
+  # connections, since each carries one request at a time.
+  http_args=()
+  if [ "$scenario" = exchange ]; then
+    "$BIN" bench --scenario exchange --ci-issuer-addr 127.0.0.1:9555 --print-broker-config >> "$dir/tessera.toml"
+    http_args=(--http1-connections 64)
+  fi
+  TOKIO_WORKER_THREADS=${WORKERS:-1} TESSERA_LOG=warn taskset -c "$BROKER_CPU" "$BIN" serve --config "$dir/tessera.toml" 2>"$dir/broker.log" &
   pid=$!
   for _ in $(seq 100); do
     curl -sf --cacert certs-dev/tls-ca.pem "https://$HTTP/readyz" >/dev/null 2>&1 && break
     sleep 0.1
   done
   taskset -c "$GEN_CPU" "$BIN" bench --scenario "$scenario" --grpc-addr "$GRPC" --http-addr "$HTTP" \
-    --rate "$RATE" --ramp 1 --max-steps 1 --duration "${DURATION}s" --warmup 2s --json \
+    --rate "$RATE" --ramp 1 --max-steps 1 --duration "${DURATION}s" --warmup 2s --json "${http_args[@]}" \
     > "$dir/bench.json" 2>"$dir/bench.log" &
   gen=$!
   sleep 3 # past the warm-up

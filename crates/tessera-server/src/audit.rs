@@ -209,7 +209,10 @@ impl Writer {
         fields.insert("prev".into(), Value::String(self.prev.clone()));
         let hash = seal(&fields);
         fields.insert("hash".into(), Value::String(hash.clone()));
-        match writeln!(self.out, "{}", Value::Object(fields)) {
+        let written = serde_json::to_writer(&mut self.out, &fields)
+            .map_err(std::io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"));
+        match written {
             // The chain advances only past lines that were written.
             Ok(()) => {
                 self.log_id.get_or_insert_with(|| hash.clone());
@@ -233,9 +236,12 @@ impl Writer {
     }
 }
 
-/// Returns the hash of a line's fields (without `hash`), and the compact JSON it covers.
+/// Returns the hash of a line's fields (without `hash`): of their compact JSON, keys in order,
+/// as `serde_json` writes a `Value::Object` of them (which is what [`verify`] recomputes).
 fn seal(fields: &Map<String, Value>) -> String {
-    sha256_hex(Value::Object(fields.clone()).to_string().as_bytes())
+    // A map of `Value`s has no key that is not a string, so this cannot fail; were it to, the
+    // empty input's hash would break the chain where `verify` can name the line.
+    sha256_hex(&serde_json::to_vec(fields).unwrap_or_default())
 }
 
 /// Where a log's chain stands: its identity (the hash of its first line), and the `seq` and
@@ -452,6 +458,20 @@ pub fn check_anchor(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_is_sealed_over_the_bytes_earlier_releases_hashed() {
+        // Earlier releases hashed `Value::Object(fields).to_string()`; their logs must verify.
+        let fields = serde_json::json!({
+            "event": "issued", "at": 1_764_000_000, "seq": 7, "prev": "ab\u{e9}",
+            "workload": "spiffe://x/\"quoted\"\n\u{1F511}", "ttl": -3, "ok": true, "none": null,
+            "nested": {"z": [1, 2.5, "\u{0}"], "a": {}},
+        });
+        let Value::Object(map) = fields.clone() else {
+            unreachable!("an object literal")
+        };
+        assert_eq!(seal(&map), sha256_hex(fields.to_string().as_bytes()));
+    }
 
     #[test]
     fn a_full_queue_drops_new_lines_without_waiting_and_counts_them_in_the_metric() {

@@ -3,12 +3,13 @@
 
 use tessera_proto as proto;
 
+use super::form::Form;
 use super::{admin, introspect, token};
 use crate::refusal::Refusal;
 
 /// Parses a `/token` body as the handler does; returns the refusal a bad form gets.
 pub fn token_form(body: &[u8]) -> Result<(), Refusal> {
-    let form = token::Form(form_urlencoded::parse(body).into_owned().collect());
+    let form = Form::parse(body)?;
     token::parse(&form).map(|_| ())
 }
 

@@ -16,6 +16,7 @@ use tessera_core::spiffe_id::SpiffeId;
 use tessera_ledger::Ledger;
 
 use super::caller::Callers;
+use super::form::Form;
 use super::oauth::render;
 use crate::enforcement::Enforcement;
 use crate::metrics::Metrics;
@@ -91,10 +92,10 @@ impl IntrospectEndpoint {
 
 /// Returns the `token` form parameter, or why the request is invalid.
 pub(super) fn token_param(body: &[u8]) -> Result<String, Refusal> {
-    form_urlencoded::parse(body)
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.into_owned())
+    Form::parse(body)?
+        .one("token")?
         .filter(|t| !t.is_empty())
+        .map(str::to_owned)
         .ok_or_else(|| Refusal::invalid(OAuthCode::InvalidRequest, "token is required"))
 }
 

@@ -6,6 +6,7 @@ pub mod admin;
 mod body;
 pub mod caller;
 mod convert;
+mod form;
 #[cfg(fuzzing)]
 pub mod fuzz_hooks;
 pub mod grants;

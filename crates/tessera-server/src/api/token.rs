@@ -5,13 +5,16 @@
 use std::fmt;
 use std::sync::Arc;
 
+use axum::Json;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use serde::Serialize;
 use serde_json::json;
 use tessera_core::domain::CredentialKind;
 use tessera_core::request::{CredentialRequest, RequestError};
 
+use super::form::Form;
 use super::oauth::{no_store_json, render};
 use crate::audit::{Audit, untrusted};
 use crate::issuer::Issuer;
@@ -66,35 +69,11 @@ fn request_error(e: &RequestError) -> Refusal {
     }
 }
 
-/// The parsed form: every parameter with all its values.
-pub(super) struct Form(pub(super) Vec<(String, String)>);
-
-impl Form {
-    fn all(&self, name: &str) -> Vec<&str> {
-        self.0
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    /// Returns the single value of `name`, `None` if absent; fails if it repeats.
-    fn one(&self, name: &str) -> Result<Option<&str>, Refusal> {
-        match self.all(name).as_slice() {
-            [] => Ok(None),
-            [v] => Ok(Some(v)),
-            _ => Err(bad(
-                OAuthCode::InvalidRequest,
-                format!("{name} may appear only once"),
-            )),
-        }
-    }
-
-    fn required(&self, name: &str) -> Result<&str, Refusal> {
-        self.one(name)?
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| bad(OAuthCode::InvalidRequest, format!("{name} is required")))
-    }
+/// Returns the single non-empty value of `name`; fails if it is absent, empty or repeated.
+fn required<'f>(form: &'f Form<'_>, name: &'static str) -> Result<&'f str, Refusal> {
+    form.one(name)?
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| bad(OAuthCode::InvalidRequest, format!("{name} is required")))
 }
 
 /// A checked exchange request.
@@ -105,23 +84,23 @@ pub(super) struct Exchange<'a> {
 }
 
 /// Checks the parameters of an exchange; fails with the RFC 6749 error naming the first problem.
-pub(super) fn parse(form: &Form) -> Result<Exchange<'_>, Refusal> {
-    let grant_type = form.required("grant_type")?;
+pub(super) fn parse<'f>(form: &'f Form<'_>) -> Result<Exchange<'f>, Refusal> {
+    let grant_type = required(form, "grant_type")?;
     if grant_type != GRANT_TYPE {
         return Err(bad(
             OAuthCode::UnsupportedGrantType,
             format!("grant_type must be {GRANT_TYPE}"),
         ));
     }
-    let subject_token = form.required("subject_token")?;
-    let subject_type = form.required("subject_token_type")?;
+    let subject_token = required(form, "subject_token")?;
+    let subject_type = required(form, "subject_token_type")?;
     if subject_type != JWT && subject_type != ID_TOKEN {
         return Err(bad(
             OAuthCode::InvalidRequest,
             format!("subject_token_type must be {ID_TOKEN} or {JWT}"),
         ));
     }
-    if !form.all("actor_token").is_empty() || !form.all("actor_token_type").is_empty() {
+    if form.all("actor_token").next().is_some() || form.all("actor_token_type").next().is_some() {
         return Err(bad(
             OAuthCode::InvalidRequest,
             "actor_token (delegation) is not supported",
@@ -159,9 +138,9 @@ pub(super) fn parse(form: &Form) -> Result<Exchange<'_>, Refusal> {
 }
 
 /// The one destination: `audience`, else `resource`; both must agree when both are given.
-fn destination(form: &Form) -> Result<&str, Refusal> {
-    let audiences = form.all("audience");
-    let resources = form.all("resource");
+fn destination<'f>(form: &'f Form<'_>) -> Result<&'f str, Refusal> {
+    let audiences: Vec<&str> = form.all("audience").collect();
+    let resources: Vec<&str> = form.all("resource").collect();
     if audiences.len() > 1 || resources.len() > 1 {
         return Err(bad(
             OAuthCode::InvalidTarget,
@@ -214,7 +193,7 @@ async fn exchange_inner(
             "the body must be application/x-www-form-urlencoded",
         ));
     }
-    let form = Form(form_urlencoded::parse(body).into_owned().collect());
+    let form = Form::parse(body)?;
     let x = parse(&form)?;
     let issuer = &endpoint.issuer;
     let authorized = issuer
@@ -240,13 +219,23 @@ async fn exchange_inner(
         .issue_jwt(authorized, &x.request)
         .await
         .map_err(|e| Refusal::from(&e))?;
-    let body = json!({
-        "access_token": minted.token,
-        "issued_token_type": x.issued_token_type,
-        "token_type": "Bearer",
-        "expires_in": minted.expires_at - minted.issued_at,
-    });
-    Ok((StatusCode::OK, no_store_json(), body.to_string()).into_response())
+    let body = Issued {
+        access_token: &minted.token,
+        issued_token_type: x.issued_token_type,
+        token_type: "Bearer",
+        expires_in: minted.expires_at - minted.issued_at,
+    };
+    Ok((StatusCode::OK, no_store_json(), Json(body)).into_response())
+}
+
+/// The body of a successful exchange (RFC 8693 §2.2.1), serialized as it stands: no
+/// `serde_json::Value` is built for it.
+#[derive(Serialize)]
+struct Issued<'a> {
+    access_token: &'a str,
+    issued_token_type: &'static str,
+    token_type: &'static str,
+    expires_in: i64,
 }
 
 /// On `/token` the evidence is the `subject_token` parameter: say so in an authentication
