@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::ci::{EXCHANGE, ID_TOKEN, JWT, PUSH, REGISTRY, assert_oauth_error, ci_env};
-use crate::common::post_form;
+use crate::common::{https_request, post_form};
 
 #[tokio::test]
 async fn asking_for_a_jwt_says_so_in_issued_token_type() {
@@ -165,5 +165,39 @@ async fn rfc8693_errors_name_the_bad_parameter() {
     for (pairs, error, needle) in cases {
         assert_oauth_error(&post_form(&env, "/token", &pairs).await, error, needle);
     }
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_form_that_is_not_utf8_once_decoded_is_an_invalid_request_and_issues_nothing() {
+    let (mut env, issuer) = ci_env().await;
+    let token = issuer.github_token(json!({}));
+    let valid = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("grant_type", EXCHANGE),
+            ("subject_token", token.as_str()),
+            ("subject_token_type", ID_TOKEN),
+            ("audience", REGISTRY),
+        ])
+        .finish();
+    // `%C3%28` decodes to a lead byte followed by a byte that cannot continue it.
+    let reply = https_request(
+        &env,
+        "POST",
+        "/token",
+        Some(format!("{valid}&scope=%C3%28")),
+    )
+    .await;
+    assert_oauth_error(&reply, "invalid_request", "not UTF-8");
+    // The same token, in a well-formed request, is still unused.
+    let pairs = [
+        ("grant_type", EXCHANGE),
+        ("subject_token", token.as_str()),
+        ("subject_token_type", ID_TOKEN),
+        ("audience", REGISTRY),
+        ("scope", PUSH),
+    ];
+    let reply = post_form(&env, "/token", &pairs).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
     env.shutdown().await;
 }

@@ -174,3 +174,23 @@ pub async fn revoke(
         Err(e) => endpoint.refuse(Refusal::from(&e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_parameter_must_be_present_once_and_utf8() {
+        assert_eq!(token_param(b"token=abc&token_type_hint=x").unwrap(), "abc");
+        for (body, says) in [
+            (&b""[..], "token is required"),
+            (b"token=", "token is required"),
+            (b"token=a&token=b", "token may appear only once"),
+            (b"token=%FF", "not UTF-8"),
+        ] {
+            let refusal = token_param(body).unwrap_err();
+            assert_eq!(refusal.oauth, OAuthCode::InvalidRequest);
+            assert!(refusal.message.contains(says), "{}", refusal.message);
+        }
+    }
+}
