@@ -10,6 +10,7 @@
 //! that is UTF-8 once decoded (a test checks it against `form_urlencoded`); any other is refused.
 
 use std::borrow::Cow;
+use std::fmt;
 
 use crate::refusal::{OAuthCode, Refusal};
 
@@ -35,8 +36,16 @@ impl From<FormError> for Refusal {
 }
 
 /// A parsed form: every parameter in the order of the body, with its value.
-#[derive(Debug)]
 pub struct Form<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+/// Names the parameters only: their values include subject tokens.
+impl fmt::Debug for Form<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set()
+            .entries(self.0.iter().map(|(k, _)| k))
+            .finish()
+    }
+}
 
 impl<'a> Form<'a> {
     /// Parses `body` as the WHATWG URL standard's urlencoded parser does: `&`-separated pairs,
@@ -143,6 +152,14 @@ mod tests {
             [("a", ""), ("b", ""), ("", "c"), ("d", "1=2")]
         );
         assert!(pairs(&Form::parse(b"").unwrap()).is_empty());
+    }
+
+    #[test]
+    fn debug_shows_the_names_and_never_a_value() {
+        let form = Form::parse(b"grant_type=g&subject_token=secret.jwt.sig").unwrap();
+        let shown = format!("{form:?}");
+        assert!(shown.contains("subject_token"), "{shown}");
+        assert!(!shown.contains("secret"), "{shown}");
     }
 
     #[test]
