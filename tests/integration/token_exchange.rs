@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::ci::{EXCHANGE, ID_TOKEN, JWT, PUSH, REGISTRY, assert_oauth_error, ci_env};
+use crate::ci::{EXCHANGE, ID_TOKEN, JWT, PUSH, REGISTRY, assert_oauth_error, ci_env, exchange};
 use crate::common::{https_request, post_form};
 
 #[tokio::test]
@@ -190,14 +190,7 @@ async fn a_form_that_is_not_utf8_once_decoded_is_an_invalid_request_and_issues_n
     .await;
     assert_oauth_error(&reply, "invalid_request", "not UTF-8");
     // The same token, in a well-formed request, is still unused.
-    let pairs = [
-        ("grant_type", EXCHANGE),
-        ("subject_token", token.as_str()),
-        ("subject_token_type", ID_TOKEN),
-        ("audience", REGISTRY),
-        ("scope", PUSH),
-    ];
-    let reply = post_form(&env, "/token", &pairs).await;
+    let reply = exchange(&env, &token, REGISTRY, PUSH).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     env.shutdown().await;
 }
