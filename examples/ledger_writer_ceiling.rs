@@ -10,7 +10,8 @@
 //! ```text
 //! cargo run --release --example ledger_writer_ceiling -- [COUNT] [fsync|nofsync]
 //! ```
-//! Defaults: 100,000 records per row, fsync on (the broker's default).
+//! Defaults: 100,000 records per row, fsync on (the broker's default). `IN_FLIGHT=16,64`
+//! measures only those rows (e.g. to count one batch size's instructions under callgrind).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -102,7 +103,11 @@ async fn main() -> Result<(), Error> {
     );
     println!("|---|---|---|---|---|");
     let mut first = 0;
-    for in_flight in [1, 4, 16, 64, 256, 1024, 4096] {
+    let rows: Vec<u64> = match std::env::var("IN_FLIGHT") {
+        Ok(list) => list.split(',').map(str::parse).collect::<Result<_, _>>()?,
+        Err(_) => vec![1, 4, 16, 64, 256, 1024, 4096],
+    };
+    for in_flight in rows {
         let (rate, us, batch) = run(&ledger, first, count, in_flight).await;
         first += count;
         println!(

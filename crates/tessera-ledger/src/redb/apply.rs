@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::ops::Bound;
 
-use ::redb::{ReadableTable, Table, WriteTransaction};
+use ::redb::{Key, ReadableTable, Table, TableDefinition, Value, WriteTransaction};
 
 use super::codec;
 use super::job::{Job, PendingRecord};
@@ -21,27 +21,60 @@ use crate::{
     RevocationRule, SweepParams, USAGE_DAYS_KEPT, utc_day,
 };
 
-/// The tables one batch writes, and the events it produces.
+/// The tables one batch writes, and the events it produces. The tables most batches leave
+/// alone are opened on first use ([`Lazy`]).
 struct Batch<'t> {
     credentials: Table<'t, &'static str, &'static [u8]>,
     expiry: Table<'t, (i64, &'static str), ()>,
     issued: Table<'t, (i64, &'static str), ()>,
     /// Replay guards by (expires_at, key): time-ordered, so a batch's guards dirty the
     /// table's last leaf rather than one random leaf each (see [`super::REPLAY_EXPIRY`]).
-    replay_expiry: Table<'t, (i64, &'static str), ()>,
-    rules: Table<'t, &'static str, &'static [u8]>,
+    replay_expiry: Lazy<'t, (i64, &'static str), ()>,
+    rules: Lazy<'t, &'static str, &'static [u8]>,
     events: Table<'t, u64, &'static [u8]>,
     meta: Table<'t, &'static str, u64>,
-    cursor_id: Table<'t, &'static str, &'static str>,
+    cursor_id: Lazy<'t, &'static str, &'static str>,
     live_counts: Table<'t, (i64, u8, &'static str), u64>,
-    x509: Table<'t, (i64, &'static str), ()>,
-    status: Table<'t, (i64, &'static str), ()>,
+    x509: Lazy<'t, (i64, &'static str), ()>,
+    status: Lazy<'t, (i64, &'static str), ()>,
     /// Live counts added by this batch's records, written once per key by `flush_counts`.
     counts: HashMap<(i64, u8, String), u64>,
     /// Usage added by this batch's records, written once per key by `usage::flush`.
     usage: UsageBatch,
     last_sequence: u64,
     emitted: Vec<Event>,
+}
+
+/// A table a batch opens on its first use. Opening one is a lookup in redb's table tree
+/// (~5,000 instructions by callgrind, BENCHMARKS.md item 16), so a batch of JWT mints does
+/// not open the replay, rule, cursor and X.509 tables it does not touch.
+struct Lazy<'t, K: Key + 'static, V: Value + 'static> {
+    txn: &'t WriteTransaction,
+    definition: TableDefinition<'static, K, V>,
+    table: Option<Table<'t, K, V>>,
+}
+
+impl<'t, K: Key + 'static, V: Value + 'static> Lazy<'t, K, V> {
+    fn new(txn: &'t WriteTransaction, definition: TableDefinition<'static, K, V>) -> Self {
+        Lazy {
+            txn,
+            definition,
+            table: None,
+        }
+    }
+
+    /// Returns the table, opening it on the first call. Fails with `Storage` when it cannot
+    /// be opened.
+    fn open(&mut self) -> Result<&mut Table<'t, K, V>, LedgerError> {
+        let table = match self.table.take() {
+            Some(table) => table,
+            None => self
+                .txn
+                .open_table(self.definition)
+                .ctx("opening a ledger table")?,
+        };
+        Ok(self.table.insert(table))
+    }
 }
 
 /// Applies `jobs` in order inside `txn` after event `last_sequence`, and stores `frame` as the
@@ -57,14 +90,14 @@ pub(super) fn apply(
         credentials: txn.open_table(CREDENTIALS).ctx(OP)?,
         expiry: txn.open_table(EXPIRY).ctx(OP)?,
         issued: txn.open_table(ISSUED).ctx(OP)?,
-        replay_expiry: txn.open_table(REPLAY_EXPIRY).ctx(OP)?,
-        rules: txn.open_table(RULES).ctx(OP)?,
+        replay_expiry: Lazy::new(txn, REPLAY_EXPIRY),
+        rules: Lazy::new(txn, RULES),
         events: txn.open_table(EVENTS).ctx(OP)?,
         meta: txn.open_table(META).ctx(OP)?,
-        cursor_id: txn.open_table(EXPIRED_CURSOR_ID).ctx(OP)?,
+        cursor_id: Lazy::new(txn, EXPIRED_CURSOR_ID),
         live_counts: txn.open_table(LIVE_COUNTS).ctx(OP)?,
-        x509: txn.open_table(X509_EXPIRY).ctx(OP)?,
-        status: txn.open_table(STATUS_EXPIRY).ctx(OP)?,
+        x509: Lazy::new(txn, X509_EXPIRY),
+        status: Lazy::new(txn, STATUS_EXPIRY),
         counts: HashMap::new(),
         usage: UsageBatch::default(),
         last_sequence,
@@ -146,6 +179,7 @@ impl Batch<'_> {
         if let Some((key, expires_at)) = &p.replay
             && self
                 .replay_expiry
+                .open()?
                 .get((*expires_at, key.as_str()))
                 .ctx(OP)?
                 .is_some()
@@ -159,10 +193,16 @@ impl Batch<'_> {
         self.expiry.insert((p.record.expires_at, id), ()).ctx(OP)?;
         self.issued.insert((p.record.issued_at, id), ()).ctx(OP)?;
         if p.record.kind == CredentialKind::X509 {
-            self.x509.insert((p.record.expires_at, id), ()).ctx(OP)?;
+            self.x509
+                .open()?
+                .insert((p.record.expires_at, id), ())
+                .ctx(OP)?;
         }
         if p.record.status_list.is_some() {
-            self.status.insert((p.record.expires_at, id), ()).ctx(OP)?;
+            self.status
+                .open()?
+                .insert((p.record.expires_at, id), ())
+                .ctx(OP)?;
         }
         for selector in COUNTED {
             let value = selector.value_of(&p.record).to_owned();
@@ -178,6 +218,7 @@ impl Batch<'_> {
         self.usage.add(&p.record);
         if let Some((key, expires_at)) = &p.replay {
             self.replay_expiry
+                .open()?
                 .insert((*expires_at, key.as_str()), ())
                 .ctx(OP)?;
         }
@@ -208,6 +249,7 @@ impl Batch<'_> {
         };
         let bytes = serde_json::to_vec(&stored).ctx("encoding a rule")?;
         self.rules
+            .open()?
             .insert(rule.revocation_id.as_str(), bytes.as_slice())
             .ctx("storing a rule")?;
         self.append(
@@ -236,6 +278,7 @@ impl Batch<'_> {
         }
         let after = self
             .cursor_id
+            .open()?
             .get(EXPIRED_CURSOR_KEY)
             .ctx(OP)?
             .map(|v| v.value().to_owned())
@@ -271,7 +314,10 @@ impl Batch<'_> {
         self.meta
             .insert(EXPIRED_CURSOR_KEY, u64::try_from(to).unwrap_or_default())
             .ctx(OP)?;
-        self.cursor_id.insert(EXPIRED_CURSOR_KEY, to_id).ctx(OP)?;
+        self.cursor_id
+            .open()?
+            .insert(EXPIRED_CURSOR_KEY, to_id)
+            .ctx(OP)?;
         // Counts of credentials that expired at or before `now` are no longer live (reads
         // ignore them whether or not their events are written yet).
         self.live_counts
@@ -292,8 +338,14 @@ impl Batch<'_> {
         }
         for (expires_at, id) in &expired {
             self.expiry.remove((*expires_at, id.as_str())).ctx(OP)?;
-            self.x509.remove((*expires_at, id.as_str())).ctx(OP)?;
-            self.status.remove((*expires_at, id.as_str())).ctx(OP)?;
+            self.x509
+                .open()?
+                .remove((*expires_at, id.as_str()))
+                .ctx(OP)?;
+            self.status
+                .open()?
+                .remove((*expires_at, id.as_str()))
+                .ctx(OP)?;
             if let Some(bytes) = self
                 .credentials
                 .remove(id.as_str())
@@ -309,6 +361,7 @@ impl Batch<'_> {
         let mut guards = Vec::new();
         for entry in self
             .replay_expiry
+            .open()?
             .range(..upper)
             .ctx(OP)?
             .take(params.limit)
@@ -319,6 +372,7 @@ impl Batch<'_> {
         }
         for (expires_at, guard) in &guards {
             self.replay_expiry
+                .open()?
                 .remove((*expires_at, guard.as_str()))
                 .ctx(OP)?;
         }
@@ -340,7 +394,7 @@ impl Batch<'_> {
             self.events.remove(seq).ctx(OP)?;
         }
         let mut dead = Vec::new();
-        for entry in self.rules.iter().ctx(OP)? {
+        for entry in self.rules.open()?.iter().ctx(OP)? {
             let (id, bytes) = entry.ctx(OP)?;
             if let Ok(rule) = serde_json::from_slice::<RevocationRule>(bytes.value())
                 && rule.rule.effective_at < params.rules_before
@@ -349,7 +403,7 @@ impl Batch<'_> {
             }
         }
         for id in dead {
-            self.rules.remove(id.as_str()).ctx(OP)?;
+            self.rules.open()?.remove(id.as_str()).ctx(OP)?;
         }
         Ok(())
     }
