@@ -10,8 +10,9 @@
 //! ```text
 //! cargo run --release --example ledger_writer_ceiling -- [COUNT] [fsync|nofsync]
 //! ```
-//! Defaults: 100,000 records per row, fsync on (the broker's default). `IN_FLIGHT=16,64`
-//! measures only those rows (e.g. to count one batch size's instructions under callgrind).
+//! Defaults: 100,000 records per row, fsync on (the broker's default).
+//! `LEDGER_CEILING_ROWS=16,64` measures only those numbers of writers in flight (e.g. to count
+//! one batch size's instructions under callgrind).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -86,11 +87,30 @@ async fn run(ledger: &Arc<RedbLedger>, first: u64, count: u64, in_flight: u64) -
     (count as f64 / wall, writer_us, count as f64 / batches)
 }
 
+/// Returns the numbers of writers in flight to measure: `LEDGER_CEILING_ROWS` (a comma-separated
+/// list of positive integers) or every row. Fails naming the variable on anything else.
+fn rows() -> Result<Vec<u64>, Error> {
+    const VAR: &str = "LEDGER_CEILING_ROWS";
+    let Some(list) = std::env::var_os(VAR) else {
+        return Ok(vec![1, 4, 16, 64, 256, 1024, 4096]);
+    };
+    let list = list
+        .into_string()
+        .map_err(|_| format!("{VAR} is not UTF-8"))?;
+    list.split(',')
+        .map(|item| match item.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("{VAR}={list}: {item:?} is not a positive number of writers").into()),
+        })
+        .collect()
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let count: u64 = args.first().map_or(Ok(100_000), |a| a.parse())?;
     let durable = args.get(1).is_none_or(|a| a != "nofsync");
+    let rows = rows()?;
     let dir = tempfile::tempdir()?;
     let options = RedbOptions {
         durable,
@@ -103,10 +123,6 @@ async fn main() -> Result<(), Error> {
     );
     println!("|---|---|---|---|---|");
     let mut first = 0;
-    let rows: Vec<u64> = match std::env::var("IN_FLIGHT") {
-        Ok(list) => list.split(',').map(str::parse).collect::<Result<_, _>>()?,
-        Err(_) => vec![1, 4, 16, 64, 256, 1024, 4096],
-    };
     for in_flight in rows {
         let (rate, us, batch) = run(&ledger, first, count, in_flight).await;
         first += count;

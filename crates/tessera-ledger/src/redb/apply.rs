@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::ops::Bound;
 
-use ::redb::{Key, ReadableTable, Table, TableDefinition, Value, WriteTransaction};
+use ::redb::{Key, ReadableTable, Table, TableDefinition, TableHandle, Value, WriteTransaction};
 
 use super::codec;
 use super::job::{Job, PendingRecord};
@@ -22,21 +22,21 @@ use crate::{
 };
 
 /// The tables one batch writes, and the events it produces. The tables most batches leave
-/// alone are opened on first use ([`Lazy`]).
+/// alone are opened on first use ([`LazyTable`]).
 struct Batch<'t> {
     credentials: Table<'t, &'static str, &'static [u8]>,
     expiry: Table<'t, (i64, &'static str), ()>,
     issued: Table<'t, (i64, &'static str), ()>,
     /// Replay guards by (expires_at, key): time-ordered, so a batch's guards dirty the
     /// table's last leaf rather than one random leaf each (see [`super::REPLAY_EXPIRY`]).
-    replay_expiry: Lazy<'t, (i64, &'static str), ()>,
-    rules: Lazy<'t, &'static str, &'static [u8]>,
+    replay_expiry: LazyTable<'t, (i64, &'static str), ()>,
+    rules: LazyTable<'t, &'static str, &'static [u8]>,
     events: Table<'t, u64, &'static [u8]>,
     meta: Table<'t, &'static str, u64>,
-    cursor_id: Lazy<'t, &'static str, &'static str>,
+    cursor_id: LazyTable<'t, &'static str, &'static str>,
     live_counts: Table<'t, (i64, u8, &'static str), u64>,
-    x509: Lazy<'t, (i64, &'static str), ()>,
-    status: Lazy<'t, (i64, &'static str), ()>,
+    x509: LazyTable<'t, (i64, &'static str), ()>,
+    status: LazyTable<'t, (i64, &'static str), ()>,
     /// Live counts added by this batch's records, written once per key by `flush_counts`.
     counts: HashMap<(i64, u8, String), u64>,
     /// Usage added by this batch's records, written once per key by `usage::flush`.
@@ -45,33 +45,35 @@ struct Batch<'t> {
     emitted: Vec<Event>,
 }
 
-/// A table a batch opens on its first use. Opening one is a lookup in redb's table tree
-/// (~5,000 instructions by callgrind, BENCHMARKS.md item 16), so a batch of JWT mints does
-/// not open the replay, rule, cursor and X.509 tables it does not touch.
-struct Lazy<'t, K: Key + 'static, V: Value + 'static> {
+/// A table a batch opens on its first use. Opening one is a lookup in redb's table tree and a
+/// check of the table's stored type (~5,700 instructions by callgrind, BENCHMARKS.md item 16),
+/// so a batch of JWT mints does not open the replay, rule, cursor and X.509 tables.
+struct LazyTable<'t, K: Key + 'static, V: Value + 'static> {
     txn: &'t WriteTransaction,
     definition: TableDefinition<'static, K, V>,
     table: Option<Table<'t, K, V>>,
 }
 
-impl<'t, K: Key + 'static, V: Value + 'static> Lazy<'t, K, V> {
+impl<'t, K: Key + 'static, V: Value + 'static> LazyTable<'t, K, V> {
     fn new(txn: &'t WriteTransaction, definition: TableDefinition<'static, K, V>) -> Self {
-        Lazy {
+        LazyTable {
             txn,
             definition,
             table: None,
         }
     }
 
-    /// Returns the table, opening it on the first call. Fails with `Storage` when it cannot
-    /// be opened.
+    /// Returns the table, opening it on the first call. Fails with `Storage`, naming the
+    /// table, when it cannot be opened.
     fn open(&mut self) -> Result<&mut Table<'t, K, V>, LedgerError> {
         let table = match self.table.take() {
             Some(table) => table,
-            None => self
-                .txn
-                .open_table(self.definition)
-                .ctx("opening a ledger table")?,
+            None => self.txn.open_table(self.definition).map_err(|e| {
+                LedgerError::Storage(format!(
+                    "opening the ledger table {}: {e}",
+                    self.definition.name()
+                ))
+            })?,
         };
         Ok(self.table.insert(table))
     }
@@ -90,14 +92,14 @@ pub(super) fn apply(
         credentials: txn.open_table(CREDENTIALS).ctx(OP)?,
         expiry: txn.open_table(EXPIRY).ctx(OP)?,
         issued: txn.open_table(ISSUED).ctx(OP)?,
-        replay_expiry: Lazy::new(txn, REPLAY_EXPIRY),
-        rules: Lazy::new(txn, RULES),
+        replay_expiry: LazyTable::new(txn, REPLAY_EXPIRY),
+        rules: LazyTable::new(txn, RULES),
         events: txn.open_table(EVENTS).ctx(OP)?,
         meta: txn.open_table(META).ctx(OP)?,
-        cursor_id: Lazy::new(txn, EXPIRED_CURSOR_ID),
+        cursor_id: LazyTable::new(txn, EXPIRED_CURSOR_ID),
         live_counts: txn.open_table(LIVE_COUNTS).ctx(OP)?,
-        x509: Lazy::new(txn, X509_EXPIRY),
-        status: Lazy::new(txn, STATUS_EXPIRY),
+        x509: LazyTable::new(txn, X509_EXPIRY),
+        status: LazyTable::new(txn, STATUS_EXPIRY),
         counts: HashMap::new(),
         usage: UsageBatch::default(),
         last_sequence,
@@ -370,9 +372,9 @@ impl Batch<'_> {
             let (expires_at, guard) = key.value();
             guards.push((expires_at, guard.to_owned()));
         }
+        let replay_expiry = self.replay_expiry.open()?;
         for (expires_at, guard) in &guards {
-            self.replay_expiry
-                .open()?
+            replay_expiry
                 .remove((*expires_at, guard.as_str()))
                 .ctx(OP)?;
         }
@@ -402,9 +404,80 @@ impl Batch<'_> {
                 dead.push(id.value().to_owned());
             }
         }
+        let rules = self.rules.open()?;
         for id in dead {
-            self.rules.open()?.remove(id.as_str()).ctx(OP)?;
+            rules.remove(id.as_str()).ctx(OP)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use ::redb::{Database, ReadableDatabase, ReadableTableMetadata};
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::Selector;
+    use crate::test_records::{rule, sample, x509};
+
+    fn record(record: CredentialRecord, guard: Option<&str>) -> Job {
+        let pending = PendingRecord {
+            bytes: codec::encode_record(&record),
+            record,
+            replay: guard.map(|key| (key.to_owned(), 100)),
+        };
+        Job::Record(Box::new(pending), oneshot::channel().0, Ok(0))
+    }
+
+    /// The one batch that opens each table on first use and uses it again after: records with
+    /// and without guards and indexes, a rule, an expiry pass and a sweep of it all.
+    #[test]
+    fn a_batch_that_records_revokes_expires_and_sweeps_opens_each_table_once_and_applies_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("l.redb")).unwrap();
+        super::super::schema::init_schema(&db).unwrap();
+        let mut with_status = sample("jwt-1", 100);
+        with_status.status_list = Some(tessera_core::domain::StatusListRef {
+            list: "0".into(),
+            idx: 1,
+        });
+        let rule = rule("rev-1", Selector::Workload, "spiffe://example.org/w", 50);
+        let sweep = SweepParams {
+            expired_before: 150,
+            rules_before: 0,
+            limit: 10,
+        };
+        let mut jobs = vec![
+            record(x509("x-1", 100), Some("guard")),
+            record(with_status, None),
+            record(sample("jwt-2", 100), Some("guard")),
+            Job::AddRule(Box::new(rule), oneshot::channel().0, None),
+            Job::Expire((200, 10), oneshot::channel().0, 0),
+            Job::Sweep(sweep, oneshot::channel().0, 0),
+        ];
+        let txn = db.begin_write().unwrap();
+        let (last, events) = apply(&txn, &mut jobs, 0, 1).unwrap();
+        txn.commit().unwrap();
+
+        assert!(matches!(jobs[0], Job::Record(_, _, Ok(1))));
+        assert!(matches!(jobs[1], Job::Record(_, _, Ok(2))));
+        assert!(matches!(
+            jobs[2],
+            Job::Record(_, _, Err(LedgerError::Replay))
+        ));
+        assert!(matches!(jobs[3], Job::AddRule(_, _, Some(_))));
+        assert!(matches!(jobs[4], Job::Expire(_, _, 2)));
+        assert!(matches!(jobs[5], Job::Sweep(_, _, 2)));
+        // issued ×2, revoked, expired ×2
+        assert_eq!((last, events.len()), (5, 5));
+        let read = db.begin_read().unwrap();
+        for table in [X509_EXPIRY, STATUS_EXPIRY, REPLAY_EXPIRY, EXPIRY, ISSUED] {
+            assert!(read.open_table(table).unwrap().is_empty().unwrap());
+        }
+        assert!(read.open_table(CREDENTIALS).unwrap().is_empty().unwrap());
+        assert_eq!(read.open_table(RULES).unwrap().len().unwrap(), 1);
     }
 }
