@@ -432,10 +432,11 @@ mod tests {
         Job::Record(Box::new(pending), oneshot::channel().0, Ok(0))
     }
 
-    /// The one batch that opens each table on first use and uses it again after: records with
-    /// and without guards and indexes, a rule, an expiry pass and a sweep of it all.
+    /// One batch that opens each of the lazily opened tables and uses it again after (records
+    /// with and without guards and indexes, a rule, an expiry pass, a sweep of it all) applies
+    /// every job as the eagerly opened tables did.
     #[test]
-    fn a_batch_that_records_revokes_expires_and_sweeps_opens_each_table_once_and_applies_all() {
+    fn one_batch_of_records_a_replayed_guard_a_rule_an_expiry_and_a_sweep_applies_every_job() {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::create(dir.path().join("l.redb")).unwrap();
         super::super::schema::init_schema(&db).unwrap();
