@@ -226,7 +226,15 @@ async fn the_agent_writes_whole_files_and_renews_them_before_they_expire() {
         &std::fs::read(agent.file("svid.pem")).unwrap(),
         &std::fs::read(agent.file("svid-key.pem")).unwrap(),
     );
-    let hooks = std::fs::read_to_string(agent.file("hook.log")).unwrap();
+    // The command runs once a renewal is written, so its second line may follow the second
+    // token by a moment.
+    let hook_log = agent.file("hook.log");
+    crate::workload_api::until(|| {
+        let hook_log = hook_log.clone();
+        async move { std::fs::read_to_string(&hook_log).is_ok_and(|h| h.lines().count() >= 2) }
+    })
+    .await;
+    let hooks = std::fs::read_to_string(&hook_log).unwrap();
     assert!(
         hooks.lines().count() >= 2,
         "the command ran after each renewal: {hooks}"
