@@ -71,15 +71,24 @@ pub(crate) async fn ci_env() -> (Env, TestIssuer) {
     ci_env_with_clock(None).await
 }
 
-pub(crate) async fn exchange(env: &Env, token: &str, audience: &str, scope: &str) -> HttpReply {
-    let pairs = [
+/// The form of an RFC 8693 exchange of the CI ID token `token` for `audience` and `scope`,
+/// `scope` last.
+pub(crate) fn exchange_pairs<'a>(
+    token: &'a str,
+    audience: &'a str,
+    scope: &'a str,
+) -> [(&'static str, &'a str); 5] {
+    [
         ("grant_type", EXCHANGE),
         ("subject_token", token),
         ("subject_token_type", ID_TOKEN),
         ("audience", audience),
         ("scope", scope),
-    ];
-    post_form(env, "/token", &pairs).await
+    ]
+}
+
+pub(crate) async fn exchange(env: &Env, token: &str, audience: &str, scope: &str) -> HttpReply {
+    post_form(env, "/token", &exchange_pairs(token, audience, scope)).await
 }
 
 /// Exchanges a fresh GitHub token for [`REGISTRY`] and [`PUSH`]; panics unless it succeeds.

@@ -2,7 +2,9 @@
 
 use serde_json::json;
 
-use crate::ci::{EXCHANGE, ID_TOKEN, JWT, PUSH, REGISTRY, assert_oauth_error, ci_env, exchange};
+use crate::ci::{
+    EXCHANGE, ID_TOKEN, JWT, PUSH, REGISTRY, assert_oauth_error, ci_env, exchange, exchange_pairs,
+};
 use crate::common::{https_request, post_form};
 
 #[tokio::test]
@@ -172,13 +174,10 @@ async fn rfc8693_errors_name_the_bad_parameter() {
 async fn a_form_that_is_not_utf8_once_decoded_is_an_invalid_request_and_issues_nothing() {
     let (mut env, issuer) = ci_env().await;
     let token = issuer.github_token(json!({}));
+    // Every parameter but the scope, which is appended undecodable below.
+    let pairs = exchange_pairs(&token, REGISTRY, PUSH);
     let valid = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs([
-            ("grant_type", EXCHANGE),
-            ("subject_token", token.as_str()),
-            ("subject_token_type", ID_TOKEN),
-            ("audience", REGISTRY),
-        ])
+        .extend_pairs(&pairs[..4])
         .finish();
     // `%C3%28` decodes to a lead byte followed by a byte that cannot continue it.
     let reply = https_request(

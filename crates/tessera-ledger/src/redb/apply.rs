@@ -338,16 +338,12 @@ impl Batch<'_> {
             let (expires_at, id) = key.value();
             expired.push((expires_at, id.to_owned()));
         }
+        let x509 = self.x509.open()?;
+        let status = self.status.open()?;
         for (expires_at, id) in &expired {
             self.expiry.remove((*expires_at, id.as_str())).ctx(OP)?;
-            self.x509
-                .open()?
-                .remove((*expires_at, id.as_str()))
-                .ctx(OP)?;
-            self.status
-                .open()?
-                .remove((*expires_at, id.as_str()))
-                .ctx(OP)?;
+            x509.remove((*expires_at, id.as_str())).ctx(OP)?;
+            status.remove((*expires_at, id.as_str())).ctx(OP)?;
             if let Some(bytes) = self
                 .credentials
                 .remove(id.as_str())
