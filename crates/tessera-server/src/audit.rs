@@ -174,6 +174,8 @@ struct Writer {
     log_id: Option<String>,
     /// The last line written and flushed, shared with [`AuditLog::position`].
     written: Arc<Mutex<Option<AuditPosition>>>,
+    /// The line being written, kept to reuse its allocation.
+    line: Vec<u8>,
 }
 
 impl Writer {
@@ -209,9 +211,16 @@ impl Writer {
         fields.insert("prev".into(), Value::String(self.prev.clone()));
         let hash = seal(&fields);
         fields.insert("hash".into(), Value::String(hash.clone()));
-        let written = serde_json::to_writer(&mut self.out, &fields)
+        // Serialized whole first, then handed to the buffer in one piece: the buffer then
+        // reaches the file at line ends only (a line split across two writes is torn by a
+        // crash between them).
+        self.line.clear();
+        let written = serde_json::to_writer(&mut self.line, &fields)
             .map_err(std::io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"));
+            .and_then(|()| {
+                self.line.push(b'\n');
+                self.out.write_all(&self.line)
+            });
         match written {
             // The chain advances only past lines that were written.
             Ok(()) => {
@@ -253,8 +262,40 @@ pub struct AuditPosition {
     pub hash: String,
 }
 
-/// Reads the `hash` and `seq` of the last line of an existing log, and the hash of its first.
-fn tail(path: &Path) -> Result<(String, u64, Option<String>), AuditError> {
+/// Calls `each` with the number and text of every line of `file` that is complete (ended by
+/// `\n`; a final fragment without one is what a crash mid-write leaves, never a line of the
+/// chain). Returns the length in bytes of the complete lines. Fails with `Broken` on a line
+/// that is not UTF-8, and with what `each` returns.
+fn complete_lines(
+    file: std::fs::File,
+    mut each: impl FnMut(u64, &str) -> Result<(), AuditError>,
+) -> Result<u64, AuditError> {
+    let mut reader = BufReader::new(file);
+    let (mut buf, mut n, mut complete) = (Vec::new(), 0, 0);
+    loop {
+        buf.clear();
+        let read = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| AuditError::Broken {
+                line: n + 1,
+                reason: e.to_string(),
+            })?;
+        if read == 0 || buf.last() != Some(&b'\n') {
+            return Ok(complete);
+        }
+        n += 1;
+        complete += read as u64;
+        let text = std::str::from_utf8(&buf).map_err(|_| AuditError::Broken {
+            line: n,
+            reason: "not UTF-8".into(),
+        })?;
+        each(n, text.trim_end_matches('\n').trim_end_matches('\r'))?;
+    }
+}
+
+/// Reads the `hash` and `seq` of the last line of an existing log, the hash of its first, and
+/// the length of its complete lines.
+fn tail(path: &Path) -> Result<(String, u64, Option<String>, u64), AuditError> {
     let io = |source| AuditError::Io {
         path: path.to_owned(),
         source,
@@ -262,23 +303,23 @@ fn tail(path: &Path) -> Result<(String, u64, Option<String>), AuditError> {
     let file = match std::fs::File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok((GENESIS.to_owned(), 0, None));
+            return Ok((GENESIS.to_owned(), 0, None, 0));
         }
         Err(e) => return Err(io(e)),
     };
     let mut first = None;
     let mut last = None;
-    for line in BufReader::new(file).lines() {
-        let line = line.map_err(io)?;
+    let complete = complete_lines(file, |_, line| {
         if !line.trim().is_empty() {
             if first.is_none() {
-                first = Some(line.clone());
+                first = Some(line.to_owned());
             }
-            last = Some(line);
+            last = Some(line.to_owned());
         }
-    }
+        Ok(())
+    })?;
     let Some(last) = last else {
-        return Ok((GENESIS.to_owned(), 0, None));
+        return Ok((GENESIS.to_owned(), 0, None, complete));
     };
     let first = first.as_deref().and_then(line_hash);
     let value: Value = serde_json::from_str(&last).map_err(|e| AuditError::Broken {
@@ -294,6 +335,7 @@ fn tail(path: &Path) -> Result<(String, u64, Option<String>), AuditError> {
         hash,
         value.get("seq").and_then(Value::as_u64).unwrap_or(0),
         first,
+        complete,
     ))
 }
 
@@ -321,7 +363,7 @@ impl AuditLog {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
-        let (prev, seq, log_id) = tail(path)?;
+        let (prev, seq, log_id, complete) = tail(path)?;
         let position = Arc::new(Mutex::new(log_id.clone().map(|log| AuditPosition {
             log,
             seq,
@@ -332,6 +374,13 @@ impl AuditLog {
             .append(true)
             .open(path)
             .map_err(io)?;
+        let length = file.metadata().map_err(io)?.len();
+        if length > complete {
+            // What a crash mid-write left after the last whole line: never part of the chain.
+            tracing::warn!(file = %path.display(), bytes = length - complete,
+                "the audit log ended in a partial line (a crash while writing it): removed");
+            file.set_len(complete).map_err(io)?;
+        }
         let (tx, rx) = mpsc::sync_channel::<Message>(AUDIT_QUEUE);
         let writer = Writer {
             out: BufWriter::new(file),
@@ -340,6 +389,7 @@ impl AuditLog {
             seq,
             log_id,
             written: Arc::clone(&position),
+            line: Vec::new(),
         };
         std::thread::Builder::new()
             .name("audit-writer".into())
@@ -390,9 +440,10 @@ impl AuditLog {
     }
 }
 
-/// Checks the chain of the log at `path`; returns how many lines it holds. Fails naming the
-/// first line whose hash does not match its content or whose `prev` does not match the line
-/// before it.
+/// Checks the chain of the log at `path`; returns how many lines it holds (a final fragment
+/// without its `\n`, left by a crash mid-write, is not a line: the next open removes it).
+/// Fails naming the first line whose hash does not match its content or whose `prev` does not
+/// match the line before it.
 pub fn verify(path: &Path) -> Result<u64, AuditError> {
     let file = std::fs::File::open(path).map_err(|source| AuditError::Io {
         path: path.to_owned(),
@@ -400,12 +451,10 @@ pub fn verify(path: &Path) -> Result<u64, AuditError> {
     })?;
     let mut prev = GENESIS.to_owned();
     let mut count = 0;
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let n = i as u64 + 1;
+    complete_lines(file, |n, line| {
         let broken = |reason: String| AuditError::Broken { line: n, reason };
-        let line = line.map_err(|e| broken(e.to_string()))?;
         let mut fields: Map<String, Value> =
-            serde_json::from_str(&line).map_err(|e| broken(format!("not JSON: {e}")))?;
+            serde_json::from_str(line).map_err(|e| broken(format!("not JSON: {e}")))?;
         let hash = match fields.remove("hash") {
             Some(Value::String(hash)) => hash,
             _ => return Err(broken("no hash".into())),
@@ -420,7 +469,8 @@ pub fn verify(path: &Path) -> Result<u64, AuditError> {
         }
         prev = hash;
         count = n;
-    }
+        Ok(())
+    })?;
     Ok(count)
 }
 
@@ -534,5 +584,31 @@ mod tests {
         std::fs::write(&path, edited).unwrap();
         let err = verify(&path).unwrap_err().to_string();
         assert!(err.starts_with("line 2:"), "{err}");
+    }
+
+    #[test]
+    fn a_partial_last_line_left_by_a_crash_is_not_a_line_and_the_next_open_removes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path, Counter::default()).unwrap();
+        log.record("issued", 1000, serde_json::json!({"credential_id": "c1"}));
+        log.flush();
+        drop(log);
+        let whole = std::fs::read(&path).unwrap();
+        let mut torn = whole.clone();
+        torn.extend_from_slice(&whole[..whole.len() / 2]);
+        std::fs::write(&path, &torn).unwrap();
+        assert_eq!(verify(&path).unwrap(), 1);
+        let log = AuditLog::open(&path, Counter::default()).unwrap();
+        log.record("issued", 1001, serde_json::json!({"credential_id": "c2"}));
+        log.flush();
+        drop(log);
+        assert_eq!(verify(&path).unwrap(), 2);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with(std::str::from_utf8(&whole).unwrap()),
+            "{text}"
+        );
+        assert!(text.ends_with("}\n") && text.contains("\"c2\""), "{text}");
     }
 }
